@@ -1,0 +1,235 @@
+//! Control messages: JSON objects tagged by `"type"`, one per control frame.
+
+use serde::{Deserialize, Serialize};
+
+/// A control message from the host to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMessage {
+    /// The first message on a connection: the protocol version the host speaks.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`] of the host.
+        version: u32,
+    },
+    /// Start the container's process. Allowed once per connection.
+    Start(ProcessSpec),
+    /// Send a signal to the process (not its group: as `docker kill` does).
+    Signal {
+        /// The signal number, 1 to 64.
+        signal: i32,
+    },
+    /// Set the terminal's size. Before `Start`, it sets the initial size; ignored when the
+    /// process has no terminal.
+    Resize {
+        /// Rows (lines).
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// A message type this version does not know (sent by a newer peer). Never sent; the
+    /// receiver answers it with an `Error` and carries on.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A control message from the agent to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// The answer to the host's `Hello` when the agent speaks its version.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`] of the agent.
+        version: u32,
+        /// The agent's build version, for diagnostics only.
+        agent_version: String,
+    },
+    /// The agent refused a message (bad version, a message out of place, a malformed
+    /// message). After a refused `Hello` the agent closes the connection.
+    Error {
+        /// What was wrong, for a human.
+        message: String,
+    },
+    /// The process runs.
+    Started {
+        /// Its PID inside the guest.
+        pid: i32,
+    },
+    /// The process could not be started. The agent then closes the connection and powers off.
+    StartFailed {
+        /// Why, coarsely: it decides the container's exit code.
+        kind: StartFailedKind,
+        /// What happened, for a human (one line).
+        message: String,
+    },
+    /// The process ended. Sent only after the EOF frames of stdout and stderr; the last
+    /// message on the connection.
+    Exited {
+        /// The exit code when the process exited normally.
+        code: Option<i32>,
+        /// The signal number when the process was killed by a signal.
+        signal: Option<i32>,
+    },
+    /// A message type this version does not know (sent by a newer peer). Never sent.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Why a process could not be started; maps to Docker's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFailedKind {
+    /// The command does not exist (not in `PATH`, or no such file): exit code 127.
+    NotFound,
+    /// The command exists but cannot be executed (no execute permission, a directory, a bad
+    /// binary format): exit code 126.
+    PermissionDenied,
+    /// Anything else (unknown user, bad rlimit, bad spec, I/O failure): exit code 125.
+    Other,
+}
+
+impl StartFailedKind {
+    /// The container exit code Docker reports for this failure.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            StartFailedKind::NotFound => 127,
+            StartFailedKind::PermissionDenied => 126,
+            StartFailedKind::Other => 125,
+        }
+    }
+}
+
+/// The container exit code for an `Exited` message: the code itself, or 128 + the signal
+/// number, as a shell and Docker report it. 255 when neither is set (a malformed message).
+pub fn container_exit_code(code: Option<i32>, signal: Option<i32>) -> i32 {
+    match (code, signal) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 255,
+    }
+}
+
+/// The process the agent starts, as given by the user and the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// The command and its arguments; must not be empty. `args[0]` without a `/` is looked
+    /// up in the `PATH` of `env`.
+    pub args: Vec<String>,
+    /// The environment, `KEY=VALUE` entries. The agent adds `PATH` (Docker's default),
+    /// `HOSTNAME`, `HOME` (from the user's passwd entry) and with a terminal `TERM=xterm`,
+    /// each only when absent.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The working directory, absolute; created when missing. Empty means `/`.
+    #[serde(default)]
+    pub cwd: String,
+    /// The user as the user gave it: `""` (root), `name`, `uid`, `uid:gid`, `name:group`,
+    /// resolved in the container's `/etc/passwd` and `/etc/group`.
+    #[serde(default)]
+    pub user: String,
+    /// Whether the process gets a terminal (stdin, stdout and stderr all on one PTY).
+    #[serde(default)]
+    pub terminal: bool,
+    /// Whether stdin is attached; if not, the process reads `/dev/null` and the agent
+    /// ignores `Stdin` frames.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Resource limits to set before exec.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One resource limit, in the OCI runtime spec's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The resource: `RLIMIT_NOFILE` and the like (the `RLIMIT_` prefix and case are
+    /// optional, so Docker's `nofile` works too).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The soft limit; `u64::MAX` is unlimited.
+    pub soft: u64,
+    /// The hard limit; `u64::MAX` is unlimited.
+    pub hard: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_stable() {
+        let json = serde_json::to_string(&HostMessage::Hello { version: 1 }).unwrap();
+        assert_eq!(json, r#"{"type":"hello","version":1}"#);
+        let json = serde_json::to_string(&AgentMessage::StartFailed {
+            kind: StartFailedKind::NotFound,
+            message: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"start_failed","kind":"not_found","message":"x"}"#
+        );
+        let json = serde_json::to_string(&AgentMessage::Exited {
+            code: None,
+            signal: Some(15),
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"type":"exited","code":null,"signal":15}"#);
+    }
+
+    #[test]
+    fn start_needs_only_args() {
+        let msg: HostMessage = serde_json::from_str(r#"{"type":"start","args":["true"]}"#).unwrap();
+        assert_eq!(
+            msg,
+            HostMessage::Start(ProcessSpec {
+                args: vec!["true".into()],
+                ..Default::default()
+            })
+        );
+        let full = HostMessage::Start(ProcessSpec {
+            args: vec!["sh".into(), "-c".into(), "ulimit -n".into()],
+            env: vec!["A=b".into()],
+            cwd: "/srv".into(),
+            user: "1000:1000".into(),
+            terminal: true,
+            stdin: true,
+            rlimits: vec![Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 10,
+                hard: u64::MAX,
+            }],
+        });
+        let json = serde_json::to_string(&full).unwrap();
+        assert!(json.contains(r#""type":"RLIMIT_NOFILE""#));
+        assert_eq!(serde_json::from_str::<HostMessage>(&json).unwrap(), full);
+    }
+
+    #[test]
+    fn unknown_messages_and_fields_are_tolerated() {
+        let msg: HostMessage = serde_json::from_str(r#"{"type":"checkpoint","x":1}"#).unwrap();
+        assert_eq!(msg, HostMessage::Unknown);
+        let msg: AgentMessage =
+            serde_json::from_str(r#"{"type":"started","pid":7,"new_field":true}"#).unwrap();
+        assert_eq!(msg, AgentMessage::Started { pid: 7 });
+    }
+
+    #[test]
+    fn missing_fields_are_errors() {
+        assert!(serde_json::from_str::<HostMessage>(r#"{"type":"start"}"#).is_err());
+        assert!(serde_json::from_str::<HostMessage>(r#"{"type":"signal"}"#).is_err());
+        assert!(serde_json::from_str::<HostMessage>(r#"{"version":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<HostMessage>(r#"{"type":"resize","rows":-1,"cols":2}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(container_exit_code(Some(3), None), 3);
+        assert_eq!(container_exit_code(None, Some(9)), 137);
+        assert_eq!(container_exit_code(None, None), 255);
+        assert_eq!(StartFailedKind::NotFound.exit_code(), 127);
+        assert_eq!(StartFailedKind::PermissionDenied.exit_code(), 126);
+        assert_eq!(StartFailedKind::Other.exit_code(), 125);
+    }
+}

@@ -1,0 +1,80 @@
+//! PID 1's boot: from the kernel's hand-over to a container root, ready to serve the host.
+//!
+//! The agent's own disk (root=/dev/vda, read-only) must hold `/mvm-agent` and the empty
+//! directories `/proc`, `/sys`, `/dev` and `/run`; everything else lives on a tmpfs at /run.
+
+mod etc_files;
+mod mounts;
+mod rootfs;
+
+use std::io;
+
+pub use etc_files::{hosts_content, resolv_content, write_etc_files};
+
+use crate::cmdline::{BootConfig, CmdlineError, parse_cmdline};
+use crate::{console, log_debug, log_error, netdev};
+
+/// A boot step that failed; the agent logs it and powers off.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// A mount, pivot_root or similar system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// The step, with its paths.
+        what: String,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The step, with its paths.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The kernel command line has a bad `mvm.*` value.
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+}
+
+pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> BootError {
+    let what = what.into();
+    move |source| BootError::Sys { what, source }
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BootError {
+    let what = what.into();
+    move |source| BootError::Io { what, source }
+}
+
+/// Mounts the kernel file systems, reads the command line, builds the container root and
+/// pivots into it. On success the process's root and working directory are the container's.
+pub fn boot() -> Result<BootConfig, BootError> {
+    mounts::mount_early()?;
+    if let Err(e) = console::attach(std::path::Path::new("/dev/console")) {
+        // Nothing else to log to; keep whatever stderr the kernel gave.
+        log_error!("cannot open /dev/console: {e}");
+    }
+    let cmdline =
+        std::fs::read_to_string("/proc/cmdline").map_err(io_err("reading /proc/cmdline"))?;
+    let config = parse_cmdline(&cmdline)?;
+    console::set_debug(config.debug);
+    log_debug!("boot config: {config:?}");
+
+    rootfs::build_and_enter(&config)?;
+    mounts::mount_container_fs()?;
+
+    if let Err(e) = write_etc_files(std::path::Path::new("/"), &config) {
+        log_error!("{e}");
+    }
+    if let Some(name) = &config.hostname
+        && let Err(e) = nix::unistd::sethostname(name)
+    {
+        log_error!("sethostname {name}: {e}");
+    }
+    if let Err(e) = netdev::set_up("lo") {
+        log_error!("bringing up lo: {e}");
+    }
+    Ok(config)
+}

@@ -1,0 +1,73 @@
+//! The container root: overlayfs of the image disk (lower) and the writable disk (upper),
+//! then pivot_root into it.
+
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, umount2};
+use nix::unistd::{chdir, pivot_root};
+
+use super::mounts::mount_fs;
+use super::{BootError, io_err, sys};
+use crate::cmdline::BootConfig;
+use crate::log_debug;
+
+const RUN: &str = "/run";
+const LOWER: &str = "/run/mvm/lower";
+const UPPER: &str = "/run/mvm/upper";
+const ROOT: &str = "/run/mvm/root";
+
+fn mkdirs(paths: &[&str]) -> Result<(), BootError> {
+    for path in paths {
+        std::fs::create_dir_all(path).map_err(io_err(format!("creating {path}")))?;
+    }
+    Ok(())
+}
+
+/// Builds the overlay under /run (a tmpfs, since the agent's disk is read-only) and makes it
+/// the root. The old root is detached, so the container sees none of the agent's mounts.
+pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
+    mount_fs(
+        "tmpfs",
+        RUN,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mkdirs(&[LOWER, UPPER, ROOT])?;
+
+    mount_fs(
+        &config.lower,
+        LOWER,
+        config.lower_fs.fstype(),
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
+    match &config.upper {
+        Some(dev) => mount_fs(dev, UPPER, "ext4", MsFlags::empty(), None)?,
+        None => {
+            log_debug!("no mvm.upper: the writable layer is a tmpfs");
+            mount_fs("tmpfs", UPPER, "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+        }
+    }
+    let (upperdir, workdir) = (format!("{UPPER}/upper"), format!("{UPPER}/work"));
+    mkdirs(&[&upperdir, &workdir])?;
+    mount_fs(
+        "overlay",
+        ROOT,
+        "overlay",
+        MsFlags::empty(),
+        Some(&format!(
+            "lowerdir={LOWER},upperdir={upperdir},workdir={workdir}"
+        )),
+    )?;
+
+    // pivot_root(".", ".") stacks the old root on top of the new one at the same place;
+    // detaching it then leaves the new root alone, with no put_old directory needed in the
+    // container's file system.
+    chdir(Path::new(ROOT)).map_err(sys(format!("chdir {ROOT}")))?;
+    pivot_root(".", ".").map_err(sys("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching the old root"))?;
+    chdir("/").map_err(sys("chdir /"))?;
+    log_debug!("entered the container root");
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The boot configuration the host passes on the kernel command line (`mvm.*` keys).
+
+use std::net::IpAddr;
+
+use mvm_agent_protocol::DEFAULT_VSOCK_PORT;
+
+/// File system types the image disk may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowerFs {
+    /// ext4, mounted read-only.
+    Ext4,
+    /// EROFS.
+    Erofs,
+}
+
+impl LowerFs {
+    /// The name `mount(2)` wants.
+    pub fn fstype(self) -> &'static str {
+        match self {
+            LowerFs::Ext4 => "ext4",
+            LowerFs::Erofs => "erofs",
+        }
+    }
+}
+
+/// What the agent needs to know before the host connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// The image disk (`mvm.lower`, default `/dev/vdb`), the overlay's read-only layer.
+    pub lower: String,
+    /// The image disk's file system (`mvm.lowerfs`, default ext4).
+    pub lower_fs: LowerFs,
+    /// The container's writable ext4 disk (`mvm.upper`); without it the writable layer is a
+    /// tmpfs and vanishes with the VM.
+    pub upper: Option<String>,
+    /// The container's hostname (`mvm.hostname`).
+    pub hostname: Option<String>,
+    /// DNS servers for `/etc/resolv.conf` (`mvm.dns=IP[,IP...]`); empty leaves the image's file.
+    pub dns: Vec<IpAddr>,
+    /// The vsock port to listen on (`mvm.port`).
+    pub port: u32,
+    /// Log to the console (`mvm.debug=1`).
+    pub debug: bool,
+}
+
+impl Default for BootConfig {
+    fn default() -> BootConfig {
+        BootConfig {
+            lower: "/dev/vdb".to_string(),
+            lower_fs: LowerFs::Ext4,
+            upper: None,
+            hostname: None,
+            dns: Vec::new(),
+            port: DEFAULT_VSOCK_PORT,
+            debug: false,
+        }
+    }
+}
+
+/// A `mvm.*` key with a value the agent cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad kernel command line value {key}={value:?}: {reason}")]
+pub struct CmdlineError {
+    /// The key, with its `mvm.` prefix.
+    pub key: String,
+    /// The value as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Parses `/proc/cmdline`. Keys other than `mvm.*` belong to the kernel and are ignored, as
+/// are unknown `mvm.*` keys (a newer host may pass more). A later key overrides an earlier one.
+pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
+    let mut config = BootConfig::default();
+    for word in split_words(cmdline) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word.as_str(), None),
+        };
+        let Some(name) = key.strip_prefix("mvm.") else {
+            continue;
+        };
+        let bad = |reason| CmdlineError {
+            key: key.to_string(),
+            value: value.unwrap_or("").to_string(),
+            reason,
+        };
+        match name {
+            "lower" => config.lower = device(value).ok_or_else(|| bad("expected a path"))?,
+            "upper" => config.upper = Some(device(value).ok_or_else(|| bad("expected a path"))?),
+            "lowerfs" => {
+                config.lower_fs = match value {
+                    Some("ext4") => LowerFs::Ext4,
+                    Some("erofs") => LowerFs::Erofs,
+                    _ => return Err(bad("expected ext4 or erofs")),
+                }
+            }
+            "hostname" => {
+                let name = value.unwrap_or("");
+                if !valid_hostname(name) {
+                    return Err(bad(
+                        "expected 1 to 64 characters of letters, digits, '-', '.', '_'",
+                    ));
+                }
+                config.hostname = Some(name.to_string());
+            }
+            "dns" => {
+                config.dns = value
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse::<IpAddr>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| bad("expected comma-separated IP addresses"))?;
+            }
+            "port" => {
+                config.port = value
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|p| *p != 0 && *p != u32::MAX)
+                    .ok_or_else(|| bad("expected a vsock port number"))?;
+            }
+            "debug" => {
+                config.debug = match value {
+                    None | Some("1") | Some("true") | Some("yes") | Some("on") => true,
+                    Some("0") | Some("false") | Some("no") | Some("off") => false,
+                    _ => return Err(bad("expected 0 or 1")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(config)
+}
+
+fn device(value: Option<&str>) -> Option<String> {
+    value.filter(|v| v.starts_with('/')).map(str::to_string)
+}
+
+fn valid_hostname(name: &str) -> bool {
+    // The kernel's limit is 64 bytes; the character set is what RFC 1123 allows plus '_',
+    // which Docker accepts in container names used as hostnames.
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+}
+
+/// Splits like the kernel does: on spaces, with double quotes grouping (and removed).
+fn split_words(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = parse_cmdline("console=ttyS0 reboot=k panic=-1 root=/dev/vda ro init=/mvm-agent\n")
+            .unwrap();
+        assert_eq!(c, BootConfig::default());
+        assert_eq!(c.port, 1024);
+    }
+
+    #[test]
+    fn all_keys() {
+        let c = parse_cmdline(
+            "console=ttyS0 mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc \
+             mvm.hostname=web-1 mvm.port=2000 mvm.debug=1 mvm.dns=1.1.1.1,2606:4700::1111 \
+             mvm.future=whatever",
+        )
+        .unwrap();
+        assert_eq!(c.lower, "/dev/vdb");
+        assert_eq!(c.lower_fs, LowerFs::Erofs);
+        assert_eq!(c.upper.as_deref(), Some("/dev/vdc"));
+        assert_eq!(c.hostname.as_deref(), Some("web-1"));
+        assert_eq!(c.port, 2000);
+        assert!(c.debug);
+        assert_eq!(c.dns.len(), 2);
+    }
+
+    #[test]
+    fn bare_debug_and_overrides_and_quotes() {
+        let c = parse_cmdline("mvm.debug mvm.port=5 mvm.port=6 \"mvm.hostname=a\"").unwrap();
+        assert!(c.debug);
+        assert_eq!(c.port, 6);
+        assert_eq!(c.hostname.as_deref(), Some("a"));
+        assert!(!parse_cmdline("mvm.debug=0").unwrap().debug);
+    }
+
+    #[test]
+    fn bad_values() {
+        for bad in [
+            "mvm.port=abc",
+            "mvm.port=0",
+            "mvm.port=",
+            "mvm.port",
+            "mvm.lowerfs=xfs",
+            "mvm.lower=vdb",
+            "mvm.upper",
+            "mvm.hostname=",
+            "mvm.hostname=a/b",
+            "mvm.dns=1.2.3",
+            "mvm.debug=maybe",
+        ] {
+            let err = parse_cmdline(bad).unwrap_err();
+            assert!(bad.starts_with(&err.key), "{bad}: {err}");
+        }
+        let long = format!("mvm.hostname={}", "a".repeat(65));
+        assert!(parse_cmdline(&long).is_err());
+    }
+
+    #[test]
+    fn word_splitting() {
+        assert_eq!(
+            split_words("  a  b=\"c d\" \"e f\"g\t"),
+            vec!["a", "b=c d", "e fg"]
+        );
+        assert!(split_words("").is_empty());
+    }
+}

@@ -1,0 +1,321 @@
+//! Hypervisor backends: one small interface, two implementations.
+//!
+//! - `mvm`: our VMM (`mvm-vmm`), the product's path where KVM has hardware virtualization.
+//! - `qemu`: QEMU's `microvm` machine with the same kernel, disks and agent, and vsock through
+//!   `vhost-device-vsock` (the same hybrid unix socket as our VMM); TCG where /dev/kvm is
+//!   missing or is PVM (which cannot run a stock guest kernel), KVM otherwise.
+
+mod mvm;
+mod qemu;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// A disk attached to the VM.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    /// Raw image.
+    pub path: PathBuf,
+    /// Attach read-only.
+    pub read_only: bool,
+    /// Serial the guest sees.
+    pub id: String,
+}
+
+/// What to boot.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Kernel command line, without the reboot method (each backend adds its own).
+    pub cmdline: String,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Memory in MiB.
+    pub mem_mib: u64,
+    /// Disks, in the order the guest names them (vda, vdb, ...).
+    pub disks: Vec<Disk>,
+    /// Directory for the VM's sockets and logs (short path: unix sockets live here).
+    pub run_dir: PathBuf,
+}
+
+impl VmSpec {
+    /// The hybrid-vsock socket the host connects to (`CONNECT <port>\n`).
+    pub fn vsock_path(&self) -> PathBuf {
+        self.run_dir.join("vsock.sock")
+    }
+    /// The guest's serial console log.
+    pub fn console_path(&self) -> PathBuf {
+        self.run_dir.join("console.log")
+    }
+    /// The hypervisor's own stderr.
+    pub fn vmm_log_path(&self) -> PathBuf {
+        self.run_dir.join("vmm.log")
+    }
+}
+
+/// Which backend, and for QEMU which accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Our VMM.
+    Mvm,
+    /// QEMU with TCG (software emulation).
+    QemuTcg,
+    /// QEMU with KVM.
+    QemuKvm,
+}
+
+impl Kind {
+    /// The name `mvm info` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mvm => "mvm",
+            Kind::QemuTcg => "qemu (tcg)",
+            Kind::QemuKvm => "qemu (kvm)",
+        }
+    }
+}
+
+/// The backend chosen for this host and why.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// The backend.
+    pub kind: Kind,
+    /// Why it was chosen.
+    pub reason: String,
+    /// A warning to show once (a forced choice that will not work well here).
+    pub warning: Option<String>,
+}
+
+/// What this host's /dev/kvm is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvmKind {
+    /// No /dev/kvm.
+    Missing,
+    /// kvm_pvm: paravirtualised, cannot run an unmodified guest kernel in usable time.
+    Pvm,
+    /// Hardware virtualization (VMX or SVM).
+    Hardware,
+    /// /dev/kvm exists but the CPU flags show no VMX/SVM.
+    Unknown,
+}
+
+/// Inspects the host's KVM.
+pub fn detect_kvm() -> KvmKind {
+    if !Path::new("/dev/kvm").exists() {
+        return KvmKind::Missing;
+    }
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return KvmKind::Pvm;
+    }
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_flag = |f: &str| {
+        cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|w| w == f))
+    };
+    if has_flag("vmx") || has_flag("svm") {
+        KvmKind::Hardware
+    } else {
+        KvmKind::Unknown
+    }
+}
+
+/// Chooses the backend: `forced` (from `--vmm` or `MVM_VMM`) wins; otherwise our VMM where
+/// KVM is hardware virtualization, QEMU everywhere else.
+pub fn select(forced: Option<&str>) -> Result<Selection, String> {
+    let kvm = detect_kvm();
+    let qemu_for = |kvm: KvmKind| match kvm {
+        KvmKind::Hardware => Kind::QemuKvm,
+        _ => Kind::QemuTcg,
+    };
+    match forced {
+        Some("mvm") => Ok(Selection {
+            kind: Kind::Mvm,
+            reason: "forced with --vmm mvm / MVM_VMM=mvm".into(),
+            warning: match kvm {
+                KvmKind::Pvm => Some(
+                    "/dev/kvm is PVM (kvm_pvm): a stock Linux guest will not boot in usable time with --vmm mvm; use --vmm qemu".into(),
+                ),
+                KvmKind::Missing => Some("there is no /dev/kvm: --vmm mvm cannot start a VM".into()),
+                _ => None,
+            },
+        }),
+        Some("qemu") => Ok(Selection {
+            kind: qemu_for(kvm),
+            reason: "forced with --vmm qemu / MVM_VMM=qemu".into(),
+            warning: None,
+        }),
+        Some(other) => Err(format!("unknown --vmm {other:?}: expected mvm or qemu")),
+        None => Ok(match kvm {
+            KvmKind::Hardware => Selection {
+                kind: Kind::Mvm,
+                reason: "/dev/kvm has hardware virtualization".into(),
+                warning: None,
+            },
+            KvmKind::Pvm => Selection {
+                kind: Kind::QemuTcg,
+                reason: "/dev/kvm is PVM (kvm_pvm), which cannot run the guest kernel; QEMU with TCG is used".into(),
+                warning: None,
+            },
+            KvmKind::Missing => Selection {
+                kind: Kind::QemuTcg,
+                reason: "there is no /dev/kvm; QEMU with TCG is used".into(),
+                warning: None,
+            },
+            KvmKind::Unknown => Selection {
+                kind: Kind::QemuTcg,
+                reason: "/dev/kvm shows no VMX/SVM; QEMU with TCG is used".into(),
+                warning: None,
+            },
+        }),
+    }
+}
+
+/// A started VM: its hypervisor process and any helper daemons.
+pub struct VmHandle {
+    child: Child,
+    helpers: Vec<Child>,
+    log: PathBuf,
+    /// The hybrid-vsock socket.
+    pub vsock: PathBuf,
+}
+
+impl VmHandle {
+    /// Whether the hypervisor has exited (without blocking).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the hypervisor to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops everything: the hypervisor (SIGKILL) and the helpers, and reaps them.
+    pub fn kill(&mut self) {
+        if self.try_wait().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.stop_helpers();
+    }
+
+    fn stop_helpers(&mut self) {
+        for h in &mut self.helpers {
+            if h.try_wait().ok().flatten().is_none() {
+                let _ = h.kill();
+            }
+            let _ = h.wait();
+        }
+        self.helpers.clear();
+    }
+
+    /// Waits for a clean end (the guest resets after the process exits), then makes sure.
+    pub fn finish(&mut self, timeout: Duration) {
+        if self.wait_timeout(timeout).is_none() {
+            tracing::warn!("VM did not power off within {timeout:?}; killing it");
+        }
+        self.kill();
+    }
+
+    /// The last lines the hypervisor wrote to its log, for an error message.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+impl Drop for VmHandle {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last non-empty line of a log file.
+pub fn log_tail(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// A command for a VM process: its own process group (a Ctrl-C at the terminal goes to `mvm`,
+/// which forwards it to the container, not to the hypervisor), killed if `mvm` dies.
+fn vm_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.process_group(0);
+    // SAFETY: prctl, sigemptyset and sigprocmask are async-signal-safe and touch only the
+    // child's own state and a local sigset.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // `mvm run` blocks the signals it forwards; the hypervisor must not inherit that.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Starts the VM described by `spec` on `kind`.
+pub fn start(kind: Kind, spec: &VmSpec) -> Result<VmHandle, String> {
+    fs::create_dir_all(&spec.run_dir)
+        .map_err(|e| format!("cannot create {}: {e}", spec.run_dir.display()))?;
+    // Unix socket paths are limited to 107 bytes; guest-initiated connections append _PORT.
+    let longest = spec.vsock_path().as_os_str().len() + 11;
+    if longest > 107 {
+        return Err(format!(
+            "state root path too long for unix sockets ({} bytes under {}): use a shorter --root",
+            longest,
+            spec.run_dir.display()
+        ));
+    }
+    match kind {
+        Kind::Mvm => mvm::start(spec),
+        Kind::QemuTcg => qemu::start(spec, false),
+        Kind::QemuKvm => qemu::start(spec, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_backends() {
+        assert_eq!(select(Some("mvm")).unwrap().kind, Kind::Mvm);
+        assert!(matches!(select(Some("qemu")).unwrap().kind, Kind::QemuTcg | Kind::QemuKvm));
+        assert!(select(Some("xen")).unwrap_err().contains("unknown --vmm"));
+    }
+
+    #[test]
+    fn this_host_uses_qemu_tcg_when_pvm() {
+        if detect_kvm() == KvmKind::Pvm {
+            let s = select(None).unwrap();
+            assert_eq!(s.kind, Kind::QemuTcg);
+            assert!(s.reason.contains("PVM"));
+            assert!(select(Some("mvm")).unwrap().warning.unwrap().contains("usable time"));
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The `mvm` backend: our own VMM, one `mvm-vmm` process per VM, configured by a JSON file.
+
+use std::fs::File;
+use std::process::Stdio;
+
+use super::{VmHandle, VmSpec, vm_command};
+use crate::paths;
+
+pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
+    let vmm = paths::vmm()?;
+    let config = serde_json::json!({
+        "kernel": spec.kernel,
+        "cmdline": format!("{} reboot=k", spec.cmdline),
+        "vcpus": spec.vcpus,
+        "mem_mib": spec.mem_mib,
+        "disks": spec.disks.iter().map(|d| serde_json::json!({
+            "path": d.path, "read_only": d.read_only, "id": d.id,
+        })).collect::<Vec<_>>(),
+        "vsock": { "guest_cid": 3, "uds_path": spec.vsock_path() },
+        "serial": { "kind": "file", "path": spec.console_path() },
+        "exit_record": spec.run_dir.join("exit.json"),
+    });
+    let config_path = spec.run_dir.join("vmm.json");
+    std::fs::write(&config_path, config.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let log = File::create(spec.vmm_log_path())
+        .map_err(|e| format!("cannot create the VMM log: {e}"))?;
+    let child = vm_command(&vmm)
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
+    Ok(VmHandle {
+        child,
+        helpers: Vec::new(),
+        log: spec.vmm_log_path(),
+        vsock: spec.vsock_path(),
+    })
+}

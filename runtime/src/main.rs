@@ -1,0 +1,271 @@
+//! `mvm`: containers in KVM microVMs, with Docker's interface.
+
+mod agent_disk;
+mod backend;
+mod container;
+mod error;
+mod paths;
+mod run;
+mod session;
+mod terminal;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mvm_rootfs::{Reference, Store};
+
+use crate::error::CliError;
+
+#[derive(Parser, Debug)]
+#[command(name = "mvm", version, about = "Containers in KVM microVMs, with Docker's interface")]
+struct Cli {
+    /// State root (images, containers).
+    #[arg(long, global = true, env = "MVM_ROOT", default_value = paths::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Hypervisor backend: mvm (our VMM) or qemu; chosen for this host when not given.
+    #[arg(long, global = true, env = "MVM_VMM")]
+    vmm: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long = "log-level", global = true, default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a command in a new container (its own microVM).
+    Run(RunArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(ImportArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Show the backend in use and where things are.
+    Info,
+    /// Show the version.
+    Version,
+}
+
+#[derive(Args, Debug)]
+#[command(trailing_var_arg = true)]
+struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory of the microVM (e.g. 512m, 1g).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Number of CPUs (rounded up to whole vCPUs).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Assign a name to the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Image.
+    image: String,
+    /// Command and arguments.
+    #[arg(allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// Apply Dockerfile instructions to the image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...).
+    #[arg(short = 'c', long = "change")]
+    change: Vec<String>,
+    /// Commit message.
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    /// Tarball (plain or gzip), or - for stdin.
+    file: String,
+    /// Name for the image, NAME[:TAG].
+    reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ImagesArgs {
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Don't truncate IDs.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+fn import(cli: &Cli, args: &ImportArgs) -> Result<i32, CliError> {
+    let reference = args
+        .reference
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()
+        .map_err(CliError::runtime)?;
+    let store = Store::open(&cli.root.join("images")).map_err(CliError::runtime)?;
+    let mut input: Box<dyn std::io::Read> = if args.file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.file).map_err(|e| {
+            CliError::runtime(format!("open {}: {e}", args.file))
+        })?)
+    };
+    let image = mvm_rootfs::import::import(
+        &store,
+        &mut input,
+        reference.as_ref(),
+        &args.change,
+        args.message.as_deref(),
+        &mvm_rootfs::time::now(),
+    )
+    .map_err(CliError::runtime)?;
+    println!("{}", image.id);
+    Ok(0)
+}
+
+fn images(cli: &Cli, args: &ImagesArgs) -> Result<i32, CliError> {
+    let store = Store::open(&cli.root.join("images")).map_err(CliError::runtime)?;
+    let list = store.list().map_err(CliError::runtime)?;
+    let mut out = std::io::stdout().lock();
+    let id = |img: &mvm_rootfs::ImageRecord| {
+        if args.no_trunc { img.id.to_string() } else { img.id.short().to_string() }
+    };
+    if args.quiet {
+        for img in &list {
+            let _ = writeln!(out, "{}", id(img));
+        }
+        return Ok(0);
+    }
+    let _ = writeln!(out, "{:<40} {:<10} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+    for img in &list {
+        let size: u64 = img.manifest.layers.iter().map(|l| l.size).sum();
+        for tag in &img.tags {
+            let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+            let _ = writeln!(
+                out,
+                "{:<40} {:<10} {:<14} {:<22} {:.1}MB",
+                repo,
+                t,
+                id(img),
+                img.config.created.as_deref().unwrap_or("").get(..19).unwrap_or(""),
+                size as f64 / 1e6
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn info(cli: &Cli) -> Result<i32, CliError> {
+    let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
+    println!("Backend: {}", sel.kind.name());
+    println!("Reason: {}", sel.reason);
+    if let Some(w) = &sel.warning {
+        println!("Warning: {w}");
+    }
+    println!("KVM: {:?}", backend::detect_kvm());
+    println!("State root: {}", cli.root.display());
+    let show = |name: &str, r: Result<PathBuf, String>| match r {
+        Ok(p) => println!("{name}: {}", p.display()),
+        Err(e) => println!("{name}: missing ({e})"),
+    };
+    show("Kernel", paths::kernel());
+    show("Agent", paths::agent());
+    show("VMM", paths::vmm());
+    show("QEMU", paths::on_path("qemu-system-x86_64").ok_or_else(|| "not on PATH".into()));
+    show("vhost-device-vsock", paths::on_path("vhost-device-vsock").ok_or_else(|| "not on PATH".into()));
+    Ok(0)
+}
+
+fn dispatch(cli: &Cli) -> Result<i32, CliError> {
+    match &cli.command {
+        Command::Run(a) => {
+            let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
+            if let Some(w) = &sel.warning {
+                eprintln!("mvm: warning: {w}");
+            }
+            let opts = run::RunOptions {
+                rm: a.rm,
+                interactive: a.interactive,
+                tty: a.tty,
+                env: a.env.clone(),
+                env_files: a.env_file.clone(),
+                workdir: a.workdir.clone(),
+                user: a.user.clone(),
+                entrypoint: a.entrypoint.clone(),
+                hostname: a.hostname.clone(),
+                memory: a.memory.clone(),
+                cpus: a.cpus.clone(),
+                name: a.name.clone(),
+                image: a.image.clone(),
+                command: a.command.clone(),
+            };
+            let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
+            run::run(&cli.root, &sel, opts, debug)
+        }
+        Command::Import(a) => import(cli, a),
+        Command::Images(a) => images(cli, a),
+        Command::Info => info(cli),
+        Command::Version => {
+            println!("mvm version {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("mvm: {first}\nSee 'mvm --help'.");
+            return ExitCode::from(error::EXIT_RUNTIME as u8);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let code = match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mvm: {e}");
+            e.code
+        }
+    };
+    let _ = std::io::stdout().flush();
+    // Exit at once: helper threads (stdin, signals) may be blocked in the kernel.
+    std::process::exit(code)
+}

@@ -1,0 +1,76 @@
+//! Where mvm finds its state and the artifacts it boots: the state root, the guest kernel, the
+//! agent, the VMM and the QEMU-side helpers.
+
+use std::path::{Path, PathBuf};
+
+/// Default state root, as in DESIGN.md.
+pub const DEFAULT_ROOT: &str = "/var/lib/mvm";
+/// Default cache of built artifacts (the kernel), shared by every state root on the machine.
+pub const DEFAULT_CACHE: &str = "/var/cache/mvm";
+
+/// Directory of the running `mvm` executable.
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+}
+
+/// Finds an artifact: the environment variable if set, else the first existing candidate.
+fn find(env: &str, candidates: &[PathBuf]) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env) {
+        let p = PathBuf::from(p);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(format!("{env}={} does not exist", p.display()))
+        };
+    }
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            format!("not found (tried {}; set {env})", tried.join(", "))
+        })
+}
+
+/// The artifact cache directory.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MVM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE))
+}
+
+/// The guest kernel (ELF vmlinux), built by kernel-config/build.sh.
+pub fn kernel() -> Result<PathBuf, String> {
+    find("MVM_KERNEL", &[cache_dir().join("kernel/current/vmlinux")])
+        .map_err(|e| format!("guest kernel {e}: run scripts/setup.sh to build it"))
+}
+
+/// The static guest agent, built by scripts/build-agent.sh next to the target directory.
+pub fn agent() -> Result<PathBuf, String> {
+    let mut c = Vec::new();
+    if let Some(d) = exe_dir() {
+        c.push(d.join("mvm-agent.static"));
+        c.push(d.join("../mvm-agent.static"));
+    }
+    c.push(PathBuf::from("/usr/local/lib/mvm/mvm-agent.static"));
+    find("MVM_AGENT", &c).map_err(|e| format!("guest agent {e}: run scripts/build-agent.sh"))
+}
+
+/// The `mvm-vmm` binary.
+pub fn vmm() -> Result<PathBuf, String> {
+    let mut c = Vec::new();
+    if let Some(d) = exe_dir() {
+        c.push(d.join("mvm-vmm"));
+    }
+    c.push(PathBuf::from("/usr/local/bin/mvm-vmm"));
+    find("MVM_VMM_BIN", &c).map_err(|e| format!("mvm-vmm {e}"))
+}
+
+/// A program on PATH.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

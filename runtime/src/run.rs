@@ -1,0 +1,382 @@
+//! `mvm run`: an image's process in its own microVM, attached to the user's terminal.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
+use mvm_rootfs::{ImageRecord, Store};
+
+use crate::backend::{self, Disk, Selection, VmSpec};
+use crate::container::{self, ContainerDirs, ContainerRecord};
+use crate::error::CliError;
+use crate::session::{self, Stdio};
+use crate::{agent_disk, paths};
+
+/// Default guest memory: enough for the agent and a small service; `-m` changes it.
+pub const DEFAULT_MEM_MIB: u64 = 512;
+/// Smallest memory a guest kernel and agent boot in.
+pub const MIN_MEM_MIB: u64 = 64;
+/// Writable disk size (sparse: only what is written takes space).
+pub const UPPER_DISK_BYTES: u64 = 8 << 30;
+/// How long the agent may take to answer after the VM starts (TCG is slow; CI is busy).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the VM may take to power off after the process exits.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of `mvm run`, already parsed.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Remove the container when it exits.
+    pub rm: bool,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// `-e` values.
+    pub env: Vec<String>,
+    /// `--env-file` paths.
+    pub env_files: Vec<PathBuf>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--entrypoint`.
+    pub entrypoint: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-m`.
+    pub memory: Option<String>,
+    /// `--cpus`.
+    pub cpus: Option<String>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// Image.
+    pub image: String,
+    /// Command and arguments.
+    pub command: Vec<String>,
+}
+
+/// Parses Docker's memory syntax (`512m`, `1g`, `1073741824`) into MiB.
+pub fn parse_memory(s: &str) -> Result<u64, CliError> {
+    let bad = || CliError::usage(format!("invalid memory size {s:?}: use e.g. 512m or 2g"));
+    let lower = s.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some(c) if c.is_ascii_digit() => (lower, 1),
+        _ => return Err(bad()),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mib = n.checked_mul(mult).ok_or_else(bad)? >> 20;
+    if mib < MIN_MEM_MIB {
+        return Err(CliError::usage(format!(
+            "minimum memory for a microVM is {MIN_MEM_MIB}m, got {s}"
+        )));
+    }
+    if mib > 1 << 20 {
+        return Err(bad());
+    }
+    Ok(mib)
+}
+
+/// Parses `--cpus` (a decimal, rounded up to whole vCPUs).
+pub fn parse_cpus(s: &str) -> Result<u8, CliError> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| CliError::usage(format!("invalid --cpus {s:?}: expected a number")))?;
+    if !(n > 0.0 && n <= 32.0) {
+        return Err(CliError::usage(format!("--cpus must be between 0.01 and 32, got {s}")));
+    }
+    Ok(n.ceil() as u8)
+}
+
+fn read_env_file(path: &Path) -> Result<Vec<String>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("open {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(resolve_env_word)
+        .collect())
+}
+
+/// `K=V` as is; a bare `K` takes the host's value, or is dropped when unset (as Docker).
+fn resolve_env_word(w: &str) -> Option<String> {
+    if w.contains('=') {
+        Some(w.to_string())
+    } else {
+        std::env::var(w).ok().map(|v| format!("{w}={v}"))
+    }
+}
+
+/// Merges environment lists, later keys replacing earlier ones.
+fn merge_env(layers: &[Vec<String>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for layer in layers {
+        for kv in layer {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            out.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            out.push(kv.clone());
+        }
+    }
+    out
+}
+
+/// The process's argv from the image's Entrypoint/Cmd and the user's overrides.
+pub fn process_args(image: &ImageRecord, entrypoint: Option<&str>, command: &[String]) -> Vec<String> {
+    let cfg = &image.config.config;
+    let entry: Vec<String> = match entrypoint {
+        Some("") => Vec::new(),
+        Some(e) => vec![e.to_string()],
+        None => cfg.entrypoint.clone().unwrap_or_default(),
+    };
+    // As Docker: a new entrypoint drops the image's Cmd.
+    let cmd: Vec<String> = if !command.is_empty() {
+        command.to_vec()
+    } else if entrypoint.is_some() {
+        Vec::new()
+    } else {
+        cfg.cmd.clone().unwrap_or_default()
+    };
+    entry.into_iter().chain(cmd).collect()
+}
+
+/// The guest kernel's command line for a container.
+fn kernel_cmdline(hostname: &str, debug: bool) -> String {
+    let quiet = if debug { "loglevel=7" } else { "quiet loglevel=1" };
+    let mut c = format!(
+        "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=ext4 \
+         init=/mvm-agent mvm.lower=/dev/vdb mvm.upper=/dev/vdc mvm.hostname={hostname}"
+    );
+    if debug {
+        c.push_str(" mvm.debug=1");
+    }
+    c
+}
+
+/// Runs a container to its end; returns its exit code.
+pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) -> Result<i32, CliError> {
+    // Validate everything the user gave before creating anything.
+    let mem_mib = opts.memory.as_deref().map(parse_memory).transpose()?.unwrap_or(DEFAULT_MEM_MIB);
+    let vcpus = opts.cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or(1);
+    if let Some(n) = &opts.name
+        && !container::valid_name(n)
+    {
+        return Err(CliError::usage(format!(
+            "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    if let Some(h) = &opts.hostname
+        && (h.is_empty() || h.len() > 63 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    {
+        return Err(CliError::usage(format!("invalid hostname {h:?}")));
+    }
+    let mut env_layers = Vec::new();
+    for f in &opts.env_files {
+        env_layers.push(read_env_file(f)?);
+    }
+    let kernel = paths::kernel().map_err(CliError::runtime)?;
+    let agent = paths::agent().map_err(CliError::runtime)?;
+
+    let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
+    let image = store.resolve(&opts.image).map_err(|e| match e {
+        mvm_rootfs::StoreError::NotFound(r) => CliError::runtime(format!(
+            "Unable to find image '{r}' locally (pull is not available yet: use mvm import)"
+        )),
+        other => CliError::runtime(other),
+    })?;
+    let args = process_args(&image, opts.entrypoint.as_deref(), &opts.command);
+    if args.is_empty() {
+        return Err(CliError::runtime("No command specified".to_string()));
+    }
+    let cfg = &image.config.config;
+    let mut base_env = cfg.env.clone().unwrap_or_default();
+    if !base_env.iter().any(|e| e.starts_with("PATH=")) {
+        base_env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let cli_env: Vec<String> = opts.env.iter().filter_map(|w| resolve_env_word(w)).collect();
+    let mut layers = vec![base_env];
+    layers.extend(env_layers);
+    layers.push(cli_env);
+    let mut env = merge_env(&layers);
+    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+
+    let image_disk = mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(CliError::runtime)?;
+    let agent_disk = agent_disk::ensure(&agent, &root.join("cache")).map_err(CliError::runtime)?;
+
+    // Claim an ID and a name under the containers lock, then build the container's disk.
+    std::fs::create_dir_all(root.join("containers")).map_err(CliError::runtime)?;
+    let (id, name, dirs) = {
+        let _lock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
+            .map_err(CliError::runtime)?;
+        let taken: Vec<String> = container::list(root).into_iter().map(|c| c.name).collect();
+        let id = container::new_id().map_err(CliError::runtime)?;
+        let name = match &opts.name {
+            Some(n) if taken.contains(n) => {
+                return Err(CliError::runtime(format!(
+                    "Conflict. The container name \"/{n}\" is already in use. Remove it or pick another name."
+                )));
+            }
+            Some(n) => n.clone(),
+            None => container::generate_name(&id, &taken),
+        };
+        let dirs = ContainerDirs::new(root, &id);
+        std::fs::create_dir_all(&dirs.dir).map_err(CliError::runtime)?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            image: opts.image.clone(),
+            image_id: image.id.to_string(),
+            created: mvm_rootfs::time::now(),
+            args: args.clone(),
+            env: env.clone(),
+            cwd: opts.workdir.clone().unwrap_or_else(|| cfg.working_dir.clone()),
+            user: opts.user.clone().unwrap_or_else(|| cfg.user.clone()),
+            hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            tty: opts.tty,
+            mem_mib,
+            vcpus,
+            auto_remove: opts.rm,
+            status: "created".into(),
+            exit_code: None,
+            backend: selection.kind.name().into(),
+        };
+        if let Err(e) = dirs.save(&record) {
+            dirs.remove();
+            return Err(CliError::runtime(e));
+        }
+        (id, name, dirs)
+    };
+    tracing::debug!("container {id} ({name})");
+    let result = run_container(root, selection, &dirs, &kernel, &image_disk, &agent_disk, &opts, debug);
+    match &result {
+        Ok(code) if !opts.rm => {
+            if let Ok(data) = std::fs::read(dirs.record_path())
+                && let Ok(mut rec) = serde_json::from_slice::<ContainerRecord>(&data)
+            {
+                rec.status = "exited".into();
+                rec.exit_code = Some(*code);
+                let _ = dirs.save(&rec);
+            }
+            let _ = std::fs::remove_dir_all(&dirs.run);
+        }
+        _ if opts.rm => dirs.remove(),
+        // A container that never ran leaves nothing behind.
+        Err(_) => dirs.remove(),
+        Ok(_) => {}
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_container(
+    _root: &Path,
+    selection: &Selection,
+    dirs: &ContainerDirs,
+    kernel: &Path,
+    image_disk: &Path,
+    agent_disk: &Path,
+    opts: &RunOptions,
+    debug: bool,
+) -> Result<i32, CliError> {
+    let rec: ContainerRecord = serde_json::from_slice(
+        &std::fs::read(dirs.record_path()).map_err(CliError::runtime)?,
+    )
+    .map_err(CliError::runtime)?;
+    let upper = dirs.dir.join("upper.ext4");
+    mvm_rootfs::disk::create_writable_disk(&upper, UPPER_DISK_BYTES).map_err(CliError::runtime)?;
+    let spec = VmSpec {
+        kernel: kernel.to_path_buf(),
+        cmdline: kernel_cmdline(&rec.hostname, debug),
+        vcpus: rec.vcpus,
+        mem_mib: rec.mem_mib,
+        disks: vec![
+            Disk { path: agent_disk.to_path_buf(), read_only: true, id: "mvm-agent".into() },
+            Disk { path: image_disk.to_path_buf(), read_only: true, id: "mvm-image".into() },
+            Disk { path: upper, read_only: false, id: "mvm-upper".into() },
+        ],
+        run_dir: dirs.run.clone(),
+    };
+    // Block the forwarded signals before any thread or child exists, so the session's
+    // forwarding thread receives them (children unblock them in pre_exec).
+    session::forwarded_signals()
+        .thread_block()
+        .map_err(|e| CliError::runtime(format!("cannot block signals: {e}")))?;
+    let t0 = std::time::Instant::now();
+    let mut vm = backend::start(selection.kind, &spec).map_err(CliError::runtime)?;
+    tracing::debug!("phase vm_started {:?}", t0.elapsed());
+    let stream = session::connect(&mut vm, DEFAULT_VSOCK_PORT, AGENT_TIMEOUT, &spec.console_path())
+        .map_err(CliError::runtime)?;
+    tracing::debug!("phase agent_ready {:?}", t0.elapsed());
+    let process = ProcessSpec {
+        args: rec.args.clone(),
+        env: rec.env.clone(),
+        cwd: rec.cwd.clone(),
+        user: rec.user.clone(),
+        terminal: opts.tty,
+        stdin: opts.interactive,
+        rlimits: Vec::new(),
+    };
+    let raw = if opts.tty && opts.interactive && crate::terminal::is_tty(0) {
+        crate::terminal::RawMode::enable()
+    } else {
+        None
+    };
+    let result = session::run_process(
+        stream,
+        process,
+        Stdio { stdin: opts.interactive, tty: opts.tty },
+    );
+    drop(raw);
+    tracing::debug!("phase process_exited {:?}", t0.elapsed());
+    vm.finish(POWEROFF_TIMEOUT);
+    tracing::debug!("phase vm_ended {:?}", t0.elapsed());
+    if debug {
+        let _ = std::fs::copy(spec.console_path(), std::env::temp_dir().join("mvm-last-console.log"));
+    }
+    match result {
+        Ok(code) => Ok(code),
+        Err(session::SessionError::StartFailed { code, message }) => Err(CliError::with_code(code, message)),
+        Err(e) => Err(CliError::runtime(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512m").unwrap(), 512);
+        assert_eq!(parse_memory("1g").unwrap(), 1024);
+        assert_eq!(parse_memory("1GB").unwrap(), 1024);
+        assert_eq!(parse_memory("134217728").unwrap(), 128);
+        assert!(parse_memory("10m").is_err());
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("99999999999999999g").is_err());
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("1.5").unwrap(), 2);
+        assert_eq!(parse_cpus("2").unwrap(), 2);
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert!(parse_cpus("64").is_err());
+    }
+
+    #[test]
+    fn env_merging() {
+        let m = merge_env(&[
+            vec!["PATH=/bin".into(), "A=1".into()],
+            vec!["A=2".into(), "B=3".into()],
+        ]);
+        assert_eq!(m, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+}

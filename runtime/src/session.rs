@@ -1,0 +1,242 @@
+//! The host's side of a session with the agent: reach it through the VM's hybrid vsock
+//! socket, run one process, and pump its stdio and signals until it exits.
+
+use std::io::{BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mvm_agent_protocol::{
+    AgentMessage, Frame, FrameReader, FrameWriter, HostMessage, ProcessSpec, ProtocolError,
+    Stream, container_exit_code, host_handshake,
+};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::backend::VmHandle;
+
+/// How the session ended or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The VM ended before the agent answered.
+    #[error("the microVM exited before its agent was ready{0}")]
+    VmExited(String),
+    /// The agent did not answer in time.
+    #[error("timed out after {0:?} waiting for the microVM's agent")]
+    Timeout(Duration),
+    /// Protocol failure.
+    #[error("agent: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The process could not be started; carries Docker's exit code.
+    #[error("{message}")]
+    StartFailed {
+        /// 125, 126 or 127.
+        code: i32,
+        /// The agent's reason.
+        message: String,
+    },
+    /// Host-side I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects to guest port `port` through the hybrid-vsock socket, retrying until the agent
+/// listens, the VM dies, or `timeout` passes.
+pub fn connect(
+    vm: &mut VmHandle,
+    port: u32,
+    timeout: Duration,
+    console: &Path,
+) -> Result<UnixStream, SessionError> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if let Some(status) = vm.try_wait() {
+            let mut why = vm.log_tail();
+            if why.is_empty() {
+                why = crate::backend::log_tail(console);
+            }
+            let why = if why.is_empty() { format!(" ({status})") } else { format!(": {why}") };
+            return Err(SessionError::VmExited(why));
+        }
+        if let Ok(stream) = try_connect(&vm.vsock, port) {
+            return Ok(stream);
+        }
+        if Instant::now() >= deadline {
+            return Err(SessionError::Timeout(timeout));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn try_connect(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(uds)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    // Read the answer byte by byte: nothing after the newline belongs to us.
+    let mut line = Vec::with_capacity(32);
+    let mut byte = [0u8];
+    while line.len() < 64 {
+        match s.read(&mut byte)? {
+            0 => return Err(std::io::ErrorKind::ConnectionRefused.into()),
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    if !line.starts_with(b"OK ") {
+        return Err(std::io::ErrorKind::ConnectionRefused.into());
+    }
+    s.set_read_timeout(None)?;
+    Ok(s)
+}
+
+/// Signals `mvm run` forwards to the container's process, as Docker's sig-proxy does.
+pub fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// How the process's stdio is wired.
+pub struct Stdio {
+    /// Forward our stdin.
+    pub stdin: bool,
+    /// A terminal (`-t`).
+    pub tty: bool,
+}
+
+type SharedWriter = Arc<Mutex<FrameWriter<UnixStream>>>;
+
+fn send(writer: &SharedWriter, msg: &HostMessage) -> Result<(), ProtocolError> {
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    w.write_control(msg)?;
+    w.flush()
+}
+
+/// Runs `spec` over `stream`; returns the container's exit code. The caller has blocked
+/// [`forwarded_signals`] in every thread so the forwarding thread can take them with sigwait.
+pub fn run_process(stream: UnixStream, spec: ProcessSpec, stdio: Stdio) -> Result<i32, SessionError> {
+    let control = stream.try_clone()?;
+    let mut reader = FrameReader::new(BufReader::new(stream.try_clone()?));
+    let mut writer = FrameWriter::new(stream);
+    host_handshake(&mut reader, &mut writer)?;
+    let writer: SharedWriter = Arc::new(Mutex::new(writer));
+    if stdio.tty
+        && let Some((rows, cols)) = crate::terminal::size()
+    {
+        send(&writer, &HostMessage::Resize { rows, cols })?;
+    }
+    send(&writer, &HostMessage::Start(spec))?;
+
+    // Until Started, nothing else is sent.
+    loop {
+        match reader.read_frame::<AgentMessage>()? {
+            Some(Frame::Control(AgentMessage::Started { .. })) => break,
+            Some(Frame::Control(AgentMessage::StartFailed { kind, message })) => {
+                return Err(SessionError::StartFailed {
+                    code: kind.exit_code(),
+                    message,
+                });
+            }
+            Some(Frame::Control(AgentMessage::Error { message })) => {
+                return Err(SessionError::Protocol(ProtocolError::Rejected(message)));
+            }
+            Some(other) => {
+                return Err(SessionError::Protocol(ProtocolError::Unexpected(format!(
+                    "{other:?} before the process started"
+                ))));
+            }
+            None => return Err(SessionError::Protocol(ProtocolError::Closed)),
+        }
+    }
+
+    if stdio.stdin {
+        let w = writer.clone();
+        std::thread::spawn(move || pump_stdin(&w));
+    }
+    {
+        let w = writer.clone();
+        let tty = stdio.tty;
+        std::thread::spawn(move || forward_signals(&w, tty));
+    }
+
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    loop {
+        match reader.read_frame::<AgentMessage>()? {
+            Some(Frame::Data { stream: Stream::Stdout, data }) => {
+                let mut out = stdout.lock();
+                // A closed stdout (`| head`) must not stop the container's other output.
+                let _ = out.write_all(&data).and_then(|()| out.flush());
+            }
+            Some(Frame::Data { stream: Stream::Stderr, data }) => {
+                let mut err = stderr.lock();
+                let _ = err.write_all(&data).and_then(|()| err.flush());
+            }
+            Some(Frame::Data { .. }) => {}
+            Some(Frame::Control(AgentMessage::Exited { code, signal })) => {
+                // Closing tells the agent we have everything; it then powers the VM off.
+                let _ = control.shutdown(std::net::Shutdown::Both);
+                return Ok(container_exit_code(code, signal));
+            }
+            Some(Frame::Control(AgentMessage::Error { message })) => {
+                tracing::warn!("agent: {message}");
+            }
+            Some(Frame::Control(other)) => {
+                tracing::debug!("ignoring agent message {other:?}");
+            }
+            None => return Err(SessionError::Protocol(ProtocolError::Closed)),
+        }
+    }
+}
+
+fn pump_stdin(writer: &SharedWriter) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        let result = if n == 0 {
+            w.write_eof(Stream::Stdin)
+        } else {
+            w.write_data(Stream::Stdin, &buf[..n])
+        };
+        if result.and_then(|()| w.flush()).is_err() || n == 0 {
+            return;
+        }
+    }
+}
+
+fn forward_signals(writer: &SharedWriter, tty: bool) {
+    let set = forwarded_signals();
+    while let Ok(sig) = set.wait() {
+        let msg = if sig == Signal::SIGWINCH {
+            if !tty {
+                continue;
+            }
+            match crate::terminal::size() {
+                Some((rows, cols)) => HostMessage::Resize { rows, cols },
+                None => continue,
+            }
+        } else {
+            HostMessage::Signal { signal: sig as i32 }
+        };
+        if send(writer, &msg).is_err() {
+            return;
+        }
+    }
+}

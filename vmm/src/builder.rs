@@ -1,0 +1,382 @@
+//! Builds a microVM from a [`VmConfig`] and runs it to its end.
+//!
+//! The order follows Firecracker's builder: memory, VM, kernel, devices (and their kernel
+//! command-line words), boot structures, vCPUs; then the vCPU threads run while the main
+//! thread serves the devices from one epoll loop until something ends the VM.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
+use linux_loader::cmdline::Cmdline;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::{boot, cpuid, layout, mptable, msr, regs};
+use crate::config::{ConfigError, SerialOutput, VmConfig};
+use crate::devices::bus::{Bus, lock};
+use crate::devices::legacy::i8042::I8042;
+use crate::devices::legacy::serial::SerialDevice;
+use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
+use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::{IrqTrigger, VirtioDevice};
+use crate::exit::{ExitReason, ExitRecord};
+use crate::vcpu::{ExitLatch, Vcpu};
+use crate::vm::{self, VmError};
+
+/// Anything that stops a VM from being built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// KVM or guest memory.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// Loading the kernel or writing boot structures.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// vCPU register setup.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// CPUID.
+    #[error("CPUID: {0}")]
+    Cpuid(String),
+    /// The MP table.
+    #[error("MP table: {0}")]
+    Mptable(String),
+    /// A device could not be created.
+    #[error("{0}")]
+    Device(String),
+    /// A KVM call.
+    #[error("KVM {what} failed: {source}")]
+    Kvm {
+        /// Which call.
+        what: &'static str,
+        /// Its error.
+        source: kvm_ioctls::Error,
+    },
+    /// An OS resource (eventfd, thread, file).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Its error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Io { what, source }
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> BuildError {
+    move |source| BuildError::Kvm { what, source }
+}
+
+/// Things the monitor flushes when the VM ends.
+struct Flushables {
+    serial: Arc<Mutex<SerialDevice>>,
+    disks: Vec<Arc<Mutex<Block>>>,
+}
+
+/// Watches everything that ends the VM: vCPU exits, the i8042 reset line, and SIGTERM,
+/// SIGINT and SIGHUP (through a signalfd, so no handler runs in signal context).
+struct ExitWatcher {
+    vcpu_exit: EventFd,
+    reset: EventFd,
+    signals: OwnedFd,
+    latch: Arc<ExitLatch>,
+    done: bool,
+}
+
+impl MutEventSubscriber for ExitWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [
+            self.vcpu_exit.as_raw_fd(),
+            self.reset.as_raw_fd(),
+            self.signals.as_raw_fd(),
+        ] {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                tracing::error!("cannot watch exit event: {e:?}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.reset.as_raw_fd() {
+            let _ = self.reset.read();
+            self.latch.set(ExitReason::I8042Reset);
+        } else if fd == self.signals.as_raw_fd() {
+            let signo = read_signalfd(self.signals.as_raw_fd()).unwrap_or(libc::SIGTERM);
+            self.latch.set(ExitReason::Signal(signo));
+        } else {
+            let _ = self.vcpu_exit.read();
+        }
+        self.done = self.latch.get().is_some();
+    }
+}
+
+fn read_signalfd(fd: RawFd) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of exactly `size` bytes owned by this frame.
+    let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    (n == size as isize).then_some(info.ssi_signo as i32)
+}
+
+/// Blocks the signals that stop the monitor in this thread (and so in every thread spawned
+/// after) and returns a signalfd that receives them.
+fn block_exit_signals() -> Result<OwnedFd, BuildError> {
+    // SAFETY: sigset_t is plain old data initialised by sigemptyset before use; the calls only
+    // touch that local set and this thread's mask; signalfd returns a new fd we take ownership
+    // of only when it is valid.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io_err("block signals")(std::io::Error::last_os_error()));
+        }
+        // A closed console or socket must surface as EPIPE, not kill the monitor.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(io_err("signalfd")(std::io::Error::last_os_error()));
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn serial_output(out: &SerialOutput) -> Result<Box<dyn Write + Send>, BuildError> {
+    Ok(match out {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::None => Box::new(std::io::sink()),
+        SerialOutput::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io_err(format!("cannot open serial output {}", path.display())))?,
+        ),
+    })
+}
+
+/// Sets LINT0 to ExtINT and LINT1 to NMI, as the MP table tells the guest.
+fn set_lint(vcpu: &VcpuFd) -> Result<(), BuildError> {
+    const APIC_LVT0: usize = 0x350;
+    const APIC_LVT1: usize = 0x360;
+    const APIC_MODE_NMI: u32 = 0x4;
+    const APIC_MODE_EXTINT: u32 = 0x7;
+    let mut lapic = vcpu.get_lapic().map_err(kvm_err("get LAPIC"))?;
+    let get = |regs: &[std::os::raw::c_char], off: usize| -> u32 {
+        let b: Vec<u8> = regs[off..off + 4].iter().map(|c| *c as u8).collect();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+    for (off, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
+        let v = (get(&lapic.regs, off) & !0x700) | (mode << 8);
+        for (i, b) in v.to_le_bytes().iter().enumerate() {
+            lapic.regs[off + i] = *b as std::os::raw::c_char;
+        }
+    }
+    vcpu.set_lapic(&lapic).map_err(kvm_err("set LAPIC"))
+}
+
+/// Adds one virtio device on the MMIO bus: irqfd, ioeventfds and the command-line word.
+#[allow(clippy::too_many_arguments)]
+fn attach_virtio<D>(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    cmdline: &mut Cmdline,
+    event_manager: &mut EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+    index: usize,
+    device: Arc<Mutex<D>>,
+) -> Result<(), BuildError>
+where
+    D: VirtioDevice + MutEventSubscriber + 'static,
+{
+    let base = layout::virtio_mmio_base(index);
+    let gsi = layout::virtio_irq(index);
+    let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    vm.register_irqfd(&irq_evt, gsi).map_err(kvm_err("register irqfd"))?;
+    {
+        let dev = lock(&device);
+        for (i, evt) in dev.queue_events().iter().enumerate() {
+            vm.register_ioevent(evt, &IoEventAddress::Mmio(base + NOTIFY_REG_OFFSET), i as u32)
+                .map_err(kvm_err("register ioeventfd"))?;
+        }
+    }
+    let transport = MmioTransport::new(
+        device.clone() as Arc<Mutex<dyn VirtioDevice>>,
+        mem.clone(),
+        Arc::new(IrqTrigger::new(irq_evt)),
+    );
+    mmio.insert(Arc::new(Mutex::new(transport)), base, layout::VIRTIO_MMIO_SIZE)
+        .map_err(|e| BuildError::Device(e.to_string()))?;
+    cmdline
+        .add_virtio_mmio_device(layout::VIRTIO_MMIO_SIZE, GuestAddress(base), gsi, None)
+        .map_err(|e| BuildError::Boot(boot::BootError::Cmdline(e.to_string())))?;
+    event_manager.add_subscriber(device as Arc<Mutex<dyn MutEventSubscriber + Send>>);
+    Ok(())
+}
+
+/// Builds the VM described by `config`, runs it until it ends, and returns how it ended.
+/// The exit record is written to `config.exit_record` when set.
+pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
+    config.validate()?;
+    let signals = block_exit_signals()?;
+    let kvm = vm::open_kvm()?;
+    let mem = vm::create_guest_memory(config.mem_mib)?;
+    let vm = vm::create_vm(&kvm, &mem)?;
+
+    let kernel = boot::load_kernel(&mem, &config.kernel)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(boot::load_initrd(&mem, path, boot::kernel_end(&kernel))?),
+        None => None,
+    };
+
+    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE)
+        .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
+    if !config.cmdline.trim().is_empty() {
+        cmdline
+            .insert_str(config.cmdline.trim())
+            .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
+    }
+
+    let mut event_manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+        EventManager::new().map_err(|e| BuildError::Device(format!("event loop: {e:?}")))?;
+    let latch = Arc::new(ExitLatch::default());
+    let vcpu_exit = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+
+    // Legacy devices on the port-I/O bus.
+    let mut pio = Bus::new();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+        .map_err(kvm_err("register serial irqfd"))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        EventFdTrigger(serial_irq),
+        serial_output(&config.serial)?,
+    )));
+    pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT), 8)
+        .map_err(|e| BuildError::Device(e.to_string()))?;
+    let i8042 = I8042::new(EventFdTrigger(
+        reset_evt.try_clone().map_err(io_err("eventfd"))?,
+    ));
+    pio.insert(Arc::new(Mutex::new(i8042)), u64::from(layout::I8042_PORT), 5)
+        .map_err(|e| BuildError::Device(e.to_string()))?;
+
+    // Virtio devices on the MMIO bus.
+    let mut mmio = Bus::new();
+    let mut disks = Vec::new();
+    for (index, disk) in config.disks.iter().enumerate() {
+        let block = Block::new(&disk.path, disk.read_only, disk.id.as_deref())
+            .map_err(|e| BuildError::Device(e.to_string()))?;
+        let block = Arc::new(Mutex::new(block));
+        disks.push(block.clone());
+        attach_virtio(&vm, &mem, &mut mmio, &mut cmdline, &mut event_manager, index, block)?;
+    }
+    if let Some(vsock_cfg) = &config.vsock {
+        let vsock = Vsock::new(vsock_cfg.guest_cid, &vsock_cfg.uds_path)
+            .map_err(|e| BuildError::Device(e.to_string()))?;
+        attach_virtio(
+            &vm,
+            &mem,
+            &mut mmio,
+            &mut cmdline,
+            &mut event_manager,
+            config.disks.len(),
+            Arc::new(Mutex::new(vsock)),
+        )?;
+    }
+
+    boot::configure_boot(&mem, &kernel, &cmdline, initrd)?;
+    mptable::setup_mptable(&mem, config.vcpus).map_err(|e| BuildError::Mptable(e.to_string()))?;
+
+    // vCPUs.
+    let base_cpuid = cpuid::supported_cpuid(&kvm).map_err(|e| BuildError::Cpuid(e.to_string()))?;
+    let supported_msrs: Vec<u32> = kvm
+        .get_msr_index_list()
+        .map(|l| l.as_slice().to_vec())
+        .unwrap_or_default();
+    let pio = Arc::new(pio);
+    let mmio = Arc::new(mmio);
+    let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+    for id in 0..config.vcpus {
+        let fd = vm.create_vcpu(u64::from(id)).map_err(kvm_err("create vCPU"))?;
+        let mut cpuid = base_cpuid.clone();
+        cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)
+            .map_err(|e| BuildError::Cpuid(e.to_string()))?;
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+        msr::setup_boot_msrs(&fd, &supported_msrs)
+            .map_err(|e| BuildError::Device(format!("MSRs: {e}")))?;
+        set_lint(&fd)?;
+        if id == 0 {
+            regs::setup_regs(&fd, kernel.entry.entry, kernel.entry.protocol)?;
+            regs::setup_sregs(&mem, &fd, kernel.entry.protocol)?;
+            regs::setup_fpu(&fd)?;
+        }
+        vcpus.push(Vcpu::new(
+            fd,
+            id,
+            pio.clone(),
+            mmio.clone(),
+            latch.clone(),
+            vcpu_exit.try_clone().map_err(io_err("eventfd"))?,
+        ));
+    }
+
+    let watcher = Arc::new(Mutex::new(ExitWatcher {
+        vcpu_exit,
+        reset: reset_evt,
+        signals,
+        latch: latch.clone(),
+        done: false,
+    }));
+    event_manager.add_subscriber(watcher.clone() as Arc<Mutex<dyn MutEventSubscriber + Send>>);
+
+    for vcpu in vcpus {
+        vcpu.spawn().map_err(io_err("spawn vCPU thread"))?;
+    }
+
+    while !lock(&watcher).done {
+        if let Err(e) = event_manager.run() {
+            latch.set(ExitReason::VcpuError(format!("event loop failed: {e:?}")));
+            break;
+        }
+    }
+
+    let flush = Flushables { serial, disks };
+    lock(&flush.serial).flush();
+    for d in &flush.disks {
+        lock(d).flush();
+    }
+    let reason = latch
+        .get()
+        .unwrap_or_else(|| ExitReason::VcpuError("VM stopped without a reason".into()));
+    let record = ExitRecord::now(reason);
+    if let Some(path) = &config.exit_record {
+        record
+            .write_to(path)
+            .map_err(io_err(format!("cannot write exit record {}", path.display())))?;
+    }
+    // The vCPU threads are not joined: the caller exits the process, which stops them.
+    Ok(record)
+}
+
+/// KVM with the capabilities the monitor needs (for `--check`).
+pub fn check_kvm() -> Result<Kvm, BuildError> {
+    Ok(vm::open_kvm()?)
+}

@@ -1,0 +1,5 @@
+//! Emulated devices: the buses the vCPUs dispatch to, legacy PC devices and virtio.
+
+pub mod bus;
+pub mod legacy;
+pub mod virtio;

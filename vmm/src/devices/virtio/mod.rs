@@ -1,0 +1,164 @@
+//! Virtio devices on the virtio-mmio transport (version 2, "modern").
+//!
+//! The split follows Firecracker's `devices/virtio`: a device holds its emulation and its
+//! queue-notify eventfds and is driven by the event loop; the MMIO transport owns the register
+//! file and the queue configuration while the driver sets the device up, then hands the
+//! queues to the device when the driver sets DRIVER_OK.
+
+pub mod block;
+pub mod mmio;
+pub mod vsock;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Feature bit every modern device offers and every driver must accept.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Device ID of virtio-blk.
+pub const TYPE_BLOCK: u32 = 2;
+/// Device ID of virtio-vsock.
+pub const TYPE_VSOCK: u32 = 19;
+
+/// Interrupt status bit: the device used buffers.
+pub const VIRTIO_MMIO_INT_VRING: u32 = 0x01;
+/// Interrupt status bit: the configuration changed (or the device needs a reset).
+pub const VIRTIO_MMIO_INT_CONFIG: u32 = 0x02;
+
+/// Raises the device's interrupt: sets a bit in the transport's InterruptStatus register and
+/// signals the irqfd KVM injects from.
+pub struct IrqTrigger {
+    status: Arc<AtomicU32>,
+    evt: EventFd,
+}
+
+impl IrqTrigger {
+    /// A trigger writing `evt` (registered with KVM as an irqfd).
+    pub fn new(evt: EventFd) -> Self {
+        Self {
+            status: Arc::new(AtomicU32::new(0)),
+            evt,
+        }
+    }
+
+    /// Signals that buffers were placed in a used ring.
+    pub fn trigger_vring(&self) {
+        self.trigger(VIRTIO_MMIO_INT_VRING);
+    }
+
+    /// Signals a configuration change.
+    pub fn trigger_config(&self) {
+        self.trigger(VIRTIO_MMIO_INT_CONFIG);
+    }
+
+    fn trigger(&self, bit: u32) {
+        self.status.fetch_or(bit, Ordering::SeqCst);
+        if let Err(e) = self.evt.write(1) {
+            tracing::warn!("cannot raise virtio interrupt: {e}");
+        }
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// The driver acknowledged (cleared) these bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Clears every bit (device reset).
+    pub fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+
+    /// The eventfd KVM listens on.
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Activating a device failed; the transport reports DEVICE_NEEDS_RESET.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver did not set up a queue the device cannot work without.
+    #[error("queue {0} is not ready")]
+    QueueNotReady(usize),
+    /// A backend resource could not be set up.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// What the transport needs from a device.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID.
+    fn device_type(&self) -> u32;
+    /// Largest size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// One eventfd per queue, signalled (through KVM ioeventfds) when the driver notifies it.
+    fn queue_events(&self) -> &[EventFd];
+    /// Feature bits the device offers.
+    fn avail_features(&self) -> u64;
+    /// Records the features the driver accepted (a subset of `avail_features`).
+    fn set_acked_features(&mut self, features: u64);
+    /// Reads the device-specific configuration space; bytes past its end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the configuration space; devices with a read-only config ignore it.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the queues the driver configured.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        irq: Arc<IrqTrigger>,
+    ) -> Result<(), ActivateError>;
+    /// Stops the device and forgets its queues (driver wrote 0 to Status).
+    fn reset(&mut self);
+    /// Whether the device is running.
+    fn is_activated(&self) -> bool;
+}
+
+/// Copies `data.len()` bytes of `config` from `offset` into `data`, zero past the end.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if start >= config.len() {
+        return;
+    }
+    let end = config.len().min(start.saturating_add(data.len()));
+    data[..end - start].copy_from_slice(&config[start..end]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_are_bounded() {
+        let cfg = [1u8, 2, 3, 4];
+        let mut d = [9u8; 4];
+        read_config_bytes(&cfg, 2, &mut d);
+        assert_eq!(d, [3, 4, 0, 0]);
+        read_config_bytes(&cfg, 100, &mut d);
+        assert_eq!(d, [0; 4]);
+        read_config_bytes(&cfg, u64::MAX, &mut d);
+        assert_eq!(d, [0; 4]);
+    }
+
+    #[test]
+    fn irq_status_bits() {
+        let irq = IrqTrigger::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        irq.trigger_vring();
+        irq.trigger_config();
+        assert_eq!(irq.status(), 3);
+        irq.ack(1);
+        assert_eq!(irq.status(), 2);
+        assert_eq!(irq.eventfd().read().unwrap(), 2);
+    }
+}

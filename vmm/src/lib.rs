@@ -1,0 +1,12 @@
+//! mvm's virtual machine monitor: one process per KVM microVM.
+//!
+//! It knows nothing of images or containers: it boots a kernel with a command line, a few
+//! virtio-mmio devices (block, vsock) and a serial console, and reports how the VM ended.
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod devices;
+pub mod exit;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,181 @@
+//! `mvm-vmm`: run one microVM from a JSON config file and/or flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mvm_vmm::config::{DiskConfig, SerialOutput, VmConfig, VsockConfig};
+
+/// Exit code for a configuration the monitor refuses (nothing was started).
+const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for a VM that could not be built or started.
+const EXIT_BUILD_FAILED: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(name = "mvm-vmm", version, about = "Run one KVM microVM")]
+struct Args {
+    /// JSON config file (fields: kernel, initrd, cmdline, vcpus, mem_mib, disks, vsock,
+    /// serial, exit_record); flags given too override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Guest kernel (ELF vmlinux or bzImage).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Number of vCPUs.
+    #[arg(long)]
+    vcpus: Option<u8>,
+    /// Guest memory in MiB.
+    #[arg(long = "mem-mib")]
+    mem_mib: Option<u64>,
+    /// A disk: PATH[,ro][,id=SERIAL]; repeat for more (vda, vdb, ...).
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// The vsock device: CID,UDS_PATH.
+    #[arg(long)]
+    vsock: Option<String>,
+    /// Serial console: stdout, none, or a file path.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Where to write the exit record (JSON).
+    #[arg(long = "exit-record")]
+    exit_record: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long = "log-level", default_value = "warn")]
+    log_level: String,
+}
+
+fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
+    let mut parts = spec.split(',');
+    let path = parts.next().filter(|p| !p.is_empty()).ok_or("empty --disk")?;
+    let mut disk = DiskConfig {
+        path: path.into(),
+        read_only: false,
+        id: None,
+    };
+    for opt in parts {
+        match opt.split_once('=') {
+            None if opt == "ro" => disk.read_only = true,
+            None if opt == "rw" => disk.read_only = false,
+            Some(("id", id)) => disk.id = Some(id.to_string()),
+            _ => return Err(format!("unknown --disk option {opt:?} (expected ro, rw or id=SERIAL)")),
+        }
+    }
+    Ok(disk)
+}
+
+fn parse_vsock(spec: &str) -> Result<VsockConfig, String> {
+    let (cid, path) = spec
+        .split_once(',')
+        .ok_or_else(|| format!("--vsock {spec:?}: expected CID,UDS_PATH"))?;
+    let guest_cid = cid
+        .parse()
+        .map_err(|_| format!("--vsock: {cid:?} is not a CID"))?;
+    Ok(VsockConfig {
+        guest_cid,
+        uds_path: path.into(),
+    })
+}
+
+fn build_config(args: &Args) -> Result<VmConfig, String> {
+    let mut cfg = match &args.config {
+        Some(path) => VmConfig::from_file(path).map_err(|e| e.to_string())?,
+        None => {
+            let kernel = args
+                .kernel
+                .clone()
+                .ok_or("no kernel: give --kernel or --config")?;
+            serde_json::from_value(serde_json::json!({ "kernel": kernel }))
+                .map_err(|e| e.to_string())?
+        }
+    };
+    if let Some(k) = &args.kernel {
+        cfg.kernel = k.clone();
+    }
+    if let Some(i) = &args.initrd {
+        cfg.initrd = Some(i.clone());
+    }
+    if let Some(c) = &args.cmdline {
+        cfg.cmdline = c.clone();
+    }
+    if let Some(v) = args.vcpus {
+        cfg.vcpus = v;
+    }
+    if let Some(m) = args.mem_mib {
+        cfg.mem_mib = m;
+    }
+    for d in &args.disks {
+        cfg.disks.push(parse_disk(d)?);
+    }
+    if let Some(v) = &args.vsock {
+        cfg.vsock = Some(parse_vsock(v)?);
+    }
+    if let Some(s) = &args.serial {
+        cfg.serial = match s.as_str() {
+            "stdout" => SerialOutput::Stdout,
+            "none" => SerialOutput::None,
+            path => SerialOutput::File(path.into()),
+        };
+    }
+    if let Some(e) = &args.exit_record {
+        cfg.exit_record = Some(e.clone());
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cfg = match build_config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("mvm-vmm: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match mvm_vmm::builder::run(&cfg) {
+        Ok(record) => {
+            tracing::info!("VM ended: {:?}", record.reason);
+            // Exit right away: vCPU threads are still parked in the kernel.
+            std::process::exit(record.exit_code)
+        }
+        Err(e) => {
+            eprintln!("mvm-vmm: {e}");
+            ExitCode::from(EXIT_BUILD_FAILED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_specs() {
+        let d = parse_disk("/a,ro,id=root").unwrap();
+        assert!(d.read_only);
+        assert_eq!(d.id.as_deref(), Some("root"));
+        assert!(parse_disk("/a,bogus").is_err());
+        assert!(parse_disk("").is_err());
+    }
+
+    #[test]
+    fn vsock_specs() {
+        let v = parse_vsock("3,/tmp/v.sock").unwrap();
+        assert_eq!(v.guest_cid, 3);
+        assert!(parse_vsock("x,/p").is_err());
+        assert!(parse_vsock("3").is_err());
+    }
+}

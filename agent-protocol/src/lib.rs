@@ -43,3 +43,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The vsock port the agent listens on unless the kernel command line says otherwise
 /// (`mvm.port=`).
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
+
+/// The host port the agent connects to once it is ready (`mvm.callback=`), carrying the
+/// container's first session. A guest-initiated connection needs no polling while the guest
+/// boots, and it works before the host could know the guest's vsock device is up.
+pub const DEFAULT_CALLBACK_PORT: u32 = 1025;

@@ -39,6 +39,9 @@ pub struct BootConfig {
     pub dns: Vec<IpAddr>,
     /// The vsock port to listen on (`mvm.port`).
     pub port: u32,
+    /// A host port to connect to once ready (`mvm.callback`): the first session runs over
+    /// that connection, so the host never has to poll for the agent while the guest boots.
+    pub callback: Option<u32>,
     /// Log to the console (`mvm.debug=1`).
     pub debug: bool,
 }
@@ -52,6 +55,7 @@ impl Default for BootConfig {
             hostname: None,
             dns: Vec::new(),
             port: DEFAULT_VSOCK_PORT,
+            callback: None,
             debug: false,
         }
     }
@@ -119,6 +123,14 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                     .and_then(|v| v.parse::<u32>().ok())
                     .filter(|p| *p != 0 && *p != u32::MAX)
                     .ok_or_else(|| bad("expected a vsock port number"))?;
+            }
+            "callback" => {
+                config.callback = Some(
+                    value
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .filter(|p| *p != 0 && *p != u32::MAX)
+                        .ok_or_else(|| bad("expected a vsock port number"))?,
+                );
             }
             "debug" => {
                 config.debug = match value {
@@ -211,6 +223,9 @@ mod tests {
         let c = parse_cmdline("mvm.debug mvm.port=5 mvm.port=6 \"mvm.hostname=a\"").unwrap();
         assert!(c.debug);
         assert_eq!(c.port, 6);
+        let c = parse_cmdline("mvm.callback=1025").unwrap();
+        assert_eq!(c.callback, Some(1025));
+        assert!(parse_cmdline("mvm.callback=x").is_err());
         assert_eq!(c.hostname.as_deref(), Some("a"));
         assert!(!parse_cmdline("mvm.debug=0").unwrap().debug);
     }

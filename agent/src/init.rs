@@ -40,6 +40,23 @@ pub fn run() -> ! {
     power_off()
 }
 
+/// Connects to the host, retrying briefly: the host's socket exists before the VM starts, so
+/// a failure here is transient (a busy host) or final (the host gave up).
+fn connect_with_retry(port: u32) -> std::io::Result<crate::vsock::VsockStream> {
+    let mut last = None;
+    for attempt in 0..50u64 {
+        match crate::vsock::VsockStream::connect_host(port) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                log_debug!("connect to host port {port} failed: {e}");
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(20 + attempt * 10));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::TimedOut.into()))
+}
+
 fn run_inner() -> Result<(), InitError> {
     let config = boot()?;
     // Before anything could start a thread or a child: SIGCHLD is blocked for the signalfd.
@@ -47,6 +64,18 @@ fn run_inner() -> Result<(), InitError> {
     let listener = VsockListener::bind(config.port).map_err(InitError::Vsock)?;
     log_debug!("listening on vsock port {}", config.port);
     let session = SessionConfig::guest(config.hostname.clone());
+    if let Some(port) = config.callback {
+        // The host waits on its side of this port: connecting tells it the agent is ready.
+        let conn = connect_with_retry(port).map_err(InitError::Vsock)?;
+        log_debug!("connected to the host on port {port}");
+        match serve(conn, &session, &reaper)? {
+            SessionOutcome::NoProcess => log_debug!("callback session ended without a process"),
+            outcome => {
+                log_debug!("session over: {outcome:?}");
+                return Ok(());
+            }
+        }
+    }
     loop {
         let conn = listener.accept().map_err(InitError::Vsock)?;
         log_debug!("host connected");

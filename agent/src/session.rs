@@ -42,6 +42,8 @@ pub struct SessionConfig {
     /// After the last message, how long to wait for the host to close the connection (so that
     /// powering off does not drop bytes still in flight).
     pub close_timeout: Duration,
+    /// How long a new connection may wait before `hello` and `start`; `None` waits forever.
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl SessionConfig {
@@ -52,6 +54,7 @@ impl SessionConfig {
             hostname,
             exit_grace: Duration::from_millis(100),
             close_timeout: Duration::from_secs(5),
+            handshake_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -91,12 +94,25 @@ impl From<io::Error> for SessionError {
     }
 }
 
+/// Sets (or with `None` clears) SO_RCVTIMEO; a stream that is not a socket ignores it.
+fn set_recv_timeout<S: AsFd>(stream: &S, timeout: Option<Duration>) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use nix::sys::time::TimeVal;
+    let tv = timeout.map_or(TimeVal::new(0, 0), |d| {
+        TimeVal::new(d.as_secs() as libc::time_t, d.subsec_micros() as libc::suseconds_t)
+    });
+    let _ = setsockopt(stream, sockopt::ReceiveTimeout, &tv);
+}
+
 /// Serves one connection to its end.
 pub fn serve<S: Read + Write + AsFd>(
     stream: S,
     config: &SessionConfig,
     reaper: &Reaper,
 ) -> Result<SessionOutcome, SessionError> {
+    // A host that connects and then says nothing (or vanishes unseen: vhost-device-vsock does
+    // not always report a host close) must not keep the agent from the next connection.
+    set_recv_timeout(&stream, config.handshake_timeout);
     let mut conn = Conn::new(stream);
     match conn.recv() {
         Ok(Some(Frame::Control(HostMessage::Hello { version }))) if version == PROTOCOL_VERSION => {
@@ -140,6 +156,7 @@ pub fn serve<S: Read + Write + AsFd>(
         }
     };
 
+    set_recv_timeout(&conn.stream, None);
     log_debug!("starting {:?} as user {:?}", spec.args, spec.user);
     let ctx = SpawnContext {
         etc_dir: &config.etc_dir,
@@ -159,10 +176,23 @@ pub fn serve<S: Read + Write + AsFd>(
         }
     };
     let mut run = Running::new(spawned, spec.stdin);
-    conn.send(&AgentMessage::Started {
+    let started = conn.send(&AgentMessage::Started {
         pid: run.pid.as_raw(),
-    })?;
-    let result = run.forward(&mut conn, config, reaper);
+    });
+    let result = match started.and_then(|()| run.forward(&mut conn, config, reaper)) {
+        // Writing to a host that has gone is how a dead host shows up when the transport
+        // did not report the close itself.
+        Err(SessionError::Protocol(ProtocolError::Io(e)))
+            if matches!(
+                e.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::NotConnected
+            ) =>
+        {
+            log_debug!("host connection lost: {e}");
+            Ok(SessionOutcome::HostGone)
+        }
+        other => other,
+    };
     if !matches!(result, Ok(SessionOutcome::Exited(_))) {
         run.kill_and_wait(reaper);
     }

@@ -41,6 +41,23 @@ impl VsockListener {
     }
 }
 
+/// The host's CID (VMADDR_CID_HOST).
+pub const HOST_CID: u32 = 2;
+
+impl VsockStream {
+    /// Connects to `port` on the host.
+    pub fn connect_host(port: u32) -> io::Result<VsockStream> {
+        let fd = socket(
+            AddressFamily::Vsock,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        nix::sys::socket::connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, port))?;
+        Ok(VsockStream(fd))
+    }
+}
+
 /// An accepted connection.
 #[derive(Debug)]
 pub struct VsockStream(OwnedFd);

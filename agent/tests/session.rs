@@ -40,6 +40,7 @@ fn start_agent() -> (Agent, Host) {
         hostname: Some("testbox".into()),
         exit_grace: Duration::from_millis(100),
         close_timeout: Duration::from_secs(5),
+        handshake_timeout: None,
     };
     let thread = std::thread::spawn(move || {
         let reaper = Reaper::new(ReapMode::Child).unwrap();

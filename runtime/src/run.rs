@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
+use mvm_agent_protocol::{DEFAULT_CALLBACK_PORT, ProcessSpec};
 use mvm_rootfs::{ImageRecord, Store};
 
 use crate::backend::{self, Disk, Selection, VmSpec};
@@ -150,7 +150,8 @@ fn kernel_cmdline(hostname: &str, debug: bool) -> String {
     let quiet = if debug { "loglevel=7" } else { "quiet loglevel=1" };
     let mut c = format!(
         "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=ext4 \
-         init=/mvm-agent mvm.lower=/dev/vdb mvm.upper=/dev/vdc mvm.hostname={hostname}"
+         init=/mvm-agent mvm.lower=/dev/vdb mvm.upper=/dev/vdc mvm.hostname={hostname} \
+         mvm.callback={DEFAULT_CALLBACK_PORT}"
     );
     if debug {
         c.push_str(" mvm.debug=1");
@@ -309,9 +310,13 @@ fn run_container(
         .thread_block()
         .map_err(|e| CliError::runtime(format!("cannot block signals: {e}")))?;
     let t0 = std::time::Instant::now();
+    std::fs::create_dir_all(&spec.run_dir).map_err(CliError::runtime)?;
+    let callback = spec.vsock_path().with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
+    let listener = std::os::unix::net::UnixListener::bind(&callback)
+        .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
     let mut vm = backend::start(selection.kind, &spec).map_err(CliError::runtime)?;
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
-    let stream = session::connect(&mut vm, DEFAULT_VSOCK_PORT, AGENT_TIMEOUT, &spec.console_path())
+    let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
         .map_err(CliError::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
     let process = ProcessSpec {

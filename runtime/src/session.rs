@@ -2,7 +2,7 @@
 //! socket, run one process, and pump its stdio and signals until it exits.
 
 use std::io::{BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,55 +40,43 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
 }
 
-/// Connects to guest port `port` through the hybrid-vsock socket, retrying until the agent
-/// listens, the VM dies, or `timeout` passes.
-pub fn connect(
+/// Waits for the agent's own connection to host port `port` (the agent connects once it is
+/// ready), until the VM dies or `timeout` passes.
+pub fn accept_agent(
     vm: &mut VmHandle,
-    port: u32,
+    listener: &UnixListener,
     timeout: Duration,
     console: &Path,
 ) -> Result<UnixStream, SessionError> {
+    use std::os::fd::AsFd;
     let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(2);
+    listener.set_nonblocking(true)?;
     loop {
-        if let Some(status) = vm.try_wait() {
-            let mut why = vm.log_tail();
-            if why.is_empty() {
-                why = crate::backend::log_tail(console);
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
             }
-            let why = if why.is_empty() { format!(" ({status})") } else { format!(": {why}") };
-            return Err(SessionError::VmExited(why));
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
         }
-        if let Ok(stream) = try_connect(&vm.vsock, port) {
-            return Ok(stream);
+        if let Some(status) = vm.try_wait() {
+            return Err(vm_exited(vm, status, console));
         }
         if Instant::now() >= deadline {
             return Err(SessionError::Timeout(timeout));
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_millis(20));
+        let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8));
     }
 }
 
-fn try_connect(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
-    let mut s = UnixStream::connect(uds)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    // Read the answer byte by byte: nothing after the newline belongs to us.
-    let mut line = Vec::with_capacity(32);
-    let mut byte = [0u8];
-    while line.len() < 64 {
-        match s.read(&mut byte)? {
-            0 => return Err(std::io::ErrorKind::ConnectionRefused.into()),
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
+fn vm_exited(vm: &VmHandle, status: std::process::ExitStatus, console: &Path) -> SessionError {
+    let mut why = vm.log_tail();
+    if why.is_empty() {
+        why = crate::backend::log_tail(console);
     }
-    if !line.starts_with(b"OK ") {
-        return Err(std::io::ErrorKind::ConnectionRefused.into());
-    }
-    s.set_read_timeout(None)?;
-    Ok(s)
+    SessionError::VmExited(if why.is_empty() { format!(" ({status})") } else { format!(": {why}") })
 }
 
 /// Signals `mvm run` forwards to the container's process, as Docker's sig-proxy does.

@@ -181,8 +181,6 @@ pub struct VmHandle {
     child: Child,
     helpers: Vec<Child>,
     log: PathBuf,
-    /// The hybrid-vsock socket.
-    pub vsock: PathBuf,
 }
 
 impl VmHandle {

@@ -37,6 +37,5 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         child,
         helpers: Vec::new(),
         log: spec.vmm_log_path(),
-        vsock: spec.vsock_path(),
     })
 }

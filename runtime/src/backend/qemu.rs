@@ -94,6 +94,5 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         child,
         helpers: vec![helper],
         log: spec.vmm_log_path(),
-        vsock: spec.vsock_path(),
     })
 }

@@ -6,14 +6,18 @@ use core::arch::asm;
 /// (UART, PIT, i8042) that cannot write to memory, so port I/O cannot break memory safety.
 pub fn outb(port: u16, val: u8) {
     // SAFETY: `out` touches no memory the program owns (see above).
-    unsafe { asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a byte from an I/O port (see `outb` for why this is safe).
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: `in` touches no memory the program owns.
-    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 

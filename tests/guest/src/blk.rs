@@ -57,7 +57,14 @@ impl Blk {
             Some(p) => p,
             None => fail!("out of memory"),
         };
-        Ok(Blk { mmio, queue, capacity, features, req, hung: false })
+        Ok(Blk {
+            mmio,
+            queue,
+            capacity,
+            features,
+            req,
+            hung: false,
+        })
     }
 
     pub fn read_only(&self) -> bool {
@@ -69,7 +76,12 @@ impl Blk {
     ///
     /// `data` is (address, length, direction) of a buffer the caller owns and does not
     /// touch until this returns.
-    pub fn request_noack(&mut self, kind: u32, sector: u64, data: Option<(*mut u8, usize, Dir)>) -> Result<u8, Msg> {
+    pub fn request_noack(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        data: Option<(*mut u8, usize, Dir)>,
+    ) -> Result<u8, Msg> {
         if self.hung {
             fail!("device stopped answering earlier");
         }
@@ -88,8 +100,13 @@ impl Blk {
         self.queue.set_desc(0, hdr as u64, 16, DESC_F_NEXT, 1);
         match data {
             Some((addr, len, dir)) => {
-                let flags = if dir == Dir::FromDevice { DESC_F_WRITE } else { 0 };
-                self.queue.set_desc(1, addr as u64, len as u32, flags | DESC_F_NEXT, 2);
+                let flags = if dir == Dir::FromDevice {
+                    DESC_F_WRITE
+                } else {
+                    0
+                };
+                self.queue
+                    .set_desc(1, addr as u64, len as u32, flags | DESC_F_NEXT, 2);
                 self.queue.set_desc(2, status as u64, 1, DESC_F_WRITE, 0);
             }
             None => self.queue.set_desc(1, status as u64, 1, DESC_F_WRITE, 0),
@@ -106,7 +123,11 @@ impl Blk {
             }
             if deadline.expired() {
                 self.hung = true;
-                fail!("timeout waiting for request type {} sector {}", kind, sector);
+                fail!(
+                    "timeout waiting for request type {} sector {}",
+                    kind,
+                    sector
+                );
             }
             core::hint::spin_loop();
         }
@@ -115,7 +136,12 @@ impl Blk {
     }
 
     /// `request_noack` followed by acknowledging the interrupt, as a driver would.
-    pub fn request(&mut self, kind: u32, sector: u64, data: Option<(*mut u8, usize, Dir)>) -> Result<u8, Msg> {
+    pub fn request(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        data: Option<(*mut u8, usize, Dir)>,
+    ) -> Result<u8, Msg> {
         let s = self.request_noack(kind, sector, data);
         self.mmio.ack_interrupts();
         s

@@ -35,7 +35,9 @@ impl BootParams {
         if addr == 0 || addr >= (1 << 32) - 4096 {
             return None;
         }
-        Some(BootParams { base: addr as usize })
+        Some(BootParams {
+            base: addr as usize,
+        })
     }
 
     fn read<T: Copy>(&self, off: usize) -> T {
@@ -58,7 +60,11 @@ impl BootParams {
             return None;
         }
         let off = E820_TABLE + i * E820_ENTRY_SIZE;
-        Some(E820Entry { addr: self.read(off), size: self.read(off + 8), kind: self.read(off + 16) })
+        Some(E820Entry {
+            addr: self.read(off),
+            size: self.read(off + 8),
+            kind: self.read(off + 16),
+        })
     }
 
     pub fn cmd_line_ptr(&self) -> u32 {

@@ -2,7 +2,9 @@
 
 /// Iterates over the words of a command line.
 pub fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
-    cmdline.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty())
+    cmdline
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
 }
 
 /// Splits `key=value`; a word without '=' has an empty value.
@@ -15,7 +17,10 @@ pub fn split_word(word: &[u8]) -> (&[u8], &[u8]) {
 
 /// The first value of `key`, if present.
 pub fn value<'a>(cmdline: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    words(cmdline).map(split_word).find(|(k, _)| *k == key).map(|(_, v)| v)
+    words(cmdline)
+        .map(split_word)
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 /// Parses a decimal or 0x-prefixed hexadecimal number.
@@ -63,7 +68,10 @@ pub fn parse_mmio_device(v: &[u8]) -> Option<MmioDevice> {
     let base = parse_u64(&rest[..colon])?;
     let irq_part = &rest[colon + 1..];
     // Linux allows a trailing ":<platform device id>"; it does not matter here.
-    let irq_end = irq_part.iter().position(|&b| b == b':').unwrap_or(irq_part.len());
+    let irq_end = irq_part
+        .iter()
+        .position(|&b| b == b':')
+        .unwrap_or(irq_part.len());
     let irq = u32::try_from(parse_u64(&irq_part[..irq_end])?).ok()?;
     Some(MmioDevice { size, base, irq })
 }

@@ -1,9 +1,11 @@
 //! The ELF entry point.
 //!
 //! The VMM enters `_start` in 64-bit mode with RSI = &boot_params, a tiny stack at 0x8ff0
-//! in low memory we do not own, interrupts off, and SSE still disabled. rustc emits SSE
-//! instructions for ordinary code (x86_64 baseline), so SSE must be switched on before any
-//! Rust runs, and .bss must be zeroed because the loader only copies file bytes.
+//! in low memory we do not own, interrupts off, and SSE still disabled. The guest is built
+//! without SSE (see .cargo/config.toml: on a PVM host KVM emulates the guest's instructions
+//! and cannot emulate SSE), but SSE is switched on anyway, as any x86_64 kernel does, so
+//! that a stray SSE instruction works wherever the CPU really runs the guest. .bss must
+//! be zeroed because the loader only copies file bytes.
 
 core::arch::global_asm!(
     ".section .text.entry, \"ax\"",
@@ -23,8 +25,7 @@ core::arch::global_asm!(
     "or rax, 0x600",
     "mov cr4, rax",
     // Zero .bss (small statics only: the stack and big buffers live in .noinit, see
-    // link.ld). RSI (boot_params) survives:
-    // rep stosb only uses RDI, RCX and AL.
+    // link.ld). RSI (boot_params) survives: rep stosb only uses RDI, RCX and AL.
     "lea rdi, [rip + __bss_start]",
     "lea rcx, [rip + __bss_end]",
     "sub rcx, rdi",

@@ -18,7 +18,10 @@ pub struct Msg {
 
 impl Msg {
     pub fn new(args: fmt::Arguments) -> Msg {
-        let mut m = Msg { buf: [0; 120], len: 0 };
+        let mut m = Msg {
+            buf: [0; 120],
+            len: 0,
+        };
         let _ = m.write_fmt(args);
         m
     }
@@ -66,11 +69,21 @@ pub struct Bytes<'a>(pub &'a [u8]);
 
 impl fmt::Display for Bytes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        for &b in self.0 {
-            if (0x20..0x7f).contains(&b) {
-                f.write_char(b as char)?;
+        // Printable runs go out in one piece: per-character formatting is slow when every
+        // instruction is emulated (see mem.rs).
+        let mut rest = self.0;
+        while !rest.is_empty() {
+            let run = rest
+                .iter()
+                .position(|b| !(0x20..0x7f).contains(b))
+                .unwrap_or(rest.len());
+            // The run is printable ASCII, hence UTF-8.
+            f.write_str(core::str::from_utf8(&rest[..run]).unwrap_or("?"))?;
+            if run < rest.len() {
+                write!(f, "\\x{:02x}", rest[run])?;
+                rest = &rest[run + 1..];
             } else {
-                write!(f, "\\x{:02x}", b)?;
+                rest = &[];
             }
         }
         Ok(())

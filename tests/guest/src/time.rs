@@ -1,13 +1,13 @@
 //! Time: the TSC frequency (for timeouts and the block benchmark) and deadlines.
 //!
 //! Sources, in order: KVM's paravirtual clock (exact, one MSR write, no device needed),
-//! the i8254 PIT (channel 2 gated through port 0x61, as Linux's PIT calibration does),
+//! the i8254 PIT (channel 2 counter read back, as Linux's quick PIT calibration does),
 //! CPUID leaves 0x15/0x16, and finally a guess. Timeouts only need the right order of
 //! magnitude; a deadline also counts loop iterations so a TSC that does not tick cannot
 //! turn a timeout into a hang.
 
 use crate::arch::{cpuid, inb, outb, rdtsc, wrmsr};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_SOURCE: AtomicU8 = AtomicU8::new(0);
@@ -63,8 +63,14 @@ struct PvClock {
 }
 
 static mut PVCLOCK: PvClock = PvClock {
-    version: 0, pad0: 0, tsc_timestamp: 0, system_time: 0,
-    tsc_to_system_mul: 0, tsc_shift: 0, flags: 0, pad: [0; 2],
+    version: 0,
+    pad0: 0,
+    tsc_timestamp: 0,
+    system_time: 0,
+    tsc_to_system_mul: 0,
+    tsc_shift: 0,
+    flags: 0,
+    pad: [0; 2],
 };
 
 const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
@@ -97,7 +103,11 @@ fn kvmclock_hz() -> Option<u64> {
         if v1 != 0 && v1 & 1 == 0 && v1 == v2 && mul != 0 {
             // ns = (tsc << shift) * mul >> 32, so hz = 1e9 * 2^32 / (mul * 2^shift).
             let base = (1_000_000_000u128 << 32) / mul as u128;
-            let hz = if shift >= 0 { base >> shift } else { base << (-shift) };
+            let hz = if shift >= 0 {
+                base >> shift
+            } else {
+                base << (-shift)
+            };
             result = u64::try_from(hz).ok();
             break;
         }
@@ -109,35 +119,52 @@ fn kvmclock_hz() -> Option<u64> {
     result
 }
 
-/// Times 10 ms of PIT channel 2 (mode 0, gate via port 0x61) with the TSC.
+/// Times 10 ms of PIT channel 2 against the TSC by reading the counter back (latch
+/// command), as Linux's quick PIT calibration does. Reading the counter, rather than
+/// waiting for OUT2 on port 0x61, also works when the VMM leaves port 0x61 to user space
+/// (KVM_PIT_SPEAKER_DUMMY, as Firecracker does), where it reads as 0xff.
 fn pit_hz() -> Option<u64> {
     const PIT_HZ: u64 = 1_193_182;
-    const LATCH: u64 = PIT_HZ / 100;
-    // Gate on (bit 0), speaker off (bit 1).
+    const TICKS: u64 = PIT_HZ / 100;
+    // Gate on (bit 0), speaker off (bit 1), for a VMM that does emulate port 0x61.
     outb(0x61, (inb(0x61) & !0x02) | 0x01);
-    // Channel 2, lobyte/hibyte, mode 0 (OUT goes low now, high at terminal count).
+    // Channel 2, lobyte/hibyte, mode 0 (count down once from the reload value).
     outb(0x43, 0xb0);
-    outb(0x42, (LATCH & 0xff) as u8);
-    outb(0x42, (LATCH >> 8) as u8);
-    let start = rdtsc();
-    let mut polls = 0u64;
+    outb(0x42, 0xff);
+    outb(0x42, 0xff);
+    // Each sample latches the count, reads it, then the TSC; the read latency is the same
+    // at both ends, so it mostly cancels out.
+    let c0 = pit_count2();
+    let t0 = rdtsc();
+    let mut samples = 0u32;
     loop {
-        // Port 0x61 bit 5 mirrors channel 2's OUT.
-        if inb(0x61) & 0x20 != 0 {
-            break;
+        let c = pit_count2();
+        let t = rdtsc();
+        samples += 1;
+        // The counter ticks every 0.84 µs, far faster than a sample: if it never moves,
+        // there is no PIT (an unhandled port reads as a constant).
+        if c == c0 && samples > 200 {
+            return None;
         }
-        polls += 1;
-        // 10 ms at the fastest plausible TSC; an absent PIT must not stop the boot.
-        if rdtsc().wrapping_sub(start) > MAX_HZ / 100 || polls > 50_000_000 {
+        let elapsed = c0.wrapping_sub(c) as u64;
+        // Below 0x8000: a garbage jump (or a wrap) is not 10 ms of counting.
+        if (TICKS..0x8000).contains(&elapsed) {
+            return Some(t.wrapping_sub(t0) * PIT_HZ / elapsed);
+        }
+        // 20 ms at the fastest plausible TSC: a PIT that counts wrongly must not stop
+        // the boot.
+        if t.wrapping_sub(t0) > MAX_HZ / 50 {
             return None;
         }
     }
-    // An unhandled port that reads as 0xff "finishes" immediately: reject that.
-    if polls < 10 {
-        return None;
-    }
-    let ticks = rdtsc().wrapping_sub(start);
-    Some(ticks * PIT_HZ / LATCH)
+}
+
+/// Latches and reads PIT channel 2's current count.
+fn pit_count2() -> u16 {
+    outb(0x43, 0x80);
+    let lo = inb(0x42) as u16;
+    let hi = inb(0x42) as u16;
+    lo | (hi << 8)
 }
 
 fn cpuid_hz() -> Option<u64> {

@@ -120,10 +120,23 @@ pub struct Stream {
 impl Stream {
     pub fn new(local_port: u32, peer_cid: u64, peer_port: u32) -> Stream {
         Stream {
-            local_port, peer_cid, peer_port,
-            peer_buf_alloc: 0, peer_fwd_cnt: 0, tx_cnt: 0, fwd_cnt: 0, fwd_cnt_sent: 0,
-            peer_shutdown: 0, reset: false, connected: false, head: 0, len: 0,
-            total_rx: 0, total_tx: 0, last_byte: 0, last_credit_request: None,
+            local_port,
+            peer_cid,
+            peer_port,
+            peer_buf_alloc: 0,
+            peer_fwd_cnt: 0,
+            tx_cnt: 0,
+            fwd_cnt: 0,
+            fwd_cnt_sent: 0,
+            peer_shutdown: 0,
+            reset: false,
+            connected: false,
+            head: 0,
+            len: 0,
+            total_rx: 0,
+            total_tx: 0,
+            last_byte: 0,
+            last_credit_request: None,
         }
     }
 
@@ -145,7 +158,10 @@ impl Stream {
     }
 
     fn matches(&self, h: &Hdr, cid: u64) -> bool {
-        h.dst_cid == cid && h.dst_port == self.local_port && h.src_cid == self.peer_cid && h.src_port == self.peer_port
+        h.dst_cid == cid
+            && h.dst_port == self.local_port
+            && h.src_cid == self.peer_cid
+            && h.src_port == self.peer_port
     }
 }
 
@@ -196,7 +212,15 @@ impl Vsock {
         let rx_data = alloc(MAX_SLOTS * DATA_LEN, 4096)?;
         let evbuf = alloc(8 * ev.size() as usize, 8)?;
         let mut v = Vsock {
-            mmio, rx, tx, ev: ev, cid: 0, rx_slots, tx_slots, rx_hdr, rx_data,
+            mmio,
+            rx,
+            tx,
+            ev,
+            cid: 0,
+            rx_slots,
+            tx_slots,
+            rx_hdr,
+            rx_data,
             tx_hdr: alloc(MAX_SLOTS * HDR_STRIDE, 64)?,
             tx_data: alloc(MAX_SLOTS * DATA_LEN, 4096)?,
             tx_busy: [false; MAX_SLOTS],
@@ -210,7 +234,13 @@ impl Vsock {
             let d = 2 * slot as u16;
             // SAFETY (address arithmetic only): slot < MAX_SLOTS, inside the allocations.
             let (h, b) = unsafe { (rx_hdr.add(slot * HDR_STRIDE), rx_data.add(slot * DATA_LEN)) };
-            v.rx.set_desc(d, h as u64, HDR_LEN as u32, DESC_F_WRITE | DESC_F_NEXT, d + 1);
+            v.rx.set_desc(
+                d,
+                h as u64,
+                HDR_LEN as u32,
+                DESC_F_WRITE | DESC_F_NEXT,
+                d + 1,
+            );
             v.rx.set_desc(d + 1, b as u64, DATA_LEN as u32, DESC_F_WRITE, 0);
             v.rx.push(d);
         }
@@ -227,9 +257,11 @@ impl Vsock {
 
     /// Pops one received packet, validating what the device returned.
     pub fn recv(&mut self) -> Result<Option<Packet>, Msg> {
-        let Some((id, used_len)) = self.rx.pop_used() else { return Ok(None) };
+        let Some((id, used_len)) = self.rx.pop_used() else {
+            return Ok(None);
+        };
         let id = id as usize;
-        if id % 2 != 0 || id / 2 >= self.rx_slots {
+        if !id.is_multiple_of(2) || id / 2 >= self.rx_slots {
             fail!("rx used id {} is not a buffer head we posted", id);
         }
         let slot = id / 2;
@@ -240,9 +272,14 @@ impl Vsock {
             self.repost(&pkt);
             fail!("rx used len {} shorter than a header", used_len);
         }
-        if hdr.len as usize > DATA_LEN || used_len as usize != HDR_LEN + hdr.len as usize {
+        // As Linux does: the device must have written at least header + payload.
+        if hdr.len as usize > DATA_LEN || (used_len as usize) < HDR_LEN + hdr.len as usize {
             self.repost(&pkt);
-            fail!("rx used len {} does not match header len {} (+44)", used_len, hdr.len);
+            fail!(
+                "rx used len {} shorter than header + payload len {}",
+                used_len,
+                hdr.len
+            );
         }
         Ok(Some(pkt))
     }
@@ -251,7 +288,9 @@ impl Vsock {
     pub fn payload(&self, pkt: &Packet) -> &[u8] {
         // SAFETY: the slot's data area (DATA_LEN bytes) is ours until repost; hdr.len was
         // checked against DATA_LEN in recv().
-        unsafe { core::slice::from_raw_parts(self.rx_data.add(pkt.slot * DATA_LEN), pkt.hdr.len as usize) }
+        unsafe {
+            core::slice::from_raw_parts(self.rx_data.add(pkt.slot * DATA_LEN), pkt.hdr.len as usize)
+        }
     }
 
     /// Gives a packet's buffer back to the device.
@@ -263,7 +302,7 @@ impl Vsock {
     fn reap_tx(&mut self) -> Result<(), Msg> {
         while let Some((id, _)) = self.tx.pop_used() {
             let id = id as usize;
-            if id % 2 != 0 || id / 2 >= self.tx_slots || !self.tx_busy[id / 2] {
+            if !id.is_multiple_of(2) || id / 2 >= self.tx_slots || !self.tx_busy[id / 2] {
                 fail!("tx used id {} is not a packet in flight", id);
             }
             self.tx_busy[id / 2] = false;
@@ -280,15 +319,24 @@ impl Vsock {
     fn send_in(&mut self, slot: usize, hdr: &Hdr, payload: &[u8]) {
         let d = 2 * slot as u16;
         // SAFETY (address arithmetic only): slot < tx_slots.
-        let (h, b) = unsafe { (self.tx_hdr.add(slot * HDR_STRIDE), self.tx_data.add(slot * DATA_LEN)) };
+        let (h, b) = unsafe {
+            (
+                self.tx_hdr.add(slot * HDR_STRIDE),
+                self.tx_data.add(slot * DATA_LEN),
+            )
+        };
         hdr.write(h);
         if payload.is_empty() {
             self.tx.set_desc(d, h as u64, HDR_LEN as u32, 0, 0);
         } else {
             // SAFETY: the slot is free (not owned by the device) and payload ≤ DATA_LEN.
-            unsafe { core::ptr::copy_nonoverlapping(payload.as_ptr(), b, payload.len().min(DATA_LEN)) };
-            self.tx.set_desc(d, h as u64, HDR_LEN as u32, DESC_F_NEXT, d + 1);
-            self.tx.set_desc(d + 1, b as u64, payload.len().min(DATA_LEN) as u32, 0, 0);
+            unsafe {
+                core::ptr::copy_nonoverlapping(payload.as_ptr(), b, payload.len().min(DATA_LEN))
+            };
+            self.tx
+                .set_desc(d, h as u64, HDR_LEN as u32, DESC_F_NEXT, d + 1);
+            self.tx
+                .set_desc(d + 1, b as u64, payload.len().min(DATA_LEN) as u32, 0, 0);
         }
         self.tx_busy[slot] = true;
         self.tx.submit(d);
@@ -313,8 +361,16 @@ impl Vsock {
     pub fn hdr(&self, s: &mut Stream, op: u16, len: u32, flags: u32) -> Hdr {
         s.fwd_cnt_sent = s.fwd_cnt;
         Hdr {
-            src_cid: self.cid, dst_cid: s.peer_cid, src_port: s.local_port, dst_port: s.peer_port,
-            len, kind: TYPE_STREAM, op, flags, buf_alloc: BUF_ALLOC, fwd_cnt: s.fwd_cnt,
+            src_cid: self.cid,
+            dst_cid: s.peer_cid,
+            src_port: s.local_port,
+            dst_port: s.peer_port,
+            len,
+            kind: TYPE_STREAM,
+            op,
+            flags,
+            buf_alloc: BUF_ALLOC,
+            fwd_cnt: s.fwd_cnt,
         }
     }
 
@@ -334,8 +390,16 @@ impl Vsock {
             h.op, h.kind, h.src_cid, h.src_port, h.dst_cid, h.dst_port
         );
         let r = Hdr {
-            src_cid: self.cid, dst_cid: h.src_cid, src_port: h.dst_port, dst_port: h.src_port,
-            len: 0, kind: TYPE_STREAM, op: OP_RST, flags: 0, buf_alloc: 0, fwd_cnt: 0,
+            src_cid: self.cid,
+            dst_cid: h.src_cid,
+            src_port: h.dst_port,
+            dst_port: h.src_port,
+            len: 0,
+            kind: TYPE_STREAM,
+            op: OP_RST,
+            flags: 0,
+            buf_alloc: 0,
+            fwd_cnt: 0,
         };
         self.send(&r, &[])
     }
@@ -391,14 +455,22 @@ impl Vsock {
             return Ok(());
         }
         if s.len + data.len() > BUF_ALLOC as usize {
-            fail!("peer sent {} bytes with {} of {} buffered: it ignored our credit", data.len(), s.len, BUF_ALLOC);
+            fail!(
+                "peer sent {} bytes with {} of {} buffered: it ignored our credit",
+                data.len(),
+                s.len,
+                BUF_ALLOC
+            );
         }
         let cap = BUF_ALLOC as usize;
-        let mut tail = (s.head + s.len) % cap;
-        for &b in data {
-            // SAFETY: tail < cap, inside the ring allocation.
-            unsafe { self.ring.add(tail).write(b) };
-            tail = (tail + 1) % cap;
+        let tail = (s.head + s.len) % cap;
+        // At most two pieces: up to the end of the ring, then from its start.
+        let first = data.len().min(cap - tail);
+        // SAFETY: tail + first ≤ cap and data.len() - first ≤ cap - len, all inside the
+        // ring; the packet buffer does not overlap the ring.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), self.ring.add(tail), first);
+            core::ptr::copy_nonoverlapping(data.as_ptr().add(first), self.ring, data.len() - first);
         }
         s.len += data.len();
         s.total_rx += data.len() as u64;
@@ -414,7 +486,9 @@ impl Vsock {
             self.request_credit_if_stalled(s, !data.is_empty())?;
             return Ok(0);
         }
-        let Some(slot) = self.free_tx_slot()? else { return Ok(0) };
+        let Some(slot) = self.free_tx_slot()? else {
+            return Ok(0);
+        };
         let h = self.hdr(s, OP_RW, n as u32, 0);
         self.send_in(slot, &h, &data[..n]);
         s.tx_cnt = s.tx_cnt.wrapping_add(n as u32);
@@ -425,12 +499,18 @@ impl Vsock {
     /// Echoes up to one packet's worth of received data back to the peer.
     pub fn echo_some(&mut self, s: &mut Stream) -> Result<usize, Msg> {
         let cap = BUF_ALLOC as usize;
-        let n = s.len.min(cap - s.head).min(DATA_LEN).min(s.peer_credit() as usize);
+        let n = s
+            .len
+            .min(cap - s.head)
+            .min(DATA_LEN)
+            .min(s.peer_credit() as usize);
         if n == 0 {
             self.request_credit_if_stalled(s, s.len > 0)?;
             return Ok(0);
         }
-        let Some(slot) = self.free_tx_slot()? else { return Ok(0) };
+        let Some(slot) = self.free_tx_slot()? else {
+            return Ok(0);
+        };
         // Consume first so the echo's header already returns the credit.
         s.head = (s.head + n) % cap;
         s.len -= n;
@@ -449,9 +529,12 @@ impl Vsock {
     pub fn read(&mut self, s: &mut Stream, out: &mut [u8]) -> Result<usize, Msg> {
         let cap = BUF_ALLOC as usize;
         let n = s.len.min(out.len());
-        for (i, o) in out[..n].iter_mut().enumerate() {
-            // SAFETY: index < cap, inside the ring.
-            *o = unsafe { self.ring.add((s.head + i) % cap).read() };
+        let first = n.min(cap - s.head);
+        // SAFETY: head + first ≤ cap and n - first < head: both pieces lie in the ring,
+        // which `out` does not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.ring.add(s.head), out.as_mut_ptr(), first);
+            core::ptr::copy_nonoverlapping(self.ring, out.as_mut_ptr().add(first), n - first);
         }
         s.head = (s.head + n) % cap;
         s.len -= n;

@@ -8,7 +8,7 @@ use crate::blk::Blk;
 use crate::bootparams::{BootParams, E820_RAM, HDRS};
 use crate::cmdline::{self, Disk, MmioDevice};
 use crate::exit::{self, Mode};
-use crate::report::{Bytes, Check, report};
+use crate::report::{Bytes, Check, Msg, report};
 use crate::virtio::mmio::Mmio;
 use crate::virtio::{DEVICE_ID_BLOCK, DEVICE_ID_VSOCK};
 use crate::vsock::Vsock;
@@ -29,7 +29,10 @@ struct Devices {
 pub fn run(boot_params: u64) -> ! {
     println!("MVMTEST START");
     let bp = BootParams::new(boot_params);
-    report(format_args!("boot_params"), check_boot_params(bp.as_ref(), boot_params));
+    report(
+        format_args!("boot_params"),
+        check_boot_params(bp.as_ref(), boot_params),
+    );
 
     let line = bp.as_ref().map(|b| b.cmdline());
     let cmdline: &[u8] = match line {
@@ -50,43 +53,80 @@ pub fn run(boot_params: u64) -> ! {
         Some(v) => Err(v),
     };
     println!("CMDLINE {}", Bytes(cmdline));
-    report(format_args!("cmdline"), match line {
-        Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(crate::report::Msg::new(format_args!("{}", e))),
-        None => Err(crate::report::Msg::new(format_args!("no boot_params"))),
-    });
+    report(
+        format_args!("cmdline"),
+        match line {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(Msg::new(format_args!("{}", e))),
+            None => Err(Msg::new(format_args!("no boot_params"))),
+        },
+    );
     if let Err(v) = exit_ok {
-        report(format_args!("exit"), Err(crate::report::Msg::new(format_args!("unknown mode {}", Bytes(v)))));
+        report(
+            format_args!("exit"),
+            Err(Msg::new(format_args!("unknown mode {}", Bytes(v)))),
+        );
     }
 
     if let Some(v) = cmdline::value(cmdline, b"mvmtest.mem_mib") {
         report(format_args!("mem"), check_mem(bp.as_ref(), v));
     }
 
-    let mut devs = Devices { disks: [const { None }; MAX_DISKS], n_disks: 0, vsock: None, vsock_found: false };
+    let mut devs = Devices {
+        disks: [const { None }; MAX_DISKS],
+        n_disks: 0,
+        vsock: None,
+        vsock_found: false,
+    };
     probe_devices(cmdline, &mut devs);
 
     let vsock_bytes = cmdline::value(cmdline, b"mvmtest.vsock_bytes");
     for (key, val) in cmdline::words(cmdline).map(cmdline::split_word) {
-        let Some(test) = key.strip_prefix(b"mvmtest.") else { continue };
+        let Some(test) = key.strip_prefix(b"mvmtest.") else {
+            continue;
+        };
         match test {
             // Modifiers, handled above or by the tests that use them.
             b"exit" | b"mem_mib" | b"vsock_bytes" => {}
-            b"blk_pattern" => report(format_args!("blk_pattern_{}", Bytes(val)), with_disk(&mut devs, val, blk::pattern)),
-            b"blk_write" => report(format_args!("blk_write_{}", Bytes(val)), with_disk(&mut devs, val, blk::write)),
-            b"blk_ro" => report(format_args!("blk_ro_{}", Bytes(val)), with_disk(&mut devs, val, blk::read_only)),
-            b"blk_oob" => report(format_args!("blk_oob_{}", Bytes(val)), with_disk(&mut devs, val, blk::out_of_bounds)),
+            b"blk_pattern" => report(
+                format_args!("blk_pattern_{}", Bytes(val)),
+                with_disk(&mut devs, val, blk::pattern),
+            ),
+            b"blk_write" => report(
+                format_args!("blk_write_{}", Bytes(val)),
+                with_disk(&mut devs, val, blk::write),
+            ),
+            b"blk_ro" => report(
+                format_args!("blk_ro_{}", Bytes(val)),
+                with_disk(&mut devs, val, blk::read_only),
+            ),
+            b"blk_oob" => report(
+                format_args!("blk_oob_{}", Bytes(val)),
+                with_disk(&mut devs, val, blk::out_of_bounds),
+            ),
             b"bench_blk" => report(format_args!("bench_blk"), bench(&mut devs, val)),
-            b"vsock_listen" => report(format_args!("vsock_listen"), with_vsock(&mut devs, val, |v, port| {
-                let bytes = match vsock_bytes.map(cmdline::parse_size) {
-                    None => None,
-                    Some(Some(n)) => Some(n),
-                    Some(None) => fail!("bad mvmtest.vsock_bytes value"),
-                };
-                vsock::listen(v, port, bytes)
-            })),
-            b"vsock_connect" => report(format_args!("vsock_connect"), with_vsock(&mut devs, val, vsock::connect)),
-            _ => report(format_args!("{}", Bytes(test)), Err(crate::report::Msg::new(format_args!("unknown parameter mvmtest.{}", Bytes(test))))),
+            b"vsock_listen" => report(
+                format_args!("vsock_listen"),
+                with_vsock(&mut devs, val, |v, port| {
+                    let bytes = match vsock_bytes.map(cmdline::parse_size) {
+                        None => None,
+                        Some(Some(n)) => Some(n),
+                        Some(None) => fail!("bad mvmtest.vsock_bytes value"),
+                    };
+                    vsock::listen(v, port, bytes)
+                }),
+            ),
+            b"vsock_connect" => report(
+                format_args!("vsock_connect"),
+                with_vsock(&mut devs, val, vsock::connect),
+            ),
+            _ => report(
+                format_args!("{}", Bytes(test)),
+                Err(Msg::new(format_args!(
+                    "unknown parameter mvmtest.{}",
+                    Bytes(test)
+                ))),
+            ),
         }
     }
 
@@ -95,7 +135,9 @@ pub fn run(boot_params: u64) -> ! {
 }
 
 fn check_boot_params(bp: Option<&BootParams>, addr: u64) -> Check {
-    let Some(bp) = bp else { fail!("boot_params pointer {:#x} (RSI) unusable", addr) };
+    let Some(bp) = bp else {
+        fail!("boot_params pointer {:#x} (RSI) unusable", addr)
+    };
     let magic = bp.header_magic();
     if magic != HDRS {
         fail!("setup header magic {:#x}, want {:#x} (HdrS)", magic, HDRS);
@@ -123,14 +165,26 @@ fn check_boot_params(bp: Option<&BootParams>, addr: u64) -> Check {
 }
 
 fn check_mem(bp: Option<&BootParams>, val: &[u8]) -> Check {
-    let Some(bp) = bp else { fail!("no boot_params") };
-    let Some(mib) = cmdline::parse_u64(val) else { fail!("bad mvmtest.mem_mib value {}", Bytes(val)) };
+    let Some(bp) = bp else {
+        fail!("no boot_params")
+    };
+    let Some(mib) = cmdline::parse_u64(val) else {
+        fail!("bad mvmtest.mem_mib value {}", Bytes(val))
+    };
     let want = mib << 20;
-    let ram: u64 = (0..bp.e820_count()).filter_map(|i| bp.e820(i)).filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+    let ram: u64 = (0..bp.e820_count())
+        .filter_map(|i| bp.e820(i))
+        .filter(|e| e.kind == E820_RAM)
+        .map(|e| e.size)
+        .sum();
     println!("MEM ram={} expected={}", ram, want);
     // Low memory holes (EBDA, VGA, BIOS area) may be left out of the RAM entries.
     if ram > want || ram + (1 << 20) < want {
-        fail!("e820 RAM totals {} bytes, want {} MiB minus at most 1 MiB", ram, mib);
+        fail!(
+            "e820 RAM totals {} bytes, want {} MiB minus at most 1 MiB",
+            ram,
+            mib
+        );
     }
     Ok(())
 }
@@ -147,11 +201,17 @@ fn probe_devices(cmdline: &[u8], devs: &mut Devices) {
         .enumerate()
     {
         let Some(d) = cmdline::parse_mmio_device(val) else {
-            probe = Err(crate::report::Msg::new(format_args!("bad virtio_mmio.device={}", Bytes(val))));
+            probe = Err(Msg::new(format_args!(
+                "bad virtio_mmio.device={}",
+                Bytes(val)
+            )));
             continue;
         };
         if d.base >= (1 << 32) - 0x1000 || d.size < 0x200 {
-            probe = Err(crate::report::Msg::new(format_args!("unusable window {:#x}@{:#x}", d.size, d.base)));
+            probe = Err(Msg::new(format_args!(
+                "unusable window {:#x}@{:#x}",
+                d.size, d.base
+            )));
             continue;
         }
         match Mmio::new(d.base).probe() {
@@ -179,7 +239,11 @@ fn probe_devices(cmdline: &[u8], devs: &mut Devices) {
                     Ok(b) => {
                         println!(
                             "BLK {} base={:#x} irq={} capacity={} ro={} flush={}",
-                            Disk(idx), d.base, d.irq, b.capacity, b.read_only() as u8,
+                            Disk(idx),
+                            d.base,
+                            d.irq,
+                            b.capacity,
+                            b.read_only() as u8,
                             (b.features & crate::blk::F_FLUSH != 0) as u8
                         );
                         report(format_args!("blk_init_{}", Disk(idx)), Ok(()));
@@ -209,7 +273,9 @@ fn probe_devices(cmdline: &[u8], devs: &mut Devices) {
 }
 
 fn with_disk(devs: &mut Devices, name: &[u8], f: fn(&mut Blk) -> Check) -> Check {
-    let Some(idx) = cmdline::parse_disk(name) else { fail!("bad disk name {}", Bytes(name)) };
+    let Some(idx) = cmdline::parse_disk(name) else {
+        fail!("bad disk name {}", Bytes(name))
+    };
     if idx >= devs.n_disks {
         fail!("no such disk ({} block devices)", devs.n_disks);
     }
@@ -231,11 +297,17 @@ fn with_vsock(devs: &mut Devices, port: &[u8], f: impl FnOnce(&mut Vsock, u32) -
 }
 
 fn bench(devs: &mut Devices, val: &[u8]) -> Check {
-    let Some(n) = cmdline::parse_u64(val).filter(|&n| n > 0) else { fail!("bad count {}", Bytes(val)) };
-    let found = devs.disks.iter_mut().enumerate().find_map(|(i, d)| match d {
-        Some(b) if !b.read_only() => Some((i, b)),
-        _ => None,
-    });
+    let Some(n) = cmdline::parse_u64(val).filter(|&n| n > 0) else {
+        fail!("bad count {}", Bytes(val))
+    };
+    let found = devs
+        .disks
+        .iter_mut()
+        .enumerate()
+        .find_map(|(i, d)| match d {
+            Some(b) if !b.read_only() => Some((i, b)),
+            _ => None,
+        });
     match found {
         Some((idx, b)) => blk::bench(b, idx, n),
         None => fail!("no writable disk"),

@@ -2,7 +2,9 @@
 
 use crate::report::{Bytes, Check, Msg};
 use crate::time::{Deadline, delay_ms};
-use crate::vsock::{HOST_CID, OP_REQUEST, OP_RESPONSE, OP_RST, SHUT_RCV, SHUT_SEND, Stream, TYPE_STREAM, Vsock};
+use crate::vsock::{
+    HOST_CID, OP_REQUEST, OP_RESPONSE, OP_RST, SHUT_RCV, SHUT_SEND, Stream, TYPE_STREAM, Vsock,
+};
 
 /// How long the host has to connect after `VSOCK listening` is printed.
 const ACCEPT_MS: u64 = 30_000;
@@ -18,7 +20,12 @@ fn accept(v: &mut Vsock, port: u32) -> Result<Stream, Msg> {
         while let Some(pkt) = v.recv()? {
             let h = pkt.hdr;
             v.repost(&pkt);
-            if h.op == OP_REQUEST && h.kind == TYPE_STREAM && h.dst_cid == v.cid && h.dst_port == port && h.src_cid == HOST_CID {
+            if h.op == OP_REQUEST
+                && h.kind == TYPE_STREAM
+                && h.dst_cid == v.cid
+                && h.dst_port == port
+                && h.src_cid == HOST_CID
+            {
                 let mut s = Stream::new(port, h.src_cid, h.src_port);
                 s.update_credit(&h);
                 s.connected = true;
@@ -58,7 +65,11 @@ pub fn listen(v: &mut Vsock, port: u32, bytes: Option<u64>) -> Check {
         fail!("no newline-terminated line received ({} bytes)", s.total_rx);
     }
     if s.total_tx != s.total_rx {
-        fail!("echoed {} of {} bytes before the peer closed", s.total_tx, s.total_rx);
+        fail!(
+            "echoed {} of {} bytes before the peer closed",
+            s.total_tx,
+            s.total_rx
+        );
     }
     Ok(())
 }
@@ -72,7 +83,10 @@ fn echo(v: &mut Vsock, s: &mut Stream, bytes: Option<u64>) -> Check {
         }
         if s.pending() > 0 {
             if s.peer_shutdown & SHUT_RCV != 0 {
-                fail!("peer stopped receiving with {} bytes not echoed", s.pending());
+                fail!(
+                    "peer stopped receiving with {} bytes not echoed",
+                    s.pending()
+                );
             }
             progress |= v.echo_some(s)? > 0;
         } else if s.peer_shutdown & (SHUT_RCV | SHUT_SEND) != 0 {
@@ -83,11 +97,18 @@ fn echo(v: &mut Vsock, s: &mut Stream, bytes: Option<u64>) -> Check {
         } else if idle.expired() {
             let line_done = bytes.is_none() && s.last_byte == b'\n' && s.pending() == 0;
             if line_done {
-                fail!("line echoed but the peer did not close within {} s", IDLE_MS / 1000);
+                fail!(
+                    "line echoed but the peer did not close within {} s",
+                    IDLE_MS / 1000
+                );
             }
             fail!(
                 "no progress for {} s: received {} echoed {} pending {} peer credit {}",
-                IDLE_MS / 1000, s.total_rx, s.total_tx, s.pending(), s.peer_credit()
+                IDLE_MS / 1000,
+                s.total_rx,
+                s.total_tx,
+                s.pending(),
+                s.peer_credit()
             );
         }
         core::hint::spin_loop();
@@ -114,7 +135,11 @@ pub fn connect(v: &mut Vsock, port: u32) -> Check {
         }
         if overall.expired() {
             if s.reset {
-                fail!("connection refused (RST) for {} s, {} attempts", IDLE_MS / 1000, attempt);
+                fail!(
+                    "connection refused (RST) for {} s, {} attempts",
+                    IDLE_MS / 1000,
+                    attempt
+                );
             }
             fail!("no answer to the connection request");
         }
@@ -124,7 +149,10 @@ pub fn connect(v: &mut Vsock, port: u32) -> Check {
         }
         delay_ms(100);
     };
-    println!("VSOCK connected local_port={} peer_port={}", s.local_port, s.peer_port);
+    println!(
+        "VSOCK connected local_port={} peer_port={}",
+        s.local_port, s.peer_port
+    );
     let result = exchange(v, &mut s);
     let closed = v.close(&mut s);
     result?;
@@ -148,7 +176,11 @@ fn exchange(v: &mut Vsock, s: &mut Stream) -> Check {
         }
         sent += v.try_send_data(s, &line[sent..])?;
         if deadline.expired() {
-            fail!("timeout sending {} bytes (peer credit {})", line.len() - sent, s.peer_credit());
+            fail!(
+                "timeout sending {} bytes (peer credit {})",
+                line.len() - sent,
+                s.peer_credit()
+            );
         }
     }
 

@@ -49,7 +49,9 @@ pub struct Mmio {
 impl Mmio {
     /// `base` must be below 4 GiB (identity mapped); checked by the caller.
     pub fn new(base: u64) -> Mmio {
-        Mmio { base: base as usize }
+        Mmio {
+            base: base as usize,
+        }
     }
 
     pub fn read(&self, off: usize) -> u32 {
@@ -87,7 +89,10 @@ impl Mmio {
         while self.read(STATUS) != 0 {
             tries += 1;
             if tries > 1000 {
-                fail!("device does not reset (status stays {:#x})", self.read(STATUS));
+                fail!(
+                    "device does not reset (status stays {:#x})",
+                    self.read(STATUS)
+                );
             }
         }
         self.write(STATUS, STATUS_ACKNOWLEDGE);
@@ -99,18 +104,28 @@ impl Mmio {
         let offered = lo | (hi << 32);
         if offered & super::VIRTIO_F_VERSION_1 == 0 {
             self.fail_device();
-            fail!("device does not offer VIRTIO_F_VERSION_1 (features {:#x})", offered);
+            fail!(
+                "device does not offer VIRTIO_F_VERSION_1 (features {:#x})",
+                offered
+            );
         }
         let accepted = super::VIRTIO_F_VERSION_1 | (offered & optional);
         self.write(DRIVER_FEATURES_SEL, 0);
         self.write(DRIVER_FEATURES, accepted as u32);
         self.write(DRIVER_FEATURES_SEL, 1);
         self.write(DRIVER_FEATURES, (accepted >> 32) as u32);
-        self.write(STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+        self.write(
+            STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        );
         let status = self.read(STATUS);
         if status & STATUS_FEATURES_OK == 0 {
             self.fail_device();
-            fail!("FEATURES_OK not accepted (status {:#x}, features {:#x})", status, accepted);
+            fail!(
+                "FEATURES_OK not accepted (status {:#x}, features {:#x})",
+                status,
+                accepted
+            );
         }
         Ok(accepted)
     }
@@ -152,7 +167,10 @@ impl Mmio {
 
     /// Final step of initialisation.
     pub fn driver_ok(&self) -> Result<(), Msg> {
-        self.write(STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+        self.write(
+            STATUS,
+            STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+        );
         let status = self.read(STATUS);
         if status & (STATUS_NEEDS_RESET | STATUS_FAILED) != 0 || status & STATUS_DRIVER_OK == 0 {
             fail!("device status {:#x} after DRIVER_OK", status);

@@ -38,7 +38,16 @@ impl Queue {
         let desc = crate::arena::alloc(16 * n, 64, true)?.cast::<Desc>();
         let avail = crate::arena::alloc(6 + 2 * n, 64, true)?.cast::<u16>();
         let used = crate::arena::alloc(6 + 8 * n, 64, true)?;
-        Some(Queue { mmio, index, size, desc, avail, used, next_avail: 0, last_used: 0 })
+        Some(Queue {
+            mmio,
+            index,
+            size,
+            desc,
+            avail,
+            used,
+            next_avail: 0,
+            last_used: 0,
+        })
     }
 
     pub fn size(&self) -> u16 {
@@ -56,7 +65,14 @@ impl Queue {
         // SAFETY: i < size, so the write is inside the table allocated in new(); the
         // device only reads descriptors of chains we have submitted and not yet got back,
         // and callers never rewrite those.
-        unsafe { self.desc.add(i as usize).write_volatile(Desc { addr, len, flags, next }) };
+        unsafe {
+            self.desc.add(i as usize).write_volatile(Desc {
+                addr,
+                len,
+                flags,
+                next,
+            })
+        };
     }
 
     /// Publishes the chain starting at `head` and notifies the device.
@@ -97,7 +113,10 @@ impl Queue {
         // SAFETY: slot < size, so the 8-byte element is inside the used ring.
         let (id, len) = unsafe {
             let e = self.used.add(4 + 8 * slot);
-            ((e as *const u32).read_volatile(), (e.add(4) as *const u32).read_volatile())
+            (
+                (e as *const u32).read_volatile(),
+                (e.add(4) as *const u32).read_volatile(),
+            )
         };
         self.last_used = self.last_used.wrapping_add(1);
         Some((id, len))

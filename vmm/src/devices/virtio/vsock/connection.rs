@@ -131,6 +131,8 @@ pub(crate) struct Connection {
     /// How many leading bytes of `to_host` are our own (`OK <port>\n`), not guest data.
     to_host_ctrl: usize,
     write_half: WriteHalf,
+    /// The guest sent SHUTDOWN after ours: reset once `to_host` is written.
+    guest_closed: bool,
 }
 
 impl Connection {
@@ -155,12 +157,7 @@ impl Connection {
     }
 
     /// A guest-initiated connection, from the guest's REQUEST `req`; `stream` is connected.
-    pub fn new_peer(
-        stream: UnixStream,
-        guest_cid: u64,
-        req: &Header,
-        timeouts: Timeouts,
-    ) -> Self {
+    pub fn new_peer(stream: UnixStream, guest_cid: u64, req: &Header, timeouts: Timeouts) -> Self {
         let mut c = Self::new(
             stream,
             State::PeerInit,
@@ -202,6 +199,7 @@ impl Connection {
             to_host: Vec::new(),
             to_host_ctrl: 0,
             write_half: WriteHalf::Open,
+            guest_closed: false,
         }
     }
 
@@ -279,12 +277,7 @@ impl Connection {
             self.credit_requested = false;
         }
         match (self.state, hdr.op) {
-            (
-                State::LocalInit {
-                    request_sent: true,
-                },
-                uapi::OP_RESPONSE,
-            ) => {
+            (State::LocalInit { request_sent: true }, uapi::OP_RESPONSE) => {
                 self.state = State::Established;
                 self.expiry = None;
                 // The host process learns its port and then owns the stream.
@@ -305,8 +298,12 @@ impl Connection {
             (State::Established | State::PeerClosed { .. }, uapi::OP_SHUTDOWN) => {
                 self.peer_shutdown(hdr.flags)
             }
-            // Both ends are closing; the guest's RST follows (or the timeout does).
-            (State::LocalClosed { .. }, uapi::OP_SHUTDOWN) => {}
+            // We already said the host end is done; the guest closing too waits for our
+            // RST (Linux does, for up to 8 s), so finish once its last bytes are written.
+            (State::LocalClosed { .. }, uapi::OP_SHUTDOWN) => {
+                self.guest_closed = true;
+                self.note_forwarded();
+            }
             // REQUEST or RESPONSE on a live connection, unknown operations.
             _ => self.kill(),
         }
@@ -400,7 +397,13 @@ impl Connection {
             let _ = self.stream.shutdown(Shutdown::Write);
             self.write_half = WriteHalf::Shut;
         }
-        if self.state == (State::PeerClosed { rcv: true, send: true }) {
+        if self.state
+            == (State::PeerClosed {
+                rcv: true,
+                send: true,
+            })
+            || self.guest_closed
+        {
             // Both directions are done and everything was delivered: reset, as Firecracker
             // does, so the guest can release the socket.
             self.kill();
@@ -781,7 +784,13 @@ mod tests {
         let mut p = payload.to_vec();
         let vs = VolatileSlice::from(&mut p[..]);
         let data = if payload.is_empty() { None } else { Some(&vs) };
-        c.on_guest_packet(&Header { len: payload.len() as u32, ..hdr }, data);
+        c.on_guest_packet(
+            &Header {
+                len: payload.len() as u32,
+                ..hdr
+            },
+            data,
+        );
     }
 
     fn established() -> (Connection, UnixStream) {
@@ -841,7 +850,14 @@ mod tests {
         let (mut c, mut host) = established();
         host.write_all(&[7u8; 100]).unwrap();
         // The guest's RESPONSE advertised 64 KiB; shrink it to 10 bytes.
-        send(&mut c, Header { buf_alloc: 10, ..guest_hdr(uapi::OP_CREDIT_UPDATE) }, &[]);
+        send(
+            &mut c,
+            Header {
+                buf_alloc: 10,
+                ..guest_hdr(uapi::OP_CREDIT_UPDATE)
+            },
+            &[],
+        );
         assert!(c.interest().contains(EventSet::IN));
         c.on_host_event(EventSet::IN);
         assert!(!c.interest().contains(EventSet::IN));
@@ -856,12 +872,16 @@ mod tests {
         // The guest consumed the 10 bytes.
         send(
             &mut c,
-            Header { buf_alloc: 10, fwd_cnt: 10, ..guest_hdr(uapi::OP_CREDIT_UPDATE) },
+            Header {
+                buf_alloc: 10,
+                fwd_cnt: 10,
+                ..guest_hdr(uapi::OP_CREDIT_UPDATE)
+            },
             &[],
         );
         assert!(c.interest().contains(EventSet::IN));
         c.on_host_event(EventSet::IN);
-        let (h, _) = rx(&mut c, 4) .unwrap();
+        let (h, _) = rx(&mut c, 4).unwrap();
         assert_eq!((h.op, h.len), (uapi::OP_RW, 4));
     }
 
@@ -876,10 +896,8 @@ mod tests {
 
         // The host stops reading: fill its socket buffer, then our buffer up to buf_alloc.
         let chunk = vec![1u8; MAX_PKT_DATA as usize];
-        let mut sent = 0usize;
         while c.to_host.len() + chunk.len() <= CONN_BUF_ALLOC as usize {
             send(&mut c, guest_hdr(uapi::OP_RW), &chunk);
-            sent += chunk.len();
             assert_ne!(c.state(), State::Killed);
         }
         assert!(!c.to_host.is_empty());
@@ -888,7 +906,6 @@ mod tests {
         send(&mut c, guest_hdr(uapi::OP_RW), &chunk);
         assert_eq!(c.state(), State::Killed);
         assert!(c.to_host.len() <= CONN_BUF_ALLOC as usize);
-        let _ = sent;
     }
 
     #[test]
@@ -924,7 +941,10 @@ mod tests {
         let (mut c, _host) = established();
         send(&mut c, guest_hdr(uapi::OP_CREDIT_REQUEST), &[]);
         let (h, _) = rx(&mut c, 0).unwrap();
-        assert_eq!((h.op, h.buf_alloc), (uapi::OP_CREDIT_UPDATE, CONN_BUF_ALLOC));
+        assert_eq!(
+            (h.op, h.buf_alloc),
+            (uapi::OP_CREDIT_UPDATE, CONN_BUF_ALLOC)
+        );
     }
 
     #[test]
@@ -936,10 +956,31 @@ mod tests {
         assert_eq!(h.op, uapi::OP_SHUTDOWN);
         assert_eq!(h.flags, uapi::SHUTDOWN_RCV | uapi::SHUTDOWN_SEND);
         assert_eq!(c.interest(), EventSet::empty());
-        // The guest's own SHUTDOWN changes nothing; its RST closes.
-        send(&mut c, Header { flags: 3, ..guest_hdr(uapi::OP_SHUTDOWN) }, &[]);
-        assert_eq!(c.state(), State::LocalClosed { shutdown_sent: true });
+        // Without an answer, the connection is reset after the timeout.
+        c.on_timeout(Instant::now());
+        assert_eq!(
+            c.state(),
+            State::LocalClosed {
+                shutdown_sent: true
+            }
+        );
         c.on_timeout(Instant::now() + SHUTDOWN_TIMEOUT);
+        assert_eq!(rx(&mut c, 0).unwrap().0.op, uapi::OP_RST);
+        assert!(c.is_closed());
+
+        // The guest closing too is answered with the RST it waits for.
+        let (mut c, host) = established();
+        drop(host);
+        c.on_host_event(EventSet::IN | EventSet::HANG_UP);
+        assert_eq!(rx(&mut c, 4096).unwrap().0.op, uapi::OP_SHUTDOWN);
+        send(
+            &mut c,
+            Header {
+                flags: 3,
+                ..guest_hdr(uapi::OP_SHUTDOWN)
+            },
+            &[],
+        );
         assert_eq!(rx(&mut c, 0).unwrap().0.op, uapi::OP_RST);
         assert!(c.is_closed());
     }
@@ -948,7 +989,14 @@ mod tests {
     fn guest_send_shutdown_closes_host_write_half() {
         let (mut c, mut host) = established();
         send(&mut c, guest_hdr(uapi::OP_RW), b"bye");
-        send(&mut c, Header { flags: uapi::SHUTDOWN_SEND, ..guest_hdr(uapi::OP_SHUTDOWN) }, &[]);
+        send(
+            &mut c,
+            Header {
+                flags: uapi::SHUTDOWN_SEND,
+                ..guest_hdr(uapi::OP_SHUTDOWN)
+            },
+            &[],
+        );
         let mut v = Vec::new();
         host.read_to_end(&mut v).unwrap();
         assert_eq!(v, b"bye");
@@ -965,7 +1013,14 @@ mod tests {
     #[test]
     fn guest_full_shutdown_resets_and_guest_rst_closes() {
         let (mut c, _host) = established();
-        send(&mut c, Header { flags: 3, ..guest_hdr(uapi::OP_SHUTDOWN) }, &[]);
+        send(
+            &mut c,
+            Header {
+                flags: 3,
+                ..guest_hdr(uapi::OP_SHUTDOWN)
+            },
+            &[],
+        );
         assert_eq!(rx(&mut c, 0).unwrap().0.op, uapi::OP_RST);
         assert!(c.is_closed());
 
@@ -993,10 +1048,16 @@ mod tests {
     #[test]
     fn peer_init_responds_then_carries_data() {
         let (a, mut host) = pair();
-        let req = Header { dst_port: 52, ..guest_hdr(uapi::OP_REQUEST) };
+        let req = Header {
+            dst_port: 52,
+            ..guest_hdr(uapi::OP_REQUEST)
+        };
         let mut c = Connection::new_peer(a, 3, &req, Timeouts::default());
         let (h, _) = rx(&mut c, 0).unwrap();
-        assert_eq!((h.op, h.src_port, h.dst_port), (uapi::OP_RESPONSE, 52, 1234));
+        assert_eq!(
+            (h.op, h.src_port, h.dst_port),
+            (uapi::OP_RESPONSE, 52, 1234)
+        );
         host.write_all(b"hi").unwrap();
         c.on_host_event(EventSet::IN);
         let (h, d) = rx(&mut c, 64).unwrap();
@@ -1004,7 +1065,6 @@ mod tests {
         // Nothing more to read: the speculative read finds the stream empty.
         assert!(rx(&mut c, 64).is_none());
         assert!(c.interest().contains(EventSet::IN));
-        let _ = NONE;
     }
 
     #[test]

@@ -184,7 +184,15 @@ mod tests {
         desc(&mut mem, layout::TX_DESC, 6, 0xffff_0000, 44, 0, 0); // outside memory
         avail(&mut mem, layout::TX_AVAIL, &[0, 1, 3, 4, 5, 6]);
         for i in 0..4 {
-            desc(&mut mem, layout::RX_DESC, i, 0x3000 + 0x100 * i as u64, 0x100, 2, 0);
+            desc(
+                &mut mem,
+                layout::RX_DESC,
+                i,
+                0x3000 + 0x100 * i as u64,
+                0x100,
+                2,
+                0,
+            );
         }
         avail(&mut mem, layout::RX_AVAIL, &[0, 1, 2, 3]);
         fuzz_tx_chain(&mem);

@@ -24,6 +24,8 @@ mod device;
 pub mod fuzzing;
 mod muxer;
 pub mod packet;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -26,9 +26,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::connection::{Connection, Timeouts};
 use super::device::VsockError;
 use super::packet::{Header, op_name};
-use super::{
-    HOST_CID, LOCAL_PORT_BASE, MAX_CONNECTIONS, MAX_HANDSHAKE_LEN, MAX_PENDING_RST, uapi,
-};
+use super::{HOST_CID, LOCAL_PORT_BASE, MAX_CONNECTIONS, MAX_HANDSHAKE_LEN, MAX_PENDING_RST, uapi};
 
 /// Epoll token of the listener; connection tokens start above the fixed ones.
 const TOKEN_LISTENER: u64 = 0;
@@ -178,7 +176,9 @@ impl Muxer {
         hdr: &Header,
         data: Option<&VolatileSlice<'_, B>>,
     ) {
-        if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID || hdr.type_ != uapi::TYPE_STREAM
+        if hdr.src_cid != self.guest_cid
+            || hdr.dst_cid != HOST_CID
+            || hdr.type_ != uapi::TYPE_STREAM
         {
             tracing::debug!(
                 "vsock: refusing {} from cid {} to cid {} type {}",
@@ -246,7 +246,10 @@ impl Muxer {
     /// The guest connects to host port P: connect to `<uds_path>_P`.
     fn connect_to_host(&mut self, req: &Header, key: ConnKey) {
         if self.conns.len() + self.handshakes.len() >= MAX_CONNECTIONS {
-            tracing::warn!("vsock: too many connections; refusing guest port {}", req.src_port);
+            tracing::warn!(
+                "vsock: too many connections; refusing guest port {}",
+                req.src_port
+            );
             self.reply_rst(req);
             return;
         }
@@ -340,7 +343,12 @@ impl Muxer {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) =>
+                {
                     continue;
                 }
                 Err(e) => {
@@ -678,7 +686,10 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     // Room for the terminating NUL, which the zeroed tail provides.
     if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(ErrorKind::InvalidInput, "socket path too long"));
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {

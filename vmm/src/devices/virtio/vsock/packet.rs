@@ -178,7 +178,10 @@ mod tests {
             ..Default::default()
         };
         let r = Header::rst_reply(&h, 3);
-        assert_eq!((r.src_cid, r.dst_cid, r.src_port, r.dst_port), (7, 3, 20, 10));
+        assert_eq!(
+            (r.src_cid, r.dst_cid, r.src_port, r.dst_port),
+            (7, 3, 20, 10)
+        );
         assert_eq!(r.op, uapi::OP_RST);
         assert_eq!(op_name(r.op), "RST");
     }

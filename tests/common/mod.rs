@@ -1,0 +1,134 @@
+//! Shared helpers for the end-to-end tests: a private state root per test, the `mvm` binary,
+//! and the busybox base image.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The busybox root filesystem tarball the set-up makes from Debian's busybox-static.
+pub fn busybox_tar() -> PathBuf {
+    let cache = std::env::var_os("MVM_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/mvm".into());
+    let p = cache.join("images/busybox-rootfs.tar");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (it builds the busybox image)",
+        p.display()
+    );
+    p
+}
+
+/// A private state root, removed (with a check that nothing is left running) on drop.
+pub struct TestRoot {
+    pub path: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl TestRoot {
+    /// A fresh root with the busybox image imported as `busybox`.
+    pub fn with_busybox(bin: &str) -> Self {
+        let root = Self::empty(bin);
+        let out = root.mvm(&["import", busybox_tar().to_str().unwrap(), "busybox"]);
+        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        root
+    }
+
+    /// A fresh, empty root.
+    pub fn empty(bin: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // Short: unix socket paths live under it.
+        let path = PathBuf::from(format!("/tmp/mvt-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path, bin: PathBuf::from(bin) }
+    }
+
+    /// A command for `mvm --root <root> args...`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(&self.path).args(args);
+        c.env_remove("MVM_VMM");
+        c
+    }
+
+    /// Runs `mvm` to completion with stdin closed.
+    pub fn mvm(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().expect("spawn mvm")
+    }
+
+    /// Runs `mvm` with `input` on stdin.
+    pub fn mvm_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mvm");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Container directories left under the root.
+    pub fn leftover_containers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["containers", "run"] {
+            if let Ok(rd) = std::fs::read_dir(self.path.join(sub)) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with('.') {
+                        out.push(format!("{sub}/{name}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Processes whose command line mentions this root (VMMs, QEMU, vhost daemons).
+    pub fn leftover_processes(&self) -> Vec<String> {
+        processes_mentioning(&self.path)
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// PIDs and command lines of processes that mention `needle` in their arguments.
+pub fn processes_mentioning(needle: &Path) -> Vec<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                continue;
+            }
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(&needle) {
+                    out.push(format!("{pid}: {cmd}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

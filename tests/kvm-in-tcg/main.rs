@@ -1,0 +1,258 @@
+//! The product's main path on hardware-style KVM: our VMM and `mvm run --vmm mvm` inside a
+//! QEMU TCG machine that emulates AMD SVM (see harness.rs and
+//! ../shared/reference/kvm-in-tcg.md).
+//!
+//! All scenarios run in ONE outer machine, started by whichever test gets there first; each
+//! test then checks its own scenario's output and exit status. The test fails (never skips)
+//! when something it needs is missing.
+//!
+//!   cargo build --release --workspace && scripts/build-agent.sh release
+//!   cargo test --release -p mvm-runtime --test kvm_in_tcg
+//!
+//! `MVM_L2_VERBOSE=1` echoes the outer machine's console as it runs; the whole console is
+//! also saved to `$CARGO_TARGET_TMPDIR/kvm-in-tcg/serial.log`.
+
+mod cpio;
+mod harness;
+
+use std::path::Path;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use harness::{Inputs, Outcome, Run, Scenario};
+
+/// `mvm` with a state root shared by the runtime scenarios (the image is imported once), and our VMM; the runtime's own log level stays at warn.
+const MVM: &str = "mvm --root /tmp/r --vmm mvm";
+
+fn scenarios() -> Vec<Scenario> {
+    let mut v = vec![
+        // a. The VMM alone boots the guest kernel with a busybox ext4 root; its /init prints a
+        //    marker and resets through the i8042 (reboot=k).
+        Scenario::new(
+            "vmm-boot",
+            r#"set -e
+mkdir -p root/bin root/dev root/proc root/sys
+cp /bin/busybox root/bin/busybox
+printf '#!/bin/busybox sh\n/bin/busybox echo MVM-GUEST-INIT-REACHED\n/bin/busybox reboot -f\n' > root/init
+chmod 755 root/init
+dd if=/dev/zero of=root.ext4 bs=1M count=0 seek=16 2>/dev/null
+mkfs.ext4 -q -F -E root_owner=0:0 -d root root.ext4
+set +e
+t0=$(cut -d' ' -f1 /proc/uptime)
+mvm-vmm --kernel /guest/vmlinux \
+  --cmdline 'console=ttyS0 reboot=k panic=-1 root=/dev/vda rw rootfstype=ext4 init=/init quiet' \
+  --mem-mib 128 --disk root.ext4 --serial stdout --exit-record exit.json
+rc=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "VMM-RC=$rc"
+echo "VMM-SECONDS=$(awk "BEGIN{print $t1 - $t0}")"
+echo "EXIT-RECORD=$(cat exit.json 2>&1)"
+exit $rc
+"#,
+        ),
+        Scenario::new(
+            "import",
+            &format!(
+                "{MVM} import /busybox-rootfs.tar busybox && {MVM} images && {MVM} info"
+            ),
+        ),
+        // b.
+        Scenario::new(
+            "run-hello",
+            &format!(
+                r#"t0=$(cut -d' ' -f1 /proc/uptime)
+{MVM} run --rm busybox echo hello
+rc=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "RUN-SECONDS=$(awk "BEGIN{{print $t1 - $t0}}")" >&2
+exit $rc
+"#
+            ),
+        ),
+        // c. exit code and separate streams
+        Scenario::new(
+            "streams",
+            &format!(
+                r#"{MVM} run --rm busybox sh -c 'echo out; echo err >&2; exit 3' >stdout.txt 2>stderr.txt
+echo "RC=$?"
+echo "STDOUT<<"; cat stdout.txt; echo ">>"
+echo "STDERR<<"; cat stderr.txt; echo ">>"
+"#
+            ),
+        ),
+        Scenario::new(
+            "missing-command",
+            &format!(
+                r#"{MVM} run --rm busybox no-such-command-xyz >stdout.txt 2>stderr.txt
+echo "RC=$?"
+echo "STDOUT<<"; cat stdout.txt; echo ">>"
+echo "STDERR<<"; cat stderr.txt; echo ">>"
+"#
+            ),
+        ),
+        Scenario::new(
+            "stdin",
+            &format!(
+                r#"echo x | {MVM} run --rm -i busybox cat >stdout.txt 2>stderr.txt
+echo "RC=$?"
+echo "STDOUT<<"; cat stdout.txt; echo ">>"
+echo "STDERR<<"; cat stderr.txt; echo ">>"
+"#
+            ),
+        ),
+    ];
+    for s in &mut v {
+        s.timeout = Duration::from_secs(90);
+    }
+    v
+}
+
+static RUN: LazyLock<Result<Run, String>> = LazyLock::new(|| {
+    let inputs = Inputs::locate(Path::new(env!("CARGO_BIN_EXE_mvm")))?;
+    if let Some(w) = inputs.staleness_warning(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmm/src")) {
+        eprintln!("kvm-in-tcg: {w}");
+    }
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kvm-in-tcg");
+    let timeout = harness::machine_timeout(Duration::from_secs(300));
+    let run = harness::run(&inputs, &scenarios(), &work, timeout)?;
+    eprintln!(
+        "kvm-in-tcg: L2 /dev/kvm ready at {:.1} s; machine ran {:.1} s; serial log {}",
+        run.kvm_ready_at.unwrap_or(f64::NAN),
+        run.total,
+        run.serial_path.display()
+    );
+    for o in &run.outcomes {
+        eprintln!(
+            "kvm-in-tcg: scenario {:<16} rc={:<4} {:6.1} s",
+            o.name,
+            o.rc.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+            o.ended_at - o.started_at
+        );
+    }
+    Ok(run)
+});
+
+/// The outcome of scenario `name`, or a panic that explains why the machine did not run it.
+fn outcome(name: &str) -> &'static Outcome {
+    let run = match &*RUN {
+        Ok(run) => run,
+        Err(e) => panic!("{e}"),
+    };
+    run.get(name).unwrap_or_else(|| {
+        panic!(
+            "scenario {name} did not run to its end in the L2 machine (timeout or crash); serial log {}, last lines:\n{}",
+            run.serial_path.display(),
+            run.serial.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    })
+}
+
+/// Fails with the scenario's whole output.
+fn fail(o: &Outcome, what: &str) -> ! {
+    panic!(
+        "scenario {}: {what} (rc={:?})\n----- output -----\n{}------------------",
+        o.name, o.rc, o.output
+    )
+}
+
+/// The text between `NAME<<` and `>>` lines.
+fn section<'a>(o: &'a Outcome, name: &str) -> &'a str {
+    let open = format!("{name}<<\n");
+    let Some(start) = o.output.find(&open).map(|i| i + open.len()) else {
+        fail(o, &format!("no {name} section in the output"))
+    };
+    let Some(len) = o.output[start..].find(">>\n") else {
+        fail(o, &format!("unterminated {name} section"))
+    };
+    &o.output[start..start + len]
+}
+
+fn value<'a>(o: &'a Outcome, key: &str) -> Option<&'a str> {
+    o.output
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn expect_rc(o: &Outcome, want: i32) {
+    if o.rc != Some(want) {
+        fail(o, &format!("expected exit status {want}"));
+    }
+}
+
+#[test]
+fn vmm_boots_guest_kernel_and_resets_via_i8042() {
+    let o = outcome("vmm-boot");
+    if !o.output.contains("MVM-GUEST-INIT-REACHED") {
+        fail(o, "the guest's /init marker never appeared on the serial console");
+    }
+    expect_rc(o, 0);
+    if value(o, "VMM-RC") != Some("0") {
+        fail(o, "mvm-vmm did not exit 0");
+    }
+    let record = value(o, "EXIT-RECORD").unwrap_or("");
+    if !record.contains(r#""reason":"i8042_reset""#) {
+        fail(o, "the exit record does not say i8042_reset");
+    }
+    let secs: f64 = value(o, "VMM-SECONDS").and_then(|s| s.parse().ok()).unwrap_or(f64::MAX);
+    // Nested emulation: a boot takes 2-4 s; anything near a minute means a hang or a timeout.
+    if secs > 45.0 {
+        fail(o, &format!("mvm-vmm took {secs} s to boot and reset"));
+    }
+    eprintln!("kvm-in-tcg: mvm-vmm boot to /init and reset: {secs:.2} s (nested)");
+}
+
+#[test]
+fn mvm_run_echo_hello() {
+    let imp = outcome("import");
+    expect_rc(imp, 0);
+    let o = outcome("run-hello");
+    expect_rc(o, 0);
+    if !o.output.lines().any(|l| l == "hello") {
+        fail(o, "no line \"hello\" in the output");
+    }
+    if let Some(s) = value(o, "RUN-SECONDS") {
+        eprintln!("kvm-in-tcg: mvm run --rm busybox echo hello: {s} s (nested)");
+    }
+}
+
+#[test]
+fn mvm_run_exit_code_and_separate_streams() {
+    let o = outcome("streams");
+    expect_rc(o, 0);
+    if value(o, "RC") != Some("3") {
+        fail(o, "mvm run should exit with the process's code 3");
+    }
+    if section(o, "STDOUT") != "out\n" {
+        fail(o, "stdout should be exactly \"out\\n\"");
+    }
+    if section(o, "STDERR") != "err\n" {
+        fail(o, "stderr should be exactly \"err\\n\"");
+    }
+}
+
+#[test]
+fn mvm_run_missing_command_is_127() {
+    let o = outcome("missing-command");
+    expect_rc(o, 0);
+    if value(o, "RC") != Some("127") {
+        fail(o, "a command that does not exist should give exit code 127");
+    }
+    if section(o, "STDOUT") != "" {
+        fail(o, "nothing should reach stdout");
+    }
+    if !section(o, "STDERR").contains("no-such-command-xyz") {
+        fail(o, "stderr should name the missing command");
+    }
+}
+
+#[test]
+fn mvm_run_interactive_stdin() {
+    let o = outcome("stdin");
+    expect_rc(o, 0);
+    if value(o, "RC") != Some("0") {
+        fail(o, "echo x | mvm run -i busybox cat should exit 0");
+    }
+    if section(o, "STDOUT") != "x\n" {
+        fail(o, "stdout should be exactly \"x\\n\"");
+    }
+}

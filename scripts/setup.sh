@@ -27,7 +27,7 @@ packages=(
   # base image and disk images
   busybox-static e2fsprogs erofs-utils cpio tar
   # networking, sockets, misc tools used by scripts and tests
-  iproute2 socat util-linux procps kmod ca-certificates pkg-config git
+  iproute2 socat util-linux procps kmod ca-certificates pkg-config git file
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -89,16 +89,12 @@ bb="$("$repo/scripts/make-busybox-rootfs.sh" | tail -n1)" || die "making the bus
 step "busybox rootfs: $bb"
 
 # ---- 6. build mvm and import the base image -------------------------------------------------
-# ==== TODO(lead): build and import ==========================================================
-# cd "$repo"
-# step "cargo: building the workspace (release)"
-# cargo build --release --workspace
-# step "agent: building the static guest agent"
-# (no musl target is installed and rustup cannot download one here: link the agent
-#  statically against glibc, e.g. RUSTFLAGS='-C target-feature=+crt-static'
-#  cargo build --release -p agent --target x86_64-unknown-linux-gnu)
-# step "images: importing busybox"
-# "$repo/target/release/mvm" import "$bb" busybox
-# ==== end TODO ==============================================================================
+cd "$repo"
+step "cargo: building the workspace (release)"
+cargo build --release --workspace -q || die "cargo build failed"
+step "agent: building the static guest agent"
+scripts/build-agent.sh release >/dev/null || die "building the guest agent failed"
+step "images: importing busybox into ${MVM_ROOT:-/var/lib/mvm}"
+"$repo/target/release/mvm" import "$bb" busybox >/dev/null || die "mvm import of busybox failed"
 
 step "done in $((SECONDS - t0)) s"

@@ -99,7 +99,10 @@ fn set_recv_timeout<S: AsFd>(stream: &S, timeout: Option<Duration>) {
     use nix::sys::socket::{setsockopt, sockopt};
     use nix::sys::time::TimeVal;
     let tv = timeout.map_or(TimeVal::new(0, 0), |d| {
-        TimeVal::new(d.as_secs() as libc::time_t, d.subsec_micros() as libc::suseconds_t)
+        TimeVal::new(
+            d.as_secs() as libc::time_t,
+            d.subsec_micros() as libc::suseconds_t,
+        )
     });
     let _ = setsockopt(stream, sockopt::ReceiveTimeout, &tv);
 }

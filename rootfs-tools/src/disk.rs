@@ -104,8 +104,20 @@ pub fn ext4_from_dir(dir: &Path, out: &Path, label: &str) -> Result<(), DiskErro
     let dir_arg = dir.to_string_lossy().into_owned();
     run_mkfs(
         &[
-            "-q", "-F", "-L", label, "-m", "0", "-N", &inode_arg, "-O", "^has_journal", "-E",
-            "root_owner=0:0", "-d", &dir_arg,
+            "-q",
+            "-F",
+            "-L",
+            label,
+            "-m",
+            "0",
+            "-N",
+            &inode_arg,
+            "-O",
+            "^has_journal",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+            &dir_arg,
         ],
         out,
     )
@@ -118,7 +130,13 @@ pub fn create_writable_disk(out: &Path, size: u64) -> Result<(), DiskError> {
     drop(f);
     run_mkfs(
         &[
-            "-q", "-F", "-L", "mvm-upper", "-m", "0", "-E",
+            "-q",
+            "-F",
+            "-L",
+            "mvm-upper",
+            "-m",
+            "0",
+            "-E",
             "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
         ],
         out,
@@ -126,7 +144,11 @@ pub fn create_writable_disk(out: &Path, size: u64) -> Result<(), DiskError> {
 }
 
 /// Opens a stored layer as an uncompressed tar stream, by its media type and magic bytes.
-fn open_layer(store: &Store, digest: &crate::Digest, media_type: &str) -> Result<Box<dyn Read>, DiskError> {
+fn open_layer(
+    store: &Store,
+    digest: &crate::Digest,
+    media_type: &str,
+) -> Result<Box<dyn Read>, DiskError> {
     let path = store.blob_path(digest);
     let mut f = File::open(&path).map_err(io_err(format!("open layer {digest}")))?;
     let mut magic = [0u8; 4];
@@ -139,14 +161,21 @@ fn open_layer(store: &Store, digest: &crate::Digest, media_type: &str) -> Result
         return Err(DiskError::Compression(digest.to_string()));
     }
     if gzip || media_type == MEDIA_TYPE_OCI_LAYER_GZIP {
-        Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f))))
+        Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(
+            f,
+        ))))
     } else {
         Ok(Box::new(io::BufReader::new(f)))
     }
 }
 
 /// Applies every layer of `manifest` onto `dir`.
-pub fn unpack_image(store: &Store, manifest: &Manifest, dir: &Path, limits: &Limits) -> Result<Totals, DiskError> {
+pub fn unpack_image(
+    store: &Store,
+    manifest: &Manifest,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<Totals, DiskError> {
     let mut totals = Totals::default();
     for layer in &manifest.layers {
         let reader = open_layer(store, &layer.digest, &layer.media_type)?;

@@ -40,7 +40,8 @@ pub fn apply_change(cfg: &mut ContainerConfig, change: &str) -> Result<(), Impor
         .unwrap_or((trimmed, ""));
     let list = |rest: &str| -> Result<Vec<String>, ImportError> {
         if rest.starts_with('[') {
-            serde_json::from_str::<Vec<String>>(rest).map_err(|e| bad(&format!("bad JSON array: {e}")))
+            serde_json::from_str::<Vec<String>>(rest)
+                .map_err(|e| bad(&format!("bad JSON array: {e}")))
         } else if rest.is_empty() {
             Err(bad("missing argument"))
         } else {
@@ -84,14 +85,20 @@ pub fn apply_change(cfg: &mut ContainerConfig, change: &str) -> Result<(), Impor
             }
         }
         "VOLUME" if !rest.is_empty() => {
-            let vols = if rest.starts_with('[') { list(rest)? } else { rest.split_whitespace().map(String::from).collect() };
+            let vols = if rest.starts_with('[') {
+                list(rest)?
+            } else {
+                rest.split_whitespace().map(String::from).collect()
+            };
             let map = cfg.volumes.get_or_insert_with(Default::default);
             for v in vols {
                 map.insert(v, serde_json::json!({}));
             }
         }
         "LABEL" => {
-            let (k, v) = rest.split_once('=').ok_or_else(|| bad("LABEL needs KEY=VALUE"))?;
+            let (k, v) = rest
+                .split_once('=')
+                .ok_or_else(|| bad("LABEL needs KEY=VALUE"))?;
             cfg.labels
                 .get_or_insert_with(Default::default)
                 .insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
@@ -147,12 +154,15 @@ pub fn import(
         history: vec![History {
             created: Some(created.to_string()),
             created_by: Some("mvm import".into()),
-            comment: message.map(String::from).or_else(|| Some("Imported from tarball".into())),
+            comment: message
+                .map(String::from)
+                .or_else(|| Some("Imported from tarball".into())),
             empty_layer: false,
         }],
         extra: Default::default(),
     };
-    let config_bytes = serde_json::to_vec(&image).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let config_bytes =
+        serde_json::to_vec(&image).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
@@ -170,7 +180,10 @@ pub fn import(
         }],
         annotations: None,
     };
-    let tags: Vec<String> = reference.and_then(Reference::tagged_name).into_iter().collect();
+    let tags: Vec<String> = reference
+        .and_then(Reference::tagged_name)
+        .into_iter()
+        .collect();
     Ok(store.add_image(&manifest, &config_bytes, &tags)?)
 }
 
@@ -205,7 +218,10 @@ mod tests {
         apply_change(&mut c, r#"CMD ["echo","hi"]"#).unwrap();
         assert_eq!(c.cmd, Some(vec!["echo".into(), "hi".into()]));
         apply_change(&mut c, "ENTRYPOINT echo a").unwrap();
-        assert_eq!(c.entrypoint, Some(vec!["/bin/sh".into(), "-c".into(), "echo a".into()]));
+        assert_eq!(
+            c.entrypoint,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo a".into()])
+        );
         apply_change(&mut c, "ENV A=1").unwrap();
         apply_change(&mut c, "ENV A=2").unwrap();
         apply_change(&mut c, "ENV B hello world").unwrap();
@@ -232,15 +248,37 @@ mod tests {
         b.append_data(&mut h, "hello", &b"hi"[..]).unwrap();
         let tar = b.into_inner().unwrap();
         let r = Reference::parse("test:one").unwrap();
-        let img = import(&store, &mut &tar[..], Some(&r), &["CMD [\"sh\"]".into()], None, "2026-01-01T00:00:00Z").unwrap();
+        let img = import(
+            &store,
+            &mut &tar[..],
+            Some(&r),
+            &["CMD [\"sh\"]".into()],
+            None,
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap();
         assert_eq!(img.tags, vec!["test:one".to_string()]);
         assert_eq!(img.config.rootfs.diff_ids.len(), 1);
         assert_eq!(store.resolve("test:one").unwrap().id, img.id);
         assert_eq!(store.resolve(&img.id.hex()[..12]).unwrap().id, img.id);
-        assert!(matches!(store.resolve("nope"), Err(StoreError::NotFound(_))));
-        assert!(matches!(store.resolve("Bad Name"), Err(StoreError::Reference(_))));
+        assert!(matches!(
+            store.resolve("nope"),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.resolve("Bad Name"),
+            Err(StoreError::Reference(_))
+        ));
         // Not a tar: refused, nothing tagged.
-        let err = import(&store, &mut &b"hello world, not a tar"[..], Some(&Reference::parse("x").unwrap()), &[], None, "t").unwrap_err();
+        let err = import(
+            &store,
+            &mut &b"hello world, not a tar"[..],
+            Some(&Reference::parse("x").unwrap()),
+            &[],
+            None,
+            "t",
+        )
+        .unwrap_err();
         assert!(matches!(err, ImportError::NotATar(_)), "{err}");
         assert!(store.resolve("x").is_err());
         fs::remove_dir_all(&root).unwrap();

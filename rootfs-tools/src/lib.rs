@@ -51,7 +51,10 @@ pub mod time {
     mod tests {
         #[test]
         fn formats() {
-            assert_eq!(super::rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+            assert_eq!(
+                super::rfc3339(951_782_400, 5),
+                "2000-02-29T00:00:00.000000005Z"
+            );
         }
     }
 }

@@ -18,7 +18,9 @@ pub struct Reference {
 
 /// A reference that cannot be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid reference format {0:?}: repository name must be lowercase letters, digits and separators (. _ - /), with an optional :tag")]
+#[error(
+    "invalid reference format {0:?}: repository name must be lowercase letters, digits and separators (. _ - /), with an optional :tag"
+)]
 pub struct InvalidReference(pub String);
 
 impl Reference {
@@ -73,7 +75,9 @@ impl Reference {
             && (t.is_empty()
                 || t.len() > 128
                 || t.starts_with(['.', '-'])
-                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
         {
             return Err(bad());
         }
@@ -91,7 +95,9 @@ impl Reference {
 
     /// `repository:tag` (the key in the store's tag table), when tagged.
     pub fn tagged_name(&self) -> Option<String> {
-        self.tag.as_ref().map(|t| format!("{}:{t}", self.repository))
+        self.tag
+            .as_ref()
+            .map(|t| format!("{}:{t}", self.repository))
     }
 }
 
@@ -115,7 +121,10 @@ mod tests {
     #[test]
     fn parses_common_forms() {
         let r = Reference::parse("busybox").unwrap();
-        assert_eq!((r.repository.as_str(), r.tag.as_deref()), ("busybox", Some("latest")));
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_deref()),
+            ("busybox", Some("latest"))
+        );
         let r = Reference::parse("busybox:1.36").unwrap();
         assert_eq!(r.tag.as_deref(), Some("1.36"));
         let r = Reference::parse("127.0.0.1:5000/library/busybox:local").unwrap();
@@ -131,7 +140,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["", "Busybox", "a//b", "/a", "a/", "a:", "a:-x", "a/../b", "a@sha256:xyz", "a b", "a:b:c/d"] {
+        for bad in [
+            "",
+            "Busybox",
+            "a//b",
+            "/a",
+            "a/",
+            "a:",
+            "a:-x",
+            "a/../b",
+            "a@sha256:xyz",
+            "a b",
+            "a:b:c/d",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }

@@ -80,7 +80,9 @@ impl Store {
             fs::create_dir_all(root.join(dir))
                 .map_err(io_err(format!("create {}", root.join(dir).display())))?;
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The store's root.
@@ -175,8 +177,8 @@ impl Store {
     pub fn set_tag(&self, name: &str, manifest: &Digest) -> Result<(), StoreError> {
         let mut tags = self.tags()?;
         tags.insert(name.to_string(), manifest.clone());
-        let data = serde_json::to_vec_pretty(&tags)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data =
+            serde_json::to_vec_pretty(&tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         atomic_write(&self.tags_path(), &data).map_err(io_err("write tags.json"))
     }
 
@@ -190,7 +192,10 @@ impl Store {
         let _lock = self.lock()?;
         for layer in &manifest.layers {
             if !self.blob_path(&layer.digest).exists() {
-                return Err(StoreError::Corrupt(format!("layer {} is missing", layer.digest)));
+                return Err(StoreError::Corrupt(format!(
+                    "layer {} is missing",
+                    layer.digest
+                )));
             }
         }
         self.put_blob(config_bytes)?;
@@ -207,9 +212,10 @@ impl Store {
     pub fn load(&self, manifest_digest: &Digest) -> Result<ImageRecord, StoreError> {
         let manifest: Manifest = serde_json::from_slice(&self.read_metadata_blob(manifest_digest)?)
             .map_err(|e| StoreError::Corrupt(format!("manifest {manifest_digest}: {e}")))?;
-        let config: ImageConfig =
-            serde_json::from_slice(&self.read_metadata_blob(&manifest.config.digest)?)
-                .map_err(|e| StoreError::Corrupt(format!("config {}: {e}", manifest.config.digest)))?;
+        let config: ImageConfig = serde_json::from_slice(
+            &self.read_metadata_blob(&manifest.config.digest)?,
+        )
+        .map_err(|e| StoreError::Corrupt(format!("config {}: {e}", manifest.config.digest)))?;
         let tags = self
             .tags()?
             .into_iter()
@@ -267,6 +273,8 @@ impl Store {
 
     /// Path of an image's cached read-only disk (which may not be built yet).
     pub fn disk_path(&self, image: &ImageRecord) -> PathBuf {
-        self.root.join("disks").join(format!("{}.ext4", image.id.hex()))
+        self.root
+            .join("disks")
+            .join(format!("{}.ext4", image.id.hex()))
     }
 }

@@ -195,7 +195,11 @@ fn lchown(path: &Path, uid: u64, gid: u64) -> io::Result<()> {
     let c = cstring(path)?;
     // SAFETY: `c` is a valid NUL-terminated path; lchown does not follow the final symlink.
     let rc = unsafe { libc::lchown(c.as_ptr(), uid as libc::uid_t, gid as libc::gid_t) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
@@ -207,9 +211,18 @@ fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let times = [t, t];
     // SAFETY: valid path and a two-element timespec array, not following symlinks.
     let rc = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn chmod(path: &Path, mode: u32) -> io::Result<()> {
@@ -221,9 +234,17 @@ fn mknod(path: &Path, kind: libc::mode_t, mode: u32, major: u32, minor: u32) -> 
     let c = cstring(path)?;
     // SAFETY: valid path; makedev and mknod take plain integers.
     let rc = unsafe {
-        libc::mknod(c.as_ptr(), kind | (mode & 0o7777), libc::makedev(major, minor))
+        libc::mknod(
+            c.as_ptr(),
+            kind | (mode & 0o7777),
+            libc::makedev(major, minor),
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Applies one layer (an uncompressed tar stream) onto `root`, adding to `totals`.
@@ -243,9 +264,15 @@ pub fn apply_layer<R: Read>(
         let mut entry = entry.map_err(|e| UnpackError::Corrupt(e.to_string()))?;
         totals.entries += 1;
         if totals.entries > limits.max_entries {
-            return Err(UnpackError::TooLarge(format!("{} entries", limits.max_entries)));
+            return Err(UnpackError::TooLarge(format!(
+                "{} entries",
+                limits.max_entries
+            )));
         }
-        let size = entry.header().size().map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
         totals.bytes = totals.bytes.saturating_add(size);
         if totals.bytes > limits.max_bytes {
             return Err(UnpackError::TooLarge(format!("{} bytes", limits.max_bytes)));
@@ -283,19 +310,30 @@ pub fn apply_layer<R: Read>(
         let target = parent.join(&name);
         let kind = entry.header().entry_type();
         let existing = fs::symlink_metadata(&target).ok();
-        let keep_dir = kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
+        let keep_dir =
+            kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
         if existing.is_some() && !keep_dir {
             remove_any(&target).map_err(io_at(&target))?;
         }
         let header = entry.header();
-        let mode = header.mode().map_err(|e| UnpackError::Corrupt(e.to_string()))? & 0o7777;
-        let uid = header.uid().map_err(|e| UnpackError::Corrupt(e.to_string()))?;
-        let gid = header.gid().map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+        let mode = header
+            .mode()
+            .map_err(|e| UnpackError::Corrupt(e.to_string()))?
+            & 0o7777;
+        let uid = header
+            .uid()
+            .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+        let gid = header
+            .gid()
+            .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
         let mtime = header.mtime().unwrap_or(0);
         match kind {
             EntryType::Directory => {
                 if !keep_dir {
-                    fs::DirBuilder::new().mode(0o700).create(&target).map_err(io_at(&target))?;
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&target)
+                        .map_err(io_at(&target))?;
                 }
                 lchown(&target, uid, gid).map_err(io_at(&target))?;
                 dirs.push((target.clone(), mode, mtime));
@@ -311,7 +349,10 @@ pub fn apply_layer<R: Read>(
                 let copied = io::copy(&mut (&mut entry).take(size), &mut f)
                     .map_err(|e| UnpackError::Corrupt(format!("{}: {e}", raw.display())))?;
                 if copied != size {
-                    return Err(UnpackError::Corrupt(format!("{}: truncated", raw.display())));
+                    return Err(UnpackError::Corrupt(format!(
+                        "{}: truncated",
+                        raw.display()
+                    )));
                 }
                 drop(f);
                 // chown first: it clears setuid bits that chmod then restores.
@@ -323,7 +364,9 @@ pub fn apply_layer<R: Read>(
                 let link = entry
                     .link_name()
                     .map_err(|e| UnpackError::Corrupt(e.to_string()))?
-                    .ok_or_else(|| UnpackError::Corrupt(format!("{}: symlink without target", raw.display())))?;
+                    .ok_or_else(|| {
+                        UnpackError::Corrupt(format!("{}: symlink without target", raw.display()))
+                    })?;
                 // The target text is kept as is: only the guest follows it, inside its root.
                 std::os::unix::fs::symlink(&link, &target).map_err(io_at(&target))?;
                 lchown(&target, uid, gid).map_err(io_at(&target))?;
@@ -333,7 +376,9 @@ pub fn apply_layer<R: Read>(
                 let link = entry
                     .link_name()
                     .map_err(|e| UnpackError::Corrupt(e.to_string()))?
-                    .ok_or_else(|| UnpackError::Corrupt(format!("{}: hard link without target", raw.display())))?
+                    .ok_or_else(|| {
+                        UnpackError::Corrupt(format!("{}: hard link without target", raw.display()))
+                    })?
                     .into_owned();
                 let mut lcomps = normalise(&link)?;
                 let lname = lcomps.pop().ok_or_else(|| UnpackError::Escape {
@@ -419,7 +464,14 @@ mod tests {
         fn new() -> Self {
             Tar(Vec::new())
         }
-        fn entry(mut self, path: &str, kind: EntryType, data: &[u8], link: Option<&str>, mode: u32) -> Self {
+        fn entry(
+            mut self,
+            path: &str,
+            kind: EntryType,
+            data: &[u8],
+            link: Option<&str>,
+            mode: u32,
+        ) -> Self {
             let mut h = tar::Header::new_gnu();
             {
                 let gnu = h.as_gnu_mut().unwrap();
@@ -479,11 +531,23 @@ mod tests {
         let t = apply(&root, tar).unwrap();
         assert_eq!(t.entries, 6);
         assert_eq!(fs::read(root.join("bin/busybox")).unwrap(), b"ELF");
-        assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), PathBuf::from("busybox"));
+        assert_eq!(
+            fs::read_link(root.join("bin/sh")).unwrap(),
+            PathBuf::from("busybox")
+        );
         let a = fs::metadata(root.join("bin/ash")).unwrap();
-        assert_eq!(a.ino(), fs::metadata(root.join("bin/busybox")).unwrap().ino());
-        assert_eq!(fs::metadata(root.join("bin/su")).unwrap().mode() & 0o7777, 0o4755);
-        assert_eq!(fs::metadata(root.join("bin/busybox")).unwrap().mtime(), 1_700_000_000);
+        assert_eq!(
+            a.ino(),
+            fs::metadata(root.join("bin/busybox")).unwrap().ino()
+        );
+        assert_eq!(
+            fs::metadata(root.join("bin/su")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+        assert_eq!(
+            fs::metadata(root.join("bin/busybox")).unwrap().mtime(),
+            1_700_000_000
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 
@@ -523,7 +587,10 @@ mod tests {
             .file("up/pwned2", b"x")
             .done();
         apply(&root, tar).unwrap();
-        assert!(fs::read_dir(&outside).unwrap().next().is_none(), "nothing written outside");
+        assert!(
+            fs::read_dir(&outside).unwrap().next().is_none(),
+            "nothing written outside"
+        );
         // Both landed inside the root, where the guest would see them.
         let inside_abs = root.join(outside.strip_prefix("/").unwrap()).join("pwned");
         assert!(inside_abs.exists());
@@ -557,7 +624,10 @@ mod tests {
         let err = apply(&root, Tar::new().hardlink("x", "../secret").done()).unwrap_err();
         assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
         // Through a symlink: resolves inside the root, where there is no such file.
-        let tar = Tar::new().symlink("l", "/").hardlink("y", "l/../secret").done();
+        let tar = Tar::new()
+            .symlink("l", "/")
+            .hardlink("y", "l/../secret")
+            .done();
         assert!(apply(&root, tar).is_err());
         assert!(!root.join("y").exists());
         fs::remove_dir_all(&base).unwrap();
@@ -568,19 +638,32 @@ mod tests {
         let root = tmpdir("wh");
         apply(
             &root,
-            Tar::new().dir("d/").file("d/a", b"1").file("d/b", b"2").file("keep", b"k").file("gone", b"g").done(),
+            Tar::new()
+                .dir("d/")
+                .file("d/a", b"1")
+                .file("d/b", b"2")
+                .file("keep", b"k")
+                .file("gone", b"g")
+                .done(),
         )
         .unwrap();
         apply(
             &root,
-            Tar::new().file("d/new", b"n").file("d/.wh..wh..opq", b"").file(".wh.gone", b"").done(),
+            Tar::new()
+                .file("d/new", b"n")
+                .file("d/.wh..wh..opq", b"")
+                .file(".wh.gone", b"")
+                .done(),
         )
         .unwrap();
         assert!(!root.join("gone").exists());
         assert!(root.join("keep").exists());
         assert!(!root.join("d/a").exists());
         assert!(!root.join("d/b").exists());
-        assert!(root.join("d/new").exists(), "same-layer entries survive the opaque marker");
+        assert!(
+            root.join("d/new").exists(),
+            "same-layer entries survive the opaque marker"
+        );
         let err = apply(&root, Tar::new().file(".wh...", b"").done()).unwrap_err();
         assert!(matches!(err, UnpackError::Escape { .. }));
         fs::remove_dir_all(&root).unwrap();
@@ -594,7 +677,10 @@ mod tests {
             tar = tar.file(&format!("f{i}"), b"x");
         }
         let mut t = Totals::default();
-        let lim = Limits { max_bytes: 1 << 20, max_entries: 10 };
+        let lim = Limits {
+            max_bytes: 1 << 20,
+            max_entries: 10,
+        };
         let err = apply_layer(&root, &tar.done()[..], &lim, &mut t).unwrap_err();
         assert!(matches!(err, UnpackError::TooLarge(_)));
         // A header claiming a huge size is refused before any data is read.
@@ -603,7 +689,8 @@ mod tests {
         h.set_size(1 << 40);
         h.set_cksum();
         let mut t = Totals::default();
-        let err = apply_layer(&root, h.as_bytes().as_slice(), &Limits::default(), &mut t).unwrap_err();
+        let err =
+            apply_layer(&root, h.as_bytes().as_slice(), &Limits::default(), &mut t).unwrap_err();
         assert!(matches!(err, UnpackError::TooLarge(_)), "{err}");
         fs::remove_dir_all(&root).unwrap();
     }

@@ -16,7 +16,9 @@ fn hash_file(path: &Path) -> Result<String, String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -36,7 +38,9 @@ fn check_static(path: &Path) -> Result<(), String> {
     let phnum = u16::from_le_bytes([data[56], data[57]]) as usize;
     for i in 0..phnum {
         let off = phoff.saturating_add(i.saturating_mul(phentsize));
-        let Some(ph) = data.get(off..off + 4) else { break };
+        let Some(ph) = data.get(off..off + 4) else {
+            break;
+        };
         // PT_INTERP = 3: a dynamic loader is required.
         if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) == 3 {
             return Err(format!(

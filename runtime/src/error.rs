@@ -17,12 +17,18 @@ pub struct CliError {
 impl CliError {
     /// A failure of mvm itself (exit 125).
     pub fn runtime(e: impl fmt::Display) -> Self {
-        Self { code: EXIT_RUNTIME, message: e.to_string() }
+        Self {
+            code: EXIT_RUNTIME,
+            message: e.to_string(),
+        }
     }
 
     /// A bad flag or value (exit 125, as Docker).
     pub fn usage(message: String) -> Self {
-        Self { code: EXIT_RUNTIME, message }
+        Self {
+            code: EXIT_RUNTIME,
+            message,
+        }
     }
 
     /// An error with a specific exit code (126/127 from the agent).
@@ -34,7 +40,12 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One line, whatever the source said.
-        let line = self.message.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        let line = self
+            .message
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
         f.write_str(&line)
     }
 }

@@ -19,7 +19,11 @@ use mvm_rootfs::{Reference, Store};
 use crate::error::CliError;
 
 #[derive(Parser, Debug)]
-#[command(name = "mvm", version, about = "Containers in KVM microVMs, with Docker's interface")]
+#[command(
+    name = "mvm",
+    version,
+    about = "Containers in KVM microVMs, with Docker's interface"
+)]
 struct Cli {
     /// State root (images, containers).
     #[arg(long, global = true, env = "MVM_ROOT", default_value = paths::DEFAULT_ROOT)]
@@ -129,9 +133,10 @@ fn import(cli: &Cli, args: &ImportArgs) -> Result<i32, CliError> {
     let mut input: Box<dyn std::io::Read> = if args.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::fs::File::open(&args.file).map_err(|e| {
-            CliError::runtime(format!("open {}: {e}", args.file))
-        })?)
+        Box::new(
+            std::fs::File::open(&args.file)
+                .map_err(|e| CliError::runtime(format!("open {}: {e}", args.file)))?,
+        )
     };
     let image = mvm_rootfs::import::import(
         &store,
@@ -151,7 +156,11 @@ fn images(cli: &Cli, args: &ImagesArgs) -> Result<i32, CliError> {
     let list = store.list().map_err(CliError::runtime)?;
     let mut out = std::io::stdout().lock();
     let id = |img: &mvm_rootfs::ImageRecord| {
-        if args.no_trunc { img.id.to_string() } else { img.id.short().to_string() }
+        if args.no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.short().to_string()
+        }
     };
     if args.quiet {
         for img in &list {
@@ -159,7 +168,11 @@ fn images(cli: &Cli, args: &ImagesArgs) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
-    let _ = writeln!(out, "{:<40} {:<10} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+    let _ = writeln!(
+        out,
+        "{:<40} {:<10} {:<14} {:<22} SIZE",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+    );
     for img in &list {
         let size: u64 = img.manifest.layers.iter().map(|l| l.size).sum();
         for tag in &img.tags {
@@ -170,7 +183,12 @@ fn images(cli: &Cli, args: &ImagesArgs) -> Result<i32, CliError> {
                 repo,
                 t,
                 id(img),
-                img.config.created.as_deref().unwrap_or("").get(..19).unwrap_or(""),
+                img.config
+                    .created
+                    .as_deref()
+                    .unwrap_or("")
+                    .get(..19)
+                    .unwrap_or(""),
                 size as f64 / 1e6
             );
         }
@@ -194,8 +212,14 @@ fn info(cli: &Cli) -> Result<i32, CliError> {
     show("Kernel", paths::kernel());
     show("Agent", paths::agent());
     show("VMM", paths::vmm());
-    show("QEMU", paths::on_path("qemu-system-x86_64").ok_or_else(|| "not on PATH".into()));
-    show("vhost-device-vsock", paths::on_path("vhost-device-vsock").ok_or_else(|| "not on PATH".into()));
+    show(
+        "QEMU",
+        paths::on_path("qemu-system-x86_64").ok_or_else(|| "not on PATH".into()),
+    );
+    show(
+        "vhost-device-vsock",
+        paths::on_path("vhost-device-vsock").ok_or_else(|| "not on PATH".into()),
+    );
     Ok(0)
 }
 

@@ -10,7 +10,10 @@ pub const DEFAULT_CACHE: &str = "/var/cache/mvm";
 
 /// Directory of the running `mvm` executable.
 fn exe_dir() -> Option<PathBuf> {
-    std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+    std::env::current_exe()
+        .ok()?
+        .parent()
+        .map(Path::to_path_buf)
 }
 
 /// Finds an artifact: the environment variable if set, else the first existing candidate.

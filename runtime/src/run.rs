@@ -88,7 +88,9 @@ pub fn parse_cpus(s: &str) -> Result<u8, CliError> {
         .parse()
         .map_err(|_| CliError::usage(format!("invalid --cpus {s:?}: expected a number")))?;
     if !(n > 0.0 && n <= 32.0) {
-        return Err(CliError::usage(format!("--cpus must be between 0.01 and 32, got {s}")));
+        return Err(CliError::usage(format!(
+            "--cpus must be between 0.01 and 32, got {s}"
+        )));
     }
     Ok(n.ceil() as u8)
 }
@@ -127,7 +129,11 @@ fn merge_env(layers: &[Vec<String>]) -> Vec<String> {
 }
 
 /// The process's argv from the image's Entrypoint/Cmd and the user's overrides.
-pub fn process_args(image: &ImageRecord, entrypoint: Option<&str>, command: &[String]) -> Vec<String> {
+pub fn process_args(
+    image: &ImageRecord,
+    entrypoint: Option<&str>,
+    command: &[String],
+) -> Vec<String> {
     let cfg = &image.config.config;
     let entry: Vec<String> = match entrypoint {
         Some("") => Vec::new(),
@@ -147,7 +153,11 @@ pub fn process_args(image: &ImageRecord, entrypoint: Option<&str>, command: &[St
 
 /// The guest kernel's command line for a container.
 fn kernel_cmdline(hostname: &str, debug: bool) -> String {
-    let quiet = if debug { "loglevel=7" } else { "quiet loglevel=1" };
+    let quiet = if debug {
+        "loglevel=7"
+    } else {
+        "quiet loglevel=1"
+    };
     let mut c = format!(
         "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=ext4 \
          init=/mvm-agent mvm.lower=/dev/vdb mvm.upper=/dev/vdc mvm.hostname={hostname} \
@@ -160,10 +170,25 @@ fn kernel_cmdline(hostname: &str, debug: bool) -> String {
 }
 
 /// Runs a container to its end; returns its exit code.
-pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) -> Result<i32, CliError> {
+pub fn run(
+    root: &Path,
+    selection: &Selection,
+    opts: RunOptions,
+    debug: bool,
+) -> Result<i32, CliError> {
     // Validate everything the user gave before creating anything.
-    let mem_mib = opts.memory.as_deref().map(parse_memory).transpose()?.unwrap_or(DEFAULT_MEM_MIB);
-    let vcpus = opts.cpus.as_deref().map(parse_cpus).transpose()?.unwrap_or(1);
+    let mem_mib = opts
+        .memory
+        .as_deref()
+        .map(parse_memory)
+        .transpose()?
+        .unwrap_or(DEFAULT_MEM_MIB);
+    let vcpus = opts
+        .cpus
+        .as_deref()
+        .map(parse_cpus)
+        .transpose()?
+        .unwrap_or(1);
     if let Some(n) = &opts.name
         && !container::valid_name(n)
     {
@@ -172,7 +197,11 @@ pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) ->
         )));
     }
     if let Some(h) = &opts.hostname
-        && (h.is_empty() || h.len() > 63 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+        && (h.is_empty()
+            || h.len() > 63
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
     {
         return Err(CliError::usage(format!("invalid hostname {h:?}")));
     }
@@ -197,9 +226,16 @@ pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) ->
     let cfg = &image.config.config;
     let mut base_env = cfg.env.clone().unwrap_or_default();
     if !base_env.iter().any(|e| e.starts_with("PATH=")) {
-        base_env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        base_env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
-    let cli_env: Vec<String> = opts.env.iter().filter_map(|w| resolve_env_word(w)).collect();
+    let cli_env: Vec<String> = opts
+        .env
+        .iter()
+        .filter_map(|w| resolve_env_word(w))
+        .collect();
     let mut layers = vec![base_env];
     layers.extend(env_layers);
     layers.push(cli_env);
@@ -208,7 +244,8 @@ pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) ->
         env.push("TERM=xterm".into());
     }
 
-    let image_disk = mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(CliError::runtime)?;
+    let image_disk =
+        mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(CliError::runtime)?;
     let agent_disk = agent_disk::ensure(&agent, &root.join("cache")).map_err(CliError::runtime)?;
 
     // Claim an ID and a name under the containers lock, then build the container's disk.
@@ -237,9 +274,15 @@ pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) ->
             created: mvm_rootfs::time::now(),
             args: args.clone(),
             env: env.clone(),
-            cwd: opts.workdir.clone().unwrap_or_else(|| cfg.working_dir.clone()),
+            cwd: opts
+                .workdir
+                .clone()
+                .unwrap_or_else(|| cfg.working_dir.clone()),
             user: opts.user.clone().unwrap_or_else(|| cfg.user.clone()),
-            hostname: opts.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            hostname: opts
+                .hostname
+                .clone()
+                .unwrap_or_else(|| id[..12].to_string()),
             tty: opts.tty,
             mem_mib,
             vcpus,
@@ -255,7 +298,16 @@ pub fn run(root: &Path, selection: &Selection, opts: RunOptions, debug: bool) ->
         (id, name, dirs)
     };
     tracing::debug!("container {id} ({name})");
-    let result = run_container(root, selection, &dirs, &kernel, &image_disk, &agent_disk, &opts, debug);
+    let result = run_container(
+        root,
+        selection,
+        &dirs,
+        &kernel,
+        &image_disk,
+        &agent_disk,
+        &opts,
+        debug,
+    );
     match &result {
         Ok(code) if !opts.rm => {
             if let Ok(data) = std::fs::read(dirs.record_path())
@@ -286,10 +338,9 @@ fn run_container(
     opts: &RunOptions,
     debug: bool,
 ) -> Result<i32, CliError> {
-    let rec: ContainerRecord = serde_json::from_slice(
-        &std::fs::read(dirs.record_path()).map_err(CliError::runtime)?,
-    )
-    .map_err(CliError::runtime)?;
+    let rec: ContainerRecord =
+        serde_json::from_slice(&std::fs::read(dirs.record_path()).map_err(CliError::runtime)?)
+            .map_err(CliError::runtime)?;
     let upper = dirs.dir.join("upper.ext4");
     mvm_rootfs::disk::create_writable_disk(&upper, UPPER_DISK_BYTES).map_err(CliError::runtime)?;
     let spec = VmSpec {
@@ -298,9 +349,21 @@ fn run_container(
         vcpus: rec.vcpus,
         mem_mib: rec.mem_mib,
         disks: vec![
-            Disk { path: agent_disk.to_path_buf(), read_only: true, id: "mvm-agent".into() },
-            Disk { path: image_disk.to_path_buf(), read_only: true, id: "mvm-image".into() },
-            Disk { path: upper, read_only: false, id: "mvm-upper".into() },
+            Disk {
+                path: agent_disk.to_path_buf(),
+                read_only: true,
+                id: "mvm-agent".into(),
+            },
+            Disk {
+                path: image_disk.to_path_buf(),
+                read_only: true,
+                id: "mvm-image".into(),
+            },
+            Disk {
+                path: upper,
+                read_only: false,
+                id: "mvm-upper".into(),
+            },
         ],
         run_dir: dirs.run.clone(),
     };
@@ -311,7 +374,9 @@ fn run_container(
         .map_err(|e| CliError::runtime(format!("cannot block signals: {e}")))?;
     let t0 = std::time::Instant::now();
     std::fs::create_dir_all(&spec.run_dir).map_err(CliError::runtime)?;
-    let callback = spec.vsock_path().with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
+    let callback = spec
+        .vsock_path()
+        .with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
     let listener = std::os::unix::net::UnixListener::bind(&callback)
         .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
     let mut vm = backend::start(selection.kind, &spec).map_err(CliError::runtime)?;
@@ -336,18 +401,26 @@ fn run_container(
     let result = session::run_process(
         stream,
         process,
-        Stdio { stdin: opts.interactive, tty: opts.tty },
+        Stdio {
+            stdin: opts.interactive,
+            tty: opts.tty,
+        },
     );
     drop(raw);
     tracing::debug!("phase process_exited {:?}", t0.elapsed());
     vm.finish(POWEROFF_TIMEOUT);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
     if debug {
-        let _ = std::fs::copy(spec.console_path(), std::env::temp_dir().join("mvm-last-console.log"));
+        let _ = std::fs::copy(
+            spec.console_path(),
+            std::env::temp_dir().join("mvm-last-console.log"),
+        );
     }
     match result {
         Ok(code) => Ok(code),
-        Err(session::SessionError::StartFailed { code, message }) => Err(CliError::with_code(code, message)),
+        Err(session::SessionError::StartFailed { code, message }) => {
+            Err(CliError::with_code(code, message))
+        }
         Err(e) => Err(CliError::runtime(e)),
     }
 }

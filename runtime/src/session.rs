@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mvm_agent_protocol::{
-    AgentMessage, Frame, FrameReader, FrameWriter, HostMessage, ProcessSpec, ProtocolError,
-    Stream, container_exit_code, host_handshake,
+    AgentMessage, Frame, FrameReader, FrameWriter, HostMessage, ProcessSpec, ProtocolError, Stream,
+    container_exit_code, host_handshake,
 };
 use nix::sys::signal::{SigSet, Signal};
 
@@ -66,7 +66,10 @@ pub fn accept_agent(
         if Instant::now() >= deadline {
             return Err(SessionError::Timeout(timeout));
         }
-        let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8));
     }
 }
@@ -76,7 +79,11 @@ fn vm_exited(vm: &VmHandle, status: std::process::ExitStatus, console: &Path) ->
     if why.is_empty() {
         why = crate::backend::log_tail(console);
     }
-    SessionError::VmExited(if why.is_empty() { format!(" ({status})") } else { format!(": {why}") })
+    SessionError::VmExited(if why.is_empty() {
+        format!(" ({status})")
+    } else {
+        format!(": {why}")
+    })
 }
 
 /// Signals `mvm run` forwards to the container's process, as Docker's sig-proxy does.
@@ -114,7 +121,11 @@ fn send(writer: &SharedWriter, msg: &HostMessage) -> Result<(), ProtocolError> {
 
 /// Runs `spec` over `stream`; returns the container's exit code. The caller has blocked
 /// [`forwarded_signals`] in every thread so the forwarding thread can take them with sigwait.
-pub fn run_process(stream: UnixStream, spec: ProcessSpec, stdio: Stdio) -> Result<i32, SessionError> {
+pub fn run_process(
+    stream: UnixStream,
+    spec: ProcessSpec,
+    stdio: Stdio,
+) -> Result<i32, SessionError> {
     let control = stream.try_clone()?;
     let mut reader = FrameReader::new(BufReader::new(stream.try_clone()?));
     let mut writer = FrameWriter::new(stream);
@@ -128,25 +139,23 @@ pub fn run_process(stream: UnixStream, spec: ProcessSpec, stdio: Stdio) -> Resul
     send(&writer, &HostMessage::Start(spec))?;
 
     // Until Started, nothing else is sent.
-    loop {
-        match reader.read_frame::<AgentMessage>()? {
-            Some(Frame::Control(AgentMessage::Started { .. })) => break,
-            Some(Frame::Control(AgentMessage::StartFailed { kind, message })) => {
-                return Err(SessionError::StartFailed {
-                    code: kind.exit_code(),
-                    message,
-                });
-            }
-            Some(Frame::Control(AgentMessage::Error { message })) => {
-                return Err(SessionError::Protocol(ProtocolError::Rejected(message)));
-            }
-            Some(other) => {
-                return Err(SessionError::Protocol(ProtocolError::Unexpected(format!(
-                    "{other:?} before the process started"
-                ))));
-            }
-            None => return Err(SessionError::Protocol(ProtocolError::Closed)),
+    match reader.read_frame::<AgentMessage>()? {
+        Some(Frame::Control(AgentMessage::Started { .. })) => {}
+        Some(Frame::Control(AgentMessage::StartFailed { kind, message })) => {
+            return Err(SessionError::StartFailed {
+                code: kind.exit_code(),
+                message,
+            });
         }
+        Some(Frame::Control(AgentMessage::Error { message })) => {
+            return Err(SessionError::Protocol(ProtocolError::Rejected(message)));
+        }
+        Some(other) => {
+            return Err(SessionError::Protocol(ProtocolError::Unexpected(format!(
+                "{other:?} before the process started"
+            ))));
+        }
+        None => return Err(SessionError::Protocol(ProtocolError::Closed)),
     }
 
     if stdio.stdin {
@@ -163,12 +172,18 @@ pub fn run_process(stream: UnixStream, spec: ProcessSpec, stdio: Stdio) -> Resul
     let stderr = std::io::stderr();
     loop {
         match reader.read_frame::<AgentMessage>()? {
-            Some(Frame::Data { stream: Stream::Stdout, data }) => {
+            Some(Frame::Data {
+                stream: Stream::Stdout,
+                data,
+            }) => {
                 let mut out = stdout.lock();
                 // A closed stdout (`| head`) must not stop the container's other output.
                 let _ = out.write_all(&data).and_then(|()| out.flush());
             }
-            Some(Frame::Data { stream: Stream::Stderr, data }) => {
+            Some(Frame::Data {
+                stream: Stream::Stderr,
+                data,
+            }) => {
                 let mut err = stderr.lock();
                 let _ = err.write_all(&data).and_then(|()| err.flush());
             }

@@ -11,7 +11,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The busybox root filesystem tarball the set-up makes from Debian's busybox-static.
 pub fn busybox_tar() -> PathBuf {
-    let cache = std::env::var_os("MVM_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/mvm".into());
+    let cache = std::env::var_os("MVM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/mvm".into());
     let p = cache.join("images/busybox-rootfs.tar");
     assert!(
         p.exists(),
@@ -32,7 +34,11 @@ impl TestRoot {
     pub fn with_busybox(bin: &str) -> Self {
         let root = Self::empty(bin);
         let out = root.mvm(&["import", busybox_tar().to_str().unwrap(), "busybox"]);
-        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         root
     }
 
@@ -43,7 +49,10 @@ impl TestRoot {
         let path = PathBuf::from(format!("/tmp/mvt-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
-        Self { path, bin: PathBuf::from(bin) }
+        Self {
+            path,
+            bin: PathBuf::from(bin),
+        }
     }
 
     /// A command for `mvm --root <root> args...`.
@@ -56,7 +65,10 @@ impl TestRoot {
 
     /// Runs `mvm` to completion with stdin closed.
     pub fn mvm(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("spawn mvm")
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn mvm")
     }
 
     /// Runs `mvm` with `input` on stdin.

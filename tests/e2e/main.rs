@@ -26,7 +26,14 @@ fn echo_hello() {
 #[test]
 fn stdout_and_stderr_are_separate_and_exit_code_passes_through() {
     let r = root();
-    let o = r.mvm(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     assert_eq!(stdout(&o), "out\n");
     assert_eq!(stderr(&o), "err\n");
     assert_eq!(o.status.code(), Some(3));
@@ -45,8 +52,21 @@ fn env_workdir_user_and_hostname() {
     let envfile = r.path.join("env.list");
     std::fs::write(&envfile, "# comment\nFROMFILE=1\nFOO=fromfile\n").unwrap();
     let o = r.mvm(&[
-        "run", "--rm", "-e", "FOO=bar", "--env-file", envfile.to_str().unwrap(), "-w", "/tmp/newdir",
-        "-u", "1000:1000", "--hostname", "box1", "busybox", "sh", "-c",
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "--env-file",
+        envfile.to_str().unwrap(),
+        "-w",
+        "/tmp/newdir",
+        "-u",
+        "1000:1000",
+        "--hostname",
+        "box1",
+        "busybox",
+        "sh",
+        "-c",
         "echo $FOO $FROMFILE; pwd; id -u; id -g; hostname; cat /etc/hostname; echo $PATH",
     ]);
     assert_eq!(
@@ -61,8 +81,22 @@ fn env_workdir_user_and_hostname() {
 #[test]
 fn user_by_name_gets_its_home_and_groups() {
     let r = root();
-    let o = r.mvm(&["run", "--rm", "-u", "user", "busybox", "sh", "-c", "id -u; id -g; echo $HOME"]);
-    assert_eq!(stdout(&o), "1000\n1000\n/home/user\n", "stderr: {}", stderr(&o));
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "-u",
+        "user",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g; echo $HOME",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "1000\n1000\n/home/user\n",
+        "stderr: {}",
+        stderr(&o)
+    );
     let o = r.mvm(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("nosuchuser"), "{}", stderr(&o));
@@ -92,7 +126,15 @@ fn without_dash_i_stdin_is_empty() {
 #[test]
 fn tty_gives_a_pseudo_terminal() {
     let r = root();
-    let o = r.mvm(&["run", "--rm", "-t", "busybox", "sh", "-c", "tty; echo $TERM"]);
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; echo $TERM",
+    ]);
     let out = stdout(&o);
     assert!(out.starts_with("/dev/pts/"), "{out:?} {}", stderr(&o));
     assert!(out.contains("xterm"), "{out:?}");
@@ -104,15 +146,30 @@ fn image_defaults_and_entrypoint_override() {
     let r = TestRoot::empty(MVM);
     let tar = common::busybox_tar();
     let o = r.mvm(&[
-        "import", "-c", r#"CMD ["echo","default cmd"]"#, "-c", "ENV GREETING=hi", "-c", "WORKDIR /etc",
-        tar.to_str().unwrap(), "bb:cfg",
+        "import",
+        "-c",
+        r#"CMD ["echo","default cmd"]"#,
+        "-c",
+        "ENV GREETING=hi",
+        "-c",
+        "WORKDIR /etc",
+        tar.to_str().unwrap(),
+        "bb:cfg",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = r.mvm(&["run", "--rm", "bb:cfg"]);
     assert_eq!(stdout(&o), "default cmd\n", "{}", stderr(&o));
     let o = r.mvm(&["run", "--rm", "bb:cfg", "sh", "-c", "echo $GREETING; pwd"]);
     assert_eq!(stdout(&o), "hi\n/etc\n");
-    let o = r.mvm(&["run", "--rm", "--entrypoint", "echo", "bb:cfg", "via", "entrypoint"]);
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        "bb:cfg",
+        "via",
+        "entrypoint",
+    ]);
     assert_eq!(stdout(&o), "via entrypoint\n");
 }
 
@@ -122,7 +179,11 @@ fn runtime_errors_have_docker_exit_codes() {
     // Missing image: 125 and one line.
     let o = r.mvm(&["run", "--rm", "nosuchimage", "true"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(stderr(&o).contains("Unable to find image 'nosuchimage:latest'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Unable to find image 'nosuchimage:latest'"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     // Command not found: 127.
     let o = r.mvm(&["run", "--rm", "busybox", "nosuchcommand"]);
@@ -140,17 +201,40 @@ fn runtime_errors_have_docker_exit_codes() {
     let o = r.mvm(&["run", "--rm", "--name", "bad/name", "busybox", "true"]);
     assert_eq!(o.status.code(), Some(125));
     // Nothing was left behind by any of them.
-    assert!(r.leftover_containers().is_empty(), "{:?}", r.leftover_containers());
-    assert!(r.leftover_processes().is_empty(), "{:?}", r.leftover_processes());
+    assert!(
+        r.leftover_containers().is_empty(),
+        "{:?}",
+        r.leftover_containers()
+    );
+    assert!(
+        r.leftover_processes().is_empty(),
+        "{:?}",
+        r.leftover_processes()
+    );
 }
 
 #[test]
 fn rm_leaves_nothing_behind() {
     let r = root();
-    let o = r.mvm(&["run", "--rm", "busybox", "sh", "-c", "echo data > /file; sync"]);
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /file; sync",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(r.leftover_containers().is_empty(), "{:?}", r.leftover_containers());
-    assert!(r.leftover_processes().is_empty(), "{:?}", r.leftover_processes());
+    assert!(
+        r.leftover_containers().is_empty(),
+        "{:?}",
+        r.leftover_containers()
+    );
+    assert!(
+        r.leftover_processes().is_empty(),
+        "{:?}",
+        r.leftover_processes()
+    );
 }
 
 #[test]
@@ -167,12 +251,24 @@ fn name_in_use_is_refused() {
 fn memory_and_cpus_size_the_vm() {
     let r = root();
     let o = r.mvm(&[
-        "run", "--rm", "-m", "256m", "--cpus", "2", "busybox", "sh", "-c",
+        "run",
+        "--rm",
+        "-m",
+        "256m",
+        "--cpus",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
         "grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo",
     ]);
     let out = stdout(&o);
     assert!(out.starts_with("2\n"), "{out:?} {}", stderr(&o));
-    let kib: u64 = out.split_whitespace().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let kib: u64 = out
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     assert!((200_000..=262_144).contains(&kib), "MemTotal {kib} kB");
 }
 
@@ -180,7 +276,14 @@ fn memory_and_cpus_size_the_vm() {
 fn sigterm_to_mvm_reaches_the_process() {
     let r = root();
     let mut child = r
-        .cmd(&["run", "--rm", "busybox", "sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done"])
+        .cmd(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -222,8 +325,16 @@ fn ten_runs_in_parallel() {
         assert_eq!(stdout(&o), format!("run {i}\n"), "stderr: {}", stderr(&o));
         assert_eq!(o.status.code(), Some(0));
     }
-    assert!(r.leftover_containers().is_empty(), "{:?}", r.leftover_containers());
-    assert!(r.leftover_processes().is_empty(), "{:?}", r.leftover_processes());
+    assert!(
+        r.leftover_containers().is_empty(),
+        "{:?}",
+        r.leftover_containers()
+    );
+    assert!(
+        r.leftover_processes().is_empty(),
+        "{:?}",
+        r.leftover_processes()
+    );
 }
 
 #[test]
@@ -236,7 +347,11 @@ fn info_names_the_backend_and_why() {
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
         assert!(out.contains("Backend: qemu (tcg)"), "{out}");
         let o = r.cmd(&["info"]).env("MVM_VMM", "mvm").output().unwrap();
-        assert!(stdout(&o).contains("will not boot in usable time"), "{}", stdout(&o));
+        assert!(
+            stdout(&o).contains("will not boot in usable time"),
+            "{}",
+            stdout(&o)
+        );
     }
     let o = r.mvm(&["--vmm", "xen", "info"]);
     assert_eq!(o.status.code(), Some(125));
@@ -250,7 +365,11 @@ fn import_refuses_garbage_and_bad_names() {
     let o = r.mvm(&["import", junk.to_str().unwrap(), "junk"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("not a tar"), "{}", stderr(&o));
-    let o = r.mvm(&["import", common::busybox_tar().to_str().unwrap(), "Bad:Name:x"]);
+    let o = r.mvm(&[
+        "import",
+        common::busybox_tar().to_str().unwrap(),
+        "Bad:Name:x",
+    ]);
     assert_eq!(o.status.code(), Some(125));
     let o = r.mvm(&["import", "/nonexistent.tar", "x"]);
     assert_eq!(o.status.code(), Some(125));

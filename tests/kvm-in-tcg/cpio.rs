@@ -119,7 +119,10 @@ impl Writer {
         while left > 0 {
             let n = f.read(&mut buf).map_err(with_path)?;
             if n == 0 {
-                return Err(io::Error::other(format!("{}: shrank while copying", src.display())));
+                return Err(io::Error::other(format!(
+                    "{}: shrank while copying",
+                    src.display()
+                )));
             }
             let n = n.min(left as usize);
             self.put(&buf[..n])?;

@@ -152,15 +152,26 @@ impl Inputs {
         );
         let l2_kernel = need("L2 cloud kernel", Some(l2.join("vmlinuz")), fetch);
         for m in KVM_MODULES {
-            need(&format!("L2 module {m}.ko"), Some(l2.join(format!("modules/{m}.ko"))), fetch);
+            need(
+                &format!("L2 module {m}.ko"),
+                Some(l2.join(format!("modules/{m}.ko"))),
+                fetch,
+            );
         }
-        let mvm = need("mvm binary", Some(mvm.to_path_buf()), "cargo build -p mvm-runtime");
+        let mvm = need(
+            "mvm binary",
+            Some(mvm.to_path_buf()),
+            "cargo build -p mvm-runtime",
+        );
         let vmm = need(
             "mvm-vmm binary",
             Some(env_or("MVM_VMM_BIN", bin_dir.join("mvm-vmm"))),
             "build it with the same profile as this test: cargo build [--release] -p mvm-vmm, or set MVM_VMM_BIN",
         );
-        let profile = bin_dir.file_name().and_then(|n| n.to_str()).unwrap_or("release");
+        let profile = bin_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("release");
         let agent = need(
             "guest agent",
             Some(env_or("MVM_AGENT", bin_dir.join("mvm-agent.static"))),
@@ -168,7 +179,10 @@ impl Inputs {
         );
         let guest_kernel = need(
             "guest kernel",
-            Some(env_or("MVM_KERNEL", cache_dir().join("kernel/current/vmlinux"))),
+            Some(env_or(
+                "MVM_KERNEL",
+                cache_dir().join("kernel/current/vmlinux"),
+            )),
             "kernel-config/build.sh (scripts/setup.sh does), or set MVM_KERNEL",
         );
         let busybox = need(
@@ -176,7 +190,11 @@ impl Inputs {
             Some(PathBuf::from("/bin/busybox")),
             "apt-get install busybox-static",
         );
-        let mkfs = need("mkfs.ext4", on_path("mkfs.ext4"), "apt-get install e2fsprogs");
+        let mkfs = need(
+            "mkfs.ext4",
+            on_path("mkfs.ext4"),
+            "apt-get install e2fsprogs",
+        );
         let rootfs_tar = need(
             "busybox rootfs tarball",
             Some(cache_dir().join("images/busybox-rootfs.tar")),
@@ -211,7 +229,9 @@ impl Inputs {
     /// A warning when `mvm-vmm` looks older than the VMM's sources (the test does not build
     /// it: `cargo test -p mvm-runtime` builds only the runtime's binaries).
     pub fn staleness_warning(&self, vmm_src: &Path) -> Option<String> {
-        let bin = std::fs::metadata(&self.vmm).and_then(|m| m.modified()).ok()?;
+        let bin = std::fs::metadata(&self.vmm)
+            .and_then(|m| m.modified())
+            .ok()?;
         let mut stack = vec![vmm_src.to_path_buf()];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).ok()?.flatten() {
@@ -233,7 +253,9 @@ impl Inputs {
 
 /// Whether an ELF file has no program interpreter.
 fn is_static(path: &Path) -> bool {
-    let Ok(data) = std::fs::read(path) else { return false };
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
     if data.len() < 64 || &data[..4] != b"\x7fELF" {
         return false;
     }
@@ -242,7 +264,8 @@ fn is_static(path: &Path) -> bool {
     let phnum = u16::from_le_bytes([data[56], data[57]]) as usize;
     (0..phnum).all(|i| {
         let off = phoff + i * phentsize;
-        data.get(off..off + 4).is_none_or(|ph| u32::from_le_bytes(ph.try_into().unwrap()) != 3)
+        data.get(off..off + 4)
+            .is_none_or(|ph| u32::from_le_bytes(ph.try_into().unwrap()) != 3)
     })
 }
 
@@ -333,7 +356,9 @@ reboot -f
 /// A copy of `bin` without debug information in `work` when `strip` (binutils) is there, so
 /// the initramfs is smaller and unpacks faster under emulation; else `bin` itself.
 fn stripped(bin: &Path, work: &Path) -> PathBuf {
-    let Some(strip) = on_path("strip") else { return bin.to_path_buf() };
+    let Some(strip) = on_path("strip") else {
+        return bin.to_path_buf();
+    };
     let out = work.join(bin.file_name().unwrap_or_default());
     let ok = Command::new(strip)
         .arg("--strip-debug")
@@ -352,21 +377,44 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
     let bin_dir = out.with_extension("bin");
     std::fs::create_dir_all(&bin_dir).map_err(err)?;
     let mut w = cpio::Writer::create(out).map_err(err)?;
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "etc", "root", "tmp", "proc", "sys", "dev", "run", "modules", "scenarios", "guest"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "usr/local/bin",
+        "etc",
+        "root",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "modules",
+        "scenarios",
+        "guest",
+    ] {
         w.dir(d).map_err(err)?;
     }
-    w.file("bin/busybox", &inputs.busybox, Some(0o755)).map_err(err)?;
+    w.file("bin/busybox", &inputs.busybox, Some(0o755))
+        .map_err(err)?;
     let init = INIT.replace("@MODULES@", &KVM_MODULES.join(" "));
     w.bytes("init", 0o755, init.as_bytes()).map_err(err)?;
-    w.bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(err)?;
+    w.bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
+        .map_err(err)?;
     w.bytes("etc/group", 0o644, b"root:x:0:\n").map_err(err)?;
     if Path::new("/etc/mke2fs.conf").is_file() {
-        w.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), None).map_err(err)?;
+        w.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), None)
+            .map_err(err)?;
     }
-    for m in std::fs::read_dir(&inputs.l2_modules).map_err(err)?.flatten() {
+    for m in std::fs::read_dir(&inputs.l2_modules)
+        .map_err(err)?
+        .flatten()
+    {
         let name = m.file_name().to_string_lossy().into_owned();
         if name.ends_with(".ko") {
-            w.file(&format!("modules/{name}"), &m.path(), Some(0o644)).map_err(err)?;
+            w.file(&format!("modules/{name}"), &m.path(), Some(0o644))
+                .map_err(err)?;
         }
     }
     let mut libs = BTreeSet::new();
@@ -375,23 +423,39 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
         ("usr/local/bin/mvm-vmm", &inputs.vmm),
         ("usr/sbin/mkfs.ext4", &inputs.mkfs),
     ] {
-        w.file(dst, &stripped(src, &bin_dir), Some(0o755)).map_err(err)?;
+        w.file(dst, &stripped(src, &bin_dir), Some(0o755))
+            .map_err(err)?;
         libs.extend(shared_libs(src)?);
     }
-    w.file("usr/local/bin/mvm-agent.static", &stripped(&inputs.agent, &bin_dir), Some(0o755))
-        .map_err(err)?;
+    w.file(
+        "usr/local/bin/mvm-agent.static",
+        &stripped(&inputs.agent, &bin_dir),
+        Some(0o755),
+    )
+    .map_err(err)?;
     for lib in &libs {
-        w.file(&lib.to_string_lossy(), lib, Some(0o755)).map_err(err)?;
+        w.file(&lib.to_string_lossy(), lib, Some(0o755))
+            .map_err(err)?;
     }
-    w.file("guest/vmlinux", &inputs.guest_kernel, Some(0o644)).map_err(err)?;
-    w.file("busybox-rootfs.tar", &inputs.rootfs_tar, Some(0o644)).map_err(err)?;
+    w.file("guest/vmlinux", &inputs.guest_kernel, Some(0o644))
+        .map_err(err)?;
+    w.file("busybox-rootfs.tar", &inputs.rootfs_tar, Some(0o644))
+        .map_err(err)?;
     for (i, s) in scenarios.iter().enumerate() {
         assert!(
-            !s.name.is_empty() && s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !s.name.is_empty()
+                && s.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "bad scenario name {:?}",
             s.name
         );
-        w.bytes(&format!("scenarios/{i:03}-{}.sh", s.name), 0o755, s.script.as_bytes()).map_err(err)?;
+        w.bytes(
+            &format!("scenarios/{i:03}-{}.sh", s.name),
+            0o755,
+            s.script.as_bytes(),
+        )
+        .map_err(err)?;
         w.bytes(
             &format!("scenarios/{i:03}-{}.timeout", s.name),
             0o644,
@@ -426,7 +490,12 @@ pub fn machine_timeout(default: Duration) -> Duration {
 /// Builds the initramfs in `work`, boots the machine, runs `scenarios`, and returns what
 /// happened. An error means the machine itself could not run (QEMU missing, no /dev/kvm in
 /// it, timeout); a scenario's failure is in its [`Outcome`].
-pub fn run(inputs: &Inputs, scenarios: &[Scenario], work: &Path, timeout: Duration) -> Result<Run, String> {
+pub fn run(
+    inputs: &Inputs,
+    scenarios: &[Scenario],
+    work: &Path,
+    timeout: Duration,
+) -> Result<Run, String> {
     std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let initrd = work.join("initramfs.cpio");
     build_initramfs(inputs, scenarios, &initrd)?;
@@ -436,14 +505,25 @@ pub fn run(inputs: &Inputs, scenarios: &[Scenario], work: &Path, timeout: Durati
     let append = "console=ttyS0 reboot=t panic=-1 rdinit=/init quiet";
     let start = Instant::now();
     let child = Command::new(&inputs.qemu)
-        .args(["-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1"])
+        .args([
+            "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1",
+        ])
         .arg("-kernel")
         .arg(&inputs.l2_kernel)
         .arg("-initrd")
         .arg(&initrd)
         .arg("-append")
         .arg(append)
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-nic", "none"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-nic",
+            "none",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -501,7 +581,10 @@ pub fn run(inputs: &Inputs, scenarios: &[Scenario], work: &Path, timeout: Durati
                     kvm_ready_at = Some(t);
                 } else if line.starts_with("=== L2 NO KVM") {
                     no_kvm = true;
-                } else if let Some(name) = line.strip_prefix("=== SCENARIO ").and_then(|r| r.strip_suffix(" ===")) {
+                } else if let Some(name) = line
+                    .strip_prefix("=== SCENARIO ")
+                    .and_then(|r| r.strip_suffix(" ==="))
+                {
                     current = Some(Outcome {
                         name: name.to_string(),
                         output: String::new(),
@@ -509,7 +592,10 @@ pub fn run(inputs: &Inputs, scenarios: &[Scenario], work: &Path, timeout: Durati
                         started_at: t,
                         ended_at: t,
                     });
-                } else if let Some(rest) = line.strip_prefix("=== END ").and_then(|r| r.strip_suffix(" ===")) {
+                } else if let Some(rest) = line
+                    .strip_prefix("=== END ")
+                    .and_then(|r| r.strip_suffix(" ==="))
+                {
                     if let Some((name, rc)) = rest.rsplit_once(" rc=")
                         && let Some(mut o) = current.take_if(|o| o.name == name)
                     {

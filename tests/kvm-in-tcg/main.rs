@@ -52,9 +52,7 @@ exit $rc
         ),
         Scenario::new(
             "import",
-            &format!(
-                "{MVM} import /busybox-rootfs.tar busybox && {MVM} images && {MVM} info"
-            ),
+            &format!("{MVM} import /busybox-rootfs.tar busybox && {MVM} images && {MVM} info"),
         ),
         // b.
         Scenario::new(
@@ -109,7 +107,9 @@ echo "STDERR<<"; cat stderr.txt; echo ">>"
 
 static RUN: LazyLock<Result<Run, String>> = LazyLock::new(|| {
     let inputs = Inputs::locate(Path::new(env!("CARGO_BIN_EXE_mvm")))?;
-    if let Some(w) = inputs.staleness_warning(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmm/src")) {
+    if let Some(w) =
+        inputs.staleness_warning(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmm/src"))
+    {
         eprintln!("kvm-in-tcg: {w}");
     }
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kvm-in-tcg");
@@ -183,7 +183,10 @@ fn expect_rc(o: &Outcome, want: i32) {
 fn vmm_boots_guest_kernel_and_resets_via_i8042() {
     let o = outcome("vmm-boot");
     if !o.output.contains("MVM-GUEST-INIT-REACHED") {
-        fail(o, "the guest's /init marker never appeared on the serial console");
+        fail(
+            o,
+            "the guest's /init marker never appeared on the serial console",
+        );
     }
     expect_rc(o, 0);
     if value(o, "VMM-RC") != Some("0") {
@@ -193,7 +196,9 @@ fn vmm_boots_guest_kernel_and_resets_via_i8042() {
     if !record.contains(r#""reason":"i8042_reset""#) {
         fail(o, "the exit record does not say i8042_reset");
     }
-    let secs: f64 = value(o, "VMM-SECONDS").and_then(|s| s.parse().ok()).unwrap_or(f64::MAX);
+    let secs: f64 = value(o, "VMM-SECONDS")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::MAX);
     // Nested emulation: a boot takes 2-4 s; anything near a minute means a hang or a timeout.
     if secs > 45.0 {
         fail(o, &format!("mvm-vmm took {secs} s to boot and reset"));
@@ -237,7 +242,7 @@ fn mvm_run_missing_command_is_127() {
     if value(o, "RC") != Some("127") {
         fail(o, "a command that does not exist should give exit code 127");
     }
-    if section(o, "STDOUT") != "" {
+    if !section(o, "STDOUT").is_empty() {
         fail(o, "nothing should reach stdout");
     }
     if !section(o, "STDERR").contains("no-such-command-xyz") {

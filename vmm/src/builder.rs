@@ -19,9 +19,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::x86_64::{boot, cpuid, layout, mptable, msr, regs};
 use crate::config::{ConfigError, SerialOutput, VmConfig};
 use crate::devices::bus::{Bus, lock};
+use crate::devices::legacy::EventFdTrigger;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::SerialDevice;
-use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
 use crate::devices::virtio::vsock::Vsock;
@@ -168,7 +168,10 @@ fn serial_output(out: &SerialOutput) -> Result<Box<dyn Write + Send>, BuildError
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(io_err(format!("cannot open serial output {}", path.display())))?,
+                .map_err(io_err(format!(
+                    "cannot open serial output {}",
+                    path.display()
+                )))?,
         ),
     })
 }
@@ -210,12 +213,17 @@ where
     let base = layout::virtio_mmio_base(index);
     let gsi = layout::virtio_irq(index);
     let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-    vm.register_irqfd(&irq_evt, gsi).map_err(kvm_err("register irqfd"))?;
+    vm.register_irqfd(&irq_evt, gsi)
+        .map_err(kvm_err("register irqfd"))?;
     {
         let dev = lock(&device);
         for (i, evt) in dev.queue_events().iter().enumerate() {
-            vm.register_ioevent(evt, &IoEventAddress::Mmio(base + NOTIFY_REG_OFFSET), i as u32)
-                .map_err(kvm_err("register ioeventfd"))?;
+            vm.register_ioevent(
+                evt,
+                &IoEventAddress::Mmio(base + NOTIFY_REG_OFFSET),
+                i as u32,
+            )
+            .map_err(kvm_err("register ioeventfd"))?;
         }
     }
     let transport = MmioTransport::new(
@@ -223,8 +231,12 @@ where
         mem.clone(),
         Arc::new(IrqTrigger::new(irq_evt)),
     );
-    mmio.insert(Arc::new(Mutex::new(transport)), base, layout::VIRTIO_MMIO_SIZE)
-        .map_err(|e| BuildError::Device(e.to_string()))?;
+    mmio.insert(
+        Arc::new(Mutex::new(transport)),
+        base,
+        layout::VIRTIO_MMIO_SIZE,
+    )
+    .map_err(|e| BuildError::Device(e.to_string()))?;
     cmdline
         .add_virtio_mmio_device(layout::VIRTIO_MMIO_SIZE, GuestAddress(base), gsi, None)
         .map_err(|e| BuildError::Boot(boot::BootError::Cmdline(e.to_string())))?;
@@ -275,8 +287,12 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     let i8042 = I8042::new(EventFdTrigger(
         reset_evt.try_clone().map_err(io_err("eventfd"))?,
     ));
-    pio.insert(Arc::new(Mutex::new(i8042)), u64::from(layout::I8042_PORT), 5)
-        .map_err(|e| BuildError::Device(e.to_string()))?;
+    pio.insert(
+        Arc::new(Mutex::new(i8042)),
+        u64::from(layout::I8042_PORT),
+        5,
+    )
+    .map_err(|e| BuildError::Device(e.to_string()))?;
 
     // Virtio devices on the MMIO bus.
     let mut mmio = Bus::new();
@@ -286,7 +302,15 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             .map_err(|e| BuildError::Device(e.to_string()))?;
         let block = Arc::new(Mutex::new(block));
         disks.push(block.clone());
-        attach_virtio(&vm, &mem, &mut mmio, &mut cmdline, &mut event_manager, index, block)?;
+        attach_virtio(
+            &vm,
+            &mem,
+            &mut mmio,
+            &mut cmdline,
+            &mut event_manager,
+            index,
+            block,
+        )?;
     }
     if let Some(vsock_cfg) = &config.vsock {
         let vsock = Vsock::new(vsock_cfg.guest_cid, &vsock_cfg.uds_path)
@@ -315,7 +339,9 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     let mmio = Arc::new(mmio);
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
-        let fd = vm.create_vcpu(u64::from(id)).map_err(kvm_err("create vCPU"))?;
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("create vCPU"))?;
         let mut cpuid = base_cpuid.clone();
         cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)
             .map_err(|e| BuildError::Cpuid(e.to_string()))?;
@@ -368,9 +394,10 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         .unwrap_or_else(|| ExitReason::VcpuError("VM stopped without a reason".into()));
     let record = ExitRecord::now(reason);
     if let Some(path) = &config.exit_record {
-        record
-            .write_to(path)
-            .map_err(io_err(format!("cannot write exit record {}", path.display())))?;
+        record.write_to(path).map_err(io_err(format!(
+            "cannot write exit record {}",
+            path.display()
+        )))?;
     }
     // The vCPU threads are not joined: the caller exits the process, which stops them.
     Ok(record)

@@ -253,7 +253,7 @@ mod tests {
                 "serial":{"kind":"file","path":"/s"},"exit_record":"/e"}"#,
         )
         .unwrap();
-        assert_eq!(cfg.disks[0].read_only, true);
+        assert!(cfg.disks[0].read_only);
         assert_eq!(cfg.serial, SerialOutput::File("/s".into()));
     }
 
@@ -273,12 +273,24 @@ mod tests {
         c.mem_mib = 0;
         assert!(c.validate().unwrap_err().to_string().contains("memory"));
         let c = base(Path::new("/nonexistent/kernel"));
-        assert!(c.validate().unwrap_err().to_string().starts_with("kernel /nonexistent"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("kernel /nonexistent")
+        );
         let mut c = base(&exe);
-        c.disks.push(DiskConfig { path: "/nonexistent/disk".into(), read_only: false, id: None });
+        c.disks.push(DiskConfig {
+            path: "/nonexistent/disk".into(),
+            read_only: false,
+            id: None,
+        });
         assert!(c.validate().unwrap_err().to_string().starts_with("disk "));
         let mut c = base(&exe);
-        c.vsock = Some(VsockConfig { guest_cid: 2, uds_path: "/v".into() });
+        c.vsock = Some(VsockConfig {
+            guest_cid: 2,
+            uds_path: "/v".into(),
+        });
         assert!(c.validate().unwrap_err().to_string().contains("CID"));
     }
 }

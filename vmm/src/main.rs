@@ -52,7 +52,10 @@ struct Args {
 
 fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
     let mut parts = spec.split(',');
-    let path = parts.next().filter(|p| !p.is_empty()).ok_or("empty --disk")?;
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or("empty --disk")?;
     let mut disk = DiskConfig {
         path: path.into(),
         read_only: false,
@@ -63,7 +66,11 @@ fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
             None if opt == "ro" => disk.read_only = true,
             None if opt == "rw" => disk.read_only = false,
             Some(("id", id)) => disk.id = Some(id.to_string()),
-            _ => return Err(format!("unknown --disk option {opt:?} (expected ro, rw or id=SERIAL)")),
+            _ => {
+                return Err(format!(
+                    "unknown --disk option {opt:?} (expected ro, rw or id=SERIAL)"
+                ));
+            }
         }
     }
     Ok(disk)
@@ -130,7 +137,23 @@ fn build_config(args: &Args) -> Result<VmConfig, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "mvm-vmm: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

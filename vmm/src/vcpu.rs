@@ -30,7 +30,10 @@ impl ExitLatch {
 
     /// The recorded reason.
     pub fn get(&self) -> Option<ExitReason> {
-        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -120,7 +123,9 @@ impl Vcpu {
                 VcpuExit::InternalError => Some(ExitReason::VcpuError(
                     "KVM_EXIT_INTERNAL_ERROR: KVM could not emulate an instruction".into(),
                 )),
-                other => Some(ExitReason::VcpuError(format!("unexpected vCPU exit {other:?}"))),
+                other => Some(ExitReason::VcpuError(format!(
+                    "unexpected vCPU exit {other:?}"
+                ))),
             }),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(None),
             Err(e) => Err(ExitReason::VcpuError(format!("KVM_RUN failed: {e}"))),

@@ -2,9 +2,7 @@
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{
-    Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::arch::x86_64::layout::{KVM_TSS_ADDRESS, ram_ranges};
 
@@ -69,8 +67,7 @@ pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
         };
         // SAFETY: the region describes a mapping owned by `mem`, which the caller keeps alive
         // (and mapped) for as long as the VM exists; slots are distinct.
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(kvm_err("set user memory region"))?;
+        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("set user memory region"))?;
     }
     vm.set_tss_address(KVM_TSS_ADDRESS as usize)
         .map_err(kvm_err("set TSS address"))?;

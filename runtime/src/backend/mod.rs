@@ -303,7 +303,10 @@ mod tests {
     #[test]
     fn forced_backends() {
         assert_eq!(select(Some("mvm")).unwrap().kind, Kind::Mvm);
-        assert!(matches!(select(Some("qemu")).unwrap().kind, Kind::QemuTcg | Kind::QemuKvm));
+        assert!(matches!(
+            select(Some("qemu")).unwrap().kind,
+            Kind::QemuTcg | Kind::QemuKvm
+        ));
         assert!(select(Some("xen")).unwrap_err().contains("unknown --vmm"));
     }
 
@@ -313,7 +316,13 @@ mod tests {
             let s = select(None).unwrap();
             assert_eq!(s.kind, Kind::QemuTcg);
             assert!(s.reason.contains("PVM"));
-            assert!(select(Some("mvm")).unwrap().warning.unwrap().contains("usable time"));
+            assert!(
+                select(Some("mvm"))
+                    .unwrap()
+                    .warning
+                    .unwrap()
+                    .contains("usable time")
+            );
         }
     }
 }

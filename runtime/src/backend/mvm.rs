@@ -23,8 +23,8 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let config_path = spec.run_dir.join("vmm.json");
     std::fs::write(&config_path, config.to_string())
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-    let log = File::create(spec.vmm_log_path())
-        .map_err(|e| format!("cannot create the VMM log: {e}"))?;
+    let log =
+        File::create(spec.vmm_log_path()).map_err(|e| format!("cannot create the VMM log: {e}"))?;
     let child = vm_command(&vmm)
         .arg("--config")
         .arg(&config_path)

@@ -17,7 +17,9 @@ fn wait_for_socket(path: &Path, helper: &mut std::process::Child) -> Result<(), 
     let deadline = Instant::now() + VHOST_SOCKET_TIMEOUT;
     while !path.exists() {
         if let Ok(Some(status)) = helper.try_wait() {
-            return Err(format!("vhost-device-vsock exited ({status}) before creating its socket"));
+            return Err(format!(
+                "vhost-device-vsock exited ({status}) before creating its socket"
+            ));
         }
         if Instant::now() > deadline {
             return Err("vhost-device-vsock did not create its socket in time".into());
@@ -58,7 +60,14 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
     let mut cmd = vm_command(&qemu);
     cmd.args(["-M", "microvm,acpi=off,memory-backend=mem"])
         .args(["-accel", if kvm { "kvm" } else { "tcg" }])
-        .args(["-cpu", if kvm { "host,-arch-capabilities" } else { "max" }])
+        .args([
+            "-cpu",
+            if kvm {
+                "host,-arch-capabilities"
+            } else {
+                "max"
+            },
+        ])
         .args(["-m", &mem, "-smp", &spec.vcpus.to_string()])
         .arg("-object")
         .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
@@ -66,7 +75,13 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         .arg(&spec.kernel)
         .arg("-append")
         .arg(format!("{} reboot=t", spec.cmdline))
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", spec.console_path().display()));
     for (i, d) in spec.disks.iter().enumerate() {
@@ -82,7 +97,12 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         .arg(format!("socket,id=vsock,path={}", vhost_sock.display()))
         .args(["-device", "vhost-user-vsock-device,chardev=vsock"]);
     let log = File::create(spec.vmm_log_path()).map_err(|e| format!("cannot create log: {e}"))?;
-    let child = match cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn() {
+    let child = match cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = helper.kill();

@@ -276,7 +276,10 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
         assert_eq!(
             e820_ram_ranges(&mem),
-            vec![(0, EBDA_START), (HIGH_RAM_START, (64 << 20) - HIGH_RAM_START)]
+            vec![
+                (0, EBDA_START),
+                (HIGH_RAM_START, (64 << 20) - HIGH_RAM_START)
+            ]
         );
     }
 
@@ -308,7 +311,8 @@ mod tests {
         assert_eq!({ params.hdr.cmd_line_ptr }, CMDLINE_START as u32);
         assert_eq!(params.e820_entries, 2);
         let mut buf = [0u8; 14];
-        mem.read_slice(&mut buf, GuestAddress(CMDLINE_START)).unwrap();
+        mem.read_slice(&mut buf, GuestAddress(CMDLINE_START))
+            .unwrap();
         assert_eq!(&buf, b"console=ttyS0\0");
     }
 }

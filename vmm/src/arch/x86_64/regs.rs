@@ -59,7 +59,11 @@ pub fn kvm_segment_from_gdt(entry: u64, table_index: u8) -> kvm_segment {
     let present = ((entry >> 47) & 1) as u8;
     kvm_segment {
         base: ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000),
-        limit: if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit },
+        limit: if g == 1 {
+            (raw_limit << 12) | 0xfff
+        } else {
+            raw_limit
+        },
         selector: u16::from(table_index) * 8,
         type_: ((entry >> 40) & 0xf) as u8,
         present,
@@ -126,9 +130,10 @@ pub fn setup_sregs(
     vcpu: &VcpuFd,
     protocol: BootProtocol,
 ) -> Result<(), RegsError> {
-    let mut sregs: kvm_sregs = vcpu
-        .get_sregs()
-        .map_err(|source| RegsError::Kvm { what: "sregs", source })?;
+    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(|source| RegsError::Kvm {
+        what: "sregs",
+        source,
+    })?;
     let gdt = gdt_for(protocol);
     write_gdt_and_idt(mem, &gdt)?;
     let code = kvm_segment_from_gdt(gdt[1], 1);
@@ -158,12 +163,18 @@ pub fn setup_sregs(
             sregs.cr4 = 0;
         }
     }
-    vcpu.set_sregs(&sregs)
-        .map_err(|source| RegsError::Kvm { what: "sregs", source })
+    vcpu.set_sregs(&sregs).map_err(|source| RegsError::Kvm {
+        what: "sregs",
+        source,
+    })
 }
 
 /// Sets the general registers for entry at `entry`.
-pub fn setup_regs(vcpu: &VcpuFd, entry: GuestAddress, protocol: BootProtocol) -> Result<(), RegsError> {
+pub fn setup_regs(
+    vcpu: &VcpuFd,
+    entry: GuestAddress,
+    protocol: BootProtocol,
+) -> Result<(), RegsError> {
     let mut regs = kvm_regs {
         rflags: 0x2,
         rip: entry.raw_value(),
@@ -179,8 +190,10 @@ pub fn setup_regs(vcpu: &VcpuFd, entry: GuestAddress, protocol: BootProtocol) ->
             regs.rbx = PVH_INFO_START;
         }
     }
-    vcpu.set_regs(&regs)
-        .map_err(|source| RegsError::Kvm { what: "regs", source })
+    vcpu.set_regs(&regs).map_err(|source| RegsError::Kvm {
+        what: "regs",
+        source,
+    })
 }
 
 /// Sets the x87 control word and MXCSR to their reset values.
@@ -190,8 +203,10 @@ pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    vcpu.set_fpu(&fpu)
-        .map_err(|source| RegsError::Kvm { what: "fpu", source })
+    vcpu.set_fpu(&fpu).map_err(|source| RegsError::Kvm {
+        what: "fpu",
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -123,12 +123,13 @@ impl MmioTransport {
         match new {
             ACKNOWLEDGE if self.device_status == 0 => self.device_status = value,
             DRIVER if self.status_is(ACKNOWLEDGE, DRIVER) => self.device_status = value,
-            FEATURES_OK if self.status_is(ACKNOWLEDGE | DRIVER, FEATURES_OK) => {
-                // A modern device only works with a driver that accepted VERSION_1.
-                if self.acked_features & VIRTIO_F_VERSION_1 != 0 {
-                    lock(&self.device).set_acked_features(self.acked_features);
-                    self.device_status = value;
-                }
+            // A modern device only works with a driver that accepted VERSION_1.
+            FEATURES_OK
+                if self.status_is(ACKNOWLEDGE | DRIVER, FEATURES_OK)
+                    && self.acked_features & VIRTIO_F_VERSION_1 != 0 =>
+            {
+                lock(&self.device).set_acked_features(self.acked_features);
+                self.device_status = value;
             }
             DRIVER_OK if self.status_is(ACKNOWLEDGE | DRIVER | FEATURES_OK, DRIVER_OK) => {
                 self.device_status = value;
@@ -151,8 +152,11 @@ impl MmioTransport {
             None => {
                 // Queue is not Clone: hand the device copies rebuilt from the register state
                 // and keep ours for QueueReady reads and the next reset.
-                let copies: Result<Vec<Queue>, _> =
-                    self.queues.iter().map(|q| Queue::try_from(q.state())).collect();
+                let copies: Result<Vec<Queue>, _> = self
+                    .queues
+                    .iter()
+                    .map(|q| Queue::try_from(q.state()))
+                    .collect();
                 match copies {
                     Ok(queues) => {
                         lock(&self.device).activate(self.mem.clone(), queues, self.irq.clone())
@@ -231,14 +235,28 @@ impl MmioTransport {
                     tracing::warn!("queue notify failed: {e}");
                 }
             }
-            0x64 => self.irq.ack(value & (super::VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)),
+            0x64 => self
+                .irq
+                .ack(value & (super::VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)),
             0x70 => self.set_status(value),
-            0x80 if setting_queues => self.with_queue(|q| q.set_desc_table_address(Some(value), None)),
-            0x84 if setting_queues => self.with_queue(|q| q.set_desc_table_address(None, Some(value))),
-            0x90 if setting_queues => self.with_queue(|q| q.set_avail_ring_address(Some(value), None)),
-            0x94 if setting_queues => self.with_queue(|q| q.set_avail_ring_address(None, Some(value))),
-            0xa0 if setting_queues => self.with_queue(|q| q.set_used_ring_address(Some(value), None)),
-            0xa4 if setting_queues => self.with_queue(|q| q.set_used_ring_address(None, Some(value))),
+            0x80 if setting_queues => {
+                self.with_queue(|q| q.set_desc_table_address(Some(value), None))
+            }
+            0x84 if setting_queues => {
+                self.with_queue(|q| q.set_desc_table_address(None, Some(value)))
+            }
+            0x90 if setting_queues => {
+                self.with_queue(|q| q.set_avail_ring_address(Some(value), None))
+            }
+            0x94 if setting_queues => {
+                self.with_queue(|q| q.set_avail_ring_address(None, Some(value)))
+            }
+            0xa0 if setting_queues => {
+                self.with_queue(|q| q.set_used_ring_address(Some(value), None))
+            }
+            0xa4 if setting_queues => {
+                self.with_queue(|q| q.set_used_ring_address(None, Some(value)))
+            }
             _ => tracing::debug!("ignored virtio-mmio write {offset:#x} = {value:#x}"),
         }
     }
@@ -331,7 +349,10 @@ mod tests {
 
     fn transport() -> (MmioTransport, Arc<Mutex<Dummy>>) {
         let dev = Arc::new(Mutex::new(Dummy {
-            evts: vec![EventFd::new(libc::EFD_NONBLOCK).unwrap(), EventFd::new(libc::EFD_NONBLOCK).unwrap()],
+            evts: vec![
+                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            ],
             acked: 0,
             active: false,
             config: [1, 2, 3, 4, 5, 6, 7, 8],
@@ -382,7 +403,11 @@ mod tests {
         w(&mut t, 0x20, 0xffff_ffff); // more than offered
         w(&mut t, 0x24, 1);
         w(&mut t, 0x20, 1);
-        w(&mut t, 0x70, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+        w(
+            &mut t,
+            0x70,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
         assert_eq!(r(&mut t, 0x70) & status::FEATURES_OK, status::FEATURES_OK);
         assert_eq!(dev.lock().unwrap().acked, VIRTIO_F_VERSION_1 | 1);
         setup_queue(&mut t, 0, 0x1000);

@@ -116,7 +116,8 @@ impl Request {
         };
         let request = (|| {
             let head = descs[0];
-            if head.is_write_only() || (head.len() as usize) < std::mem::size_of::<RequestHeader>() {
+            if head.is_write_only() || (head.len() as usize) < std::mem::size_of::<RequestHeader>()
+            {
                 return Err(RequestError::BadHeader);
             }
             let header: RequestHeader = mem
@@ -135,12 +136,18 @@ impl Request {
             let mut total: u64 = 0;
             let mut data = Vec::with_capacity(data_descs.len());
             for d in data_descs {
-                if matches!(request_type, RequestType::In | RequestType::Out | RequestType::GetId)
-                    && d.is_write_only() != device_writes
+                if matches!(
+                    request_type,
+                    RequestType::In | RequestType::Out | RequestType::GetId
+                ) && d.is_write_only() != device_writes
                 {
                     return Err(RequestError::WrongDirection);
                 }
-                if !mem.check_range(d.addr(), d.len() as usize, vm_memory::Permissions::ReadWrite) {
+                if !mem.check_range(
+                    d.addr(),
+                    d.len() as usize,
+                    vm_memory::Permissions::ReadWrite,
+                ) {
                     return Err(RequestError::BadAddress);
                 }
                 total += u64::from(d.len());
@@ -151,7 +158,7 @@ impl Request {
             }
             match request_type {
                 RequestType::In | RequestType::Out => {
-                    if total == 0 || total % SECTOR_SIZE != 0 {
+                    if total == 0 || !total.is_multiple_of(SECTOR_SIZE) {
                         return Err(RequestError::BadLength(total));
                     }
                     let end = sector.checked_add(total / SECTOR_SIZE);
@@ -284,9 +291,9 @@ fn write_all_at<B: vm_memory::bitmap::BitmapSlice>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
-    use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
 
     const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
 
@@ -322,7 +329,11 @@ mod tests {
         header(&m, 0x10_0000, req::IN, 2);
         let p = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 1024, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 1024, F_WRITE),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         );
         let r = p.request.unwrap();
@@ -337,14 +348,22 @@ mod tests {
         header(&m, 0x10_0000, req::IN, 7);
         let p = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 1024, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 1024, F_WRITE),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         );
         assert!(matches!(p.request, Err(RequestError::OutOfRange { .. })));
         header(&m, 0x10_0000, req::IN, u64::MAX);
         let p = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 512, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 512, F_WRITE),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         );
         assert!(matches!(p.request, Err(RequestError::OutOfRange { .. })));
@@ -356,14 +375,22 @@ mod tests {
         header(&m, 0x10_0000, req::IN, 0);
         let p = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 512, 0), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 512, 0),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         );
         assert_eq!(p.request, Err(RequestError::WrongDirection));
         header(&m, 0x10_0000, req::OUT, 0);
         let p = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 100, 0), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 100, 0),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         );
         assert_eq!(p.request, Err(RequestError::BadLength(100)));
@@ -375,7 +402,11 @@ mod tests {
         header(&m, 0x10_0000, req::IN, 0);
         let p = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0xff_ff00, 512, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0xff_ff00, 512, F_WRITE),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         );
         assert_eq!(p.request, Err(RequestError::BadAddress));
@@ -403,7 +434,11 @@ mod tests {
         let m = mem();
         let p = parse(&m, &[desc(0x10_0000, 8, 0), desc(0x30_0000, 1, F_WRITE)], 8);
         assert_eq!(p.request, Err(RequestError::BadHeader));
-        let p = parse(&m, &[desc(0x10_0000, 16, F_WRITE), desc(0x30_0000, 1, F_WRITE)], 8);
+        let p = parse(
+            &m,
+            &[desc(0x10_0000, 16, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            8,
+        );
         assert_eq!(p.request, Err(RequestError::BadHeader));
     }
 
@@ -411,7 +446,11 @@ mod tests {
     fn unknown_type_is_unsupported() {
         let m = mem();
         header(&m, 0x10_0000, 0x55, 0);
-        let p = parse(&m, &[desc(0x10_0000, 16, 0), desc(0x30_0000, 1, F_WRITE)], 8);
+        let p = parse(
+            &m,
+            &[desc(0x10_0000, 16, 0), desc(0x30_0000, 1, F_WRITE)],
+            8,
+        );
         let r = p.request.unwrap();
         let file = tempfile();
         assert_eq!(r.execute(&m, &file, false, &[0; 20]), (status::UNSUPP, 0));
@@ -439,11 +478,16 @@ mod tests {
     fn write_then_read_round_trips_and_read_only_refuses_writes() {
         let m = mem();
         let file = tempfile();
-        m.write_slice(&[0xab; 1024], GuestAddress(0x20_0000)).unwrap();
+        m.write_slice(&[0xab; 1024], GuestAddress(0x20_0000))
+            .unwrap();
         header(&m, 0x10_0000, req::OUT, 3);
         let w = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 1024, 0), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 1024, 0),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         )
         .request
@@ -459,7 +503,12 @@ mod tests {
         header(&m, 0x10_0000, req::IN, 3);
         let r = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x40_0000, 512, F_WRITE), desc(0x40_1000, 512, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x40_0000, 512, F_WRITE),
+                desc(0x40_1000, 512, F_WRITE),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         )
         .request
@@ -476,7 +525,11 @@ mod tests {
         header(&m, 0x10_0000, req::GET_ID, 0);
         let r = parse(
             &m,
-            &[desc(0x10_0000, 16, 0), desc(0x20_0000, 20, F_WRITE), desc(0x30_0000, 1, F_WRITE)],
+            &[
+                desc(0x10_0000, 16, 0),
+                desc(0x20_0000, 20, F_WRITE),
+                desc(0x30_0000, 1, F_WRITE),
+            ],
             8,
         )
         .request

@@ -28,6 +28,8 @@ packages=(
   busybox-static e2fsprogs erofs-utils cpio tar
   # networking, sockets, misc tools used by scripts and tests
   iproute2 socat util-linux procps kmod ca-certificates pkg-config git file
+  # peers for bench/ (podman with runc, as the shared client notes run it)
+  podman runc
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -176,6 +176,7 @@ pub fn run(
     opts: RunOptions,
     debug: bool,
 ) -> Result<i32, CliError> {
+    let started = std::time::Instant::now();
     // Validate everything the user gave before creating anything.
     let mem_mib = opts
         .memory
@@ -299,7 +300,7 @@ pub fn run(
     };
     tracing::debug!("container {id} ({name})");
     let result = run_container(
-        root,
+        started,
         selection,
         &dirs,
         &kernel,
@@ -329,7 +330,7 @@ pub fn run(
 
 #[allow(clippy::too_many_arguments)]
 fn run_container(
-    _root: &Path,
+    started: std::time::Instant,
     selection: &Selection,
     dirs: &ContainerDirs,
     kernel: &Path,
@@ -372,6 +373,7 @@ fn run_container(
     session::forwarded_signals()
         .thread_block()
         .map_err(|e| CliError::runtime(format!("cannot block signals: {e}")))?;
+    tracing::debug!("phase prepared {:?}", started.elapsed());
     let t0 = std::time::Instant::now();
     std::fs::create_dir_all(&spec.run_dir).map_err(CliError::runtime)?;
     let callback = spec

@@ -62,10 +62,21 @@ impl Block {
                 path: path.display().to_string(),
                 source,
             })?;
+        Self::from_file(disk, read_only, id).map_err(|e| match e {
+            BlockError::Open { source, .. } => BlockError::Open {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// A disk over an already open file.
+    pub fn from_file(disk: File, read_only: bool, id: Option<&str>) -> Result<Self, BlockError> {
         let len = disk
             .metadata()
             .map_err(|source| BlockError::Open {
-                path: path.display().to_string(),
+                path: "(open file)".into(),
                 source,
             })?
             .len();

@@ -1,6 +1,8 @@
 //! virtio-blk over a raw file.
 
 mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 mod request;
 
 pub use device::Block;

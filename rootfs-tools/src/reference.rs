@@ -27,7 +27,7 @@ impl Reference {
     /// Parses a reference, defaulting the tag to `latest`.
     pub fn parse(s: &str) -> Result<Self, InvalidReference> {
         let bad = || InvalidReference(s.to_string());
-        if s.is_empty() || s.len() > 255 {
+        if s.is_empty() || s.len() > 512 {
             return Err(bad());
         }
         let (rest, digest) = match s.split_once('@') {
@@ -41,6 +41,7 @@ impl Reference {
             None => (rest, None),
         };
         if repository.is_empty()
+            || repository.len() > 255
             || repository.starts_with('/')
             || repository.ends_with('/')
             || repository.contains("//")
@@ -136,6 +137,15 @@ mod tests {
         let r = Reference::parse(&format!("busybox@{d}")).unwrap();
         assert_eq!(r.tag, None);
         assert_eq!(r.digest, Some(d));
+    }
+
+    #[test]
+    fn long_names_round_trip() {
+        // Found by the fuzzer: a 250-byte name gained ":latest" and no longer parsed.
+        let name = "a".repeat(250);
+        let r = Reference::parse(&name).unwrap();
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        assert!(Reference::parse(&"a".repeat(256)).is_err());
     }
 
     #[test]

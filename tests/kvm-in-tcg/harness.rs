@@ -466,6 +466,21 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
     w.finish().map_err(err)
 }
 
+/// The host's TSC frequency in kHz, from /proc/cpuinfo's "cpu MHz" (on a virtual machine
+/// and on CPUs with a constant TSC, the TSC's frequency).
+fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    (mhz > 100.0).then(|| (mhz * 1000.0).round() as u64)
+}
+
 /// Kills QEMU (by its PID, through `Child`) when dropped: on timeout, error or panic.
 struct KillOnDrop(Child);
 
@@ -502,7 +517,14 @@ pub fn run(
     let serial_path = work.join("serial.log");
     let verbose = std::env::var_os("MVM_L2_VERBOSE").is_some_and(|v| v != "0");
 
-    let append = "console=ttyS0 reboot=t panic=-1 rdinit=/init quiet";
+    // Under TCG the guest's TSC is the host's: give the L2 kernel its frequency. Left to
+    // calibrate against the PIT on a busy host it sometimes fails ("Unable to calibrate
+    // against PIT", no HPET/PM timer on microvm) and the boot then hangs for minutes; and the
+    // clocksource watchdog (jiffies as reference) would mark a good TSC unstable.
+    let mut append = String::from("console=ttyS0 reboot=t panic=-1 rdinit=/init quiet tsc=reliable");
+    if let Some(khz) = host_tsc_khz() {
+        append.push_str(&format!(" tsc_early_khz={khz}"));
+    }
     let start = Instant::now();
     let child = Command::new(&inputs.qemu)
         .args([
@@ -513,7 +535,7 @@ pub fn run(
         .arg("-initrd")
         .arg(&initrd)
         .arg("-append")
-        .arg(append)
+        .arg(&append)
         .args([
             "-nodefaults",
             "-no-user-config",

@@ -4,7 +4,7 @@
 //! ```text
 //! images/blobs/sha256/<hex>    layers (as stored), configs, manifests
 //! images/tags.json             {"busybox:latest": "sha256:<manifest digest>"}
-//! images/disks/<config hex>.ext4
+//! images/disks/<config hex>.erofs
 //! images/tmp/                  partial writes; a crash leaves only garbage here
 //! images/.lock                 serialises tag-table updates and disk builds
 //! ```

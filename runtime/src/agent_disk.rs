@@ -55,21 +55,21 @@ fn check_static(path: &Path) -> Result<(), String> {
 /// Returns the agent disk for `agent`, building it under `cache` if needed.
 pub fn ensure(agent: &Path, cache: &Path) -> Result<PathBuf, String> {
     let hash = hash_file(agent)?;
-    let disk = cache.join(format!("agent-{}.ext4", &hash[..16]));
+    let disk = cache.join(format!("agent-{}.erofs", &hash[..16]));
     if disk.exists() {
         return Ok(disk);
     }
     check_static(agent)?;
     fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
     let work = cache.join(format!(".agent-root-{}", std::process::id()));
-    let tmp = cache.join(format!(".agent-{}.ext4.tmp", std::process::id()));
+    let tmp = cache.join(format!(".agent-{}.erofs.tmp", std::process::id()));
     let result = (|| {
         let _ = fs::remove_dir_all(&work);
         for d in AGENT_DIRS {
             fs::create_dir_all(work.join(d)).map_err(|e| format!("agent disk: {e}"))?;
         }
         fs::copy(agent, work.join("mvm-agent")).map_err(|e| format!("agent disk: {e}"))?;
-        mvm_rootfs::disk::ext4_from_dir(&work, &tmp, "mvm-agent").map_err(|e| e.to_string())?;
+        mvm_rootfs::disk::erofs_from_dir(&work, &tmp).map_err(|e| e.to_string())?;
         fs::rename(&tmp, &disk).map_err(|e| format!("agent disk: {e}"))
     })();
     let _ = fs::remove_dir_all(&work);

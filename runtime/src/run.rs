@@ -159,8 +159,8 @@ fn kernel_cmdline(hostname: &str, debug: bool) -> String {
         "quiet loglevel=1"
     };
     let mut c = format!(
-        "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=ext4 \
-         init=/mvm-agent mvm.lower=/dev/vdb mvm.upper=/dev/vdc mvm.hostname={hostname} \
+        "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=erofs \
+         init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc mvm.hostname={hostname} \
          mvm.callback={DEFAULT_CALLBACK_PORT}"
     );
     if debug {

@@ -521,7 +521,8 @@ pub fn run(
     // calibrate against the PIT on a busy host it sometimes fails ("Unable to calibrate
     // against PIT", no HPET/PM timer on microvm) and the boot then hangs for minutes; and the
     // clocksource watchdog (jiffies as reference) would mark a good TSC unstable.
-    let mut append = String::from("console=ttyS0 reboot=t panic=-1 rdinit=/init quiet tsc=reliable");
+    let mut append =
+        String::from("console=ttyS0 reboot=t panic=-1 rdinit=/init quiet tsc=reliable");
     if let Some(khz) = host_tsc_khz() {
         append.push_str(&format!(" tsc_early_khz={khz}"));
     }

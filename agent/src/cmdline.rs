@@ -223,11 +223,11 @@ mod tests {
         let c = parse_cmdline("mvm.debug mvm.port=5 mvm.port=6 \"mvm.hostname=a\"").unwrap();
         assert!(c.debug);
         assert_eq!(c.port, 6);
+        assert_eq!(c.hostname.as_deref(), Some("a"));
+        assert!(!parse_cmdline("mvm.debug=0").unwrap().debug);
         let c = parse_cmdline("mvm.callback=1025").unwrap();
         assert_eq!(c.callback, Some(1025));
         assert!(parse_cmdline("mvm.callback=x").is_err());
-        assert_eq!(c.hostname.as_deref(), Some("a"));
-        assert!(!parse_cmdline("mvm.debug=0").unwrap().debug);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - `mvm`, `mvm-vmm` and `mvm-agent.static` (the mvm binary of this test build; the other two
 //!   beside it or from `MVM_VMM_BIN` / `MVM_AGENT`);
 //! - the guest kernel (`MVM_KERNEL` or `${MVM_CACHE}/kernel/current/vmlinux`);
-//! - static busybox (`/bin/busybox`, package busybox-static), `mkfs.ext4` (e2fsprogs);
+//! - static busybox (`/bin/busybox`, package busybox-static), `mkfs.ext4` (e2fsprogs),
+//!   `mkfs.erofs` (erofs-utils);
 //! - the busybox rootfs tarball `${MVM_CACHE}/images/busybox-rootfs.tar`.
 //!
 //! Environment knobs: `MVM_L2_TIMEOUT` (seconds for the whole machine, default 300),
@@ -104,6 +105,7 @@ pub struct Inputs {
     guest_kernel: PathBuf,
     busybox: PathBuf,
     mkfs: PathBuf,
+    mkfs_erofs: PathBuf,
     rootfs_tar: PathBuf,
 }
 
@@ -195,6 +197,11 @@ impl Inputs {
             on_path("mkfs.ext4"),
             "apt-get install e2fsprogs",
         );
+        let mkfs_erofs = need(
+            "mkfs.erofs",
+            on_path("mkfs.erofs"),
+            "apt-get install erofs-utils",
+        );
         let rootfs_tar = need(
             "busybox rootfs tarball",
             Some(cache_dir().join("images/busybox-rootfs.tar")),
@@ -222,6 +229,7 @@ impl Inputs {
             guest_kernel,
             busybox,
             mkfs,
+            mkfs_erofs,
             rootfs_tar,
         })
     }
@@ -422,6 +430,7 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
         ("usr/local/bin/mvm", &inputs.mvm),
         ("usr/local/bin/mvm-vmm", &inputs.vmm),
         ("usr/sbin/mkfs.ext4", &inputs.mkfs),
+        ("usr/bin/mkfs.erofs", &inputs.mkfs_erofs),
     ] {
         w.file(dst, &stripped(src, &bin_dir), Some(0o755))
             .map_err(err)?;

@@ -266,6 +266,10 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             .insert_str(config.cmdline.trim())
             .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
     }
+    // No keyboard or mouse behind our i8042: the guest's driver must not wait for them.
+    cmdline
+        .insert_str(crate::devices::legacy::i8042::I8042_CMDLINE)
+        .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
 
     let mut event_manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(|e| BuildError::Device(format!("event loop: {e:?}")))?;

@@ -51,6 +51,66 @@ pub struct ContainerRecord {
     /// The backend that ran it.
     #[serde(default)]
     pub backend: String,
+    /// Keep stdin open (`-i`).
+    #[serde(default)]
+    pub interactive: bool,
+    /// PID of the process that owns the VM (the monitor, or `mvm run` when attached).
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// When it started (RFC 3339).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When it stopped (RFC 3339).
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Why it could not start, when it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Signal `stop` sends first (the image's StopSignal, SIGTERM by default).
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
+    /// Guest kernel the VM boots.
+    #[serde(default)]
+    pub kernel: PathBuf,
+    /// The image's read-only disk.
+    #[serde(default)]
+    pub image_disk: PathBuf,
+    /// The agent's disk.
+    #[serde(default)]
+    pub agent_disk: PathBuf,
+    /// Boot the guest with its console and the agent's log on (`--log-level debug`).
+    #[serde(default)]
+    pub debug: bool,
+}
+
+impl ContainerRecord {
+    /// Status as `ps` shows it: a record that says running but whose owner is gone is reported
+    /// as exited with 137 (killed), which is what happened to its VM.
+    pub fn effective(&self) -> (&'static str, Option<i32>) {
+        match self.status.as_str() {
+            "running" if self.pid.is_some_and(pid_alive) => ("running", None),
+            "running" => ("exited", Some(137)),
+            "exited" => ("exited", self.exit_code),
+            _ => ("created", None),
+        }
+    }
+
+    /// Whether the container's VM is up.
+    pub fn is_running(&self) -> bool {
+        self.effective().0 == "running"
+    }
+}
+
+/// Whether a process exists (and is not a zombie we would wait for forever).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// Paths of one container.
@@ -81,6 +141,38 @@ impl ContainerDirs {
         self.dir.join("config.json")
     }
 
+    /// The json-file log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+
+    /// The monitor's control socket.
+    pub fn control_path(&self) -> PathBuf {
+        self.run.join("ctl.sock")
+    }
+
+    /// Reads the record.
+    pub fn load(&self) -> Result<ContainerRecord, String> {
+        let data = fs::read(self.record_path())
+            .map_err(|e| format!("cannot read {}: {e}", self.record_path().display()))?;
+        serde_json::from_slice(&data).map_err(|e| {
+            format!(
+                "corrupt container record {}: {e}",
+                self.record_path().display()
+            )
+        })
+    }
+
+    /// Reads, changes and saves the record under the container's lock.
+    pub fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord, String> {
+        let _lock = mvm_rootfs::fsutil::LockFile::acquire(&self.dir.join(".lock"))
+            .map_err(|e| format!("cannot lock {}: {e}", self.dir.display()))?;
+        let mut rec = self.load()?;
+        f(&mut rec);
+        self.save(&rec)?;
+        Ok(rec)
+    }
+
     /// Writes the record atomically.
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), String> {
         let data = serde_json::to_vec_pretty(rec).map_err(|e| e.to_string())?;
@@ -101,6 +193,28 @@ pub fn new_id() -> Result<String, String> {
         return new_id();
     }
     Ok(id)
+}
+
+/// Finds a container by full ID, unique ID prefix or name, as Docker does.
+pub fn resolve(root: &Path, key: &str) -> Result<(ContainerDirs, ContainerRecord), String> {
+    let all = list(root);
+    if let Some(rec) = all
+        .iter()
+        .find(|c| c.id == key || c.name == key || c.name == key.trim_start_matches('/'))
+    {
+        return Ok((ContainerDirs::new(root, &rec.id), rec.clone()));
+    }
+    let matches: Vec<&ContainerRecord> =
+        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            all.iter().filter(|c| c.id.starts_with(key)).collect()
+        } else {
+            Vec::new()
+        };
+    match matches.as_slice() {
+        [one] => Ok((ContainerDirs::new(root, &one.id), (*one).clone())),
+        [] => Err(format!("No such container: {key}")),
+        _ => Err(format!("Multiple IDs found with provided prefix: {key}")),
+    }
 }
 
 /// Every container record under `root`.

@@ -4,6 +4,8 @@ mod agent_disk;
 mod backend;
 mod container;
 mod error;
+mod lifecycle;
+mod logs;
 mod paths;
 mod run;
 mod session;
@@ -50,6 +52,94 @@ enum Command {
     Info,
     /// Show the version.
     Version,
+    /// List containers.
+    Ps(PsArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Send a signal to one or more running containers.
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(ContainersArgs),
+    /// Return low-level information on containers.
+    Inspect(ContainersArgs),
+    /// Runs a detached container (started by `run -d`).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// Container ID.
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+#[derive(Args, Debug)]
+struct LogsArgs {
+    /// Follow log output.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs.
+    #[arg(short = 'n', long)]
+    tail: Option<String>,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Container.
+    container: String,
+}
+
+#[derive(Args, Debug)]
+struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(short = 's', long = "signal", default_value = "KILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RmArgs {
+    /// Force the removal of a running container.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove anonymous volumes (none exist yet; accepted for compatibility).
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ContainersArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +148,9 @@ struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// Keep stdin open.
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -243,6 +336,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                 memory: a.memory.clone(),
                 cpus: a.cpus.clone(),
                 name: a.name.clone(),
+                detach: a.detach,
                 image: a.image.clone(),
                 command: a.command.clone(),
             };
@@ -252,6 +346,23 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Import(a) => import(cli, a),
         Command::Images(a) => images(cli, a),
         Command::Info => info(cli),
+        Command::Ps(a) => lifecycle::ps(&cli.root, a.all, a.quiet, a.no_trunc),
+        Command::Logs(a) => {
+            let tail = match a.tail.as_deref() {
+                None | Some("all") => None,
+                Some(n) => Some(
+                    n.parse()
+                        .map_err(|_| CliError::usage(format!("invalid --tail {n:?}")))?,
+                ),
+            };
+            lifecycle::logs(&cli.root, &a.container, a.follow, tail, a.timestamps)
+        }
+        Command::Stop(a) => lifecycle::stop(&cli.root, &a.containers, a.time),
+        Command::Kill(a) => lifecycle::kill(&cli.root, &a.containers, &a.signal),
+        Command::Rm(a) => lifecycle::rm(&cli.root, &a.containers, a.force),
+        Command::Wait(a) => lifecycle::wait(&cli.root, &a.containers),
+        Command::Inspect(a) => lifecycle::inspect(&cli.root, &a.containers),
+        Command::Monitor { id } => Ok(run::monitor(&cli.root, id)),
         Command::Version => {
             println!("mvm version {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub cpus: Option<String>,
     /// `--name`.
     pub name: Option<String>,
+    /// `-d`: run in the background under a monitor process.
+    pub detach: bool,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -291,6 +293,16 @@ pub fn run(
             status: "created".into(),
             exit_code: None,
             backend: selection.kind.name().into(),
+            interactive: opts.interactive,
+            pid: None,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            stop_signal: parse_signal(&cfg.stop_signal),
+            kernel: kernel.clone(),
+            image_disk: image_disk.clone(),
+            agent_disk: agent_disk.clone(),
+            debug,
         };
         if let Err(e) = dirs.save(&record) {
             dirs.remove();
@@ -299,64 +311,166 @@ pub fn run(
         (id, name, dirs)
     };
     tracing::debug!("container {id} ({name})");
-    let result = run_container(
-        started,
-        selection,
-        &dirs,
-        &kernel,
-        &image_disk,
-        &agent_disk,
-        &opts,
-        debug,
-    );
-    match &result {
-        Ok(code) if !opts.rm => {
-            if let Ok(data) = std::fs::read(dirs.record_path())
-                && let Ok(mut rec) = serde_json::from_slice::<ContainerRecord>(&data)
-            {
-                rec.status = "exited".into();
-                rec.exit_code = Some(*code);
-                let _ = dirs.save(&rec);
-            }
-            let _ = std::fs::remove_dir_all(&dirs.run);
-        }
-        _ if opts.rm => dirs.remove(),
-        // A container that never ran leaves nothing behind.
-        Err(_) => dirs.remove(),
-        Ok(_) => {}
+    if opts.detach {
+        return start_detached(root, &dirs);
     }
+    let result = run_container(started, selection.kind, &dirs, true);
+    finish(&dirs, opts.rm, &result);
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Records how a container ended, or removes it (`--rm`, or it never ran).
+fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, CliError>) {
+    match result {
+        Ok(code) if !auto_remove => {
+            let _ = dirs.update(|rec| {
+                rec.status = "exited".into();
+                rec.exit_code = Some(*code);
+                rec.finished_at = Some(mvm_rootfs::time::now());
+            });
+            let _ = std::fs::remove_dir_all(&dirs.run);
+        }
+        // With --rm, or when the container never ran, nothing is left behind.
+        _ => dirs.remove(),
+    }
+}
+
+/// Parses a signal as images and users write it: `SIGTERM`, `TERM` or `15`.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        "PIPE" => libc::SIGPIPE,
+        _ => return None,
+    };
+    Some(n)
+}
+
+/// `run -d`: hands the container to a monitor process that outlives this command, and
+/// returns once the container runs (or failed to start).
+fn start_detached(root: &Path, dirs: &ContainerDirs) -> Result<i32, CliError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(CliError::runtime)?;
+    let id = dirs.load().map_err(CliError::runtime)?.id;
+    let log = std::fs::File::create(dirs.dir.join("monitor.log")).map_err(CliError::runtime)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("__monitor")
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the monitor from our terminal and
+    // session so it survives this command.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::runtime(format!("cannot start the monitor: {e}")))?;
+    let deadline = std::time::Instant::now() + AGENT_TIMEOUT + Duration::from_secs(10);
+    loop {
+        let rec = dirs.load().map_err(CliError::runtime)?;
+        if let Some(err) = rec.error {
+            let _ = child.wait();
+            dirs.remove();
+            return Err(CliError::with_code(rec.exit_code.unwrap_or(125), err));
+        }
+        if rec.status != "created" {
+            println!("{id}");
+            // The monitor is reaped by init once we exit.
+            return Ok(0);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let why = backend::log_tail(&dirs.dir.join("monitor.log"));
+            dirs.remove();
+            return Err(CliError::runtime(format!(
+                "the container's monitor exited ({status}): {why}"
+            )));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            dirs.remove();
+            return Err(CliError::runtime("timed out starting the container"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The hidden `__monitor ID` command: runs a detached container to its end.
+pub fn monitor(root: &Path, id: &str) -> i32 {
+    let dirs = ContainerDirs::new(root, id);
+    let Ok(rec) = dirs.load() else {
+        return 125;
+    };
+    let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
+    let result = run_container(std::time::Instant::now(), kind, &dirs, false);
+    match &result {
+        // Tell the waiting `run -d` why; it removes the container.
+        Err(e) if dirs.load().is_ok_and(|r| r.status == "created") => {
+            let (msg, code) = (e.to_string(), e.code);
+            let _ = dirs.update(|r| {
+                r.error = Some(msg);
+                r.exit_code = Some(code);
+            });
+        }
+        _ => finish(&dirs, rec.auto_remove, &result),
+    }
+    match result {
+        Ok(code) => code,
+        Err(e) => e.code,
+    }
+}
+
+/// Boots the container's VM, runs its process and returns its exit code. `attached` copies
+/// the output to our terminal and forwards our stdin; the log always gets it.
 fn run_container(
     started: std::time::Instant,
-    selection: &Selection,
+    kind: backend::Kind,
     dirs: &ContainerDirs,
-    kernel: &Path,
-    image_disk: &Path,
-    agent_disk: &Path,
-    opts: &RunOptions,
-    debug: bool,
+    attached: bool,
 ) -> Result<i32, CliError> {
-    let rec: ContainerRecord =
-        serde_json::from_slice(&std::fs::read(dirs.record_path()).map_err(CliError::runtime)?)
-            .map_err(CliError::runtime)?;
+    let rec = dirs.load().map_err(CliError::runtime)?;
     let upper = dirs.dir.join("upper.ext4");
     mvm_rootfs::disk::create_writable_disk(&upper, UPPER_DISK_BYTES).map_err(CliError::runtime)?;
     let spec = VmSpec {
-        kernel: kernel.to_path_buf(),
-        cmdline: kernel_cmdline(&rec.hostname, debug),
+        kernel: rec.kernel.clone(),
+        cmdline: kernel_cmdline(&rec.hostname, rec.debug),
         vcpus: rec.vcpus,
         mem_mib: rec.mem_mib,
         disks: vec![
             Disk {
-                path: agent_disk.to_path_buf(),
+                path: rec.agent_disk.clone(),
                 read_only: true,
                 id: "mvm-agent".into(),
             },
             Disk {
-                path: image_disk.to_path_buf(),
+                path: rec.image_disk.clone(),
                 read_only: true,
                 id: "mvm-image".into(),
             },
@@ -381,38 +495,55 @@ fn run_container(
         .with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
     let listener = std::os::unix::net::UnixListener::bind(&callback)
         .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
-    let mut vm = backend::start(selection.kind, &spec).map_err(CliError::runtime)?;
+    let control = std::os::unix::net::UnixListener::bind(dirs.control_path())
+        .map_err(|e| CliError::runtime(format!("cannot create the control socket: {e}")))?;
+    let mut vm = backend::start(kind, &spec).map_err(CliError::runtime)?;
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
         .map_err(CliError::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
+    let mark_running = || {
+        if let Err(e) = dirs.update(|r| {
+            r.status = "running".into();
+            r.pid = Some(std::process::id());
+            r.started_at = Some(mvm_rootfs::time::now());
+        }) {
+            tracing::warn!("cannot record the container as running: {e}");
+        }
+    };
     let process = ProcessSpec {
         args: rec.args.clone(),
         env: rec.env.clone(),
         cwd: rec.cwd.clone(),
         user: rec.user.clone(),
-        terminal: opts.tty,
-        stdin: opts.interactive,
+        terminal: rec.tty,
+        stdin: attached && rec.interactive,
         rlimits: Vec::new(),
     };
-    let raw = if opts.tty && opts.interactive && crate::terminal::is_tty(0) {
+    let raw = if attached && rec.tty && rec.interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()
     } else {
         None
     };
+    let log = crate::logs::LogWriter::open(&dirs.log_path())
+        .map_err(|e| CliError::runtime(format!("cannot open the container log: {e}")))?;
     let result = session::run_process(
         stream,
         process,
         Stdio {
-            stdin: opts.interactive,
-            tty: opts.tty,
+            stdin: attached && rec.interactive,
+            tty: rec.tty,
+            attached,
         },
+        Some(log),
+        Some(control),
+        mark_running,
     );
     drop(raw);
     tracing::debug!("phase process_exited {:?}", t0.elapsed());
     vm.finish(POWEROFF_TIMEOUT);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
-    if debug {
+    if rec.debug {
         let _ = std::fs::copy(
             spec.console_path(),
             std::env::temp_dir().join("mvm-last-console.log"),

@@ -14,6 +14,7 @@ use mvm_agent_protocol::{
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::backend::VmHandle;
+use crate::logs::LogWriter;
 
 /// How the session ended or failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,8 @@ pub struct Stdio {
     pub stdin: bool,
     /// A terminal (`-t`).
     pub tty: bool,
+    /// Copy the output to our stdout and stderr (`mvm run` without `-d`).
+    pub attached: bool,
 }
 
 type SharedWriter = Arc<Mutex<FrameWriter<UnixStream>>>;
@@ -125,8 +128,11 @@ pub fn run_process(
     stream: UnixStream,
     spec: ProcessSpec,
     stdio: Stdio,
+    mut log: Option<LogWriter>,
+    control: Option<UnixListener>,
+    on_started: impl FnOnce(),
 ) -> Result<i32, SessionError> {
-    let control = stream.try_clone()?;
+    let control_stream = stream.try_clone()?;
     let mut reader = FrameReader::new(BufReader::new(stream.try_clone()?));
     let mut writer = FrameWriter::new(stream);
     host_handshake(&mut reader, &mut writer)?;
@@ -140,7 +146,7 @@ pub fn run_process(
 
     // Until Started, nothing else is sent.
     match reader.read_frame::<AgentMessage>()? {
-        Some(Frame::Control(AgentMessage::Started { .. })) => {}
+        Some(Frame::Control(AgentMessage::Started { .. })) => on_started(),
         Some(Frame::Control(AgentMessage::StartFailed { kind, message })) => {
             return Err(SessionError::StartFailed {
                 code: kind.exit_code(),
@@ -167,6 +173,10 @@ pub fn run_process(
         let tty = stdio.tty;
         std::thread::spawn(move || forward_signals(&w, tty));
     }
+    if let Some(listener) = control {
+        let w = writer.clone();
+        std::thread::spawn(move || serve_control(&listener, &w));
+    }
 
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -176,21 +186,38 @@ pub fn run_process(
                 stream: Stream::Stdout,
                 data,
             }) => {
-                let mut out = stdout.lock();
-                // A closed stdout (`| head`) must not stop the container's other output.
-                let _ = out.write_all(&data).and_then(|()| out.flush());
+                if let Some(log) = log.as_mut()
+                    && let Err(e) = log.write(false, &data)
+                {
+                    tracing::warn!("cannot write the container log: {e}");
+                }
+                if stdio.attached {
+                    let mut out = stdout.lock();
+                    // A closed stdout (`| head`) must not stop the container's other output.
+                    let _ = out.write_all(&data).and_then(|()| out.flush());
+                }
             }
             Some(Frame::Data {
                 stream: Stream::Stderr,
                 data,
             }) => {
-                let mut err = stderr.lock();
-                let _ = err.write_all(&data).and_then(|()| err.flush());
+                if let Some(log) = log.as_mut()
+                    && let Err(e) = log.write(true, &data)
+                {
+                    tracing::warn!("cannot write the container log: {e}");
+                }
+                if stdio.attached {
+                    let mut err = stderr.lock();
+                    let _ = err.write_all(&data).and_then(|()| err.flush());
+                }
             }
             Some(Frame::Data { .. }) => {}
             Some(Frame::Control(AgentMessage::Exited { code, signal })) => {
+                if let Some(log) = log.as_mut() {
+                    let _ = log.flush();
+                }
                 // Closing tells the agent we have everything; it then powers the VM off.
-                let _ = control.shutdown(std::net::Shutdown::Both);
+                let _ = control_stream.shutdown(std::net::Shutdown::Both);
                 return Ok(container_exit_code(code, signal));
             }
             Some(Frame::Control(AgentMessage::Error { message })) => {
@@ -201,6 +228,52 @@ pub fn run_process(
             }
             None => return Err(SessionError::Protocol(ProtocolError::Closed)),
         }
+    }
+}
+
+/// Serves the control socket: `signal N` lines from `mvm kill` and `mvm stop`.
+fn serve_control(listener: &UnixListener, writer: &SharedWriter) {
+    use std::io::BufRead;
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let mut line = String::new();
+        let mut reader = BufReader::new(&conn);
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        let answer = match line.trim().split_once(' ') {
+            Some(("signal", n)) => match n.parse::<i32>() {
+                Ok(signal) if (1..=64).contains(&signal) => {
+                    match send(writer, &HostMessage::Signal { signal }) {
+                        Ok(()) => "ok\n".to_string(),
+                        Err(e) => format!("error {e}\n"),
+                    }
+                }
+                _ => "error bad signal\n".to_string(),
+            },
+            _ => "error unknown request\n".to_string(),
+        };
+        let _ = (&conn).write_all(answer.as_bytes());
+    }
+}
+
+/// Asks the process owning a container to signal it, through its control socket.
+pub fn request_signal(control: &Path, signal: i32) -> Result<(), String> {
+    use std::io::BufRead;
+    let mut s =
+        UnixStream::connect(control).map_err(|e| format!("cannot reach the container: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("signal {signal}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(&s)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(answer.trim().trim_start_matches("error ").to_string())
     }
 }
 

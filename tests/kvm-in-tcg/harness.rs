@@ -107,6 +107,8 @@ pub struct Inputs {
     mkfs: PathBuf,
     mkfs_erofs: PathBuf,
     rootfs_tar: PathBuf,
+    /// More files for the machine: (path inside, path here, executable with its libraries).
+    extra: Vec<(String, PathBuf, bool)>,
 }
 
 fn cache_dir() -> PathBuf {
@@ -231,7 +233,16 @@ impl Inputs {
             mkfs,
             mkfs_erofs,
             rootfs_tar,
+            extra: Vec::new(),
         })
+    }
+
+    /// Adds a file at `inside` (an absolute path in the machine); a dynamically linked
+    /// `executable` brings its shared libraries (e.g. QEMU for a benchmark beside our VMM).
+    #[allow(dead_code)] // not every user of the harness needs it
+    pub fn add_file(&mut self, inside: &str, here: &Path, executable: bool) {
+        self.extra
+            .push((inside.to_string(), here.to_path_buf(), executable));
     }
 
     /// A warning when `mvm-vmm` looks older than the VMM's sources (the test does not build
@@ -450,6 +461,18 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
         .map_err(err)?;
     w.file("busybox-rootfs.tar", &inputs.rootfs_tar, Some(0o644))
         .map_err(err)?;
+    for (inside, here, executable) in &inputs.extra {
+        let mode = if *executable { 0o755 } else { 0o644 };
+        w.file(inside, here, Some(mode)).map_err(err)?;
+        if *executable {
+            for lib in shared_libs(here)? {
+                if libs.insert(lib.clone()) {
+                    w.file(&lib.to_string_lossy(), &lib, Some(0o755))
+                        .map_err(err)?;
+                }
+            }
+        }
+    }
     for (i, s) in scenarios.iter().enumerate() {
         assert!(
             !s.name.is_empty()
@@ -536,7 +559,24 @@ pub fn run(
         append.push_str(&format!(" tsc_early_khz={khz}"));
     }
     let start = Instant::now();
-    let child = Command::new(&inputs.qemu)
+    let mut cmd = Command::new(&inputs.qemu);
+    // If this test process dies (killed, aborted), the kernel kills QEMU too.
+    // SAFETY: prctl is async-signal-safe and only changes this child's own attributes.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            unsafe extern "C" {
+                fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+            }
+            const PR_SET_PDEATHSIG: i32 = 1;
+            const SIGKILL: u64 = 9;
+            if prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
         .args([
             "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1",
         ])

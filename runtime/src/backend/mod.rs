@@ -69,6 +69,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind named by [`Kind::name`].
+    pub fn from_name(name: &str) -> Option<Kind> {
+        [Kind::Mvm, Kind::QemuTcg, Kind::QemuKvm]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
     /// The name `mvm info` shows.
     pub fn name(self) -> &'static str {
         match self {

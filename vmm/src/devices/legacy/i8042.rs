@@ -196,7 +196,11 @@ mod tests {
     #[test]
     fn ctr_read_is_answered_at_once() {
         let (mut dev, evt) = device();
-        assert_eq!(status(&mut dev) & STATUS_OUTPUT_FULL, 0, "nothing to read at first");
+        assert_eq!(
+            status(&mut dev) & STATUS_OUTPUT_FULL,
+            0,
+            "nothing to read at first"
+        );
         dev.write(COMMAND_OFFSET, &[CMD_READ_CTR]);
         assert_ne!(status(&mut dev) & STATUS_OUTPUT_FULL, 0);
         assert_eq!(data(&mut dev), CTR_KBD_INT | CTR_SYSTEM);

@@ -1,0 +1,374 @@
+//! Commands on existing containers: `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `inspect`.
+//! Everything is read from the state root, so they work whoever started the container and
+//! report truthfully after a crash.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::container::{self, ContainerDirs, ContainerRecord, pid_alive};
+use crate::error::CliError;
+use crate::run::parse_signal;
+use crate::session::request_signal;
+
+/// Exit code of a failed command on a container (Docker's CLI gives 1).
+const EXIT_FAILED: i32 = 1;
+
+fn failed(msg: impl std::fmt::Display) -> CliError {
+    CliError::with_code(EXIT_FAILED, msg.to_string())
+}
+
+fn parse_time(t: &str) -> Option<u64> {
+    // RFC 3339 as written by mvm_rootfs::time: YYYY-MM-DDTHH:MM:SS...
+    let b = t.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (inverse of the formatter).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// "5 seconds", "3 minutes", as Docker's human durations.
+fn human(secs: u64) -> String {
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+fn since(t: Option<&str>) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    t.and_then(parse_time).map_or(0, |t| now.saturating_sub(t))
+}
+
+fn status_text(rec: &ContainerRecord) -> String {
+    match rec.effective() {
+        ("running", _) => format!("Up {}", human(since(rec.started_at.as_deref()))),
+        ("exited", code) => format!(
+            "Exited ({}) {} ago",
+            code.unwrap_or(0),
+            human(since(
+                rec.finished_at.as_deref().or(rec.started_at.as_deref())
+            ))
+        ),
+        _ => "Created".into(),
+    }
+}
+
+/// `mvm ps`.
+pub fn ps(root: &Path, all: bool, quiet: bool, no_trunc: bool) -> Result<i32, CliError> {
+    let mut list = container::list(root);
+    list.sort_by(|a, b| b.created.cmp(&a.created));
+    let list: Vec<_> = list.into_iter().filter(|c| all || c.is_running()).collect();
+    let mut out = std::io::stdout().lock();
+    let id = |c: &ContainerRecord| {
+        if no_trunc {
+            c.id.clone()
+        } else {
+            c.id[..12].to_string()
+        }
+    };
+    if quiet {
+        for c in &list {
+            let _ = writeln!(out, "{}", id(c));
+        }
+        return Ok(0);
+    }
+    let _ = writeln!(
+        out,
+        "{:<14}{:<20}{:<24}{:<20}{:<28}{:<10}NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
+    );
+    for c in &list {
+        let mut cmd = format!("\"{}\"", c.args.join(" "));
+        if !no_trunc && cmd.len() > 22 {
+            let cut: String = cmd.chars().take(20).collect();
+            cmd = format!("{cut}…\"");
+        }
+        let _ = writeln!(
+            out,
+            "{:<14}{:<20}{:<24}{:<20}{:<28}{:<10}{}",
+            id(c),
+            c.image,
+            cmd,
+            format!("{} ago", human(since(Some(&c.created)))),
+            status_text(c),
+            "",
+            c.name
+        );
+    }
+    Ok(0)
+}
+
+/// `mvm logs`.
+pub fn logs(
+    root: &Path,
+    key: &str,
+    follow: bool,
+    tail: Option<usize>,
+    timestamps: bool,
+) -> Result<i32, CliError> {
+    let (dirs, _) = container::resolve(root, key).map_err(failed)?;
+    let path = dirs.log_path();
+    let print = |e: &crate::logs::LogEntry| {
+        let text = if timestamps {
+            format!("{} {}", e.time, e.log)
+        } else {
+            e.log.clone()
+        };
+        if e.stream == "stderr" {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        }
+    };
+    let entries = crate::logs::read_entries(&path).map_err(failed)?;
+    let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
+    for e in &entries[skip..] {
+        print(e);
+    }
+    if follow {
+        let mut seen = entries.len();
+        loop {
+            let running = dirs.load().is_ok_and(|r| r.is_running());
+            let entries = crate::logs::read_entries(&path).map_err(failed)?;
+            for e in entries.iter().skip(seen) {
+                print(e);
+            }
+            seen = entries.len().max(seen);
+            if !running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(0)
+}
+
+fn wait_stopped(dirs: &ContainerDirs, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match dirs.load() {
+            Ok(r) if r.is_running() => std::thread::sleep(Duration::from_millis(20)),
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Ends the process owning the container's VM; its children (the hypervisor) die with it.
+fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
+    if let Some(pid) = rec.pid.filter(|p| pid_alive(*p)) {
+        // SAFETY: signalling a PID recorded as this container's owner and checked alive.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = dirs.update(|r| {
+        if r.status == "running" {
+            r.status = "exited".into();
+            r.exit_code = Some(137);
+            r.finished_at = Some(mvm_rootfs::time::now());
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dirs.run);
+}
+
+/// `mvm stop`: the stop signal, then SIGKILL after the timeout, then the VM goes.
+pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
+    let mut code = 0;
+    for key in keys {
+        let (dirs, rec) = match container::resolve(root, key) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = EXIT_FAILED;
+                continue;
+            }
+        };
+        if rec.is_running() {
+            let sig = rec.stop_signal.unwrap_or(libc::SIGTERM);
+            let _ = request_signal(&dirs.control_path(), sig);
+            if !wait_stopped(&dirs, Duration::from_secs(timeout)) {
+                let _ = request_signal(&dirs.control_path(), libc::SIGKILL);
+                if !wait_stopped(&dirs, Duration::from_secs(5)) {
+                    kill_owner(&dirs, &rec);
+                }
+            }
+        }
+        println!("{key}");
+    }
+    Ok(code)
+}
+
+/// `mvm kill`.
+pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError> {
+    let sig =
+        parse_signal(signal).ok_or_else(|| CliError::usage(format!("invalid signal: {signal}")))?;
+    let mut code = 0;
+    for key in keys {
+        let result = container::resolve(root, key).and_then(|(dirs, rec)| {
+            if !rec.is_running() {
+                return Err(format!("Container {key} is not running"));
+            }
+            request_signal(&dirs.control_path(), sig)
+        });
+        match result {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `mvm rm`.
+pub fn rm(root: &Path, keys: &[String], force: bool) -> Result<i32, CliError> {
+    let mut code = 0;
+    for key in keys {
+        let result = container::resolve(root, key).and_then(|(dirs, rec)| {
+            if rec.is_running() {
+                if !force {
+                    return Err(format!(
+                        "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                        rec.id
+                    ));
+                }
+                kill_owner(&dirs, &rec);
+            }
+            dirs.remove();
+            Ok(())
+        });
+        match result {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `mvm wait`: blocks until each container stops and prints its exit code.
+pub fn wait(root: &Path, keys: &[String]) -> Result<i32, CliError> {
+    let mut code = 0;
+    for key in keys {
+        match container::resolve(root, key) {
+            Ok((dirs, _)) => {
+                while dirs.load().is_ok_and(|r| r.is_running()) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let exit = dirs.load().ok().and_then(|r| r.effective().1).unwrap_or(0);
+                println!("{exit}");
+            }
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `mvm inspect` for containers: Docker's JSON shape, as far as it applies.
+pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for key in keys {
+        match container::resolve(root, key) {
+            Ok((dirs, rec)) => {
+                let (status, exit) = rec.effective();
+                out.push(serde_json::json!({
+                    "Id": rec.id,
+                    "Created": rec.created,
+                    "Path": rec.args.first(),
+                    "Args": rec.args.get(1..).unwrap_or(&[]),
+                    "State": {
+                        "Status": status,
+                        "Running": status == "running",
+                        "Paused": false,
+                        "Pid": if status == "running" { rec.pid.unwrap_or(0) } else { 0 },
+                        "ExitCode": exit.unwrap_or(0),
+                        "Error": rec.error.clone().unwrap_or_default(),
+                        "StartedAt": rec.started_at.clone().unwrap_or_default(),
+                        "FinishedAt": rec.finished_at.clone().unwrap_or_default(),
+                    },
+                    "Image": rec.image_id,
+                    "LogPath": dirs.log_path(),
+                    "Name": format!("/{}", rec.name),
+                    "Driver": "mvm",
+                    "HostConfig": {
+                        "Memory": rec.mem_mib << 20,
+                        "NanoCpus": u64::from(rec.vcpus) * 1_000_000_000,
+                        "AutoRemove": rec.auto_remove,
+                        "Runtime": rec.backend,
+                    },
+                    "Config": {
+                        "Hostname": rec.hostname,
+                        "User": rec.user,
+                        "Tty": rec.tty,
+                        "OpenStdin": rec.interactive,
+                        "Env": rec.env,
+                        "Cmd": rec.args,
+                        "Image": rec.image,
+                        "WorkingDir": rec.cwd,
+                    },
+                    "Mounts": [],
+                    "NetworkSettings": {},
+                }));
+            }
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
+    );
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(
+            parse_time("2000-02-29T00:00:00.000000005Z"),
+            Some(951_782_400)
+        );
+        assert_eq!(parse_time("1970-01-01T00:00:10Z"), Some(10));
+        assert_eq!(parse_time("bad"), None);
+        assert_eq!(human(3), "3 seconds");
+        assert_eq!(human(600), "10 minutes");
+    }
+}

@@ -57,29 +57,55 @@ fn connect_with_retry(port: u32) -> std::io::Result<crate::vsock::VsockStream> {
     Err(last.unwrap_or_else(|| std::io::ErrorKind::TimedOut.into()))
 }
 
+/// Serves `exec` connections, each on its own thread, for as long as the VM runs.
+fn serve_exec_sessions(
+    listener: VsockListener,
+    session: &'static SessionConfig,
+    reaper: &'static Reaper,
+) {
+    loop {
+        match listener.accept() {
+            Ok(conn) => {
+                std::thread::spawn(move || match serve(conn, session, reaper) {
+                    Ok(outcome) => log_debug!("exec session over: {outcome:?}"),
+                    Err(e) => log_error!("exec session failed: {e}"),
+                });
+            }
+            Err(e) => {
+                log_error!("accepting an exec connection failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 fn run_inner() -> Result<(), InitError> {
     let config = boot()?;
     // Before anything could start a thread or a child: SIGCHLD is blocked for the signalfd.
-    let reaper = Reaper::new(ReapMode::All).map_err(InitError::Reaper)?;
+    // PID 1 lives as long as the VM: these are shared with the exec threads for good.
+    let reaper: &'static Reaper = Box::leak(Box::new(
+        Reaper::new(ReapMode::All).map_err(InitError::Reaper)?,
+    ));
     let listener = VsockListener::bind(config.port).map_err(InitError::Vsock)?;
     log_debug!("listening on vsock port {}", config.port);
-    let session = SessionConfig::guest(config.hostname.clone());
+    let session: &'static SessionConfig =
+        Box::leak(Box::new(SessionConfig::guest(config.hostname.clone())));
     if let Some(port) = config.callback {
         // The host waits on its side of this port: connecting tells it the agent is ready.
         let conn = connect_with_retry(port).map_err(InitError::Vsock)?;
         log_debug!("connected to the host on port {port}");
-        match serve(conn, &session, &reaper)? {
-            SessionOutcome::NoProcess => log_debug!("callback session ended without a process"),
-            outcome => {
-                log_debug!("session over: {outcome:?}");
-                return Ok(());
-            }
-        }
+        // While the container's process runs, further connections are `exec` sessions: each
+        // runs one more process in the container, and ending it does not end the VM.
+        std::thread::spawn(move || serve_exec_sessions(listener, session, reaper));
+        // The callback session is the container: when it ends, so does the VM.
+        let outcome = serve(conn, session, reaper)?;
+        log_debug!("session over: {outcome:?}");
+        return Ok(());
     }
     loop {
         let conn = listener.accept().map_err(InitError::Vsock)?;
         log_debug!("host connected");
-        match serve(conn, &session, &reaper)? {
+        match serve(conn, session, reaper)? {
             SessionOutcome::NoProcess => log_debug!("session ended without a process"),
             outcome => {
                 log_debug!("session over: {outcome:?}");

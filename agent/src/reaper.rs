@@ -37,6 +37,10 @@ pub struct ExitInfo {
 pub struct Reaper {
     mode: ReapMode,
     sigchld: Option<SignalFd>,
+    /// Exit statuses of session processes reaped on behalf of another session: with `exec`
+    /// several sessions run at once and any of them may reap any child. Only registered PIDs
+    /// are kept, so orphans' statuses do not pile up.
+    watched: std::sync::Mutex<std::collections::HashMap<i32, Option<ExitInfo>>>,
 }
 
 impl Reaper {
@@ -56,7 +60,24 @@ impl Reaper {
             }
             ReapMode::Child => None,
         };
-        Ok(Reaper { mode, sigchld })
+        Ok(Reaper {
+            mode,
+            sigchld,
+            watched: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// Starts a session process under the reaper's lock and registers it, so that no other
+    /// session can reap it (and lose its status) before it is registered.
+    pub fn spawn_watched<T, E>(
+        &self,
+        spawn: impl FnOnce() -> Result<T, E>,
+        pid_of: impl Fn(&T) -> Pid,
+    ) -> Result<T, E> {
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        let spawned = spawn()?;
+        watched.insert(pid_of(&spawned).as_raw(), None);
+        Ok(spawned)
     }
 
     /// The mode.
@@ -83,25 +104,33 @@ impl Reaper {
             ReapMode::All => None,
             ReapMode::Child => Some(main),
         };
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         let mut found = None;
+        let mut record = |pid: Pid, info: ExitInfo, found: &mut Option<ExitInfo>| {
+            if pid == main {
+                *found = Some(info);
+            } else if let Some(slot) = watched.get_mut(&pid.as_raw()) {
+                *slot = Some(info);
+            }
+        };
         loop {
             match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    if pid == main {
-                        found = Some(ExitInfo {
-                            code: Some(code),
-                            signal: None,
-                        });
-                    }
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    if pid == main {
-                        found = Some(ExitInfo {
-                            code: None,
-                            signal: Some(signal as i32),
-                        });
-                    }
-                }
+                Ok(WaitStatus::Exited(pid, code)) => record(
+                    pid,
+                    ExitInfo {
+                        code: Some(code),
+                        signal: None,
+                    },
+                    &mut found,
+                ),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => record(
+                    pid,
+                    ExitInfo {
+                        code: None,
+                        signal: Some(signal as i32),
+                    },
+                    &mut found,
+                ),
                 Ok(WaitStatus::StillAlive) => break,
                 // Stops and continues are not reported without WUNTRACED/WCONTINUED.
                 Ok(_) => {}
@@ -112,6 +141,15 @@ impl Reaper {
             if self.mode == ReapMode::Child && found.is_some() {
                 break;
             }
+        }
+        // Another session may have reaped ours first.
+        if found.is_none()
+            && let Some(Some(info)) = watched.get(&main.as_raw())
+        {
+            found = Some(*info);
+        }
+        if found.is_some() {
+            watched.remove(&main.as_raw());
         }
         found
     }

@@ -166,7 +166,7 @@ pub fn serve<S: Read + Write + AsFd>(
         hostname: config.hostname.as_deref(),
         window,
     };
-    let spawned = match spawn(&spec, &ctx) {
+    let spawned = match reaper.spawn_watched(|| spawn(&spec, &ctx), |s| s.pid) {
         Ok(spawned) => spawned,
         Err(e) => {
             log_debug!("start failed: {e}");

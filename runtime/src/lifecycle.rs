@@ -356,6 +356,86 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
     Ok(code)
 }
 
+/// Options of `mvm exec`.
+pub struct ExecOptions {
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Extra environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// User.
+    pub user: Option<String>,
+}
+
+/// `mvm exec`: one more process in the running container's VM, through its agent.
+pub fn exec(
+    root: &Path,
+    key: &str,
+    command: &[String],
+    opts: ExecOptions,
+) -> Result<i32, CliError> {
+    use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
+    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
+    if !rec.is_running() {
+        return Err(failed(format!("Container {} is not running", rec.id)));
+    }
+    if command.is_empty() {
+        return Err(CliError::usage("exec needs a command".into()));
+    }
+    let mut env = rec.env.clone();
+    for kv in &opts.env {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        env.push(kv.clone());
+    }
+    let spec = ProcessSpec {
+        args: command.to_vec(),
+        env,
+        cwd: opts.workdir.clone().unwrap_or_else(|| rec.cwd.clone()),
+        user: opts.user.clone().unwrap_or_else(|| rec.user.clone()),
+        terminal: opts.tty,
+        stdin: opts.interactive,
+        rlimits: Vec::new(),
+    };
+    crate::session::forwarded_signals()
+        .thread_block()
+        .map_err(|e| failed(format!("cannot block signals: {e}")))?;
+    let stream = crate::session::connect_guest(
+        &dirs.run.join("vsock.sock"),
+        DEFAULT_VSOCK_PORT,
+        Duration::from_secs(10),
+    )
+    .map_err(|e| failed(format!("cannot reach container {}: {e}", rec.id)))?;
+    let raw = if opts.tty && opts.interactive && crate::terminal::is_tty(0) {
+        crate::terminal::RawMode::enable()
+    } else {
+        None
+    };
+    let result = crate::session::run_process(
+        stream,
+        spec,
+        crate::session::Stdio {
+            stdin: opts.interactive,
+            tty: opts.tty,
+            attached: true,
+        },
+        None,
+        None,
+        || {},
+    );
+    drop(raw);
+    match result {
+        Ok(code) => Ok(code),
+        Err(crate::session::SessionError::StartFailed { code, message }) => {
+            Err(CliError::with_code(code, message))
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,8 @@ enum Command {
     Wait(ContainersArgs),
     /// Return low-level information on containers.
     Inspect(ContainersArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// Runs a detached container (started by `run -d`).
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -133,6 +135,31 @@ struct RmArgs {
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(trailing_var_arg = true)]
+struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Container.
+    container: String,
+    /// Command and arguments.
+    #[arg(allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -362,6 +389,18 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Rm(a) => lifecycle::rm(&cli.root, &a.containers, a.force),
         Command::Wait(a) => lifecycle::wait(&cli.root, &a.containers),
         Command::Inspect(a) => lifecycle::inspect(&cli.root, &a.containers),
+        Command::Exec(a) => lifecycle::exec(
+            &cli.root,
+            &a.container,
+            &a.command,
+            lifecycle::ExecOptions {
+                interactive: a.interactive,
+                tty: a.tty,
+                env: a.env.clone(),
+                workdir: a.workdir.clone(),
+                user: a.user.clone(),
+            },
+        ),
         Command::Monitor { id } => Ok(run::monitor(&cli.root, id)),
         Command::Version => {
             println!("mvm version {}", env!("CARGO_PKG_VERSION"));

@@ -87,6 +87,31 @@ fn vm_exited(vm: &VmHandle, status: std::process::ExitStatus, console: &Path) ->
     })
 }
 
+/// Connects to guest port `port` through the VM's hybrid-vsock socket (`CONNECT`, `OK`).
+pub fn connect_guest(uds: &Path, port: u32, timeout: Duration) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(uds)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    // Byte by byte: nothing after the newline belongs to the handshake.
+    let mut line = Vec::with_capacity(32);
+    let mut byte = [0u8];
+    while line.len() < 64 {
+        match s.read(&mut byte)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    if !line.starts_with(b"OK ") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "the guest agent refused the connection",
+        ));
+    }
+    s.set_read_timeout(None)?;
+    Ok(s)
+}
+
 /// Signals `mvm run` forwards to the container's process, as Docker's sig-proxy does.
 pub fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();

@@ -297,3 +297,65 @@ fn ten_detached_containers_then_rm_f_all() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_clean(&r);
 }
+
+#[test]
+fn exec_runs_more_processes_in_the_running_vm() {
+    let r = root();
+    let id = run_d(
+        &r,
+        &[
+            "-e",
+            "FOO=bar",
+            "--name",
+            "svc",
+            "busybox",
+            "sh",
+            "-c",
+            "echo ready; while true; do sleep 0.2; done",
+        ],
+    );
+    wait_log(&r, &id, "ready");
+    let o = r.mvm(&["exec", "svc", "sh", "-c", "echo $FOO; echo err >&2; exit 4"]);
+    assert_eq!(stdout(&o), "bar\n");
+    assert_eq!(stderr(&o), "err\n");
+    assert_eq!(o.status.code(), Some(4));
+    let o = r.mvm(&[
+        "exec",
+        "-u",
+        "1000",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        "svc",
+        "sh",
+        "-c",
+        "echo $X; pwd; id -u",
+    ]);
+    assert_eq!(stdout(&o), "1\n/tmp\n1000\n", "{}", stderr(&o));
+    let o = r.mvm_stdin(&["exec", "-i", "svc", "cat"], b"through exec\n");
+    assert_eq!(stdout(&o), "through exec\n");
+    // Several at once, and the container's own process keeps running.
+    let kids: Vec<_> = (0..4)
+        .map(|i| {
+            r.cmd(&["exec", "svc", "sh", "-c", &format!("sleep 0.3; echo {i}")])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, k) in kids.into_iter().enumerate() {
+        let o = k.wait_with_output().unwrap();
+        assert_eq!(stdout(&o), format!("{i}\n"));
+        assert_eq!(o.status.code(), Some(0));
+    }
+    let o = r.mvm(&["exec", "svc", "nosuchcommand"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(ps_line(&r, &id).contains("Up "), "{}", ps_line(&r, &id));
+    r.mvm(&["stop", "-t", "1", "svc"]);
+    let o = r.mvm(&["exec", "svc", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
+    r.mvm(&["rm", "svc"]);
+    assert_clean(&r);
+}

@@ -3,7 +3,8 @@
 
   bench/bench.py vmm   the VMM with the test guest on this machine's KVM (issue: the VMM)
   bench/bench.py run   `mvm run --rm busybox true` by phase, beside podman+runc and bare QEMU
-  bench/bench.py all   both
+  bench/bench.py lifecycle   exec round trip, idle memory, stop latency, beside podman+runc
+  bench/bench.py all   all of them
 
 Needs the release build, the static agent, the test guest and the kernel (scripts/setup.sh,
 scripts/build-agent.sh, tests/guest/build.sh). Every figure is a median of N runs with min and
@@ -287,12 +288,95 @@ def bench_run():
           [f"mvm ({backend})", "podman + runc", "bare QEMU microvm (TCG), same kernel"], rows)
 
 
+def tree_rss_kib(pid):
+    """Resident memory of a process and all its descendants."""
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = open(f"/proc/{p}/stat").read()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+        stack.extend(children.get(p, []))
+    return total
+
+
+def bench_lifecycle():
+    need(MVM, "cargo build --release")
+    work = tempfile.mkdtemp(prefix="mvmb-")
+    root = os.path.join(work, "r")
+    M = [MVM, "--root", root]
+    env = None
+    try:
+        subprocess.run(M + ["import", BUSYBOX_TAR, "busybox"], check=True, stdout=subprocess.DEVNULL)
+        cid = subprocess.run(M + ["run", "-d", "busybox", "sleep", "100000"], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout.strip()
+        ex = [timed(M + ["exec", cid, "true"])[0] for _ in range(N)]
+        time.sleep(1)
+        rec = json.load(open(os.path.join(root, "containers", cid, "config.json")))
+        mem = [tree_rss_kib(rec["pid"]) / 1024]
+        stops = []
+        for _ in range(5):
+            c = subprocess.run(M + ["run", "-d", "busybox", "sleep", "100000"], check=True,
+                               stdout=subprocess.PIPE, text=True).stdout.strip()
+            stops.append(timed(M + ["stop", c])[0])
+            subprocess.run(M + ["rm", c], stdout=subprocess.DEVNULL)
+        subprocess.run(M + ["rm", "-f", cid], stdout=subprocess.DEVNULL)
+
+        pex, pstop, pmem = [], [], []
+        env = podman_env(work)
+        if env:
+            base = ["podman", "--runtime", "runc"]
+            subprocess.run(base + ["import", BUSYBOX_TAR, "busybox:local"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pc = subprocess.run(base + ["run", "-d", "--network", "none", "busybox:local", "sleep", "100000"],
+                                env=env, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+            pex = [timed(base + ["exec", pc, "true"], env=env)[0] for _ in range(N)]
+            conmon = subprocess.run(base + ["inspect", "-f", "{{.State.ConmonPid}}", pc], env=env,
+                                    stdout=subprocess.PIPE, text=True).stdout.strip()
+            if conmon.isdigit():
+                pmem = [tree_rss_kib(int(conmon)) / 1024]
+            subprocess.run(base + ["rm", "-f", pc], env=env, stdout=subprocess.DEVNULL)
+            for _ in range(5):
+                c = subprocess.run(base + ["run", "-d", "--network", "none", "busybox:local", "sleep", "100000"],
+                                   env=env, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+                pstop.append(timed(base + ["stop", c], env=env)[0])
+                subprocess.run(base + ["rm", c], env=env, stdout=subprocess.DEVNULL)
+    finally:
+        if env:
+            subprocess.run(["podman", "--runtime", "runc", "system", "reset", "-f"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", work])
+    fit = int(8 * 1024 / statistics.median(mem))
+    rows = [
+        [f"`exec c true` round trip (median of {N})", cell(ex, "ms"), cell(pex, "ms") if pex else "not installed"],
+        ["idle busybox container, resident memory (monitor + hypervisor + guest)", cell(mem, "MiB"),
+         cell(pmem, "MiB") + " (conmon + process)" if pmem else "n/a"],
+        ["idle busybox containers in 8 GiB (from the line above)", f"~{fit}", ""],
+        ["`stop` of `sleep` (SIGTERM kills it)", cell(stops, "ms"), cell(pstop, "ms") if pstop else ""],
+    ]
+    table("Container lifecycle", [f"mvm ({subprocess.run([MVM, 'info'], stdout=subprocess.PIPE, text=True).stdout.split(chr(10))[0][9:]})", "podman + runc"], rows)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what not in ("vmm", "run", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|all]")
+    if what not in ("vmm", "run", "lifecycle", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|all]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
     if what in ("run", "all"):
         bench_run()
+    if what in ("lifecycle", "all"):
+        bench_lifecycle()

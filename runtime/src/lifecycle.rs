@@ -199,16 +199,8 @@ fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
 
 /// `mvm stop`: the stop signal, then SIGKILL after the timeout, then the VM goes.
 pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
-    let mut code = 0;
-    for key in keys {
-        let (dirs, rec) = match container::resolve(root, key) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("mvm: {e}");
-                code = EXIT_FAILED;
-                continue;
-            }
-        };
+    each_container(keys, |key| {
+        let (dirs, rec) = container::resolve(root, key)?;
         if rec.is_running() {
             let sig = rec.stop_signal.unwrap_or(libc::SIGTERM);
             let _ = request_signal(&dirs.control_path(), sig);
@@ -219,7 +211,25 @@ pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError>
                 }
             }
         }
-        println!("{key}");
+        Ok(())
+    })
+}
+
+/// Runs `f` on each container named, printing the name on success and the error otherwise,
+/// as Docker's multi-container commands do; fails if any one failed.
+fn each_container(
+    keys: &[String],
+    mut f: impl FnMut(&str) -> Result<(), String>,
+) -> Result<i32, CliError> {
+    let mut code = 0;
+    for key in keys {
+        match f(key) {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = EXIT_FAILED;
+            }
+        }
     }
     Ok(code)
 }
@@ -228,51 +238,31 @@ pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError>
 pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError> {
     let sig =
         parse_signal(signal).ok_or_else(|| CliError::usage(format!("invalid signal: {signal}")))?;
-    let mut code = 0;
-    for key in keys {
-        let result = container::resolve(root, key).and_then(|(dirs, rec)| {
-            if !rec.is_running() {
-                return Err(format!("Container {key} is not running"));
-            }
-            request_signal(&dirs.control_path(), sig)
-        });
-        match result {
-            Ok(()) => println!("{key}"),
-            Err(e) => {
-                eprintln!("mvm: {e}");
-                code = EXIT_FAILED;
-            }
+    each_container(keys, |key| {
+        let (dirs, rec) = container::resolve(root, key)?;
+        if !rec.is_running() {
+            return Err(format!("Container {key} is not running"));
         }
-    }
-    Ok(code)
+        request_signal(&dirs.control_path(), sig)
+    })
 }
 
 /// `mvm rm`.
 pub fn rm(root: &Path, keys: &[String], force: bool) -> Result<i32, CliError> {
-    let mut code = 0;
-    for key in keys {
-        let result = container::resolve(root, key).and_then(|(dirs, rec)| {
-            if rec.is_running() {
-                if !force {
-                    return Err(format!(
-                        "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                        rec.id
-                    ));
-                }
-                kill_owner(&dirs, &rec);
+    each_container(keys, |key| {
+        let (dirs, rec) = container::resolve(root, key)?;
+        if rec.is_running() {
+            if !force {
+                return Err(format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    rec.id
+                ));
             }
-            dirs.remove();
-            Ok(())
-        });
-        match result {
-            Ok(()) => println!("{key}"),
-            Err(e) => {
-                eprintln!("mvm: {e}");
-                code = EXIT_FAILED;
-            }
+            kill_owner(&dirs, &rec);
         }
-    }
-    Ok(code)
+        dirs.remove();
+        Ok(())
+    })
 }
 
 /// `mvm wait`: blocks until each container stops and prints its exit code.

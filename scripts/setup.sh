@@ -30,6 +30,8 @@ packages=(
   iproute2 socat util-linux procps kmod ca-certificates pkg-config git file
   # peers for bench/ (podman with runc, as the shared client notes run it)
   podman runc
+  # registry tier of the image tests (Debian's distribution registry, skopeo for OCI layouts)
+  docker-registry skopeo
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -47,7 +49,7 @@ if ((${#missing[@]})); then
 else
   step "apt: all ${#packages[@]} packages present"
 fi
-for tool in qemu-system-x86_64 mkfs.ext4 mkfs.erofs busybox socat ip gcc make; do
+for tool in qemu-system-x86_64 mkfs.ext4 mkfs.erofs busybox socat ip gcc make docker-registry skopeo; do
   command -v "$tool" >/dev/null || die "'$tool' still missing after installing packages"
 done
 [[ -f /usr/src/linux-source-6.1.tar.xz ]] || die "/usr/src/linux-source-6.1.tar.xz missing (package linux-source-6.1)"
@@ -89,6 +91,10 @@ fi
 # ---- 5. busybox base image rootfs ---------------------------------------------------------
 bb="$("$repo/scripts/make-busybox-rootfs.sh" | tail -n1)" || die "making the busybox rootfs failed"
 step "busybox rootfs: $bb"
+
+# ---- 5b. the outer machine's kernel for the KVM-in-TCG test tier -----------------------------
+l2="$("$repo/scripts/kvm-in-tcg/fetch-l2-kernel.sh" | tail -n1)" || die "fetching the KVM-in-TCG kernel failed"
+step "L2 kernel: $l2"
 
 # ---- 6. build mvm and import the base image -------------------------------------------------
 cd "$repo"

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use harness::{Inputs, Outcome, Run, Scenario};
 
-/// `mvm` with a state root shared by the runtime scenarios (the image is imported once), and our VMM; the runtime's own log level stays at warn.
+/// `mvm` with our VMM and a state root shared by the runtime scenarios (the image is
+/// imported once).
 const MVM: &str = "mvm --root /tmp/r --vmm mvm";
 
 fn scenarios() -> Vec<Scenario> {
@@ -54,7 +55,7 @@ exit $rc
             "import",
             &format!("{MVM} import /busybox-rootfs.tar busybox && {MVM} images && {MVM} info"),
         ),
-        // b.
+        // b. The product path: `mvm run` with our VMM, the agent and the busybox image.
         Scenario::new(
             "run-hello",
             &format!(
@@ -67,7 +68,7 @@ exit $rc
 "#
             ),
         ),
-        // c. exit code and separate streams
+        // c. The process's exit code, stdout and stderr kept apart, 127, and stdin with -i.
         Scenario::new(
             "streams",
             &format!(

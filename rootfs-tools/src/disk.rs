@@ -18,7 +18,9 @@ pub enum DiskError {
     #[error(transparent)]
     Unpack(#[from] UnpackError),
     /// A layer's compression is not supported.
-    #[error("layer {0}: unsupported compression (expected tar or tar+gzip)")]
+    #[error(
+        "layer {0}: unsupported compression or damaged layer (expected tar, tar+gzip or tar+zstd)"
+    )]
     Compression(String),
     /// mkfs.ext4 is missing or failed.
     #[error("mkfs.ext4 failed: {0}")]
@@ -182,8 +184,13 @@ fn open_layer(
     let f = File::open(&path).map_err(io_err(format!("open layer {digest}")))?;
     let gzip = n >= 2 && magic[..2] == [0x1f, 0x8b];
     let zstd = n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd];
-    if zstd {
-        return Err(DiskError::Compression(digest.to_string()));
+    if zstd || media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        if !zstd {
+            return Err(DiskError::Compression(digest.to_string()));
+        }
+        return Ok(Box::new(crate::zstd::ZstdReader::new(io::BufReader::new(
+            f,
+        ))));
     }
     if gzip || media_type == MEDIA_TYPE_OCI_LAYER_GZIP {
         Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(

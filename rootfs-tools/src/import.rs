@@ -184,7 +184,13 @@ pub fn import(
         .and_then(Reference::tagged_name)
         .into_iter()
         .collect();
-    Ok(store.add_image(&manifest, &config_bytes, &tags)?)
+    let image = store.add_image(&manifest, &config_bytes, &tags)?;
+    if tags.is_empty() {
+        // Docker keeps an unnamed import as a `<none>` image.
+        let _lock = store.lock()?;
+        crate::catalog::keep_untagged(store, &image.manifest_digest)?;
+    }
+    Ok(image)
 }
 
 /// Reads every header of a stored layer so a non-tar input fails at import, not at run.

@@ -1,14 +1,20 @@
 //! Images for mvm: a content-addressed store close to the OCI image layout, safe layer
-//! unpacking, and the ext4 disks a microVM boots from. Nothing here knows about KVM.
+//! unpacking, the disks a microVM boots from, and a registry client. Nothing here knows about
+//! KVM.
 
+pub mod archive;
+pub mod catalog;
 pub mod digest;
 pub mod disk;
 pub mod fsutil;
 pub mod image;
 pub mod import;
+pub mod prune;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
+pub mod zstd;
 
 pub use digest::Digest;
 pub use image::{ContainerConfig, ImageConfig};

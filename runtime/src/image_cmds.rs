@@ -1,0 +1,1275 @@
+//! The image commands: `pull`, `push`, `login`, `logout`, `images`, `tag`, `rmi`, `history`,
+//! `image inspect`, `save`, `load` and `image prune`, printed as Docker prints them.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use mvm_rootfs::archive::{self, SaveItem};
+use mvm_rootfs::prune::PruneOptions;
+use mvm_rootfs::registry::{self, PullOptions};
+use mvm_rootfs::{ImageRecord, Reference, Store, StoreError, catalog};
+use serde_json::{Value, json};
+
+use crate::error::CliError;
+
+fn open_store(root: &Path) -> Result<Store, CliError> {
+    Store::open(&root.join("images")).map_err(CliError::runtime)
+}
+
+/// `mvm image ...`.
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(visible_alias = "list")]
+    Ls(ImagesArgs),
+    /// Display detailed information on one or more images.
+    Inspect(InspectArgs),
+    /// Remove one or more images.
+    Rm(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(TagArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PushArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(LoadArgs),
+    /// Remove unused images.
+    Prune(PruneArgs),
+}
+
+/// `mvm image SUBCOMMAND`.
+pub fn image(root: &Path, cmd: &ImageCommand) -> Result<i32, CliError> {
+    match cmd {
+        ImageCommand::Ls(a) => images(root, a),
+        ImageCommand::Inspect(a) => inspect(root, &a.images),
+        ImageCommand::Rm(a) => rmi(root, a),
+        ImageCommand::Tag(a) => tag(root, a),
+        ImageCommand::Pull(a) => pull(root, a),
+        ImageCommand::Push(a) => push(root, a),
+        ImageCommand::History(a) => history(root, a),
+        ImageCommand::Save(a) => save(root, a),
+        ImageCommand::Load(a) => load(root, a),
+        ImageCommand::Prune(a) => prune(root, a),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pull, push, login, logout
+
+/// `pull` arguments.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Suppress verbose output.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// NAME[:TAG|@DIGEST]
+    name: String,
+}
+
+/// `mvm pull`.
+pub fn pull(root: &Path, args: &PullArgs) -> Result<i32, CliError> {
+    let reference = Reference::parse(&args.name).map_err(CliError::runtime)?;
+    let store = open_store(root)?;
+    let explicit_tag = args
+        .name
+        .rsplit('/')
+        .next()
+        .is_some_and(|l| l.contains(':'));
+    if !args.quiet && reference.digest.is_none() && !explicit_tag {
+        println!("Using default tag: latest");
+    }
+    let before = catalog::resolve(&store, &reference.to_string()).ok();
+    let mut opts = PullOptions::for_root(root);
+    opts.progress &= !args.quiet;
+    let image = registry::pull(&store, &reference, &opts).map_err(CliError::runtime)?;
+    let canonical = registry::canonical(&reference.repository);
+    let suffix = match (&reference.digest, &reference.tag) {
+        (Some(d), _) => format!("@{d}"),
+        (None, Some(t)) => format!(":{t}"),
+        (None, None) => String::new(),
+    };
+    if !args.quiet {
+        let shown = format!("{}{suffix}", registry::familiar(&reference.repository));
+        let repo_digest = catalog::repo_digests_of(
+            &catalog::repo_digests(&store).map_err(CliError::runtime)?,
+            &image.manifest_digest,
+        )
+        .into_iter()
+        .find_map(|rd| {
+            rd.strip_prefix(&format!("{}@", registry::familiar(&reference.repository)))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| image.manifest_digest.to_string());
+        println!("Digest: {repo_digest}");
+        if before.is_some_and(|b| b.manifest_digest == image.manifest_digest) {
+            println!("Status: Image is up to date for {shown}");
+        } else {
+            println!("Status: Downloaded newer image for {shown}");
+        }
+    }
+    println!("{canonical}{suffix}");
+    Ok(0)
+}
+
+/// For `run`: the image `name`, pulled first when the store lacks it (as `docker run` does).
+pub fn resolve_or_pull(root: &Path, store: &Store, name: &str) -> Result<ImageRecord, CliError> {
+    match catalog::resolve(store, name) {
+        Ok(img) => Ok(img),
+        Err(StoreError::NotFound(_)) => {
+            let reference = Reference::parse(name).map_err(CliError::runtime)?;
+            eprintln!("Unable to find image '{reference}' locally");
+            let image = registry::pull(store, &reference, &PullOptions::for_root(root))
+                .map_err(CliError::runtime)?;
+            eprintln!("Digest: {}", image.manifest_digest);
+            Ok(image)
+        }
+        Err(e) => Err(CliError::runtime(e)),
+    }
+}
+
+/// `push` arguments.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Suppress verbose output.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// NAME[:TAG]
+    name: String,
+}
+
+/// `mvm push`.
+pub fn push(root: &Path, args: &PushArgs) -> Result<i32, CliError> {
+    let reference = Reference::parse(&args.name).map_err(CliError::runtime)?;
+    let store = open_store(root)?;
+    let report = registry::push(&store, &reference, &PullOptions::for_root(root))
+        .map_err(CliError::runtime)?;
+    if args.quiet {
+        println!("{}:{}", report.repository, report.tag);
+        return Ok(0);
+    }
+    println!("The push refers to repository [{}]", report.repository);
+    for (d, existed) in &report.blobs {
+        let what = if *existed {
+            "Layer already exists"
+        } else {
+            "Pushed"
+        };
+        println!("{}: {what}", d.short());
+    }
+    println!(
+        "{}: digest: {} size: {}",
+        report.tag, report.digest, report.size
+    );
+    Ok(0)
+}
+
+/// `login` arguments.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username.
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// Take the password from stdin.
+    #[arg(long = "password-stdin")]
+    password_stdin: bool,
+    /// Registry (docker.io when omitted).
+    registry: Option<String>,
+}
+
+fn read_line_from_stdin(prompt: &str) -> Result<String, CliError> {
+    if std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::runtime(format!("read stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `mvm login`.
+pub fn login(root: &Path, args: &LoginArgs) -> Result<i32, CliError> {
+    let registry = args
+        .registry
+        .as_deref()
+        .unwrap_or(registry::name::DEFAULT_REGISTRY);
+    if args.password_stdin && args.password.is_some() {
+        return Err(CliError::usage(
+            "--password and --password-stdin are mutually exclusive".into(),
+        ));
+    }
+    if args.password_stdin && args.username.is_none() {
+        return Err(CliError::usage(
+            "Must provide --username with --password-stdin".into(),
+        ));
+    }
+    let user = match &args.username {
+        Some(u) => u.clone(),
+        None => read_line_from_stdin("Username: ")?,
+    };
+    let password = if args.password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| CliError::runtime(format!("read stdin: {e}")))?;
+        s.trim_end_matches(['\r', '\n']).to_string()
+    } else if let Some(p) = &args.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        p.clone()
+    } else {
+        read_line_from_stdin("Password: ")?
+    };
+    if user.is_empty() || password.is_empty() {
+        return Err(CliError::usage(
+            "Error: Cannot perform an interactive login without a username and password".into(),
+        ));
+    }
+    std::fs::create_dir_all(root).map_err(|e| CliError::runtime(format!("create root: {e}")))?;
+    registry::login(
+        &registry::credentials_path(root),
+        registry,
+        &user,
+        &password,
+    )
+    .map_err(CliError::runtime)?;
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+/// `logout` arguments.
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry (docker.io when omitted).
+    registry: Option<String>,
+}
+
+/// `mvm logout`.
+pub fn logout(root: &Path, args: &LogoutArgs) -> Result<i32, CliError> {
+    let registry = args
+        .registry
+        .as_deref()
+        .unwrap_or(registry::name::DEFAULT_REGISTRY);
+    if registry::logout(&registry::credentials_path(root), registry).map_err(CliError::runtime)? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// images
+
+/// `images` arguments.
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Show all images (accepted; there are no intermediate images).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Show digests.
+    #[arg(long)]
+    digests: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Format output using a Go-template-like string ('{{.Repository}}:{{.Tag}}') or json.
+    #[arg(long)]
+    format: Option<String>,
+    /// Show only images of this repository (REPOSITORY[:TAG]).
+    repository: Option<String>,
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC timestamp (`...Z` or `+00:00`).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Offset: skip fractional seconds, then Z or ±hh:mm.
+    let rest = &s[19..];
+    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let offset = match rest.as_bytes().first() {
+        None | Some(b'Z' | b'z') => 0,
+        Some(sign @ (b'+' | b'-')) => {
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            let o = oh * 3600 + om * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Docker's `units.HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let minutes = secs / 60;
+    let hours = (secs as f64 / 3600.0 + 0.5) as i64;
+    if secs < 1 {
+        "Less than a second".into()
+    } else if secs == 1 {
+        "1 second".into()
+    } else if secs < 60 {
+        format!("{secs} seconds")
+    } else if minutes == 1 {
+        "About a minute".into()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", secs / 3600 / 24 / 365)
+    }
+}
+
+fn created_since(created: Option<&str>) -> String {
+    match created.and_then(parse_rfc3339) {
+        Some(t) => format!("{} ago", human_duration(now_secs() - t)),
+        None => "N/A".into(),
+    }
+}
+
+fn created_at(created: Option<&str>) -> String {
+    match created.and_then(parse_rfc3339) {
+        Some(t) => {
+            let s = mvm_rootfs::time::rfc3339(t.max(0) as u64, 0);
+            format!("{} {} +0000 UTC", &s[..10], &s[11..19])
+        }
+        None => String::new(),
+    }
+}
+
+/// Docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, three significant digits.
+pub fn human_size(bytes: u64) -> String {
+    human_size_with_precision(bytes, 3)
+}
+
+/// Docker's `units.HumanSizeWithPrecision(size, precision)`: decimal units, `precision`
+/// significant digits (`%.<precision>g`).
+pub fn human_size_with_precision(bytes: u64, precision: usize) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    // %.3g without an exponent: digits after the point so that three are significant,
+    // trailing zeros dropped.
+    let int_digits = if v >= 100.0 {
+        3
+    } else if v >= 10.0 {
+        2
+    } else {
+        1
+    };
+    let decimals = precision.saturating_sub(int_digits);
+    let mut s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[i])
+}
+
+/// Pads columns as Go's tabwriter does for Docker's tables: three spaces after the widest
+/// cell, the last column unpadded.
+fn tabulate(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 < r.len() {
+                line.push_str(&format!("{c:<w$}", w = widths[i] + 3));
+            } else {
+                line.push_str(c);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders `{{.Field}}`, `{{json .Field}}` and `{{json .}}` against `fields`, with `\t` and
+/// `\n` escapes, as Docker's `--format` does for these simple templates.
+pub fn render_template(tpl: &str, fields: &BTreeMap<&str, String>) -> Result<String, CliError> {
+    let tpl = tpl.replace("\\t", "\t").replace("\\n", "\n");
+    let mut out = String::new();
+    let mut rest = tpl.as_str();
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| CliError::usage(format!("template: unclosed action in {tpl:?}")))?;
+        let action = after[..end].trim();
+        let (json_fn, arg) = match action.strip_prefix("json ") {
+            Some(a) => (true, a.trim()),
+            None => (false, action),
+        };
+        if arg == "." {
+            if !json_fn {
+                return Err(CliError::usage("template: {{.}} needs json".into()));
+            }
+            let obj: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+                .collect();
+            out.push_str(&Value::Object(obj).to_string());
+        } else {
+            let name = arg.strip_prefix('.').ok_or_else(|| {
+                CliError::usage(format!("template: unsupported action {{{{{action}}}}}"))
+            })?;
+            let v = fields.get(name).ok_or_else(|| {
+                CliError::usage(format!("template: can't evaluate field {name} in --format"))
+            })?;
+            if json_fn {
+                out.push_str(&Value::String(v.clone()).to_string());
+            } else {
+                out.push_str(v);
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn header_for(field: &str) -> String {
+    match field {
+        "ID" => "IMAGE ID".into(),
+        "CreatedSince" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "VirtualSize" => "VIRTUAL SIZE".into(),
+        "SharedSize" => "SHARED SIZE".into(),
+        "UniqueSize" => "UNIQUE SIZE".into(),
+        "CreatedBy" => "CREATED BY".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// Prints rows through `--format` (`table ...`, `json`, or a template).
+fn print_formatted(format: &str, rows: &[BTreeMap<&str, String>]) -> Result<(), CliError> {
+    print_formatted_with(format, rows, header_for)
+}
+
+/// Prints rows through `--format`, naming a table's columns with `header`.
+pub fn print_formatted_with(
+    format: &str,
+    rows: &[BTreeMap<&str, String>],
+    header: fn(&str) -> String,
+) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if format == "json" {
+        for r in rows {
+            let _ = writeln!(out, "{}", render_template("{{json .}}", r)?);
+        }
+        return Ok(());
+    }
+    if let Some(tpl) = format.strip_prefix("table") {
+        let tpl = tpl.trim_start();
+        // Header: each {{.Field}} replaced by its column name.
+        let mut header_fields = BTreeMap::new();
+        let mut rest = tpl;
+        while let Some(s) = rest.find("{{") {
+            let after = &rest[s + 2..];
+            let Some(e) = after.find("}}") else { break };
+            let action = after[..e].trim();
+            let name = action
+                .trim_start_matches("json ")
+                .trim()
+                .trim_start_matches('.');
+            header_fields.insert(name, header(name));
+            rest = &after[e + 2..];
+        }
+        let mut lines = vec![render_template(tpl, &header_fields)?];
+        for r in rows {
+            lines.push(render_template(tpl, r)?);
+        }
+        let table: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        let _ = write!(out, "{}", tabulate(&table));
+        return Ok(());
+    }
+    for r in rows {
+        let _ = writeln!(out, "{}", render_template(format, r)?);
+    }
+    Ok(())
+}
+
+fn image_size(img: &ImageRecord) -> u64 {
+    img.manifest.layers.iter().map(|l| l.size).sum()
+}
+
+/// `mvm images`.
+pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
+    let _ = args.all;
+    let store = open_store(root)?;
+    let mut list = catalog::list(&store).map_err(CliError::runtime)?;
+    let digests = catalog::repo_digests(&store).map_err(CliError::runtime)?;
+    list.sort_by(|a, b| {
+        let t = |i: &ImageRecord| i.config.created.as_deref().and_then(parse_rfc3339);
+        t(b).cmp(&t(a)).then_with(|| a.tags.cmp(&b.tags))
+    });
+    let filter = args.repository.as_deref().map(|r| {
+        let (repo, tag) = match r.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((repo, t)) => (repo, Some(t.to_string())),
+            None => (r, None),
+        };
+        (registry::familiar(repo), tag)
+    });
+    let mut rows: Vec<BTreeMap<&str, String>> = Vec::new();
+    for img in &list {
+        let rds = catalog::repo_digests_of(&digests, &img.manifest_digest);
+        let mut names: Vec<(String, String)> = img
+            .tags
+            .iter()
+            .map(|t| {
+                let (r, tag) = t.rsplit_once(':').unwrap_or((t, "latest"));
+                (r.to_string(), tag.to_string())
+            })
+            .collect();
+        if names.is_empty() {
+            for rd in &rds {
+                if let Some((r, _)) = rd.rsplit_once('@') {
+                    names.push((r.to_string(), "<none>".into()));
+                }
+            }
+        }
+        if names.is_empty() {
+            names.push(("<none>".into(), "<none>".into()));
+        }
+        names.dedup();
+        for (repo, tag) in names {
+            if let Some((frepo, ftag)) = &filter
+                && (repo != *frepo || ftag.as_ref().is_some_and(|t| *t != tag))
+            {
+                continue;
+            }
+            let digest = rds
+                .iter()
+                .find_map(|rd| rd.strip_prefix(&format!("{repo}@")))
+                .unwrap_or("<none>")
+                .to_string();
+            let size = human_size(image_size(img));
+            let id = if args.no_trunc {
+                img.id.to_string()
+            } else {
+                img.id.short().to_string()
+            };
+            let created = img.config.created.as_deref();
+            rows.push(BTreeMap::from([
+                ("Containers", "N/A".to_string()),
+                ("CreatedAt", created_at(created)),
+                ("CreatedSince", created_since(created)),
+                ("Digest", digest),
+                ("ID", id),
+                ("Repository", repo),
+                ("SharedSize", "N/A".into()),
+                ("Size", size.clone()),
+                ("Tag", tag),
+                ("UniqueSize", "N/A".into()),
+                ("VirtualSize", size),
+            ]));
+        }
+    }
+    if args.quiet {
+        let mut out = std::io::stdout().lock();
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &rows {
+            if seen.insert(r["ID"].clone()) {
+                let _ = writeln!(out, "{}", r["ID"]);
+            }
+        }
+        return Ok(0);
+    }
+    let format = match &args.format {
+        Some(f) => f.clone(),
+        None if args.digests => {
+            "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+                .into()
+        }
+        None => "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into(),
+    };
+    print_formatted(&format, &rows)?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tag, rmi
+
+/// `tag` arguments.
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// SOURCE_IMAGE[:TAG]
+    source: String,
+    /// TARGET_IMAGE[:TAG]
+    target: String,
+}
+
+/// `mvm tag`.
+pub fn tag(root: &Path, args: &TagArgs) -> Result<i32, CliError> {
+    let store = open_store(root)?;
+    catalog::tag(&store, &args.source, &args.target).map_err(CliError::runtime)?;
+    Ok(0)
+}
+
+/// `rmi` arguments.
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Force removal of the image.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Do not delete untagged parents (accepted; there are none).
+    #[arg(long = "no-prune")]
+    no_prune: bool,
+    /// Images.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// IDs of containers (under `<root>/containers`) made from the image `id`.
+pub fn containers_using(root: &Path, id: &mvm_rootfs::Digest) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(root.join("containers")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(data) = std::fs::read(e.path().join("config.json")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+            continue;
+        };
+        if v.get("image_id").and_then(Value::as_str) == Some(id.to_string().as_str()) {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The store's name for `name` when it is a tag or repo digest (not an ID).
+fn name_key(store: &Store, image: &ImageRecord, name: &str) -> Option<String> {
+    let reference = Reference::parse(name).ok()?;
+    let repo = registry::familiar(&reference.repository);
+    if let Some(d) = &reference.digest {
+        let key = format!("{repo}@{d}");
+        let all = catalog::repo_digests(store).ok()?;
+        return all.contains_key(&key).then_some(key);
+    }
+    let tag = reference.tag.as_deref().unwrap_or("latest");
+    [
+        format!("{repo}:{tag}"),
+        format!("{}:{tag}", reference.repository),
+    ]
+    .into_iter()
+    .find(|k| image.tags.contains(k))
+}
+
+fn rmi_one(
+    root: &Path,
+    store: &Store,
+    name: &str,
+    force: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let _lock = store.lock().map_err(CliError::runtime)?;
+    let image = catalog::resolve(store, name).map_err(|e| match e {
+        StoreError::NotFound(_) => CliError::with_code(1, format!("No such image: {name}")),
+        e => CliError::runtime(e),
+    })?;
+    let by_name = name_key(store, &image, name);
+    let repos: std::collections::BTreeSet<&str> = image
+        .tags
+        .iter()
+        .filter_map(|t| t.rsplit_once(':').map(|(r, _)| r))
+        .collect();
+    if by_name.is_none() && repos.len() > 1 && !force {
+        return Err(CliError::with_code(
+            1,
+            format!(
+                "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                image.id.short()
+            ),
+        ));
+    }
+    // Deleting the image (not only a name) needs no container to use it.
+    let deleting = match &by_name {
+        Some(k) => image.tags.iter().all(|t| t == k) || !image.tags.contains(k),
+        None => true,
+    };
+    if deleting
+        && !force
+        && let Some(c) = containers_using(root, &image.id).first()
+    {
+        return Err(CliError::with_code(
+            1,
+            format!(
+                "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                &c[..c.len().min(12)],
+                image.id.short()
+            ),
+        ));
+    }
+
+    if let Some(k) = &by_name {
+        catalog::untag(store, k).map_err(CliError::runtime)?;
+        let _ = writeln!(out, "Untagged: {k}");
+        let image = store
+            .load(&image.manifest_digest)
+            .map_err(CliError::runtime)?;
+        if !image.tags.is_empty() {
+            return Ok(());
+        }
+    }
+    let image = store
+        .load(&image.manifest_digest)
+        .map_err(CliError::runtime)?;
+    let deleted = catalog::delete(store, &image).map_err(CliError::runtime)?;
+    for u in &deleted.untagged {
+        let _ = writeln!(out, "Untagged: {u}");
+    }
+    if !deleted.blobs.is_empty() {
+        let _ = writeln!(out, "Deleted: {}", image.id);
+        for b in deleted.blobs.iter().filter(|b| **b != image.id) {
+            let _ = writeln!(out, "Deleted: {b}");
+        }
+    }
+    Ok(())
+}
+
+/// `mvm rmi`.
+pub fn rmi(root: &Path, args: &RmiArgs) -> Result<i32, CliError> {
+    let _ = args.no_prune;
+    let store = open_store(root)?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    for name in &args.images {
+        if let Err(e) = rmi_one(root, &store, name, args.force, &mut out) {
+            eprintln!("Error response from daemon: {e}");
+            failed = Some(e.code);
+        }
+    }
+    Ok(failed.unwrap_or(0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect, history
+
+/// `image inspect` arguments.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Images.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// The JSON Docker prints for an image.
+pub fn inspect_json(store: &Store, img: &ImageRecord) -> Value {
+    let digests = catalog::repo_digests(store).unwrap_or_default();
+    let extra = &img.config.extra;
+    json!({
+        "Id": img.id.to_string(),
+        "RepoTags": img.tags,
+        "RepoDigests": catalog::repo_digests_of(&digests, &img.manifest_digest),
+        "Parent": "",
+        "Comment": extra.get("comment").cloned().unwrap_or(Value::String(String::new())),
+        "Created": img.config.created.clone().unwrap_or_default(),
+        "DockerVersion": extra.get("docker_version").cloned().unwrap_or(Value::String(String::new())),
+        "Author": extra.get("author").cloned().unwrap_or(Value::String(String::new())),
+        "Config": img.config.config,
+        "Architecture": img.config.architecture,
+        "Os": img.config.os,
+        "Size": image_size(img),
+        "RootFS": {
+            "Type": img.config.rootfs.kind,
+            "Layers": img.config.rootfs.diff_ids,
+        },
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    })
+}
+
+fn print_json_indented(v: &Value) {
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    if serde::Serialize::serialize(v, &mut ser).is_ok() {
+        println!("{}", String::from_utf8_lossy(&buf));
+    }
+}
+
+/// The inspect JSON of the image `name`, `None` when the store has no such image (for
+/// `mvm inspect`, which tries containers first).
+pub fn inspect_value(root: &Path, name: &str) -> Result<Option<Value>, CliError> {
+    let store = open_store(root)?;
+    match catalog::resolve(&store, name) {
+        Ok(img) => Ok(Some(inspect_json(&store, &img))),
+        Err(StoreError::NotFound(_)) | Err(StoreError::Reference(_)) => Ok(None),
+        Err(e) => Err(CliError::runtime(e)),
+    }
+}
+
+/// `mvm image inspect`: a JSON array; exit 1 when some image is missing, as Docker.
+pub fn inspect(root: &Path, names: &[String]) -> Result<i32, CliError> {
+    let store = open_store(root)?;
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        match catalog::resolve(&store, n) {
+            Ok(img) => found.push(inspect_json(&store, &img)),
+            Err(StoreError::NotFound(_)) => missing.push(n.clone()),
+            Err(e) => return Err(CliError::runtime(e)),
+        }
+    }
+    print_json_indented(&Value::Array(found));
+    if missing.is_empty() {
+        Ok(0)
+    } else {
+        Err(CliError::with_code(
+            1,
+            format!("No such image: {}", missing.join(", ")),
+        ))
+    }
+}
+
+/// `history` arguments.
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Format output using a Go-template-like string or json.
+    #[arg(long)]
+    format: Option<String>,
+    /// Image.
+    image: String,
+}
+
+/// `mvm history`.
+pub fn history(root: &Path, args: &HistoryArgs) -> Result<i32, CliError> {
+    let store = open_store(root)?;
+    let img = catalog::resolve(&store, &args.image).map_err(CliError::runtime)?;
+    let mut layers = img.manifest.layers.iter();
+    let mut steps: Vec<(Option<String>, String, String, u64)> = Vec::new();
+    if img.config.history.is_empty() {
+        for l in &img.manifest.layers {
+            steps.push((
+                img.config.created.clone(),
+                String::new(),
+                String::new(),
+                l.size,
+            ));
+        }
+    }
+    for h in &img.config.history {
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map_or(0, |l| l.size)
+        };
+        steps.push((
+            h.created.clone(),
+            h.created_by.clone().unwrap_or_default(),
+            h.comment.clone().unwrap_or_default(),
+            size,
+        ));
+    }
+    steps.reverse();
+    let id = if args.no_trunc {
+        img.id.to_string()
+    } else {
+        img.id.short().to_string()
+    };
+    let mut rows = Vec::new();
+    for (i, (created, by, comment, size)) in steps.iter().enumerate() {
+        let image_col = if i == 0 {
+            id.clone()
+        } else {
+            "<missing>".into()
+        };
+        let by = by.replace('\n', " ");
+        let by = if !args.no_trunc && by.chars().count() > 45 {
+            format!("{}…", by.chars().take(44).collect::<String>())
+        } else {
+            by
+        };
+        rows.push(BTreeMap::from([
+            ("ID", image_col),
+            ("CreatedSince", created_since(created.as_deref())),
+            ("CreatedAt", created.clone().unwrap_or_default()),
+            ("CreatedBy", by),
+            ("Size", human_size(*size)),
+            ("Comment", comment.clone()),
+        ]));
+    }
+    if args.quiet {
+        for r in &rows {
+            println!("{}", r["ID"]);
+        }
+        return Ok(0);
+    }
+    let format = args.format.clone().unwrap_or_else(|| {
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
+    });
+    let format =
+        if format == "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}" {
+            format.replacen("{{.ID}}", "{{.Image}}", 1)
+        } else {
+            format
+        };
+    let rows: Vec<BTreeMap<&str, String>> = rows
+        .into_iter()
+        .map(|mut r| {
+            r.insert("Image", r["ID"].clone());
+            r
+        })
+        .collect();
+    print_formatted(&format, &rows)?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// save, load, prune
+
+/// `save` arguments.
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file, instead of STDOUT.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Images: NAME[:TAG] (a NAME alone saves every tag of the repository), ID or
+    /// NAME@DIGEST.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// True when `name` names a repository without a tag or digest (`busybox`, not `busybox:1`).
+fn is_name_only(name: &str) -> bool {
+    !name.contains('@') && !name.rsplit('/').next().is_some_and(|l| l.contains(':'))
+}
+
+/// What `save` writes for one argument: the image, and the names to record for it.
+fn save_items(store: &Store, name: &str) -> Result<Vec<SaveItem>, CliError> {
+    let not_found = |e: StoreError| match e {
+        StoreError::NotFound(_) => CliError::with_code(1, format!("No such image: {name}")),
+        e => CliError::runtime(e),
+    };
+    if is_name_only(name)
+        && let Ok(reference) = Reference::parse(name)
+    {
+        // Every tag of the repository, as `docker save busybox` does.
+        let repo = registry::familiar(&reference.repository);
+        let prefix = format!("{repo}:");
+        let tags: Vec<(String, mvm_rootfs::Digest)> = store
+            .tags()
+            .map_err(CliError::runtime)?
+            .into_iter()
+            .filter(|(t, _)| t.strip_prefix(&prefix).is_some_and(|r| !r.contains('/')))
+            .collect();
+        if !tags.is_empty() {
+            return tags
+                .into_iter()
+                .map(|(t, d)| {
+                    Ok(SaveItem {
+                        image: store.load(&d).map_err(CliError::runtime)?,
+                        names: vec![t],
+                    })
+                })
+                .collect();
+        }
+    }
+    let image = catalog::resolve(store, name).map_err(not_found)?;
+    let names = name_key(store, &image, name)
+        .filter(|k| !k.contains('@'))
+        .into_iter()
+        .collect();
+    Ok(vec![SaveItem { image, names }])
+}
+
+/// `mvm save`.
+pub fn save(root: &Path, args: &SaveArgs) -> Result<i32, CliError> {
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        return Err(CliError::with_code(
+            1,
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+        ));
+    }
+    let store = open_store(root)?;
+    let mut items = Vec::new();
+    for name in &args.images {
+        items.extend(save_items(&store, name)?);
+    }
+    match &args.output {
+        Some(path) => {
+            // Written beside the target and renamed, so a failed save leaves no partial file.
+            let tmp = mvm_rootfs::fsutil::temp_sibling(path);
+            let result = (|| {
+                let file = std::fs::File::create(&tmp).map_err(|e| {
+                    CliError::runtime(format!("failed to save image: {}: {e}", path.display()))
+                })?;
+                let mut w = std::io::BufWriter::new(file);
+                archive::save(&store, &items, &mut w).map_err(CliError::runtime)?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| CliError::runtime(format!("write {}: {e}", path.display())))?;
+                file.sync_all()
+                    .and_then(|()| std::fs::rename(&tmp, path))
+                    .map_err(|e| CliError::runtime(format!("write {}: {e}", path.display())))
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result?;
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            archive::save(&store, &items, &mut w).map_err(CliError::runtime)?;
+        }
+    }
+    Ok(0)
+}
+
+/// `load` arguments.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from tar archive file, instead of STDIN.
+    #[arg(short = 'i', long)]
+    input: Option<PathBuf>,
+    /// Suppress the load output (accepted; there is no progress to hide).
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// `mvm load`.
+pub fn load(root: &Path, args: &LoadArgs) -> Result<i32, CliError> {
+    let _ = args.quiet;
+    let mut input: Box<dyn Read> = match &args.input {
+        Some(p) => Box::new(
+            std::fs::File::open(p)
+                .map_err(|e| CliError::runtime(format!("open {}: {e}", p.display())))?,
+        ),
+        None if std::io::stdin().is_terminal() => {
+            return Err(CliError::with_code(
+                1,
+                "requested load from stdin, but stdin is empty".into(),
+            ));
+        }
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let store = open_store(root)?;
+    let loaded = archive::load(&store, &mut input).map_err(CliError::runtime)?;
+    let mut out = std::io::stdout().lock();
+    for l in &loaded {
+        for (name, old) in &l.replaced {
+            let _ = writeln!(
+                out,
+                "The image {name} already exists, renaming the old one with ID {old} to empty string"
+            );
+        }
+        if l.names.is_empty() {
+            let _ = writeln!(out, "Loaded image ID: {}", l.image.id);
+        }
+        for n in &l.names {
+            let _ = writeln!(out, "Loaded image: {n}");
+        }
+    }
+    Ok(0)
+}
+
+/// `image prune` arguments.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+/// IDs of the images the containers under `<root>/containers` were made from.
+pub fn images_in_use(root: &Path) -> std::collections::BTreeSet<mvm_rootfs::Digest> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(rd) = std::fs::read_dir(root.join("containers")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(data) = std::fs::read(e.path().join("config.json")) else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_slice::<Value>(&data)
+            && let Some(id) = v.get("image_id").and_then(Value::as_str)
+            && let Ok(d) = mvm_rootfs::Digest::parse(id)
+        {
+            out.insert(d);
+        }
+    }
+    out
+}
+
+/// Asks Docker's question on a terminal; true to go on.
+fn confirm(warning: &str) -> Result<bool, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::runtime(format!("read stdin: {e}")))?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+}
+
+/// `mvm image prune`.
+pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
+    let warning = if args.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !args.force && !confirm(warning)? {
+        return Ok(0);
+    }
+    let store = open_store(root)?;
+    let opts = PruneOptions {
+        all: args.all,
+        in_use: images_in_use(root),
+    };
+    let report = mvm_rootfs::prune::prune(&store, &opts).map_err(CliError::runtime)?;
+    let mut out = String::new();
+    if !report.untagged.is_empty() || !report.deleted.is_empty() {
+        out.push_str("Deleted Images:\n");
+        for u in &report.untagged {
+            out.push_str(&format!("untagged: {u}\n"));
+        }
+        for d in &report.deleted {
+            out.push_str(&format!("deleted: {d}\n"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}",
+        human_size_with_precision(report.reclaimed, 4)
+    ));
+    println!("{out}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_as_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(862_000), "862kB");
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(4_000_000), "4MB");
+        assert_eq!(human_size_with_precision(4_261_000, 4), "4.261MB");
+        assert_eq!(human_size_with_precision(12_345_678, 4), "12.35MB");
+        assert_eq!(human_size_with_precision(0, 4), "0B");
+        assert_eq!(human_size(12_340_000), "12.3MB");
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(30), "30 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(human_duration(20 * 86_400), "2 weeks");
+    }
+
+    #[test]
+    fn rfc3339_parses() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00.000000005Z"),
+            Some(951_782_400)
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T01:00:00+01:00"),
+            Some(951_782_400)
+        );
+        assert_eq!(parse_rfc3339("nope"), None);
+    }
+
+    #[test]
+    fn templates_render() {
+        let f = BTreeMap::from([
+            ("Repository", "busybox".to_string()),
+            ("Tag", "latest".into()),
+        ]);
+        assert_eq!(
+            render_template("{{.Repository}}:{{.Tag}}", &f).unwrap(),
+            "busybox:latest"
+        );
+        assert_eq!(
+            render_template("{{json .}}", &f).unwrap(),
+            r#"{"Repository":"busybox","Tag":"latest"}"#
+        );
+        assert!(render_template("{{.Nope}}", &f).is_err());
+        assert!(render_template("{{.Tag", &f).is_err());
+    }
+
+    #[test]
+    fn columns_pad_like_tabwriter() {
+        let t = tabulate(&[
+            vec!["REPOSITORY".into(), "TAG".into()],
+            vec!["a".into(), "latest".into()],
+        ]);
+        assert_eq!(t, "REPOSITORY   TAG\na            latest\n");
+    }
+}

@@ -81,23 +81,109 @@ pub struct ContainerRecord {
     /// Boot the guest with its console and the agent's log on (`--log-level debug`).
     #[serde(default)]
     pub debug: bool,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// How often the monitor restarted the process.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Stopped by `stop` or `kill`: the restart policy does not bring it back.
+    #[serde(default)]
+    pub manual_stop: bool,
+    /// vCPUs stopped by `pause`.
+    #[serde(default)]
+    pub paused: bool,
+    /// The hypervisor's PID and its helpers' while the VM runs (`pause`, `stats`).
+    #[serde(default)]
+    pub vm_pids: Vec<u32>,
+}
+
+/// Docker's `--restart` policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// `no`, `on-failure`, `always` or `unless-stopped` (empty means `no`).
+    #[serde(default)]
+    pub name: String,
+    /// For `on-failure`: at most this many restarts (0 is no limit).
+    #[serde(default)]
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name, count) = match s.split_once(':') {
+            Some((n, c)) => (n, Some(c)),
+            None => (s, None),
+        };
+        let max_retries = match (name, count) {
+            ("on-failure", Some(c)) => c.parse::<u32>().map_err(|_| {
+                format!("invalid restart policy {s:?}: maximum retry count must be a number")
+            })?,
+            (_, Some(_)) => {
+                return Err(format!(
+                    "invalid restart policy {s:?}: maximum retry count can only be used with 'on-failure'"
+                ));
+            }
+            _ => 0,
+        };
+        match name {
+            "no" | "always" | "unless-stopped" | "on-failure" => Ok(Self {
+                name: if name == "no" {
+                    String::new()
+                } else {
+                    name.into()
+                },
+                max_retries,
+            }),
+            _ => Err(format!(
+                "invalid restart policy {s:?}: use no, always, unless-stopped or on-failure[:N]"
+            )),
+        }
+    }
+
+    /// Whether there is a policy at all.
+    pub fn is_none(&self) -> bool {
+        self.name.is_empty() || self.name == "no"
+    }
+
+    /// Whether a process that ended with `code`, after `restarts` restarts, comes back.
+    pub fn should_restart(&self, code: i32, restarts: u32, manual_stop: bool) -> bool {
+        if manual_stop {
+            return false;
+        }
+        match self.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => code != 0 && (self.max_retries == 0 || restarts < self.max_retries),
+            _ => false,
+        }
+    }
+
+    /// The policy's name as `inspect` shows it.
+    pub fn display_name(&self) -> &str {
+        if self.is_none() { "no" } else { &self.name }
+    }
 }
 
 impl ContainerRecord {
     /// Status as `ps` shows it: a record that says running but whose owner is gone is reported
     /// as exited with 137 (killed), which is what happened to its VM.
     pub fn effective(&self) -> (&'static str, Option<i32>) {
+        let owner_alive = self.pid.is_some_and(pid_alive);
         match self.status.as_str() {
-            "running" if self.pid.is_some_and(pid_alive) => ("running", None),
-            "running" => ("exited", Some(137)),
+            "running" if owner_alive && self.paused => ("paused", None),
+            "running" if owner_alive => ("running", None),
+            "restarting" if owner_alive => ("restarting", self.exit_code),
+            "running" | "restarting" => ("exited", Some(137)),
             "exited" => ("exited", self.exit_code),
             _ => ("created", None),
         }
     }
 
-    /// Whether the container's VM is up.
+    /// Whether the container has a live monitor: its VM runs, is paused, or is about to be
+    /// restarted by its policy.
     pub fn is_running(&self) -> bool {
-        self.effective().0 == "running"
+        matches!(self.effective().0, "running" | "paused" | "restarting")
     }
 }
 
@@ -280,5 +366,25 @@ mod tests {
         let a = generate_name(&id, &[]);
         let b = generate_name(&id, std::slice::from_ref(&a));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn restart_policies() {
+        let no = RestartPolicy::parse("no").unwrap();
+        assert!(no.is_none());
+        assert!(!no.should_restart(1, 0, false));
+        let always = RestartPolicy::parse("always").unwrap();
+        assert!(always.should_restart(0, 100, false));
+        assert!(!always.should_restart(0, 0, true));
+        let f = RestartPolicy::parse("on-failure:2").unwrap();
+        assert_eq!(f.max_retries, 2);
+        assert!(f.should_restart(3, 1, false));
+        assert!(!f.should_restart(3, 2, false));
+        assert!(!f.should_restart(0, 0, false));
+        let unlimited = RestartPolicy::parse("on-failure").unwrap();
+        assert!(unlimited.should_restart(1, 1000, false));
+        assert!(RestartPolicy::parse("always:3").is_err());
+        assert!(RestartPolicy::parse("on-failure:x").is_err());
+        assert!(RestartPolicy::parse("sometimes").is_err());
     }
 }

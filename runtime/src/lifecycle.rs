@@ -39,7 +39,7 @@ fn parse_time(t: &str) -> Option<u64> {
 }
 
 /// "5 seconds", "3 minutes", as Docker's human durations.
-fn human(secs: u64) -> String {
+pub fn human(secs: u64) -> String {
     match secs {
         0 => "Less than a second".into(),
         1 => "1 second".into(),
@@ -52,7 +52,7 @@ fn human(secs: u64) -> String {
     }
 }
 
-fn since(t: Option<&str>) -> u64 {
+pub fn since(t: Option<&str>) -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -60,9 +60,15 @@ fn since(t: Option<&str>) -> u64 {
     t.and_then(parse_time).map_or(0, |t| now.saturating_sub(t))
 }
 
-fn status_text(rec: &ContainerRecord) -> String {
+pub fn status_text(rec: &ContainerRecord) -> String {
     match rec.effective() {
         ("running", _) => format!("Up {}", human(since(rec.started_at.as_deref()))),
+        ("paused", _) => format!("Up {} (Paused)", human(since(rec.started_at.as_deref()))),
+        ("restarting", code) => format!(
+            "Restarting ({}) {} ago",
+            code.unwrap_or(0),
+            human(since(rec.finished_at.as_deref()))
+        ),
         ("exited", code) => format!(
             "Exited ({}) {} ago",
             code.unwrap_or(0),
@@ -72,51 +78,6 @@ fn status_text(rec: &ContainerRecord) -> String {
         ),
         _ => "Created".into(),
     }
-}
-
-/// `mvm ps`.
-pub fn ps(root: &Path, all: bool, quiet: bool, no_trunc: bool) -> Result<i32, CliError> {
-    let mut list = container::list(root);
-    list.sort_by(|a, b| b.created.cmp(&a.created));
-    let list: Vec<_> = list.into_iter().filter(|c| all || c.is_running()).collect();
-    let mut out = std::io::stdout().lock();
-    let id = |c: &ContainerRecord| {
-        if no_trunc {
-            c.id.clone()
-        } else {
-            c.id[..12].to_string()
-        }
-    };
-    if quiet {
-        for c in &list {
-            let _ = writeln!(out, "{}", id(c));
-        }
-        return Ok(0);
-    }
-    let _ = writeln!(
-        out,
-        "{:<14}{:<20}{:<24}{:<20}{:<28}{:<10}NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
-    );
-    for c in &list {
-        let mut cmd = format!("\"{}\"", c.args.join(" "));
-        if !no_trunc && cmd.len() > 22 {
-            let cut: String = cmd.chars().take(20).collect();
-            cmd = format!("{cut}…\"");
-        }
-        let _ = writeln!(
-            out,
-            "{:<14}{:<20}{:<24}{:<20}{:<28}{:<10}{}",
-            id(c),
-            c.image,
-            cmd,
-            format!("{} ago", human(since(Some(&c.created)))),
-            status_text(c),
-            "",
-            c.name
-        );
-    }
-    Ok(0)
 }
 
 /// `mvm logs`.
@@ -188,11 +149,13 @@ fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
         }
     }
     let _ = dirs.update(|r| {
-        if r.status == "running" {
+        if r.status == "running" || r.status == "restarting" {
             r.status = "exited".into();
             r.exit_code = Some(137);
             r.finished_at = Some(mvm_rootfs::time::now());
         }
+        r.paused = false;
+        r.vm_pids.clear();
     });
     let _ = std::fs::remove_dir_all(&dirs.run);
 }
@@ -201,23 +164,33 @@ fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
 pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
     each_container(keys, |key| {
         let (dirs, rec) = container::resolve(root, key)?;
-        if rec.is_running() {
-            let sig = rec.stop_signal.unwrap_or(libc::SIGTERM);
-            let _ = request_signal(&dirs.control_path(), sig);
-            if !wait_stopped(&dirs, Duration::from_secs(timeout)) {
-                let _ = request_signal(&dirs.control_path(), libc::SIGKILL);
-                if !wait_stopped(&dirs, Duration::from_secs(5)) {
-                    kill_owner(&dirs, &rec);
-                }
-            }
-        }
+        stop_one(&dirs, &rec, timeout);
         Ok(())
     })
 }
 
+/// Stops one container if it runs: no restart by its policy, the stop signal, SIGKILL after
+/// `timeout` seconds, and its monitor killed if even that does not end it.
+pub fn stop_one(dirs: &ContainerDirs, rec: &ContainerRecord, timeout: u64) {
+    if !rec.is_running() {
+        return;
+    }
+    // The policy must not bring it back, and a paused VM must run to stop.
+    let _ = dirs.update(|r| r.manual_stop = true);
+    crate::control::resume_vm(dirs, rec);
+    let sig = rec.stop_signal.unwrap_or(libc::SIGTERM);
+    let _ = request_signal(&dirs.control_path(), sig);
+    if !wait_stopped(dirs, Duration::from_secs(timeout)) {
+        let _ = request_signal(&dirs.control_path(), libc::SIGKILL);
+        if !wait_stopped(dirs, Duration::from_secs(5)) {
+            kill_owner(dirs, rec);
+        }
+    }
+}
+
 /// Runs `f` on each container named, printing the name on success and the error otherwise,
 /// as Docker's multi-container commands do; fails if any one failed.
-fn each_container(
+pub fn each_container(
     keys: &[String],
     mut f: impl FnMut(&str) -> Result<(), String>,
 ) -> Result<i32, CliError> {
@@ -242,6 +215,18 @@ pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError>
         let (dirs, rec) = container::resolve(root, key)?;
         if !rec.is_running() {
             return Err(format!("Container {key} is not running"));
+        }
+        if rec.paused {
+            return Err(format!(
+                "Container {key} is paused. Unpause the container before sending a signal"
+            ));
+        }
+        if matches!(sig, libc::SIGKILL | libc::SIGTERM | libc::SIGINT) {
+            let _ = dirs.update(|r| r.manual_stop = true);
+        }
+        if rec.effective().0 == "restarting" {
+            // Between two runs there is no process to signal; the policy stops here.
+            return Ok(());
         }
         request_signal(&dirs.control_path(), sig)
     })
@@ -299,10 +284,12 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                     "Created": rec.created,
                     "Path": rec.args.first(),
                     "Args": rec.args.get(1..).unwrap_or(&[]),
+                    "RestartCount": rec.restart_count,
                     "State": {
                         "Status": status,
-                        "Running": status == "running",
-                        "Paused": false,
+                        "Running": matches!(status, "running" | "paused"),
+                        "Paused": status == "paused",
+                        "Restarting": status == "restarting",
                         "Pid": if status == "running" { rec.pid.unwrap_or(0) } else { 0 },
                         "ExitCode": exit.unwrap_or(0),
                         "Error": rec.error.clone().unwrap_or_default(),
@@ -318,6 +305,10 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                         "NanoCpus": u64::from(rec.vcpus) * 1_000_000_000,
                         "AutoRemove": rec.auto_remove,
                         "Runtime": rec.backend,
+                        "RestartPolicy": {
+                            "Name": rec.restart_policy.display_name(),
+                            "MaximumRetryCount": rec.restart_policy.max_retries,
+                        },
                     },
                     "Config": {
                         "Hostname": rec.hostname,
@@ -334,8 +325,18 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                 }));
             }
             Err(e) => {
-                eprintln!("mvm: {e}");
-                code = EXIT_FAILED;
+                // As `docker inspect`: a name that is no container may be an image.
+                match crate::image_cmds::inspect_value(root, key) {
+                    Ok(Some(v)) => out.push(v),
+                    Ok(None) => {
+                        eprintln!("mvm: {e}");
+                        code = EXIT_FAILED;
+                    }
+                    Err(err) => {
+                        eprintln!("mvm: {err}");
+                        code = EXIT_FAILED;
+                    }
+                }
             }
         }
     }
@@ -369,8 +370,21 @@ pub fn exec(
 ) -> Result<i32, CliError> {
     use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
     let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    if !rec.is_running() {
-        return Err(failed(format!("Container {} is not running", rec.id)));
+    match rec.effective().0 {
+        "running" => {}
+        "paused" => {
+            return Err(failed(format!(
+                "Container {} is paused, unpause the container before exec",
+                rec.id
+            )));
+        }
+        "restarting" => {
+            return Err(failed(format!(
+                "Container {} is restarting, wait until the container is running",
+                rec.id
+            )));
+        }
+        _ => return Err(failed(format!("Container {} is not running", rec.id))),
     }
     if command.is_empty() {
         return Err(CliError::usage("exec needs a command".into()));

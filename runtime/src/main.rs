@@ -3,12 +3,16 @@
 mod agent_disk;
 mod backend;
 mod container;
+mod control;
 mod error;
+mod image_cmds;
 mod lifecycle;
 mod logs;
 mod paths;
+mod ps;
 mod run;
 mod session;
+mod stats;
 mod terminal;
 
 use std::io::Write;
@@ -44,10 +48,62 @@ struct Cli {
 enum Command {
     /// Run a command in a new container (its own microVM).
     Run(RunArgs),
+    /// Create a new container without starting it.
+    Create(RunArgs),
+    /// Start one or more created or stopped containers.
+    Start(StartArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Pause all processes within one or more containers (the VM's vCPUs stop).
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(ContainersArgs),
+    /// Rename a container.
+    Rename {
+        /// Container.
+        container: String,
+        /// New name.
+        new_name: String,
+    },
+    /// Display the running processes of a container.
+    #[command(trailing_var_arg = true)]
+    Top {
+        /// Container.
+        container: String,
+        /// Options for ps inside the container.
+        #[arg(allow_hyphen_values = true)]
+        ps_options: Vec<String>,
+    },
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(StatsArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Create an image from a root filesystem tarball.
     Import(ImportArgs),
     /// List images.
-    Images(ImagesArgs),
+    Images(image_cmds::ImagesArgs),
+    /// Download an image from a registry.
+    Pull(image_cmds::PullArgs),
+    /// Upload an image to a registry.
+    Push(image_cmds::PushArgs),
+    /// Log in to a registry.
+    Login(image_cmds::LoginArgs),
+    /// Log out from a registry.
+    Logout(image_cmds::LogoutArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(image_cmds::TagArgs),
+    /// Remove one or more images.
+    Rmi(image_cmds::RmiArgs),
+    /// Show the history of an image.
+    History(image_cmds::HistoryArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(image_cmds::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(image_cmds::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image_cmds::ImageCommand),
     /// Show the backend in use and where things are.
     Info,
     /// Show the version.
@@ -87,6 +143,73 @@ struct PsArgs {
     /// Don't truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
+    /// Show the latest created container (includes all states).
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long = "last")]
+    last: Option<usize>,
+    /// Filter output based on conditions provided (status=, name=, id=, exited=, ancestor=).
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a template ('table ...', 'json', or '{{.Field}}...').
+    #[arg(long)]
+    format: Option<String>,
+}
+
+impl PsArgs {
+    fn options(&self) -> ps::PsOptions {
+        ps::PsOptions {
+            all: self.all,
+            quiet: self.quiet,
+            no_trunc: self.no_trunc,
+            latest: self.latest,
+            last: self.last,
+            filters: self.filter.clone(),
+            format: self.format.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCommand {
+    /// List containers.
+    #[command(visible_alias = "list")]
+    Ls(PsArgs),
+    /// Remove all stopped containers.
+    Prune {
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals.
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Attach container's STDIN.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long = "no-stream")]
+    no_stream: bool,
+    /// Format output using a template.
+    #[arg(long)]
+    format: Option<String>,
+    /// Containers (all running ones when none is named).
+    containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -211,6 +334,9 @@ struct RunArgs {
     /// Assign a name to the container.
     #[arg(long)]
     name: Option<String>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long)]
+    restart: Option<String>,
     /// Image.
     image: String,
     /// Command and arguments.
@@ -230,16 +356,6 @@ struct ImportArgs {
     file: String,
     /// Name for the image, NAME[:TAG].
     reference: Option<String>,
-}
-
-#[derive(Args, Debug)]
-struct ImagesArgs {
-    /// Only show image IDs.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Don't truncate IDs.
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
 }
 
 fn import(cli: &Cli, args: &ImportArgs) -> Result<i32, CliError> {
@@ -271,51 +387,6 @@ fn import(cli: &Cli, args: &ImportArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-fn images(cli: &Cli, args: &ImagesArgs) -> Result<i32, CliError> {
-    let store = Store::open(&cli.root.join("images")).map_err(CliError::runtime)?;
-    let list = store.list().map_err(CliError::runtime)?;
-    let mut out = std::io::stdout().lock();
-    let id = |img: &mvm_rootfs::ImageRecord| {
-        if args.no_trunc {
-            img.id.to_string()
-        } else {
-            img.id.short().to_string()
-        }
-    };
-    if args.quiet {
-        for img in &list {
-            let _ = writeln!(out, "{}", id(img));
-        }
-        return Ok(0);
-    }
-    let _ = writeln!(
-        out,
-        "{:<40} {:<10} {:<14} {:<22} SIZE",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-    );
-    for img in &list {
-        let size: u64 = img.manifest.layers.iter().map(|l| l.size).sum();
-        for tag in &img.tags {
-            let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-            let _ = writeln!(
-                out,
-                "{:<40} {:<10} {:<14} {:<22} {:.1}MB",
-                repo,
-                t,
-                id(img),
-                img.config
-                    .created
-                    .as_deref()
-                    .unwrap_or("")
-                    .get(..19)
-                    .unwrap_or(""),
-                size as f64 / 1e6
-            );
-        }
-    }
-    Ok(0)
-}
-
 fn info(cli: &Cli) -> Result<i32, CliError> {
     let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
     println!("Backend: {}", sel.kind.name());
@@ -343,37 +414,77 @@ fn info(cli: &Cli) -> Result<i32, CliError> {
     Ok(0)
 }
 
+/// `mvm run` and `mvm create`, which take the same options.
+fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliError> {
+    let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
+    if let Some(w) = &sel.warning {
+        eprintln!("mvm: warning: {w}");
+    }
+    if create_only && a.detach {
+        return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
+    }
+    let opts = run::RunOptions {
+        rm: a.rm,
+        interactive: a.interactive,
+        tty: a.tty,
+        env: a.env.clone(),
+        env_files: a.env_file.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        entrypoint: a.entrypoint.clone(),
+        hostname: a.hostname.clone(),
+        memory: a.memory.clone(),
+        cpus: a.cpus.clone(),
+        name: a.name.clone(),
+        detach: a.detach,
+        restart: a.restart.clone(),
+        create_only,
+        image: a.image.clone(),
+        command: a.command.clone(),
+    };
+    let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
+    run::run(&cli.root, &sel, opts, debug)
+}
+
 fn dispatch(cli: &Cli) -> Result<i32, CliError> {
     match &cli.command {
-        Command::Run(a) => {
-            let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
-            if let Some(w) = &sel.warning {
-                eprintln!("mvm: warning: {w}");
-            }
-            let opts = run::RunOptions {
-                rm: a.rm,
-                interactive: a.interactive,
-                tty: a.tty,
-                env: a.env.clone(),
-                env_files: a.env_file.clone(),
-                workdir: a.workdir.clone(),
-                user: a.user.clone(),
-                entrypoint: a.entrypoint.clone(),
-                hostname: a.hostname.clone(),
-                memory: a.memory.clone(),
-                cpus: a.cpus.clone(),
-                name: a.name.clone(),
-                detach: a.detach,
-                image: a.image.clone(),
-                command: a.command.clone(),
-            };
-            let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
-            run::run(&cli.root, &sel, opts, debug)
-        }
+        Command::Run(a) => run_or_create(cli, a, false),
+        Command::Create(a) => run_or_create(cli, a, true),
+        Command::Start(a) => control::start(&cli.root, &a.containers, a.attach, a.interactive),
+        Command::Restart(a) => control::restart(&cli.root, &a.containers, a.time),
+        Command::Pause(a) => control::pause(&cli.root, &a.containers),
+        Command::Unpause(a) => control::unpause(&cli.root, &a.containers),
+        Command::Rename {
+            container,
+            new_name,
+        } => control::rename(&cli.root, container, new_name),
+        Command::Top {
+            container,
+            ps_options,
+        } => stats::top(&cli.root, container, ps_options),
+        Command::Stats(a) => stats::stats(
+            &cli.root,
+            &a.containers,
+            a.all,
+            a.no_stream,
+            a.format.as_deref(),
+        ),
+        Command::Container(ContainerCommand::Ls(a)) => ps::ps(&cli.root, &a.options()),
+        Command::Container(ContainerCommand::Prune { force }) => control::prune(&cli.root, *force),
         Command::Import(a) => import(cli, a),
-        Command::Images(a) => images(cli, a),
+        Command::Images(a) => image_cmds::images(&cli.root, a),
+        Command::Pull(a) => image_cmds::pull(&cli.root, a),
+        Command::Push(a) => image_cmds::push(&cli.root, a),
+        Command::Login(a) => image_cmds::login(&cli.root, a),
+        Command::Logout(a) => image_cmds::logout(&cli.root, a),
+        Command::Tag(a) => image_cmds::tag(&cli.root, a),
+        Command::Rmi(a) => image_cmds::rmi(&cli.root, a),
+        Command::History(a) => image_cmds::history(&cli.root, a),
+        Command::Image(c) => image_cmds::image(&cli.root, c),
+        Command::Save(a) => image_cmds::save(&cli.root, a),
+        Command::Load(a) => image_cmds::load(&cli.root, a),
         Command::Info => info(cli),
-        Command::Ps(a) => lifecycle::ps(&cli.root, a.all, a.quiet, a.no_trunc),
+        Command::Ps(a) => ps::ps(&cli.root, &a.options()),
         Command::Logs(a) => {
             let tail = match a.tail.as_deref() {
                 None | Some("all") => None,
@@ -432,6 +543,18 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // Listing commands die quietly on a closed pipe (`mvm ps | head`), as other Unix tools
+    // do; commands that own a VM or a session keep SIGPIPE ignored and see EPIPE instead.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Exec(_) | Command::Monitor { .. }
+    ) {
+        // SAFETY: resetting a signal's disposition to its default has no memory-safety
+        // preconditions; no handler of ours is replaced.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -22,6 +22,10 @@ pub const UPPER_DISK_BYTES: u64 = 8 << 30;
 const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the VM may take to power off after the process exits.
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// First delay before a restart policy brings a container back; it doubles each time.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between restarts.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Options of `mvm run`, already parsed.
 #[derive(Debug, Default)]
@@ -52,6 +56,10 @@ pub struct RunOptions {
     pub name: Option<String>,
     /// `-d`: run in the background under a monitor process.
     pub detach: bool,
+    /// `--restart`.
+    pub restart: Option<String>,
+    /// `mvm create`: make the container and stop there.
+    pub create_only: bool,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -192,6 +200,18 @@ pub fn run(
         .map(parse_cpus)
         .transpose()?
         .unwrap_or(1);
+    let restart_policy = opts
+        .restart
+        .as_deref()
+        .map(container::RestartPolicy::parse)
+        .transpose()
+        .map_err(CliError::usage)?
+        .unwrap_or_default();
+    if opts.rm && !restart_policy.is_none() {
+        return Err(CliError::usage(
+            "Conflicting options: --restart and --rm".to_string(),
+        ));
+    }
     if let Some(n) = &opts.name
         && !container::valid_name(n)
     {
@@ -216,12 +236,7 @@ pub fn run(
     let agent = paths::agent().map_err(CliError::runtime)?;
 
     let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
-    let image = store.resolve(&opts.image).map_err(|e| match e {
-        mvm_rootfs::StoreError::NotFound(r) => CliError::runtime(format!(
-            "Unable to find image '{r}' locally (pull is not available yet: use mvm import)"
-        )),
-        other => CliError::runtime(other),
-    })?;
+    let image = crate::image_cmds::resolve_or_pull(root, &store, &opts.image)?;
     let args = process_args(&image, opts.entrypoint.as_deref(), &opts.command);
     if args.is_empty() {
         return Err(CliError::runtime("No command specified".to_string()));
@@ -303,6 +318,11 @@ pub fn run(
             image_disk: image_disk.clone(),
             agent_disk: agent_disk.clone(),
             debug,
+            restart_policy,
+            restart_count: 0,
+            manual_stop: false,
+            paused: false,
+            vm_pids: Vec::new(),
         };
         if let Err(e) = dirs.save(&record) {
             dirs.remove();
@@ -311,28 +331,67 @@ pub fn run(
         (id, name, dirs)
     };
     tracing::debug!("container {id} ({name})");
-    if opts.detach {
-        return start_detached(root, &dirs);
+    if opts.create_only {
+        println!("{id}");
+        return Ok(0);
     }
-    let result = run_container(started, selection.kind, &dirs, true);
+    if opts.detach {
+        return start_monitor(root, &dirs, Start::New);
+    }
+    let result = run_container(started, selection.kind, &dirs, true, opts.interactive);
+    let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
+    // A process that ran and whose policy brings it back is handed to a monitor, as
+    // Docker's daemon would take over after an attached `run`.
+    if let Ok(rec) = dirs.load()
+        && rec.started_at.is_some()
+        && rec
+            .restart_policy
+            .should_restart(code, rec.restart_count, rec.manual_stop)
+    {
+        mark_restarting(&dirs, code);
+        if let Err(e) = spawn_monitor(root, &dirs) {
+            tracing::warn!("cannot restart the container: {e}");
+            finish(&dirs, false, &result);
+        }
+        return result;
+    }
     finish(&dirs, opts.rm, &result);
     result
 }
 
+/// Records that the policy restarts the container after its process ended with `code`.
+fn mark_restarting(dirs: &ContainerDirs, code: i32) {
+    let _ = dirs.update(|r| {
+        r.status = "restarting".into();
+        r.exit_code = Some(code);
+        r.restart_count += 1;
+        r.finished_at = Some(mvm_rootfs::time::now());
+        r.paused = false;
+        r.vm_pids.clear();
+    });
+}
+
 /// Records how a container ended, or removes it (`--rm`, or it never ran).
 fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, CliError>) {
-    match result {
-        Ok(code) if !auto_remove => {
-            let _ = dirs.update(|rec| {
-                rec.status = "exited".into();
-                rec.exit_code = Some(*code);
-                rec.finished_at = Some(mvm_rootfs::time::now());
-            });
-            let _ = std::fs::remove_dir_all(&dirs.run);
-        }
+    let ran = dirs.load().is_ok_and(|r| r.started_at.is_some());
+    if auto_remove || !ran {
         // With --rm, or when the container never ran, nothing is left behind.
-        _ => dirs.remove(),
+        dirs.remove();
+        return;
     }
+    let (code, error) = match result {
+        Ok(code) => (*code, None),
+        Err(e) => (e.code, Some(e.to_string())),
+    };
+    let _ = dirs.update(|rec| {
+        rec.status = "exited".into();
+        rec.exit_code = Some(code);
+        rec.finished_at = Some(mvm_rootfs::time::now());
+        rec.error = error;
+        rec.paused = false;
+        rec.vm_pids.clear();
+    });
+    let _ = std::fs::remove_dir_all(&dirs.run);
 }
 
 /// Parses a signal as images and users write it: `SIGTERM`, `TERM` or `15`.
@@ -364,9 +423,18 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     Some(n)
 }
 
-/// `run -d`: hands the container to a monitor process that outlives this command, and
-/// returns once the container runs (or failed to start).
-fn start_detached(root: &Path, dirs: &ContainerDirs) -> Result<i32, CliError> {
+/// Whether `start_monitor` starts a container just created by `run -d` (removed if it cannot
+/// start) or an existing one (`start`, `restart`: kept, with the error recorded).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Made by this command.
+    New,
+    /// Created or exited before.
+    Existing,
+}
+
+/// Spawns the container's monitor, detached from our session so it outlives this command.
+fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Child, CliError> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(CliError::runtime)?;
     let id = dirs.load().map_err(CliError::runtime)?.id;
@@ -389,61 +457,167 @@ fn start_detached(root: &Path, dirs: &ContainerDirs) -> Result<i32, CliError> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CliError::runtime(format!("cannot start the monitor: {e}")))?;
+    cmd.spawn()
+        .map_err(|e| CliError::runtime(format!("cannot start the monitor: {e}")))
+}
+
+/// `run -d`, `start`: hands the container to a monitor process that outlives this command,
+/// and returns once the container runs (or failed to start).
+pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, CliError> {
+    let id = dirs
+        .update(|r| {
+            r.status = "created".into();
+            r.error = None;
+            r.manual_stop = false;
+            r.paused = false;
+            r.vm_pids.clear();
+            r.started_at = None;
+        })
+        .map_err(CliError::runtime)?
+        .id;
+    let gave_up = |err: CliError| {
+        match kind {
+            Start::New => dirs.remove(),
+            Start::Existing => {
+                let msg = err.to_string();
+                let _ = dirs.update(|r| {
+                    r.status = "exited".into();
+                    r.error = Some(msg);
+                    r.exit_code = Some(err.code);
+                    r.finished_at = Some(mvm_rootfs::time::now());
+                });
+                let _ = std::fs::remove_dir_all(&dirs.run);
+            }
+        }
+        Err(err)
+    };
+    let mut child = spawn_monitor(root, dirs)?;
     let deadline = std::time::Instant::now() + AGENT_TIMEOUT + Duration::from_secs(10);
     loop {
         let rec = dirs.load().map_err(CliError::runtime)?;
         if let Some(err) = rec.error {
             let _ = child.wait();
-            dirs.remove();
-            return Err(CliError::with_code(rec.exit_code.unwrap_or(125), err));
+            return gave_up(CliError::with_code(rec.exit_code.unwrap_or(125), err));
         }
         if rec.status != "created" {
-            println!("{id}");
+            if kind == Start::New {
+                println!("{id}");
+            }
             // The monitor is reaped by init once we exit.
             return Ok(0);
         }
         if let Ok(Some(status)) = child.try_wait() {
             let why = backend::log_tail(&dirs.dir.join("monitor.log"));
-            dirs.remove();
-            return Err(CliError::runtime(format!(
+            return gave_up(CliError::runtime(format!(
                 "the container's monitor exited ({status}): {why}"
             )));
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            dirs.remove();
-            return Err(CliError::runtime("timed out starting the container"));
+            return gave_up(CliError::runtime("timed out starting the container"));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// The hidden `__monitor ID` command: runs a detached container to its end.
+/// `start -a`: runs an existing container attached to this terminal (`-i`: with stdin).
+pub fn start_attached(
+    root: &Path,
+    dirs: &ContainerDirs,
+    interactive: bool,
+) -> Result<i32, CliError> {
+    let rec = dirs
+        .update(|r| {
+            r.status = "created".into();
+            r.error = None;
+            r.manual_stop = false;
+            r.paused = false;
+            r.started_at = None;
+        })
+        .map_err(CliError::runtime)?;
+    let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
+    let result = run_container(std::time::Instant::now(), kind, dirs, true, interactive);
+    let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
+    if let Ok(rec) = dirs.load()
+        && rec.started_at.is_some()
+        && rec
+            .restart_policy
+            .should_restart(code, rec.restart_count, rec.manual_stop)
+    {
+        mark_restarting(dirs, code);
+        if spawn_monitor(root, dirs).is_ok() {
+            return result;
+        }
+    }
+    if dirs.load().is_ok_and(|r| r.started_at.is_none()) {
+        // It never ran: keep the container (it existed before this command), record why.
+        let (code, msg) = match &result {
+            Ok(c) => (*c, None),
+            Err(e) => (e.code, Some(e.to_string())),
+        };
+        let _ = dirs.update(|r| {
+            r.status = "exited".into();
+            r.exit_code = Some(code);
+            r.error = msg;
+            r.finished_at = Some(mvm_rootfs::time::now());
+        });
+        let _ = std::fs::remove_dir_all(&dirs.run);
+        return result;
+    }
+    finish(dirs, rec.auto_remove, &result);
+    result
+}
+
+/// The hidden `__monitor ID` command: runs a detached container to its end, restarting it
+/// as its policy says.
 pub fn monitor(root: &Path, id: &str) -> i32 {
     let dirs = ContainerDirs::new(root, id);
     let Ok(rec) = dirs.load() else {
         return 125;
     };
     let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
-    let result = run_container(std::time::Instant::now(), kind, &dirs, false);
-    match &result {
-        // Tell the waiting `run -d` why; it removes the container.
-        Err(e) if dirs.load().is_ok_and(|r| r.status == "created") => {
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let t0 = std::time::Instant::now();
+        let result = run_container(t0, kind, &dirs, false, false);
+        let rec = match dirs.load() {
+            Ok(r) => r,
+            Err(_) => return 125,
+        };
+        if let Err(e) = &result
+            && rec.status == "created"
+        {
+            // It never started: tell the waiting command why; it decides what stays.
             let (msg, code) = (e.to_string(), e.code);
             let _ = dirs.update(|r| {
                 r.error = Some(msg);
                 r.exit_code = Some(code);
             });
+            return code;
         }
-        _ => finish(&dirs, rec.auto_remove, &result),
-    }
-    match result {
-        Ok(code) => code,
-        Err(e) => e.code,
+        let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
+        if !rec
+            .restart_policy
+            .should_restart(code, rec.restart_count, rec.manual_stop)
+        {
+            finish(&dirs, rec.auto_remove, &result);
+            return code;
+        }
+        mark_restarting(&dirs, code);
+        // Docker's back-off: doubling from 100 ms, reset once a run lasted 10 s.
+        if t0.elapsed() > Duration::from_secs(10) {
+            backoff = RESTART_BACKOFF_MIN;
+        }
+        let wake = std::time::Instant::now() + backoff;
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+        while std::time::Instant::now() < wake {
+            if dirs.load().is_ok_and(|r| r.manual_stop) {
+                finish(&dirs, rec.auto_remove, &result);
+                return code;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -454,10 +628,17 @@ fn run_container(
     kind: backend::Kind,
     dirs: &ContainerDirs,
     attached: bool,
+    interactive: bool,
 ) -> Result<i32, CliError> {
     let rec = dirs.load().map_err(CliError::runtime)?;
+    // The writable disk is made once and kept across restarts, as a container's layer is.
     let upper = dirs.dir.join("upper.ext4");
-    mvm_rootfs::disk::create_writable_disk(&upper, UPPER_DISK_BYTES).map_err(CliError::runtime)?;
+    if !upper.exists() {
+        let tmp = dirs.dir.join("upper.ext4.tmp");
+        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES)
+            .map_err(CliError::runtime)?;
+        std::fs::rename(&tmp, &upper).map_err(CliError::runtime)?;
+    }
     let spec = VmSpec {
         kernel: rec.kernel.clone(),
         cmdline: kernel_cmdline(&rec.hostname, rec.debug),
@@ -489,6 +670,8 @@ fn run_container(
         .map_err(|e| CliError::runtime(format!("cannot block signals: {e}")))?;
     tracing::debug!("phase prepared {:?}", started.elapsed());
     let t0 = std::time::Instant::now();
+    // Sockets of an earlier run of this container are stale: start from an empty directory.
+    let _ = std::fs::remove_dir_all(&spec.run_dir);
     std::fs::create_dir_all(&spec.run_dir).map_err(CliError::runtime)?;
     let callback = spec
         .vsock_path()
@@ -502,11 +685,13 @@ fn run_container(
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
         .map_err(CliError::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
+    let vm_pids = vm.pids();
     let mark_running = || {
         if let Err(e) = dirs.update(|r| {
             r.status = "running".into();
             r.pid = Some(std::process::id());
             r.started_at = Some(mvm_rootfs::time::now());
+            r.vm_pids = vm_pids;
         }) {
             tracing::warn!("cannot record the container as running: {e}");
         }
@@ -517,10 +702,10 @@ fn run_container(
         cwd: rec.cwd.clone(),
         user: rec.user.clone(),
         terminal: rec.tty,
-        stdin: attached && rec.interactive,
+        stdin: attached && interactive,
         rlimits: Vec::new(),
     };
-    let raw = if attached && rec.tty && rec.interactive && crate::terminal::is_tty(0) {
+    let raw = if attached && rec.tty && interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()
     } else {
         None
@@ -531,7 +716,7 @@ fn run_container(
         stream,
         process,
         Stdio {
-            stdin: attached && rec.interactive,
+            stdin: attached && interactive,
             tty: rec.tty,
             attached,
         },

@@ -176,15 +176,21 @@ fn image_defaults_and_entrypoint_override() {
 #[test]
 fn runtime_errors_have_docker_exit_codes() {
     let r = root();
-    // Missing image: 125 and one line.
-    let o = r.mvm(&["run", "--rm", "nosuchimage", "true"]);
+    // Missing image: `run` tries to pull it (from a loopback port where no registry listens:
+    // tests send nothing off the machine), says so as Docker does, then fails with one
+    // error line and 125.
+    let o = r.mvm(&["run", "--rm", "127.0.0.1:9/nosuchimage", "true"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(
-        stderr(&o).contains("Unable to find image 'nosuchimage:latest'"),
-        "{}",
-        stderr(&o)
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("Unable to find image '127.0.0.1:9/nosuchimage:latest' locally"),
+        "{err}"
     );
-    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[1].starts_with("mvm: "), "{err}");
+    assert!(r.leftover_containers().is_empty());
     // Command not found: 127.
     let o = r.mvm(&["run", "--rm", "busybox", "nosuchcommand"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));

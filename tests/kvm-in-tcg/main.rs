@@ -99,6 +99,26 @@ echo "STDERR<<"; cat stderr.txt; echo ">>"
 "#
             ),
         ),
+        // d. The lifecycle on our VMM: a detached container, its log, exec, pause (our VMM's
+        // threads stopped), stop and rm.
+        Scenario::new(
+            "lifecycle",
+            &format!(
+                r#"id=$({MVM} run -d busybox sh -c 'echo started; sleep 600') || exit 1
+for i in $(seq 300); do {MVM} logs $id | grep -q started && break; sleep 0.2; done
+echo "LOGS<<"; {MVM} logs $id; echo ">>"
+{MVM} exec $id sh -c 'echo from-exec; exit 5' >exec.txt 2>&1; echo "EXECRC=$?"
+echo "EXEC<<"; cat exec.txt; echo ">>"
+{MVM} pause $id >/dev/null; echo "PAUSE=$?"
+echo "PAUSED=$({MVM} ps --format '{{{{.State}}}}')"
+{MVM} unpause $id >/dev/null; echo "UNPAUSE=$?"
+{MVM} stop -t 2 $id >/dev/null; echo "STOP=$?"
+echo "STATE=$({MVM} ps -a --format '{{{{.State}}}}')"
+{MVM} rm $id >/dev/null; echo "RM=$?"
+echo "LEFT=$({MVM} ps -aq | wc -l)"
+"#
+            ),
+        ),
     ];
     for s in &mut v {
         s.timeout = Duration::from_secs(90);
@@ -260,5 +280,30 @@ fn mvm_run_interactive_stdin() {
     }
     if section(o, "STDOUT") != "x\n" {
         fail(o, "stdout should be exactly \"x\\n\"");
+    }
+}
+
+#[test]
+fn mvm_lifecycle_detached_exec_pause_stop_rm() {
+    let o = outcome("lifecycle");
+    expect_rc(o, 0);
+    if section(o, "LOGS") != "started\n" {
+        fail(o, "the detached container's log should hold its output");
+    }
+    if value(o, "EXECRC") != Some("5") || section(o, "EXEC") != "from-exec\n" {
+        fail(o, "exec should print from-exec and exit 5");
+    }
+    for (key, want) in [
+        ("PAUSE", "0"),
+        ("PAUSED", "paused"),
+        ("UNPAUSE", "0"),
+        ("STOP", "0"),
+        ("STATE", "exited"),
+        ("RM", "0"),
+        ("LEFT", "0"),
+    ] {
+        if value(o, key) != Some(want) {
+            fail(o, &format!("{key} should be {want}"));
+        }
     }
 }

@@ -359,3 +359,343 @@ fn exec_runs_more_processes_in_the_running_vm() {
     r.mvm(&["rm", "svc"]);
     assert_clean(&r);
 }
+
+/// Polls `inspect` until `pred` holds for the container's JSON.
+fn wait_inspect(
+    r: &TestRoot,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let o = r.mvm(&["inspect", id]);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout(&o))
+            && pred(&v[0])
+        {
+            return v[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never {what}: {}", stdout(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn create_then_start_restart_keeps_the_writable_layer() {
+    let r = root();
+    let o = r.mvm(&[
+        "create",
+        "--name",
+        "counter",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run >> /count; wc -l < /count; sleep 600",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert!(ps_line(&r, &id).contains("Created"), "{}", ps_line(&r, &id));
+    assert!(
+        stdout(&r.mvm(&["ps", "-q"])).is_empty(),
+        "created is not running"
+    );
+    // Starting it twice: the second is a no-op, as Docker.
+    let o = r.mvm(&["start", "counter"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "counter\n");
+    wait_log(&r, &id, "1\n");
+    assert_eq!(r.mvm(&["start", "counter"]).status.code(), Some(0));
+    // restart: the same container and its files, a second run.
+    let o = r.mvm(&["restart", "-t", "1", "counter"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    wait_log(&r, &id, "2\n");
+    assert!(ps_line(&r, &id).contains("Up "), "{}", ps_line(&r, &id));
+    // stop, then start again: still the same writable disk. The shell is not PID 1 in the
+    // guest (the agent is), so SIGTERM ends it: 143.
+    assert_eq!(
+        r.mvm(&["stop", "-t", "1", "counter"]).status.code(),
+        Some(0)
+    );
+    assert!(
+        ps_line(&r, &id).contains("Exited (143)"),
+        "{}",
+        ps_line(&r, &id)
+    );
+    assert_eq!(r.mvm(&["start", "counter"]).status.code(), Some(0));
+    wait_log(&r, &id, "3\n");
+    assert_eq!(r.mvm(&["rm", "-f", "counter"]).status.code(), Some(0));
+    assert_clean(&r);
+}
+
+#[test]
+fn start_attached_prints_output_and_exit_code() {
+    let r = root();
+    let o = r.mvm(&[
+        "create",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    let id = stdout(&o).trim().to_string();
+    let o = r.mvm(&["start", "-a", &id]);
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        ps_line(&r, &id).contains("Exited (3)"),
+        "{}",
+        ps_line(&r, &id)
+    );
+    // A bad command: start fails with the runtime's code, the container stays.
+    let o = r.mvm(&["create", "--name", "bad", "busybox", "/no/such/binary"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = r.mvm(&["start", "bad"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/no/such/binary"), "{}", stderr(&o));
+    let kept = stdout(&r.mvm(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=bad",
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]));
+    assert_eq!(
+        kept, "bad exited\n",
+        "a container that failed to start stays"
+    );
+    let o = r.mvm(&["container", "prune", "-f"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("Deleted Containers:"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains(&id), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("Total reclaimed space:"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&r.mvm(&["ps", "-aq"])).is_empty());
+    assert_clean(&r);
+}
+
+#[test]
+fn restart_policies_bring_a_crashing_process_back() {
+    let r = root();
+    // on-failure:2 — the process fails three times: two restarts, then it stays exited.
+    let id = run_d(
+        &r,
+        &[
+            "--restart",
+            "on-failure:2",
+            "busybox",
+            "sh",
+            "-c",
+            "echo boot; exit 4",
+        ],
+    );
+    let v = wait_inspect(&r, &id, "exited after 2 restarts", |v| {
+        v["State"]["Status"] == "exited" && v["RestartCount"] == 2
+    });
+    assert_eq!(v["State"]["ExitCode"], 4);
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 2);
+    assert_eq!(stdout(&r.mvm(&["logs", &id])).matches("boot").count(), 3);
+    // A success is not a failure: on-failure does not restart it.
+    let ok = run_d(&r, &["--restart", "on-failure", "busybox", "true"]);
+    let v = wait_inspect(&r, &ok, "exited", |v| v["State"]["Status"] == "exited");
+    assert_eq!(v["RestartCount"], 0);
+    // always: restarts even a success, until `stop`; stop is final.
+    let always = run_d(
+        &r,
+        &[
+            "--restart",
+            "always",
+            "busybox",
+            "sh",
+            "-c",
+            "echo again; sleep 1",
+        ],
+    );
+    wait_inspect(&r, &always, "restarted twice", |v| {
+        v["RestartCount"].as_u64().is_some_and(|n| n >= 2)
+    });
+    let o = r.mvm(&["stop", "-t", "1", &always]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = wait_inspect(&r, &always, "exited", |v| v["State"]["Status"] == "exited");
+    let count = v["RestartCount"].clone();
+    std::thread::sleep(Duration::from_secs(3));
+    let v = wait_inspect(&r, &always, "still exited", |v| {
+        v["State"]["Status"] == "exited"
+    });
+    assert_eq!(v["RestartCount"], count, "stop is final");
+    // Bad policies and a policy with --rm: usage errors, nothing created.
+    for bad in [
+        vec!["run", "--restart", "sometimes", "busybox", "true"],
+        vec!["run", "--restart", "always:3", "busybox", "true"],
+        vec!["run", "--rm", "--restart", "always", "busybox", "true"],
+    ] {
+        let o = r.mvm(&bad);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}");
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    let o = r.mvm(&["rm", "-f", &id, &ok, &always]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_clean(&r);
+}
+
+#[test]
+fn pause_stops_the_vm_and_unpause_resumes_it() {
+    let r = root();
+    let id = run_d(
+        &r,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done",
+        ],
+    );
+    wait_log(&r, &id, "3\n");
+    let o = r.mvm(&["pause", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        ps_line(&r, &id).contains("(Paused)"),
+        "{}",
+        ps_line(&r, &id)
+    );
+    let v = wait_inspect(&r, &id, "paused", |v| v["State"]["Paused"] == true);
+    assert_eq!(v["State"]["Status"], "paused");
+    // Nothing runs while paused: the log does not grow.
+    let before = stdout(&r.mvm(&["logs", &id])).lines().count();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = stdout(&r.mvm(&["logs", &id])).lines().count();
+    assert!(after <= before + 1, "{before} -> {after}");
+    assert_eq!(
+        r.mvm(&["pause", &id]).status.code(),
+        Some(1),
+        "already paused"
+    );
+    let o = r.mvm(&["exec", &id, "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("paused"), "{}", stderr(&o));
+    let o = r.mvm(&["unpause", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let n = after + 5;
+    wait_log(&r, &id, &format!("{n}\n"));
+    assert_eq!(
+        r.mvm(&["unpause", &id]).status.code(),
+        Some(1),
+        "not paused"
+    );
+    // A paused container stops too.
+    assert_eq!(r.mvm(&["pause", &id]).status.code(), Some(0));
+    let o = r.mvm(&["stop", "-t", "1", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(ps_line(&r, &id).contains("Exited"), "{}", ps_line(&r, &id));
+    assert_eq!(r.mvm(&["rm", &id]).status.code(), Some(0));
+    assert_clean(&r);
+}
+
+#[test]
+fn ps_filters_formats_rename_top_and_stats() {
+    let r = root();
+    let a = run_d(&r, &["--name", "alpha", "busybox", "sleep", "600"]);
+    let o = r.mvm(&["run", "--name", "beta", "busybox", "sh", "-c", "exit 2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let lines = |args: &[&str]| -> Vec<String> {
+        let o = r.mvm(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        stdout(&o).lines().map(str::to_string).collect()
+    };
+    assert_eq!(lines(&["ps", "--format", "{{.Names}}"]), ["alpha"]);
+    assert_eq!(
+        lines(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]),
+        ["beta exited", "alpha running"]
+    );
+    assert_eq!(lines(&["ps", "-l", "--format", "{{.Names}}"]), ["beta"]);
+    assert_eq!(lines(&["ps", "-n", "2", "-q"]).len(), 2);
+    assert_eq!(
+        lines(&["ps", "--filter", "status=exited", "--format", "{{.Names}}"]),
+        ["beta"]
+    );
+    assert_eq!(
+        lines(&["ps", "-a", "--filter", "exited=2", "--format", "{{.Names}}"]),
+        ["beta"]
+    );
+    assert_eq!(
+        lines(&["ps", "-a", "--filter", "name=alp", "-q"]),
+        [a[..12].to_string()]
+    );
+    assert_eq!(
+        lines(&["ps", "-a", "--filter", "ancestor=busybox", "-q"]).len(),
+        2
+    );
+    let table = lines(&["ps", "-a", "--format", "table {{.ID}}\t{{.Names}}"]);
+    assert!(table[0].starts_with("CONTAINER ID"), "{table:?}");
+    let json = lines(&["ps", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+    assert_eq!(v["Names"], "alpha");
+    let header = lines(&["ps"]);
+    for col in [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ] {
+        assert!(header[0].contains(col), "{header:?}");
+    }
+    for bad in [
+        ["ps", "--filter", "colour=red"],
+        ["ps", "--filter", "status=asleep"],
+    ] {
+        let o = r.mvm(&bad);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}");
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    // rename: the new name resolves, the old one no longer; a taken name is refused.
+    assert_eq!(r.mvm(&["rename", "alpha", "gamma"]).status.code(), Some(0));
+    assert_eq!(lines(&["ps", "--format", "{{.Names}}"]), ["gamma"]);
+    let o = r.mvm(&["rename", "gamma", "beta"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+    assert_eq!(r.mvm(&["rename", "alpha", "delta"]).status.code(), Some(1));
+    assert_eq!(
+        r.mvm(&["rename", "gamma", "no/slash"]).status.code(),
+        Some(125)
+    );
+    // top: the guest's processes.
+    let o = r.mvm(&["top", "gamma"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("sleep 600"), "{}", stdout(&o));
+    assert_eq!(r.mvm(&["top", "beta"]).status.code(), Some(1));
+    // stats: the VM's memory as the host sees it, under the limit.
+    let o = r.mvm(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+        "gamma",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let line = stdout(&o);
+    assert!(line.starts_with("gamma "), "{line}");
+    assert!(line.contains("MiB / 512.00MiB"), "{line}");
+    let o = r.mvm(&["stats", "--no-stream"]);
+    assert!(stdout(&o).starts_with("CONTAINER ID"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("gamma"), "{}", stdout(&o));
+    assert_eq!(
+        r.mvm(&["stats", "--no-stream", "nope"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(r.mvm(&["rm", "-f", "gamma", "beta"]).status.code(), Some(0));
+    assert_clean(&r);
+}

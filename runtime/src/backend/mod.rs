@@ -191,6 +191,13 @@ pub struct VmHandle {
 }
 
 impl VmHandle {
+    /// PIDs of the hypervisor (first) and its helper daemons, for `pause` and `stats`.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.child.id())
+            .chain(self.helpers.iter().map(Child::id))
+            .collect()
+    }
+
     /// Whether the hypervisor has exited (without blocking).
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

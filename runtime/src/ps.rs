@@ -1,0 +1,204 @@
+//! `mvm ps`: the container list with Docker's columns, filters and `--format`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use crate::container::{self, ContainerRecord};
+use crate::error::CliError;
+use crate::lifecycle::{human, since, status_text};
+
+/// Options of `mvm ps`.
+#[derive(Debug, Default)]
+pub struct PsOptions {
+    /// `-a`: stopped containers too.
+    pub all: bool,
+    /// `-q`: IDs only.
+    pub quiet: bool,
+    /// `--no-trunc`.
+    pub no_trunc: bool,
+    /// `-l`: the latest created container only.
+    pub latest: bool,
+    /// `-n N`: the N latest created containers.
+    pub last: Option<usize>,
+    /// `--filter key=value`, repeatable.
+    pub filters: Vec<String>,
+    /// `--format`.
+    pub format: Option<String>,
+}
+
+/// One `--filter`.
+#[derive(Debug, PartialEq, Eq)]
+enum Filter {
+    Status(String),
+    Name(String),
+    Id(String),
+    Exited(i32),
+    Ancestor(String),
+}
+
+const STATUSES: &[&str] = &[
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
+fn parse_filter(f: &str) -> Result<Filter, CliError> {
+    let (k, v) = f.split_once('=').ok_or_else(|| {
+        CliError::usage(format!("bad format of filter (expected name=value): {f}"))
+    })?;
+    Ok(match k {
+        "status" if STATUSES.contains(&v) => Filter::Status(v.into()),
+        "status" => {
+            return Err(CliError::usage(format!(
+                "invalid filter 'status={v}': use one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+        "name" => Filter::Name(v.trim_start_matches('/').into()),
+        "id" => Filter::Id(v.into()),
+        "exited" => Filter::Exited(
+            v.parse()
+                .map_err(|_| CliError::usage(format!("invalid filter 'exited={v}'")))?,
+        ),
+        "ancestor" => Filter::Ancestor(v.into()),
+        _ => return Err(CliError::usage(format!("invalid filter '{k}'"))),
+    })
+}
+
+/// Whether `rec` passes every filter; filters of one kind are ORed, kinds are ANDed.
+fn passes(rec: &ContainerRecord, filters: &[Filter]) -> bool {
+    let (status, code) = rec.effective();
+    let mut by_kind: BTreeMap<&str, bool> = BTreeMap::new();
+    for f in filters {
+        let (kind, ok) = match f {
+            Filter::Status(s) => ("status", s == status),
+            Filter::Name(n) => ("name", rec.name.contains(n.as_str())),
+            Filter::Id(p) => ("id", rec.id.starts_with(p.as_str())),
+            Filter::Exited(c) => ("exited", status == "exited" && code == Some(*c)),
+            Filter::Ancestor(a) => (
+                "ancestor",
+                rec.image == *a
+                    || rec.image.strip_suffix(":latest") == Some(a.as_str())
+                    || rec
+                        .image_id
+                        .trim_start_matches("sha256:")
+                        .starts_with(a.trim_start_matches("sha256:")),
+            ),
+        };
+        *by_kind.entry(kind).or_insert(false) |= ok;
+    }
+    by_kind.values().all(|ok| *ok)
+}
+
+fn command_column(rec: &ContainerRecord, no_trunc: bool) -> String {
+    let cmd = format!("\"{}\"", rec.args.join(" "));
+    if !no_trunc && cmd.chars().count() > 22 {
+        let cut: String = cmd.chars().take(20).collect();
+        return format!("{cut}…\"");
+    }
+    cmd
+}
+
+/// The fields `--format` may name, as Docker's `ps` calls them.
+fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, String> {
+    let id = if no_trunc {
+        rec.id.clone()
+    } else {
+        rec.id[..12].to_string()
+    };
+    BTreeMap::from([
+        ("ID", id),
+        ("Image", rec.image.clone()),
+        ("Command", command_column(rec, no_trunc)),
+        ("CreatedAt", rec.created.clone()),
+        (
+            "RunningFor",
+            format!("{} ago", human(since(Some(&rec.created)))),
+        ),
+        ("Ports", String::new()),
+        ("State", rec.effective().0.to_string()),
+        ("Status", status_text(rec)),
+        ("Size", "0B".into()),
+        ("Names", rec.name.clone()),
+        ("Labels", String::new()),
+        ("Mounts", String::new()),
+        ("Networks", String::new()),
+    ])
+}
+
+fn header(field: &str) -> String {
+    match field {
+        "ID" => "CONTAINER ID".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "RunningFor" => "CREATED".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// The containers `ps` lists, newest first.
+fn select(root: &Path, opts: &PsOptions) -> Result<Vec<ContainerRecord>, CliError> {
+    let filters = opts
+        .filters
+        .iter()
+        .map(|f| parse_filter(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut list = container::list(root);
+    list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+    // As Docker: -l, -n and a status filter look at stopped containers too.
+    let all = opts.all
+        || opts.latest
+        || opts.last.is_some()
+        || filters.iter().any(|f| matches!(f, Filter::Status(_)));
+    let limit = if opts.latest { Some(1) } else { opts.last };
+    let mut out: Vec<ContainerRecord> = Vec::new();
+    for (i, c) in list.into_iter().enumerate() {
+        if limit.is_some_and(|n| i >= n) {
+            break;
+        }
+        if (all || c.is_running()) && passes(&c, &filters) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// `mvm ps`.
+pub fn ps(root: &Path, opts: &PsOptions) -> Result<i32, CliError> {
+    let list = select(root, opts)?;
+    let rows: Vec<_> = list.iter().map(|c| fields(c, opts.no_trunc)).collect();
+    if opts.quiet {
+        let mut out = std::io::stdout().lock();
+        for r in &rows {
+            let _ = writeln!(out, "{}", r["ID"]);
+        }
+        return Ok(0);
+    }
+    let format = opts.format.as_deref().unwrap_or(
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}",
+    );
+    crate::image_cmds::print_formatted_with(format, &rows, header)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse() {
+        assert_eq!(
+            parse_filter("status=exited").unwrap(),
+            Filter::Status("exited".into())
+        );
+        assert_eq!(parse_filter("exited=3").unwrap(), Filter::Exited(3));
+        assert!(parse_filter("status=sleeping").is_err());
+        assert!(parse_filter("colour=red").is_err());
+        assert!(parse_filter("name").is_err());
+        assert!(parse_filter("exited=x").is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! `mvm stats` (a container's VM as the host sees it: CPU, memory, block I/O) and `mvm top`
+//! (the processes inside the guest, listed by `ps` run through the agent).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::container::{self, ContainerRecord};
+use crate::error::CliError;
+
+/// How long CPU use is sampled for one line of figures.
+const SAMPLE: Duration = Duration::from_millis(500);
+
+/// Host-side counters of one container's processes (monitor, hypervisor, helpers).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    /// CPU time in clock ticks (user + system).
+    cpu_ticks: u64,
+    /// Resident memory in bytes.
+    rss: u64,
+    /// Bytes read from and written to storage.
+    read: u64,
+    written: u64,
+}
+
+fn read_counters(pids: &[u32]) -> Counters {
+    let mut c = Counters::default();
+    for pid in pids {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            // After the command: state is field 3 of stat; utime and stime are 14 and 15.
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            c.cpu_ticks += tick(11) + tick(12);
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            c.rss += status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024;
+        }
+        if let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
+            let field = |name: &str| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            c.read += field("read_bytes:");
+            c.written += field("write_bytes:");
+        }
+    }
+    c
+}
+
+/// The processes that make up a running container on the host: its monitor and its VM's.
+fn host_pids(rec: &ContainerRecord) -> Vec<u32> {
+    let Some(owner) = rec.pid else {
+        return Vec::new();
+    };
+    std::iter::once(owner)
+        .chain(
+            rec.vm_pids
+                .iter()
+                .copied()
+                .filter(|p| crate::control::parent_of(*p) == Some(owner)),
+        )
+        .collect()
+}
+
+/// Binary units as `docker stats` prints memory: `12.5MiB`.
+fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.2}{}", UNITS[i])
+    }
+}
+
+fn row(
+    rec: &ContainerRecord,
+    before: Counters,
+    after: Counters,
+    secs: f64,
+) -> BTreeMap<&'static str, String> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let running = rec.is_running();
+    let cpu = if running && secs > 0.0 {
+        after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / hz / secs * 100.0
+    } else {
+        0.0
+    };
+    let limit = rec.mem_mib << 20;
+    let mem = if running { after.rss } else { 0 };
+    BTreeMap::from([
+        ("Container", rec.id[..12].to_string()),
+        ("ID", rec.id[..12].to_string()),
+        ("Name", rec.name.clone()),
+        ("CPUPerc", format!("{cpu:.2}%")),
+        (
+            "MemUsage",
+            format!("{} / {}", binary_size(mem), binary_size(limit)),
+        ),
+        (
+            "MemPerc",
+            format!("{:.2}%", mem as f64 * 100.0 / limit.max(1) as f64),
+        ),
+        ("NetIO", "0B / 0B".into()),
+        (
+            "BlockIO",
+            format!(
+                "{} / {}",
+                crate::image_cmds::human_size(after.read),
+                crate::image_cmds::human_size(after.written)
+            ),
+        ),
+        ("PIDs", if running { "-".into() } else { "0".into() }),
+    ])
+}
+
+fn header(field: &str) -> String {
+    match field {
+        "Container" => "CONTAINER ID".into(),
+        "ID" => "CONTAINER ID".into(),
+        "CPUPerc" => "CPU %".into(),
+        "MemUsage" => "MEM USAGE / LIMIT".into(),
+        "MemPerc" => "MEM %".into(),
+        "NetIO" => "NET I/O".into(),
+        "BlockIO" => "BLOCK I/O".into(),
+        "PIDs" => "PIDS".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+const DEFAULT_FORMAT: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
+
+/// `mvm stats [-a] [--no-stream] [--format] [CONTAINER...]`.
+pub fn stats(
+    root: &Path,
+    keys: &[String],
+    all: bool,
+    no_stream: bool,
+    format: Option<&str>,
+) -> Result<i32, CliError> {
+    let format = format.unwrap_or(DEFAULT_FORMAT);
+    loop {
+        let records: Vec<ContainerRecord> = if keys.is_empty() {
+            let mut l: Vec<_> = container::list(root)
+                .into_iter()
+                .filter(|c| all || c.is_running())
+                .collect();
+            l.sort_by(|a, b| b.created.cmp(&a.created));
+            l
+        } else {
+            keys.iter()
+                .map(|k| {
+                    container::resolve(root, k)
+                        .map(|(_, r)| r)
+                        .map_err(|e| CliError::with_code(1, e))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let pids: Vec<Vec<u32>> = records.iter().map(host_pids).collect();
+        let before: Vec<Counters> = pids.iter().map(|p| read_counters(p)).collect();
+        let t0 = Instant::now();
+        std::thread::sleep(SAMPLE);
+        let secs = t0.elapsed().as_secs_f64();
+        let rows: Vec<_> = records
+            .iter()
+            .zip(&pids)
+            .zip(&before)
+            .map(|((r, p), b)| row(r, *b, read_counters(p), secs))
+            .collect();
+        if !no_stream {
+            // Clear the screen and home the cursor, as docker stats redraws.
+            print!("\x1b[2J\x1b[H");
+        }
+        crate::image_cmds::print_formatted_with(format, &rows, header)?;
+        let _ = std::io::stdout().flush();
+        if no_stream {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `mvm top CONTAINER [ps OPTIONS]`: `ps` inside the guest, through the agent.
+pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> {
+    let (_, rec) = container::resolve(root, key).map_err(|e| CliError::with_code(1, e))?;
+    if rec.effective().0 != "running" {
+        return Err(CliError::with_code(
+            1,
+            format!("Container {} is not running", rec.id),
+        ));
+    }
+    let mut cmd = vec!["ps".to_string()];
+    cmd.extend(ps_args.iter().cloned());
+    crate::lifecycle::exec(
+        root,
+        key,
+        &cmd,
+        crate::lifecycle::ExecOptions {
+            interactive: false,
+            tty: false,
+            env: Vec::new(),
+            workdir: Some("/".into()),
+            user: Some("0".into()),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(binary_size(512), "512B");
+        assert_eq!(binary_size(512 << 20), "512.00MiB");
+        assert_eq!(binary_size(1536 << 10), "1.50MiB");
+    }
+
+    #[test]
+    fn own_counters() {
+        let me = read_counters(&[std::process::id()]);
+        assert!(me.rss > 0);
+    }
+}

@@ -24,6 +24,7 @@ use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{IrqTrigger, VirtioDevice};
 use crate::exit::{ExitReason, ExitRecord};
@@ -327,6 +328,21 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             &mut event_manager,
             config.disks.len(),
             Arc::new(Mutex::new(vsock)),
+        )?;
+    }
+    // NICs come after the disks and vsock so that adding one moves no other device.
+    let first_nic = config.disks.len() + usize::from(config.vsock.is_some());
+    for (i, nic) in config.net.iter().enumerate() {
+        let net = Net::with_tap(&nic.tap, nic.mac_addr()?)
+            .map_err(|e| BuildError::Device(e.to_string()))?;
+        attach_virtio(
+            &vm,
+            &mem,
+            &mut mmio,
+            &mut cmdline,
+            &mut event_manager,
+            first_nic + i,
+            Arc::new(Mutex::new(net)),
         )?;
     }
 

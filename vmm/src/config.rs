@@ -1,8 +1,8 @@
 //! The monitor's configuration: what a microVM is made of.
 //!
 //! In the spirit of Firecracker's `--config-file`: one JSON document (or the same fields as
-//! flags) describes the kernel, the command line, vCPUs, memory, disks, vsock, the serial
-//! console and where the exit record goes. Everything is validated up front so a bad config
+//! flags) describes the kernel, the command line, vCPUs, memory, disks, network interfaces,
+//! vsock, the serial console and where the exit record goes. Everything is validated up front so a bad config
 //! ends the monitor with one clear line before any VM exists.
 
 use std::os::unix::fs::FileTypeExt;
@@ -45,6 +45,10 @@ pub struct VmConfig {
     /// Optional virtio-vsock device with its host side on unix sockets.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// Network interfaces (virtio-net over existing TAP devices), in the order the guest
+    /// will see them (eth0, eth1, ...).
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     /// Where the guest's serial console goes.
     #[serde(default)]
     pub serial: SerialOutput,
@@ -76,6 +80,65 @@ pub struct VsockConfig {
     /// Host socket: the host connects here and sends `CONNECT <port>\n`; connections the guest
     /// opens to host port P go to `<uds_path>_P`.
     pub uds_path: PathBuf,
+}
+
+/// One virtio-net device over an existing TAP device.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Name of the TAP device on the host (it must exist; at most 15 bytes).
+    pub tap: String,
+    /// The guest's MAC address, `xx:xx:xx:xx:xx:xx` in hex, unicast. When absent, a locally
+    /// administered address is derived from the TAP name.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+impl NetConfig {
+    /// The guest's MAC address (given or derived).
+    pub fn mac_addr(&self) -> Result<[u8; 6], ConfigError> {
+        match &self.mac {
+            Some(text) => parse_mac(text),
+            None => Ok(derived_mac(&self.tap)),
+        }
+    }
+}
+
+/// Parses `xx:xx:xx:xx:xx:xx` (hex, either case) and requires a unicast, non-zero address.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid(format!("net mac {text:?}: {why}"));
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts
+            .next()
+            .ok_or_else(|| bad("expected six hex bytes separated by ':'"))?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("expected six hex bytes separated by ':'"));
+        }
+        *byte = u8::from_str_radix(part, 16)
+            .map_err(|_| bad("expected six hex bytes separated by ':'"))?;
+    }
+    if parts.next().is_some() {
+        return Err(bad("expected six hex bytes separated by ':'"));
+    }
+    if mac[0] & 1 != 0 {
+        return Err(bad("a multicast address cannot be a NIC's address"));
+    }
+    if mac == [0; 6] {
+        return Err(bad("the all-zero address is not valid"));
+    }
+    Ok(mac)
+}
+
+/// A locally administered unicast MAC from the TAP name (FNV-1a), stable across restarts.
+fn derived_mac(tap: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tap.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_le_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
 }
 
 /// Destination of the 8250 UART's output.
@@ -133,6 +196,9 @@ pub enum ConfigError {
     /// A number outside what the monitor supports.
     #[error("{0}")]
     OutOfRange(String),
+    /// A value of the wrong form (a TAP name, a MAC address).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl VmConfig {
@@ -178,7 +244,7 @@ impl VmConfig {
                 )));
             }
         }
-        if self.disks.len() + usize::from(self.vsock.is_some())
+        if self.disks.len() + usize::from(self.vsock.is_some()) + self.net.len()
             > crate::arch::x86_64::layout::MAX_VIRTIO_DEVICES
         {
             return Err(ConfigError::OutOfRange(format!(
@@ -186,6 +252,7 @@ impl VmConfig {
                 crate::arch::x86_64::layout::MAX_VIRTIO_DEVICES
             )));
         }
+        self.validate_net()?;
         if let Some(vsock) = &self.vsock {
             if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid >= u64::from(u32::MAX) {
                 return Err(ConfigError::OutOfRange(format!(
@@ -200,6 +267,57 @@ impl VmConfig {
         }
         Ok(())
     }
+}
+
+impl VmConfig {
+    fn validate_net(&self) -> Result<(), ConfigError> {
+        let mut macs = Vec::with_capacity(self.net.len());
+        for (i, nic) in self.net.iter().enumerate() {
+            if nic.tap.len() >= libc::IFNAMSIZ {
+                return Err(ConfigError::Invalid(format!(
+                    "net tap name {:?} is longer than {} bytes",
+                    nic.tap,
+                    libc::IFNAMSIZ - 1
+                )));
+            }
+            if !crate::devices::virtio::net::tap::valid_ifname(&nic.tap) {
+                return Err(ConfigError::Invalid(format!(
+                    "net tap name {:?} is not a valid interface name",
+                    nic.tap
+                )));
+            }
+            if self.net[..i].iter().any(|other| other.tap == nic.tap) {
+                return Err(ConfigError::Invalid(format!(
+                    "net tap {} is given twice",
+                    nic.tap
+                )));
+            }
+            let mac = nic.mac_addr()?;
+            if macs.contains(&mac) {
+                return Err(ConfigError::Invalid(format!(
+                    "net mac {} is given twice",
+                    nic.mac.as_deref().unwrap_or("(derived)")
+                )));
+            }
+            macs.push(mac);
+            if !interface_exists(&nic.tap) {
+                return Err(ConfigError::Invalid(format!(
+                    "net tap {} does not exist",
+                    nic.tap
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a network interface of that name exists in the monitor's network namespace.
+fn interface_exists(name: &str) -> bool {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(cname.as_ptr()) != 0 }
 }
 
 fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
@@ -231,6 +349,7 @@ mod tests {
             mem_mib: 128,
             disks: vec![],
             vsock: None,
+            net: vec![],
             serial: SerialOutput::Stdout,
             exit_record: None,
         }
@@ -250,10 +369,13 @@ mod tests {
             r#"{"kernel":"/k","cmdline":"x","vcpus":2,"mem_mib":64,
                 "disks":[{"path":"/d","read_only":true,"id":"root"}],
                 "vsock":{"guest_cid":3,"uds_path":"/v"},
+                "net":[{"tap":"tap0","mac":"02:00:00:00:00:01"},{"tap":"tap1"}],
                 "serial":{"kind":"file","path":"/s"},"exit_record":"/e"}"#,
         )
         .unwrap();
         assert!(cfg.disks[0].read_only);
+        assert_eq!(cfg.net[0].mac_addr().unwrap(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(cfg.net[1].mac, None);
         assert_eq!(cfg.serial, SerialOutput::File("/s".into()));
     }
 
@@ -292,5 +414,75 @@ mod tests {
             uds_path: "/v".into(),
         });
         assert!(c.validate().unwrap_err().to_string().contains("CID"));
+    }
+
+    #[test]
+    fn validates_network_interfaces() {
+        let exe = std::env::current_exe().unwrap();
+        let nic = |tap: &str, mac: Option<&str>| NetConfig {
+            tap: tap.into(),
+            mac: mac.map(Into::into),
+        };
+        let check = |nics: Vec<NetConfig>| {
+            let mut c = base(&exe);
+            c.net = nics;
+            c.validate().map_err(|e| e.to_string())
+        };
+        // The loopback interface exists in every namespace (a TAP is not required here).
+        assert!(check(vec![nic("lo", Some("02:AB:cd:00:00:01"))]).is_ok());
+        let e = check(vec![nic("mvm-nosuchtap", None)]).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = check(vec![nic("a-very-long-tapname", None)]).unwrap_err();
+        assert!(e.contains("longer than 15 bytes"), "{e}");
+        assert!(
+            check(vec![nic("", None)])
+                .unwrap_err()
+                .contains("not a valid")
+        );
+        assert!(
+            check(vec![nic("a/b", None)])
+                .unwrap_err()
+                .contains("not a valid")
+        );
+        for bad in [
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "02-00-00-00-00-01",
+            "2:0:0:0:0:1",
+            "0g:00:00:00:00:01",
+            "",
+        ] {
+            let e = check(vec![nic("tap0", Some(bad))]).unwrap_err();
+            assert!(e.contains("six hex bytes"), "{bad}: {e}");
+        }
+        let e = check(vec![nic("tap0", Some("01:00:5e:00:00:01"))]).unwrap_err();
+        assert!(e.contains("multicast"), "{e}");
+        assert!(check(vec![nic("tap0", Some("00:00:00:00:00:00"))]).is_err());
+        let e = check(vec![nic("lo", None), nic("lo", None)]).unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        let m = Some("02:00:00:00:00:09");
+        let e = check(vec![nic("lo", m), nic("tap1", m)]).unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        let many: Vec<_> = (0..20).map(|i| nic(&format!("tap{i}"), None)).collect();
+        assert!(check(many).unwrap_err().contains("virtio devices"));
+    }
+
+    #[test]
+    fn derived_macs_are_local_unicast_and_stable() {
+        let a = NetConfig {
+            tap: "tap0".into(),
+            mac: None,
+        }
+        .mac_addr()
+        .unwrap();
+        let b = NetConfig {
+            tap: "tap1".into(),
+            mac: None,
+        }
+        .mac_addr()
+        .unwrap();
+        assert_eq!(a[0], 0x02);
+        assert_ne!(a, b);
+        assert_eq!(a, derived_mac("tap0"));
     }
 }

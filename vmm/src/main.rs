@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mvm_vmm::config::{DiskConfig, SerialOutput, VmConfig, VsockConfig};
+use mvm_vmm::config::{DiskConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
 
 /// Exit code for a configuration the monitor refuses (nothing was started).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -14,8 +14,9 @@ const EXIT_BUILD_FAILED: u8 = 1;
 #[derive(Parser, Debug)]
 #[command(name = "mvm-vmm", version, about = "Run one KVM microVM")]
 struct Args {
-    /// JSON config file (fields: kernel, initrd, cmdline, vcpus, mem_mib, disks, vsock,
-    /// serial, exit_record); flags given too override its values.
+    /// JSON config file (fields: kernel, initrd, cmdline, vcpus, mem_mib, disks, net, vsock,
+    /// serial, exit_record); flags given too override its values (--disk and --net add to
+    /// its lists).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Guest kernel (ELF vmlinux or bzImage).
@@ -36,6 +37,10 @@ struct Args {
     /// A disk: PATH[,ro][,id=SERIAL]; repeat for more (vda, vdb, ...).
     #[arg(long = "disk")]
     disks: Vec<String>,
+    /// A network interface over an existing TAP: tap=NAME[,mac=XX:XX:XX:XX:XX:XX]; repeat
+    /// for more (eth0, eth1, ...).
+    #[arg(long = "net")]
+    nets: Vec<String>,
     /// The vsock device: CID,UDS_PATH.
     #[arg(long)]
     vsock: Option<String>,
@@ -74,6 +79,24 @@ fn parse_disk(spec: &str) -> Result<DiskConfig, String> {
         }
     }
     Ok(disk)
+}
+
+fn parse_net(spec: &str) -> Result<NetConfig, String> {
+    let mut tap = None;
+    let mut mac = None;
+    for opt in spec.split(',') {
+        match opt.split_once('=') {
+            Some(("tap", name)) => tap = Some(name.to_string()),
+            Some(("mac", m)) => mac = Some(m.to_string()),
+            _ => {
+                return Err(format!(
+                    "unknown --net option {opt:?} (expected tap=NAME or mac=MAC)"
+                ));
+            }
+        }
+    }
+    let tap = tap.ok_or_else(|| format!("--net {spec:?}: tap=NAME is required"))?;
+    Ok(NetConfig { tap, mac })
 }
 
 fn parse_vsock(spec: &str) -> Result<VsockConfig, String> {
@@ -118,6 +141,9 @@ fn build_config(args: &Args) -> Result<VmConfig, String> {
     }
     for d in &args.disks {
         cfg.disks.push(parse_disk(d)?);
+    }
+    for n in &args.nets {
+        cfg.net.push(parse_net(n)?);
     }
     if let Some(v) = &args.vsock {
         cfg.vsock = Some(parse_vsock(v)?);
@@ -192,6 +218,39 @@ mod tests {
         assert_eq!(d.id.as_deref(), Some("root"));
         assert!(parse_disk("/a,bogus").is_err());
         assert!(parse_disk("").is_err());
+    }
+
+    #[test]
+    fn net_specs() {
+        let n = parse_net("tap=tap0,mac=02:00:00:00:00:01").unwrap();
+        assert_eq!(n.tap, "tap0");
+        assert_eq!(n.mac.as_deref(), Some("02:00:00:00:00:01"));
+        let n = parse_net("tap=tap1").unwrap();
+        assert_eq!(n.mac, None);
+        assert!(parse_net("mac=02:00:00:00:00:01").is_err());
+        assert!(parse_net("tap0").is_err());
+        assert!(parse_net("tap=t,bogus=1").is_err());
+    }
+
+    #[test]
+    fn bad_net_flags_are_config_errors() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let cfg = |net: &str| {
+            let args = Args::try_parse_from(["mvm-vmm", "--kernel", exe, "--net", net]).unwrap();
+            build_config(&args)
+        };
+        let e = cfg("tap=a-very-long-tapname").unwrap_err();
+        assert_eq!(
+            e,
+            "net tap name \"a-very-long-tapname\" is longer than 15 bytes"
+        );
+        let e = cfg("tap=lo,mac=ff:ff:ff:ff:ff:ff").unwrap_err();
+        assert!(e.contains("multicast"), "{e}");
+        let e = cfg("tap=lo,mac=zz").unwrap_err();
+        assert!(e.contains("six hex bytes"), "{e}");
+        let ok = cfg("tap=lo,mac=02:00:00:00:00:07").unwrap();
+        assert_eq!(ok.net.len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// Feature bit every modern device offers and every driver must accept.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Device ID of virtio-net.
+pub const TYPE_NET: u32 = 1;
 /// Device ID of virtio-blk.
 pub const TYPE_BLOCK: u32 = 2;
 /// Device ID of virtio-vsock.

@@ -1,8 +1,12 @@
 //! The boot configuration the host passes on the kernel command line (`mvm.*` keys).
 
+mod net;
+
 use std::net::IpAddr;
 
 use mvm_agent_protocol::DEFAULT_VSOCK_PORT;
+
+pub use net::{HostEntry, MacAddr, NetConfig};
 
 /// File system types the image disk may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +39,16 @@ pub struct BootConfig {
     pub upper: Option<String>,
     /// The container's hostname (`mvm.hostname`).
     pub hostname: Option<String>,
-    /// DNS servers for `/etc/resolv.conf` (`mvm.dns=IP[,IP...]`); empty leaves the image's file.
+    /// DNS servers for `/etc/resolv.conf` (`mvm.dns=IP[,IP...]`).
     pub dns: Vec<IpAddr>,
+    /// DNS search domains, resolv.conf's `search` line (`mvm.search=DOMAIN[,DOMAIN...]`).
+    pub dns_search: Vec<String>,
+    /// Resolver options, resolv.conf's `options` line (`mvm.dnsopt=OPT[,OPT...]`).
+    pub dns_options: Vec<String>,
+    /// The network interfaces, in the order of their `mvm.net` keys (one key per NIC).
+    pub net: Vec<NetConfig>,
+    /// Extra /etc/hosts entries (`mvm.hosts=NAME:IP[,NAME:IP...]`, repeatable).
+    pub extra_hosts: Vec<HostEntry>,
     /// The vsock port to listen on (`mvm.port`).
     pub port: u32,
     /// A host port to connect to once ready (`mvm.callback`): the first session runs over
@@ -54,6 +66,10 @@ impl Default for BootConfig {
             upper: None,
             hostname: None,
             dns: Vec::new(),
+            dns_search: Vec::new(),
+            dns_options: Vec::new(),
+            net: Vec::new(),
+            extra_hosts: Vec::new(),
             port: DEFAULT_VSOCK_PORT,
             callback: None,
             debug: false,
@@ -74,7 +90,8 @@ pub struct CmdlineError {
 }
 
 /// Parses `/proc/cmdline`. Keys other than `mvm.*` belong to the kernel and are ignored, as
-/// are unknown `mvm.*` keys (a newer host may pass more). A later key overrides an earlier one.
+/// are unknown `mvm.*` keys (a newer host may pass more). A later key overrides an earlier one,
+/// except `mvm.net` and `mvm.hosts`, whose values accumulate.
 pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
     let mut config = BootConfig::default();
     for word in split_words(cmdline) {
@@ -117,6 +134,33 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                     .map(|s| s.parse::<IpAddr>())
                     .collect::<Result<_, _>>()
                     .map_err(|_| bad("expected comma-separated IP addresses"))?;
+            }
+            "search" => {
+                config.dns_search =
+                    net::parse_search(value.ok_or_else(|| bad("expected DOMAIN[,DOMAIN...]"))?)
+                        .map_err(bad)?;
+            }
+            "dnsopt" => {
+                config.dns_options = net::parse_dns_options(
+                    value.ok_or_else(|| bad("expected OPTION[,OPTION...]"))?,
+                )
+                .map_err(bad)?;
+            }
+            "hosts" => {
+                let entries =
+                    net::parse_hosts(value.ok_or_else(|| bad("expected NAME:IP[,NAME:IP...]"))?)
+                        .map_err(bad)?;
+                config.extra_hosts.extend(entries);
+            }
+            "net" => {
+                let nic = NetConfig::parse(
+                    value.ok_or_else(|| bad("expected MAC,ADDR/PREFIX,GATEWAY[,MTU]"))?,
+                )
+                .map_err(bad)?;
+                if config.net.iter().any(|n| n.mac == nic.mac) {
+                    return Err(bad("the MAC address is in an earlier mvm.net"));
+                }
+                config.net.push(nic);
             }
             "port" => {
                 config.port = value
@@ -244,12 +288,58 @@ mod tests {
             "mvm.hostname=a/b",
             "mvm.dns=1.2.3",
             "mvm.debug=maybe",
+            "mvm.net",
+            "mvm.net=",
+            "mvm.net=02:42:0a:58:00:02,10.88.0.2/16",
+            "mvm.net=02:42:0a:58:00:02,fd00::2/64,-",
+            "mvm.search",
+            "mvm.search=a,,b",
+            "mvm.dnsopt",
+            "mvm.dnsopt=ndots:x",
+            "mvm.hosts",
+            "mvm.hosts=db",
         ] {
             let err = parse_cmdline(bad).unwrap_err();
             assert!(bad.starts_with(&err.key), "{bad}: {err}");
         }
         let long = format!("mvm.hostname={}", "a".repeat(65));
         assert!(parse_cmdline(&long).is_err());
+    }
+
+    #[test]
+    fn network_keys() {
+        let c = parse_cmdline(
+            "mvm.net=02:42:0a:58:00:02,10.88.0.2/16,10.88.0.1,1500 \
+             mvm.net=02:42:0a:59:00:02,10.89.0.2/24,- mvm.dns=10.88.0.1 \
+             mvm.search=example.com,corp mvm.dnsopt=ndots:0,rotate \
+             mvm.hosts=db:10.88.0.5,cache:10.88.0.6 mvm.hosts=v6:fd00::1",
+        )
+        .unwrap();
+        assert_eq!(c.net.len(), 2);
+        assert_eq!(c.net[0].mac.to_string(), "02:42:0a:58:00:02");
+        assert_eq!(c.net[0].gateway, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(c.net[0].mtu, Some(1500));
+        assert_eq!(c.net[1].addr, std::net::Ipv4Addr::new(10, 89, 0, 2));
+        assert_eq!(c.net[1].gateway, None);
+        assert_eq!(c.dns_search, vec!["example.com", "corp"]);
+        assert_eq!(c.dns_options, vec!["ndots:0", "rotate"]);
+        let names: Vec<&str> = c.extra_hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, vec!["db", "cache", "v6"]);
+
+        // search and dnsopt override like other keys; an empty value clears them.
+        let c = parse_cmdline("mvm.search=a mvm.search= mvm.dnsopt=rotate mvm.dnsopt=").unwrap();
+        assert!(c.dns_search.is_empty() && c.dns_options.is_empty());
+
+        let err = parse_cmdline(
+            "mvm.net=02:42:0a:58:00:02,10.88.0.2/16,- mvm.net=02:42:0A:58:00:02,10.89.0.2/16,-",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "mvm.net");
+        assert_eq!(err.value, "02:42:0A:58:00:02,10.89.0.2/16,-");
+        assert!(err.reason.contains("earlier mvm.net"), "{err}");
+
+        let err = parse_cmdline("mvm.net=02:42:0a:58:00:02,fd00::2/64,fd00::1").unwrap_err();
+        assert!(err.to_string().contains("IPv6 is not supported"), "{err}");
     }
 
     #[test]

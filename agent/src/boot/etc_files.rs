@@ -1,35 +1,85 @@
 //! /etc/hostname, /etc/hosts and /etc/resolv.conf in the container.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use super::{BootError, io_err};
-use crate::cmdline::BootConfig;
+use crate::cmdline::{BootConfig, HostEntry};
 
-/// The container's /etc/hosts.
-pub fn hosts_content(hostname: Option<&str>) -> String {
+/// The container's /etc/hosts: localhost, the container's own name on its first address (on
+/// loopback without a network), then the extra entries (`mvm.hosts`).
+pub fn hosts_content(
+    hostname: Option<&str>,
+    addr: Option<Ipv4Addr>,
+    extra: &[HostEntry],
+) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if let Some(name) = hostname {
-        // Until the container has a network address, its name resolves to loopback (the
-        // Debian convention), so `hostname -i` and self-connections work.
-        let _ = writeln!(s, "127.0.1.1\t{name}");
+        match addr {
+            Some(addr) => {
+                let _ = writeln!(s, "{addr}\t{name}");
+            }
+            // Without a network address, the name resolves to loopback (the Debian
+            // convention), so `hostname -i` and self-connections work.
+            None => {
+                let _ = writeln!(s, "127.0.1.1\t{name}");
+            }
+        }
+    }
+    for entry in extra {
+        let _ = writeln!(s, "{}\t{}", entry.addr, entry.name);
     }
     s
 }
 
-/// The container's /etc/resolv.conf for the given servers.
-pub fn resolv_content(dns: &[IpAddr]) -> String {
+/// The container's /etc/resolv.conf: `nameserver` lines for `dns`, then `search` and
+/// `options` lines when there are any.
+pub fn resolv_content(dns: &[IpAddr], search: &[String], options: &[String]) -> String {
     let mut s = String::new();
     for server in dns {
         let _ = writeln!(s, "nameserver {server}");
     }
+    resolv_tail(&mut s, search, options);
     s
 }
 
+fn resolv_tail(s: &mut String, search: &[String], options: &[String]) {
+    if !search.is_empty() {
+        let _ = writeln!(s, "search {}", search.join(" "));
+    }
+    if !options.is_empty() {
+        let _ = writeln!(s, "options {}", options.join(" "));
+    }
+}
+
+/// What to write to resolv.conf, if anything: nothing when no DNS key was given (the image's
+/// file stays); the image's `nameserver` lines when only `mvm.search` or `mvm.dnsopt` was
+/// (as Docker keeps the host's servers for `--dns-search` alone).
+fn resolv_for(config: &BootConfig, existing: Option<&str>) -> Option<String> {
+    if !config.dns.is_empty() {
+        return Some(resolv_content(
+            &config.dns,
+            &config.dns_search,
+            &config.dns_options,
+        ));
+    }
+    if config.dns_search.is_empty() && config.dns_options.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    for line in existing.unwrap_or("").lines() {
+        if line.split_whitespace().next() == Some("nameserver") {
+            let _ = writeln!(s, "{}", line.trim());
+        }
+    }
+    resolv_tail(&mut s, &config.dns_search, &config.dns_options);
+    Some(s)
+}
+
 /// Writes the files under `root` (`/` in the guest, after pivot_root, so that links in the
-/// image resolve inside the container). resolv.conf is left alone unless DNS servers are
-/// configured.
+/// image resolve inside the container). resolv.conf is left alone unless a DNS key
+/// (`mvm.dns`, `mvm.search`, `mvm.dnsopt`) is given.
 pub fn write_etc_files(root: &Path, config: &BootConfig) -> Result<(), BootError> {
     let etc = root.join("etc");
     std::fs::create_dir_all(&etc).map_err(io_err(format!("creating {}", etc.display())))?;
@@ -40,9 +90,18 @@ pub fn write_etc_files(root: &Path, config: &BootConfig) -> Result<(), BootError
     if let Some(name) = &config.hostname {
         write("hostname", format!("{name}\n"))?;
     }
-    write("hosts", hosts_content(config.hostname.as_deref()))?;
-    if !config.dns.is_empty() {
-        write("resolv.conf", resolv_content(&config.dns))?;
+    write(
+        "hosts",
+        hosts_content(
+            config.hostname.as_deref(),
+            config.net.first().map(|n| n.addr),
+            &config.extra_hosts,
+        ),
+    )?;
+    // An image without the file, or with a dangling link, simply has no servers to keep.
+    let existing = std::fs::read_to_string(etc.join("resolv.conf")).ok();
+    if let Some(content) = resolv_for(config, existing.as_deref()) {
+        write("resolv.conf", content)?;
     }
     Ok(())
 }
@@ -50,6 +109,7 @@ pub fn write_etc_files(root: &Path, config: &BootConfig) -> Result<(), BootError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmdline::parse_cmdline;
     use crate::test_util::TempDir;
 
     #[test]
@@ -65,9 +125,10 @@ mod tests {
         write_etc_files(dir.path(), &config).unwrap();
         let read = |n: &str| std::fs::read_to_string(etc.join(n)).unwrap();
         assert_eq!(read("hostname"), "box\n");
-        assert!(read("hosts").contains("127.0.0.1\tlocalhost\n"));
-        assert!(read("hosts").contains("::1\tlocalhost"));
-        assert!(read("hosts").ends_with("127.0.1.1\tbox\n"));
+        assert_eq!(
+            read("hosts"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tbox\n"
+        );
         assert_eq!(read("resolv.conf"), "nameserver 9.9.9.9\n");
 
         config.dns = vec!["1.1.1.1".parse().unwrap(), "::1".parse().unwrap()];
@@ -77,6 +138,74 @@ mod tests {
         let empty = TempDir::new("etc-empty");
         write_etc_files(empty.path(), &BootConfig::default()).unwrap();
         assert!(!empty.path().join("etc/hostname").exists());
-        assert!(!hosts_content(None).contains("127.0.1.1"));
+        assert!(!empty.path().join("etc/resolv.conf").exists());
+        assert!(!hosts_content(None, None, &[]).contains("127.0.1.1"));
+    }
+
+    #[test]
+    fn files_with_a_network() {
+        let config = parse_cmdline(
+            "mvm.hostname=web mvm.net=02:42:0a:58:00:02,10.88.0.2/16,10.88.0.1,1500 \
+             mvm.net=02:42:0a:59:00:02,10.89.0.2/16,- mvm.dns=10.88.0.1,1.1.1.1 \
+             mvm.search=example.com,corp mvm.dnsopt=ndots:0,rotate \
+             mvm.hosts=db:10.88.0.5,v6:fd00::5",
+        )
+        .unwrap();
+        let dir = TempDir::new("etc-net");
+        write_etc_files(dir.path(), &config).unwrap();
+        let read = |n: &str| std::fs::read_to_string(dir.path().join("etc").join(n)).unwrap();
+        assert_eq!(
+            read("hosts"),
+            "127.0.0.1\tlocalhost\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\n\
+             10.88.0.2\tweb\n\
+             10.88.0.5\tdb\n\
+             fd00::5\tv6\n"
+        );
+        assert_eq!(
+            read("resolv.conf"),
+            "nameserver 10.88.0.1\nnameserver 1.1.1.1\n\
+             search example.com corp\noptions ndots:0 rotate\n"
+        );
+        assert_eq!(read("hostname"), "web\n");
+
+        // Without a hostname, the address has no name to carry; the extra entries still come.
+        let hosts = hosts_content(None, Some(Ipv4Addr::new(10, 88, 0, 2)), &config.extra_hosts);
+        assert_eq!(
+            hosts,
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             10.88.0.5\tdb\nfd00::5\tv6\n"
+        );
+    }
+
+    #[test]
+    fn search_and_options_keep_the_images_servers() {
+        let dir = TempDir::new("etc-search");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            "# from the image\nnameserver 9.9.9.9\n  nameserver\t8.8.8.8\nsearch old\noptions edns0\n",
+        )
+        .unwrap();
+        let config = parse_cmdline("mvm.search=new.example mvm.dnsopt=ndots:1").unwrap();
+        write_etc_files(dir.path(), &config).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(etc.join("resolv.conf")).unwrap(),
+            "nameserver 9.9.9.9\nnameserver\t8.8.8.8\nsearch new.example\noptions ndots:1\n"
+        );
+
+        // No image file: just the search line.
+        let dir = TempDir::new("etc-search-none");
+        let config = parse_cmdline("mvm.search=a.example").unwrap();
+        write_etc_files(dir.path(), &config).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("etc/resolv.conf")).unwrap(),
+            "search a.example\n"
+        );
+        assert_eq!(
+            resolv_content(&[], &[], &["rotate".to_string()]),
+            "options rotate\n"
+        );
     }
 }

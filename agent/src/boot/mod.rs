@@ -12,7 +12,8 @@ use std::io;
 pub use etc_files::{hosts_content, resolv_content, write_etc_files};
 
 use crate::cmdline::{BootConfig, CmdlineError, parse_cmdline};
-use crate::{console, log_debug, log_error, netdev};
+use crate::netdev::{self, NetError};
+use crate::{console, log_debug, log_error};
 
 /// A boot step that failed; the agent logs it and powers off.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum BootError {
     /// The kernel command line has a bad `mvm.*` value.
     #[error(transparent)]
     Cmdline(#[from] CmdlineError),
+    /// A network interface of an `mvm.net` key could not be configured.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
 }
 
 pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> BootError {
@@ -64,6 +68,11 @@ pub fn boot() -> Result<BootConfig, BootError> {
 
     rootfs::build_and_enter(&config)?;
     mounts::mount_container_fs()?;
+
+    // A container without the network it was given must not start: this failure is fatal,
+    // unlike the best-effort steps below.
+    let ifaces = netdev::configure(&config.net)?;
+    log_debug!("network interfaces configured: {ifaces:?}");
 
     if let Err(e) = write_etc_files(std::path::Path::new("/"), &config) {
         log_error!("{e}");

@@ -217,12 +217,12 @@ def bench_run():
     try:
         subprocess.run([MVM, "--root", root, "import", BUSYBOX_TAR, "busybox"], check=True,
                        stdout=subprocess.DEVNULL)
-        subprocess.run([MVM, "--root", root, "run", "--rm", "busybox", "true"], check=True)  # warm caches
+        subprocess.run([MVM, "--root", root, "run", "--rm", "--network", "none", "busybox", "true"], check=True)  # warm caches
         info = subprocess.run([MVM, "info"], stdout=subprocess.PIPE, text=True).stdout
         backend = re.search(r"Backend: (.*)", info).group(1)
         phases = {k: [] for k in ("total", "prepare", "boot", "process", "teardown")}
         for _ in range(N):
-            t, p = timed([MVM, "--root", root, "--log-level", "debug", "run", "--rm", "busybox", "true"])
+            t, p = timed([MVM, "--root", root, "--log-level", "debug", "run", "--rm", "--network", "none", "busybox", "true"])
             if p.returncode != 0:
                 sys.exit(f"bench: mvm run failed: {p.stderr.decode()[-500:]}")
             ph = {}
@@ -320,7 +320,7 @@ def bench_lifecycle():
     env = None
     try:
         subprocess.run(M + ["import", BUSYBOX_TAR, "busybox"], check=True, stdout=subprocess.DEVNULL)
-        cid = subprocess.run(M + ["run", "-d", "busybox", "sleep", "100000"], check=True,
+        cid = subprocess.run(M + ["run", "-d", "--network", "none", "busybox", "sleep", "100000"], check=True,
                              stdout=subprocess.PIPE, text=True).stdout.strip()
         ex = [timed(M + ["exec", cid, "true"])[0] for _ in range(N)]
         time.sleep(1)
@@ -328,7 +328,7 @@ def bench_lifecycle():
         mem = [tree_rss_kib(rec["pid"]) / 1024]
         stops = []
         for _ in range(5):
-            c = subprocess.run(M + ["run", "-d", "busybox", "sleep", "100000"], check=True,
+            c = subprocess.run(M + ["run", "-d", "--network", "none", "busybox", "sleep", "100000"], check=True,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
             stops.append(timed(M + ["stop", c])[0])
             subprocess.run(M + ["rm", c], stdout=subprocess.DEVNULL)

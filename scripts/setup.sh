@@ -27,7 +27,7 @@ packages=(
   # base image and disk images
   busybox-static e2fsprogs erofs-utils cpio tar
   # networking, sockets, misc tools used by scripts and tests
-  iproute2 socat util-linux procps kmod ca-certificates pkg-config git file
+  iproute2 nftables socat util-linux procps kmod ca-certificates pkg-config git file
   # peers for bench/ (podman with runc, as the shared client notes run it)
   podman runc
   # registry tier of the image tests (Debian's distribution registry, skopeo for OCI layouts)
@@ -49,7 +49,7 @@ if ((${#missing[@]})); then
 else
   step "apt: all ${#packages[@]} packages present"
 fi
-for tool in qemu-system-x86_64 mkfs.ext4 mkfs.erofs busybox socat ip gcc make docker-registry skopeo; do
+for tool in qemu-system-x86_64 mkfs.ext4 mkfs.erofs busybox socat ip nft gcc make docker-registry skopeo; do
   command -v "$tool" >/dev/null || die "'$tool' still missing after installing packages"
 done
 [[ -f /usr/src/linux-source-6.1.tar.xz ]] || die "/usr/src/linux-source-6.1.tar.xz missing (package linux-source-6.1)"

@@ -96,6 +96,15 @@ pub struct ContainerRecord {
     /// The hypervisor's PID and its helpers' while the VM runs (`pause`, `stats`).
     #[serde(default)]
     pub vm_pids: Vec<u32>,
+    /// `--network`: `bridge` (default), `none`, or a network's name.
+    #[serde(default)]
+    pub network_mode: String,
+    /// The container's interfaces, in the guest's order (eth0, eth1, ...).
+    #[serde(default)]
+    pub endpoints: Vec<crate::network::Endpoint>,
+    /// Published ports (`-p`, `-P`); host ports filled in once bound.
+    #[serde(default)]
+    pub ports: Vec<crate::network::ports::PortMapping>,
 }
 
 /// Docker's `--restart` policy.
@@ -216,8 +225,13 @@ impl ContainerDirs {
         }
     }
 
-    /// Removes everything the container had on disk.
+    /// Removes everything the container had on disk, and its TAP devices.
     pub fn remove(&self) {
+        if let Ok(rec) = self.load() {
+            for e in &rec.endpoints {
+                crate::network::host::delete_tap(&e.tap);
+            }
+        }
         let _ = fs::remove_dir_all(&self.run);
         let _ = fs::remove_dir_all(&self.dir);
     }

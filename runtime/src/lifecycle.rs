@@ -305,6 +305,7 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                         "NanoCpus": u64::from(rec.vcpus) * 1_000_000_000,
                         "AutoRemove": rec.auto_remove,
                         "Runtime": rec.backend,
+                        "NetworkMode": rec.network_mode,
                         "RestartPolicy": {
                             "Name": rec.restart_policy.display_name(),
                             "MaximumRetryCount": rec.restart_policy.max_retries,
@@ -321,7 +322,7 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                         "WorkingDir": rec.cwd,
                     },
                     "Mounts": [],
-                    "NetworkSettings": {},
+                    "NetworkSettings": crate::network_cmds::network_settings(&rec),
                 }));
             }
             Err(e) => {

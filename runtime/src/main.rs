@@ -8,6 +8,8 @@ mod error;
 mod image_cmds;
 mod lifecycle;
 mod logs;
+mod network;
+mod network_cmds;
 mod paths;
 mod ps;
 mod run;
@@ -79,6 +81,16 @@ enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network_cmds::NetworkCommand),
+    /// List port mappings or a specific mapping for the container.
+    Port {
+        /// Container.
+        container: String,
+        /// PRIVATE_PORT[/PROTO].
+        private: Option<String>,
+    },
     /// Create an image from a root filesystem tarball.
     Import(ImportArgs),
     /// List images.
@@ -337,6 +349,18 @@ struct RunArgs {
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
     #[arg(long)]
     restart: Option<String>,
+    /// Connect a container to a network (bridge, none, or a network's name).
+    #[arg(long = "network", visible_alias = "net")]
+    network: Option<String>,
+    /// Add network-scoped alias for the container.
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
+    /// Publish a container's port(s) to the host: [IP:][HOST:]CONTAINER[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Image.
     image: String,
     /// Command and arguments.
@@ -439,6 +463,10 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         detach: a.detach,
         restart: a.restart.clone(),
         create_only,
+        network: a.network.clone(),
+        network_aliases: a.network_alias.clone(),
+        publish: a.publish.clone(),
+        publish_all: a.publish_all,
         image: a.image.clone(),
         command: a.command.clone(),
     };
@@ -470,6 +498,10 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
             a.format.as_deref(),
         ),
         Command::Container(ContainerCommand::Ls(a)) => ps::ps(&cli.root, &a.options()),
+        Command::Network(c) => network_cmds::network(&cli.root, c),
+        Command::Port { container, private } => {
+            network_cmds::port(&cli.root, container, private.as_deref())
+        }
         Command::Container(ContainerCommand::Prune { force }) => control::prune(&cli.root, *force),
         Command::Import(a) => import(cli, a),
         Command::Images(a) => image_cmds::images(&cli.root, a),

@@ -120,14 +120,21 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
             "RunningFor",
             format!("{} ago", human(since(Some(&rec.created)))),
         ),
-        ("Ports", String::new()),
+        ("Ports", crate::network_cmds::ports_column(rec)),
         ("State", rec.effective().0.to_string()),
         ("Status", status_text(rec)),
         ("Size", "0B".into()),
         ("Names", rec.name.clone()),
         ("Labels", String::new()),
         ("Mounts", String::new()),
-        ("Networks", String::new()),
+        (
+            "Networks",
+            rec.endpoints
+                .iter()
+                .map(|e| e.network.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
     ])
 }
 

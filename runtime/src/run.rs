@@ -10,7 +10,7 @@ use crate::backend::{self, Disk, Selection, VmSpec};
 use crate::container::{self, ContainerDirs, ContainerRecord};
 use crate::error::CliError;
 use crate::session::{self, Stdio};
-use crate::{agent_disk, paths};
+use crate::{agent_disk, network, paths};
 
 /// Default guest memory: enough for the agent and a small service; `-m` changes it.
 pub const DEFAULT_MEM_MIB: u64 = 512;
@@ -60,6 +60,14 @@ pub struct RunOptions {
     pub restart: Option<String>,
     /// `mvm create`: make the container and stop there.
     pub create_only: bool,
+    /// `--network`.
+    pub network: Option<String>,
+    /// `--network-alias`.
+    pub network_aliases: Vec<String>,
+    /// `-p`.
+    pub publish: Vec<String>,
+    /// `-P`.
+    pub publish_all: bool,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -162,7 +170,7 @@ pub fn process_args(
 }
 
 /// The guest kernel's command line for a container.
-fn kernel_cmdline(hostname: &str, debug: bool) -> String {
+fn kernel_cmdline(hostname: &str, debug: bool, endpoints: &[network::Endpoint]) -> String {
     let quiet = if debug {
         "loglevel=7"
     } else {
@@ -173,6 +181,21 @@ fn kernel_cmdline(hostname: &str, debug: bool) -> String {
          init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc mvm.hostname={hostname} \
          mvm.callback={DEFAULT_CALLBACK_PORT}"
     );
+    // Interfaces by MAC, address, gateway (the first one's is the default route) and MTU;
+    // the gateway also serves DNS.
+    for (i, e) in endpoints.iter().enumerate() {
+        let gw = if i == 0 { e.gateway.as_str() } else { "-" };
+        c.push_str(&format!(
+            " mvm.net={},{}/{},{gw},{}",
+            e.mac,
+            e.ip,
+            e.prefix,
+            network::MTU
+        ));
+    }
+    if let Some(first) = endpoints.first() {
+        c.push_str(&format!(" mvm.dns={}", first.gateway));
+    }
     if debug {
         c.push_str(" mvm.debug=1");
     }
@@ -207,6 +230,40 @@ pub fn run(
         .transpose()
         .map_err(CliError::usage)?
         .unwrap_or_default();
+    let network_mode = opts
+        .network
+        .clone()
+        .unwrap_or_else(|| network::DEFAULT_NETWORK.to_string());
+    match network_mode.as_str() {
+        "host" => {
+            return Err(CliError::usage(
+                "--network host cannot share the host's network stack with a microVM (it has its own kernel): publish ports with -p instead".into(),
+            ));
+        }
+        "none" if !opts.publish.is_empty() || opts.publish_all => {
+            return Err(CliError::usage(
+                "published ports need a network: --network none has none".into(),
+            ));
+        }
+        "none" | network::DEFAULT_NETWORK if !opts.network_aliases.is_empty() => {
+            return Err(CliError::usage(
+                "network-scoped aliases are supported only for containers in user-defined networks"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    for a in &opts.network_aliases {
+        if !container::valid_name(a) {
+            return Err(CliError::usage(format!("invalid network alias {a:?}")));
+        }
+    }
+    let mut ports = opts
+        .publish
+        .iter()
+        .map(|p| network::ports::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::usage)?;
     if opts.rm && !restart_policy.is_none() {
         return Err(CliError::usage(
             "Conflicting options: --restart and --rm".to_string(),
@@ -237,6 +294,20 @@ pub fn run(
 
     let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
     let image = crate::image_cmds::resolve_or_pull(root, &store, &opts.image)?;
+    if opts.publish_all {
+        for key in image
+            .config
+            .config
+            .exposed_ports
+            .iter()
+            .flat_map(|m| m.keys())
+        {
+            let m = network::ports::parse_exposed(key).map_err(CliError::runtime)?;
+            if !ports.iter().any(|p| p.key() == m.key()) {
+                ports.push(m);
+            }
+        }
+    }
     let args = process_args(&image, opts.entrypoint.as_deref(), &opts.command);
     if args.is_empty() {
         return Err(CliError::runtime("No command specified".to_string()));
@@ -282,6 +353,21 @@ pub fn run(
             Some(n) => n.clone(),
             None => container::generate_name(&id, &taken),
         };
+        let endpoints = if network_mode == "none" {
+            Vec::new()
+        } else {
+            let _net_lock = network::lock(root).map_err(CliError::runtime)?;
+            let net = if network_mode == network::DEFAULT_NETWORK {
+                network::default_locked(root)
+            } else {
+                network::find(root, &network_mode)
+            }
+            .map_err(CliError::runtime)?;
+            vec![
+                network::allocate_locked(root, &net, &id, 0, opts.network_aliases.clone(), &[])
+                    .map_err(CliError::runtime)?,
+            ]
+        };
         let dirs = ContainerDirs::new(root, &id);
         std::fs::create_dir_all(&dirs.dir).map_err(CliError::runtime)?;
         let record = ContainerRecord {
@@ -323,6 +409,9 @@ pub fn run(
             manual_stop: false,
             paused: false,
             vm_pids: Vec::new(),
+            network_mode: network_mode.clone(),
+            endpoints,
+            ports: ports.clone(),
         };
         if let Err(e) = dirs.save(&record) {
             dirs.remove();
@@ -641,7 +730,7 @@ fn run_container(
     }
     let spec = VmSpec {
         kernel: rec.kernel.clone(),
-        cmdline: kernel_cmdline(&rec.hostname, rec.debug),
+        cmdline: kernel_cmdline(&rec.hostname, rec.debug, &rec.endpoints),
         vcpus: rec.vcpus,
         mem_mib: rec.mem_mib,
         disks: vec![
@@ -662,6 +751,14 @@ fn run_container(
             },
         ],
         run_dir: dirs.run.clone(),
+        nics: rec
+            .endpoints
+            .iter()
+            .map(|e| backend::Nic {
+                tap: e.tap.clone(),
+                mac: e.mac.clone(),
+            })
+            .collect(),
     };
     // Block the forwarded signals before any thread or child exists, so the session's
     // forwarding thread receives them (children unblock them in pre_exec).
@@ -680,6 +777,7 @@ fn run_container(
         .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
     let control = std::os::unix::net::UnixListener::bind(dirs.control_path())
         .map_err(|e| CliError::runtime(format!("cannot create the control socket: {e}")))?;
+    let net = NetworkUp::bring_up(dirs, &rec)?;
     let mut vm = backend::start(kind, &spec).map_err(CliError::runtime)?;
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
@@ -712,6 +810,7 @@ fn run_container(
     };
     let log = crate::logs::LogWriter::open(&dirs.log_path())
         .map_err(|e| CliError::runtime(format!("cannot open the container log: {e}")))?;
+    let net = net.start_proxies();
     let result = session::run_process(
         stream,
         process,
@@ -727,6 +826,7 @@ fn run_container(
     drop(raw);
     tracing::debug!("phase process_exited {:?}", t0.elapsed());
     vm.finish(POWEROFF_TIMEOUT);
+    drop(net);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
     if rec.debug {
         let _ = std::fs::copy(
@@ -740,6 +840,82 @@ fn run_container(
             Err(CliError::with_code(code, message))
         }
         Err(e) => Err(CliError::runtime(e)),
+    }
+}
+
+/// The host side of a container's network while its VM runs: TAPs on their bridges, the DNS
+/// servers of its networks and the bound published ports; all released on drop.
+struct NetworkUp {
+    taps: Vec<String>,
+    dns: Vec<network::dns::Server>,
+    bound: Vec<network::ports::Bound>,
+    ports: Vec<network::ports::PortMapping>,
+    guest: Option<std::net::Ipv4Addr>,
+    proxies: Option<network::ports::Proxies>,
+}
+
+impl NetworkUp {
+    /// Before the VM starts: bridges, TAPs, DNS, and the published ports bound (so a port in
+    /// use fails the start with Docker's message).
+    fn bring_up(dirs: &ContainerDirs, rec: &ContainerRecord) -> Result<Self, CliError> {
+        let mut up = NetworkUp {
+            taps: Vec::new(),
+            dns: Vec::new(),
+            bound: Vec::new(),
+            ports: rec.ports.clone(),
+            guest: rec.endpoints.first().and_then(|e| e.ip.parse().ok()),
+            proxies: None,
+        };
+        let root = dirs
+            .dir
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| CliError::runtime("container directory outside a state root"))?;
+        for e in &rec.endpoints {
+            {
+                let _lock = network::lock(root).map_err(CliError::runtime)?;
+                let all = network::list(root);
+                let net = all
+                    .iter()
+                    .find(|n| n.id == e.network_id)
+                    .ok_or_else(|| CliError::runtime(format!("network {} not found", e.network)))?;
+                network::host::ensure_bridge(net, &all).map_err(CliError::runtime)?;
+                network::host::create_tap(&e.tap, &net.bridge).map_err(CliError::runtime)?;
+                up.taps.push(e.tap.clone());
+                let gw: std::net::Ipv4Addr = net.gateway.parse().map_err(|_| {
+                    CliError::runtime(format!("network {} has a bad gateway", net.name))
+                })?;
+                let names = network::dns::Names::new(root, &net.id);
+                up.dns
+                    .push(network::dns::serve(gw, names).map_err(CliError::runtime)?);
+            }
+        }
+        up.bound = network::ports::bind_all(&mut up.ports).map_err(CliError::runtime)?;
+        if !up.ports.is_empty() {
+            let ports = up.ports.clone();
+            dirs.update(|r| r.ports = ports)
+                .map_err(CliError::runtime)?;
+        }
+        Ok(up)
+    }
+
+    /// Once the guest runs: proxies from the published ports to its first address.
+    fn start_proxies(mut self) -> Self {
+        if let Some(guest) = self.guest {
+            let bound = std::mem::take(&mut self.bound);
+            self.proxies = Some(network::ports::start(bound, &self.ports, guest));
+        }
+        self
+    }
+}
+
+impl Drop for NetworkUp {
+    fn drop(&mut self) {
+        self.proxies = None;
+        self.dns.clear();
+        for t in &self.taps {
+            network::host::delete_tap(t);
+        }
     }
 }
 

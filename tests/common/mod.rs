@@ -27,6 +27,10 @@ pub fn busybox_tar() -> PathBuf {
 pub struct TestRoot {
     pub path: PathBuf,
     pub bin: PathBuf,
+    /// Run each `mvm` in a network namespace of its own (`unshare -n`), so that the default
+    /// network's bridge, TAPs and rules never touch the host's; the namespace goes when the
+    /// last process in it (the container's monitor) does.
+    pub own_netns: bool,
 }
 
 impl TestRoot {
@@ -52,12 +56,27 @@ impl TestRoot {
         Self {
             path,
             bin: PathBuf::from(bin),
+            own_netns: true,
         }
+    }
+
+    /// Runs `mvm` in the test's own network namespace (to reach a registry on the host's
+    /// loopback); such tests give their containers `--network none`.
+    pub fn on_host_network(mut self) -> Self {
+        self.own_netns = false;
+        self
     }
 
     /// A command for `mvm --root <root> args...`.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
+        let mut c = if self.own_netns {
+            // unshare execs mvm in the same process: PIDs and signals stay mvm's.
+            let mut c = Command::new("unshare");
+            c.arg("-n").arg(&self.bin);
+            c
+        } else {
+            Command::new(&self.bin)
+        };
         c.arg("--root").arg(&self.path).args(args);
         c.env_remove("MVM_VMM");
         c

@@ -91,7 +91,7 @@ fn ok(o: &std::process::Output) -> String {
 
 /// Pushes the busybox image as `<registry>/busybox:v1` from a fresh root.
 fn push_busybox(reg: &Registry) -> (TestRoot, String) {
-    let r = TestRoot::with_busybox(MVM);
+    let r = TestRoot::with_busybox(MVM).on_host_network();
     let name = format!("{}/busybox:v1", reg.addr);
     ok(&r.mvm(&["tag", "busybox", &name]));
     ok(&r.mvm(&["push", &name]));
@@ -123,18 +123,18 @@ fn push_then_pull_into_another_root_and_run() {
     let (_src, name) = push_busybox(&reg);
     let again = ok(&_src.mvm(&["push", &name]));
     assert!(again.contains("Layer already exists"), "{again}");
-    let dst = TestRoot::empty(MVM);
+    let dst = TestRoot::empty(MVM).on_host_network();
     let out = ok(&dst.mvm(&["pull", &name]));
     assert!(out.contains("Downloaded newer image"), "{out}");
     assert!(out.trim_end().ends_with(&name), "{out}");
     let out = ok(&dst.mvm(&["pull", &name]));
     assert!(out.contains("Image is up to date"), "{out}");
-    let o = dst.mvm(&["run", "--rm", &name, "echo", "hello"]);
+    let o = dst.mvm(&["run", "--rm", "--network", "none", &name, "echo", "hello"]);
     assert_eq!(stdout(&o), "hello\n", "stderr: {}", stderr(&o));
     // By digest too.
     let digest = ok(&dst.mvm(&["images", "--digests", "--format", "{{.Digest}}"]));
     let by_digest = format!("{}/busybox@{}", reg.addr, digest.trim());
-    let other = TestRoot::empty(MVM);
+    let other = TestRoot::empty(MVM).on_host_network();
     ok(&other.mvm(&["pull", &by_digest]));
     let listed = ok(&other.mvm(&["images", "--format", "{{.Repository}} {{.Tag}}"]));
     assert_eq!(listed, format!("{}/busybox <none>\n", reg.addr));
@@ -144,8 +144,8 @@ fn push_then_pull_into_another_root_and_run() {
 fn run_pulls_a_missing_image_first() {
     let reg = Registry::start();
     let (_src, name) = push_busybox(&reg);
-    let dst = TestRoot::empty(MVM);
-    let o = dst.mvm(&["run", "--rm", &name, "echo", "pulled"]);
+    let dst = TestRoot::empty(MVM).on_host_network();
+    let o = dst.mvm(&["run", "--rm", "--network", "none", &name, "echo", "pulled"]);
     assert_eq!(stdout(&o), "pulled\n", "stderr: {}", stderr(&o));
     assert!(o.status.success());
     assert!(
@@ -154,7 +154,7 @@ fn run_pulls_a_missing_image_first() {
         stderr(&o)
     );
     // Now it is local: a second run does not pull.
-    let o = dst.mvm(&["run", "--rm", &name, "true"]);
+    let o = dst.mvm(&["run", "--rm", "--network", "none", &name, "true"]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     assert!(
         !stderr(&o).contains("Unable to find image"),
@@ -163,7 +163,7 @@ fn run_pulls_a_missing_image_first() {
     );
     // A name no registry has: one line, 125, nothing stored.
     let missing = format!("{}/nothere:v1", reg.addr);
-    let o = dst.mvm(&["run", "--rm", &missing, "true"]);
+    let o = dst.mvm(&["run", "--rm", "--network", "none", &missing, "true"]);
     assert_eq!(o.status.code(), Some(125), "stderr: {}", stderr(&o));
     let listed = ok(&dst.mvm(&["images", "-q"]));
     assert_eq!(listed.lines().count(), 1, "{listed}");
@@ -195,13 +195,13 @@ fn gzip_and_zstd_layers_from_skopeo() {
             &layout_ref,
             &format!("docker://{target}"),
         ]);
-        let dst = TestRoot::empty(MVM);
+        let dst = TestRoot::empty(MVM).on_host_network();
         ok(&dst.mvm(&["pull", &target]));
         assert!(
             blob_magic(&dst.path).iter().any(|m| m[..2] == magic),
             "no {fmt} layer was stored"
         );
-        let o = dst.mvm(&["run", "--rm", &target, "echo", "hello"]);
+        let o = dst.mvm(&["run", "--rm", "--network", "none", &target, "echo", "hello"]);
         assert_eq!(stdout(&o), "hello\n", "{fmt}: stderr: {}", stderr(&o));
     }
 }
@@ -220,7 +220,7 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
     let data = reg.blob_data(&hex);
     let len = std::fs::metadata(&data).unwrap().len() as usize;
     std::fs::write(&data, vec![b'x'; len]).unwrap();
-    let dst = TestRoot::empty(MVM);
+    let dst = TestRoot::empty(MVM).on_host_network();
     let o = dst.mvm(&["pull", &name]);
     assert_eq!(o.status.code(), Some(125), "{}", stdout(&o));
     let err = stderr(&o);
@@ -233,7 +233,7 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
 #[test]
 fn missing_image_is_one_line_and_125() {
     let reg = Registry::start();
-    let r = TestRoot::empty(MVM);
+    let r = TestRoot::empty(MVM).on_host_network();
     let o = r.mvm(&["pull", &format!("{}/nope:latest", reg.addr)]);
     assert_eq!(o.status.code(), Some(125));
     let err = stderr(&o);
@@ -249,7 +249,7 @@ fn missing_image_is_one_line_and_125() {
 fn login_saves_credentials_0600_and_logout_removes_them() {
     use std::os::unix::fs::PermissionsExt;
     let reg = Registry::start();
-    let r = TestRoot::empty(MVM);
+    let r = TestRoot::empty(MVM).on_host_network();
     let o = r.mvm_stdin(
         &["login", "-u", "me", "--password-stdin", &reg.addr],
         b"secret\n",
@@ -267,7 +267,7 @@ fn login_saves_credentials_0600_and_logout_removes_them() {
 
 #[test]
 fn images_tag_rmi_history_inspect() {
-    let r = TestRoot::with_busybox(MVM);
+    let r = TestRoot::with_busybox(MVM).on_host_network();
     let out = ok(&r.mvm(&["images"]));
     let mut lines = out.lines();
     let header = lines.next().unwrap();
@@ -377,7 +377,7 @@ fn blob_files(root: &Path) -> Vec<String> {
 
 #[test]
 fn save_then_load_into_an_empty_root_and_run() {
-    let src = TestRoot::with_busybox(MVM);
+    let src = TestRoot::with_busybox(MVM).on_host_network();
     let tar = src.path.join("x.tar");
     assert_eq!(
         ok(&src.mvm(&["save", "busybox", "-o", tar.to_str().unwrap()])),
@@ -388,7 +388,7 @@ fn save_then_load_into_an_empty_root_and_run() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, std::fs::read(&tar).unwrap());
 
-    let dst = TestRoot::empty(MVM);
+    let dst = TestRoot::empty(MVM).on_host_network();
     let out = ok(&dst.mvm(&["load", "-i", tar.to_str().unwrap()]));
     assert_eq!(out, "Loaded image: busybox:latest\n");
     assert_eq!(
@@ -396,11 +396,11 @@ fn save_then_load_into_an_empty_root_and_run() {
         ok(&src.mvm(&["images", "-q", "--no-trunc"]))
     );
     assert_eq!(blob_files(&dst.path), blob_files(&src.path));
-    let o = dst.mvm(&["run", "--rm", "busybox", "echo", "hi"]);
+    let o = dst.mvm(&["run", "--rm", "--network", "none", "busybox", "echo", "hi"]);
     assert_eq!(stdout(&o), "hi\n", "stderr: {}", stderr(&o));
 
     // From stdin, and -q: same result, nothing new stored.
-    let other = TestRoot::empty(MVM);
+    let other = TestRoot::empty(MVM).on_host_network();
     let o = other.mvm_stdin(&["load", "-q"], &std::fs::read(&tar).unwrap());
     assert_eq!(ok(&o), "Loaded image: busybox:latest\n");
     assert_eq!(blob_files(&other.path), blob_files(&src.path));
@@ -408,7 +408,7 @@ fn save_then_load_into_an_empty_root_and_run() {
 
 #[test]
 fn skopeo_reads_saved_archives_and_mvm_loads_skopeo_layouts() {
-    let src = TestRoot::with_busybox(MVM);
+    let src = TestRoot::with_busybox(MVM).on_host_network();
     let tar = src.path.join("x.tar");
     let tar_s = tar.to_str().unwrap();
     ok(&src.mvm(&["image", "save", "busybox", "-o", tar_s]));
@@ -417,7 +417,7 @@ fn skopeo_reads_saved_archives_and_mvm_loads_skopeo_layouts() {
     skopeo(&["inspect", &format!("oci-archive:{tar_s}:latest")]);
     let id = ok(&src.mvm(&["images", "-q", "--no-trunc"]));
 
-    let dst = TestRoot::empty(MVM);
+    let dst = TestRoot::empty(MVM).on_host_network();
     // An OCI layout as skopeo writes it, tarred; gzip (skopeo's default) and zstd layers.
     for (fmt, magic) in [("gzip", [0x1f, 0x8b]), ("zstd", [0x28, 0xb5])] {
         let dir = src.path.join(format!("oci-{fmt}"));
@@ -445,7 +445,15 @@ fn skopeo_reads_saved_archives_and_mvm_loads_skopeo_layouts() {
             blob_magic(&dst.path).iter().any(|m| m[..2] == magic),
             "no {fmt} layer was stored"
         );
-        let o = dst.mvm(&["run", "--rm", &format!("busybox:{fmt}"), "echo", "hi"]);
+        let o = dst.mvm(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &format!("busybox:{fmt}"),
+            "echo",
+            "hi",
+        ]);
         assert_eq!(stdout(&o), "hi\n", "{fmt}: stderr: {}", stderr(&o));
     }
     // The same image ID whatever the layer compression.
@@ -478,7 +486,7 @@ fn skopeo_reads_saved_archives_and_mvm_loads_skopeo_layouts() {
             .unwrap()
             .success()
     );
-    let fresh = TestRoot::empty(MVM);
+    let fresh = TestRoot::empty(MVM).on_host_network();
     let out = ok(&fresh.mvm(&["image", "load", "-i", bare_tar.to_str().unwrap()]));
     assert_eq!(out, format!("Loaded image ID: {id}"));
     let listed = ok(&fresh.mvm(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
@@ -496,7 +504,7 @@ fn skopeo_reads_saved_archives_and_mvm_loads_skopeo_layouts() {
 
 #[test]
 fn corrupt_archive_is_refused_and_nothing_changes() {
-    let src = TestRoot::with_busybox(MVM);
+    let src = TestRoot::with_busybox(MVM).on_host_network();
     let tar = src.path.join("x.tar");
     ok(&src.mvm(&["image", "save", "busybox", "-o", tar.to_str().unwrap()]));
     let mut bytes = std::fs::read(&tar).unwrap();
@@ -513,7 +521,10 @@ fn corrupt_archive_is_refused_and_nothing_changes() {
     let bad = src.path.join("bad.tar");
     std::fs::write(&bad, &bytes).unwrap();
 
-    for root in [TestRoot::empty(MVM), TestRoot::with_busybox(MVM)] {
+    for root in [
+        TestRoot::empty(MVM).on_host_network(),
+        TestRoot::with_busybox(MVM).on_host_network(),
+    ] {
         let before = ok(&root.mvm(&["images", "-q"]));
         let blobs = blob_files(&root.path);
         let o = root.mvm(&["image", "load", "-i", bad.to_str().unwrap()]);
@@ -526,7 +537,7 @@ fn corrupt_archive_is_refused_and_nothing_changes() {
         assert_eq!(blob_files(&root.path), blobs);
     }
     // Not an image archive at all.
-    let r = TestRoot::empty(MVM);
+    let r = TestRoot::empty(MVM).on_host_network();
     let o = r.mvm_stdin(&["image", "load"], b"hello");
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
@@ -534,7 +545,7 @@ fn corrupt_archive_is_refused_and_nothing_changes() {
 
 #[test]
 fn image_prune_removes_dangling_images_but_not_shared_or_used_ones() {
-    let r = TestRoot::with_busybox(MVM);
+    let r = TestRoot::with_busybox(MVM).on_host_network();
     let busybox = ok(&r.mvm(&["images", "-q", "--no-trunc"]))
         .trim()
         .to_string();
@@ -573,7 +584,15 @@ fn image_prune_removes_dangling_images_but_not_shared_or_used_ones() {
     let left = blob_files(&r.path);
     assert!(busybox_blobs.iter().all(|b| left.contains(b)), "{left:?}");
     assert!(!left.contains(&dangling[7..].to_string()));
-    let o = r.mvm(&["run", "--rm", "busybox", "echo", "still"]);
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "echo",
+        "still",
+    ]);
     assert_eq!(stdout(&o), "still\n", "stderr: {}", stderr(&o));
     // Nothing dangling left.
     assert_eq!(
@@ -613,7 +632,7 @@ fn on_a_terminal(r: &TestRoot, args: &str, input: &str) -> std::process::Output 
 
 #[test]
 fn save_refuses_a_terminal_and_prune_asks_on_one() {
-    let r = TestRoot::with_busybox(MVM);
+    let r = TestRoot::with_busybox(MVM).on_host_network();
     let o = on_a_terminal(&r, "image save busybox", "");
     assert_ne!(o.status.code(), Some(0));
     assert!(

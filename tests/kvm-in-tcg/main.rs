@@ -60,7 +60,7 @@ exit $rc
             "run-hello",
             &format!(
                 r#"t0=$(cut -d' ' -f1 /proc/uptime)
-{MVM} run --rm busybox echo hello
+{MVM} run --rm --network none busybox echo hello
 rc=$?
 t1=$(cut -d' ' -f1 /proc/uptime)
 echo "RUN-SECONDS=$(awk "BEGIN{{print $t1 - $t0}}")" >&2
@@ -72,7 +72,7 @@ exit $rc
         Scenario::new(
             "streams",
             &format!(
-                r#"{MVM} run --rm busybox sh -c 'echo out; echo err >&2; exit 3' >stdout.txt 2>stderr.txt
+                r#"{MVM} run --rm --network none busybox sh -c 'echo out; echo err >&2; exit 3' >stdout.txt 2>stderr.txt
 echo "RC=$?"
 echo "STDOUT<<"; cat stdout.txt; echo ">>"
 echo "STDERR<<"; cat stderr.txt; echo ">>"
@@ -82,7 +82,7 @@ echo "STDERR<<"; cat stderr.txt; echo ">>"
         Scenario::new(
             "missing-command",
             &format!(
-                r#"{MVM} run --rm busybox no-such-command-xyz >stdout.txt 2>stderr.txt
+                r#"{MVM} run --rm --network none busybox no-such-command-xyz >stdout.txt 2>stderr.txt
 echo "RC=$?"
 echo "STDOUT<<"; cat stdout.txt; echo ">>"
 echo "STDERR<<"; cat stderr.txt; echo ">>"
@@ -92,7 +92,7 @@ echo "STDERR<<"; cat stderr.txt; echo ">>"
         Scenario::new(
             "stdin",
             &format!(
-                r#"echo x | {MVM} run --rm -i busybox cat >stdout.txt 2>stderr.txt
+                r#"echo x | {MVM} run --rm --network none -i busybox cat >stdout.txt 2>stderr.txt
 echo "RC=$?"
 echo "STDOUT<<"; cat stdout.txt; echo ">>"
 echo "STDERR<<"; cat stderr.txt; echo ">>"
@@ -104,7 +104,7 @@ echo "STDERR<<"; cat stderr.txt; echo ">>"
         Scenario::new(
             "lifecycle",
             &format!(
-                r#"id=$({MVM} run -d busybox sh -c 'echo started; sleep 600') || exit 1
+                r#"id=$({MVM} run -d --network none busybox sh -c 'echo started; sleep 600') || exit 1
 for i in $(seq 300); do {MVM} logs $id | grep -q started && break; sleep 0.2; done
 echo "LOGS<<"; {MVM} logs $id; echo ">>"
 {MVM} exec $id sh -c 'echo from-exec; exit 5' >exec.txt 2>&1; echo "EXECRC=$?"

@@ -40,6 +40,17 @@ pub struct VmSpec {
     pub disks: Vec<Disk>,
     /// Directory for the VM's sockets and logs (short path: unix sockets live here).
     pub run_dir: PathBuf,
+    /// Network interfaces, in the guest's order.
+    pub nics: Vec<Nic>,
+}
+
+/// A network interface: a host TAP device and the guest's MAC.
+#[derive(Clone, Debug)]
+pub struct Nic {
+    /// TAP device name on the host.
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: String,
 }
 
 impl VmSpec {

@@ -20,6 +20,14 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         "serial": { "kind": "file", "path": spec.console_path() },
         "exit_record": spec.run_dir.join("exit.json"),
     });
+    let mut config = config;
+    if !spec.nics.is_empty() {
+        config["net"] = spec
+            .nics
+            .iter()
+            .map(|n| serde_json::json!({ "tap": n.tap, "mac": n.mac }))
+            .collect();
+    }
     let config_path = spec.run_dir.join("vmm.json");
     std::fs::write(&config_path, config.to_string())
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;

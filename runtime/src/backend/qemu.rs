@@ -93,6 +93,15 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         cmd.arg("-device")
             .arg(format!("virtio-blk-device,drive=d{i},serial={}", d.id));
     }
+    for (i, n) in spec.nics.iter().enumerate() {
+        cmd.arg("-netdev")
+            .arg(format!(
+                "tap,id=n{i},ifname={},script=no,downscript=no",
+                n.tap
+            ))
+            .arg("-device")
+            .arg(format!("virtio-net-device,netdev=n{i},mac={}", n.mac));
+    }
     cmd.arg("-chardev")
         .arg(format!("socket,id=vsock,path={}", vhost_sock.display()))
         .args(["-device", "vhost-user-vsock-device,chardev=vsock"]);

@@ -1,0 +1,155 @@
+//! The host side of networks: bridges, TAP devices and the nftables rules for outbound NAT
+//! and isolation between networks. Done with `ip` and `nft` (iproute2 and nftables), whose
+//! errors are passed on in one line.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::{MTU, NetworkError, NetworkRecord};
+
+/// nftables table that holds every rule mvm makes (`nft list table ip mvm`).
+const NFT_TABLE: &str = "mvm";
+
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        NetworkError::Host(format!(
+            "cannot run {program}: {e} (install iproute2 and nftables: scripts/setup.sh)"
+        ))
+    })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetworkError::Host(format!("{program}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("failed");
+    Err(NetworkError::Host(format!(
+        "{program} {}: {}",
+        args.join(" "),
+        first.trim()
+    )))
+}
+
+fn ip(args: &[&str]) -> Result<(), NetworkError> {
+    run("ip", args, None)
+}
+
+/// Whether a network interface of that name exists in our network namespace. Asked of the
+/// kernel, not of /sys/class/net, which shows the namespace sysfs was mounted in (after a
+/// plain `unshare -n`, the host's).
+pub fn link_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    !name.is_empty() && unsafe { libc::if_nametoindex(c.as_ptr()) } != 0
+}
+
+/// Makes sure the network's bridge exists, has the gateway address, is up, and that the
+/// NAT and isolation rules cover it. The caller holds the networks lock.
+pub fn ensure_bridge(net: &NetworkRecord, all: &[NetworkRecord]) -> Result<(), NetworkError> {
+    if !link_exists(&net.bridge) {
+        let subnet = net.subnet()?;
+        let mtu = MTU.to_string();
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &net.bridge,
+            "mtu",
+            &mtu,
+            "type",
+            "bridge",
+        ])
+        .map_err(|e| {
+            NetworkError::Host(format!(
+                "cannot create the bridge of network {}: {e}",
+                net.name
+            ))
+        })?;
+        let addr = format!("{}/{}", net.gateway, subnet.prefix);
+        let up = ip(&["addr", "add", &addr, "dev", &net.bridge])
+            .and_then(|()| ip(&["link", "set", &net.bridge, "up"]));
+        if let Err(e) = up {
+            let _ = ip(&["link", "del", &net.bridge]);
+            return Err(e);
+        }
+    }
+    // Routing between the bridge and the host's other interfaces (per network namespace).
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| NetworkError::Host(format!("cannot enable IPv4 forwarding: {e}")))?;
+    sync_rules(all)
+}
+
+/// Removes a network's bridge (its TAPs are gone with their containers) and its rules.
+pub fn remove_bridge(net: &NetworkRecord) -> Result<(), NetworkError> {
+    if link_exists(&net.bridge) {
+        ip(&["link", "del", &net.bridge])?;
+    }
+    Ok(())
+}
+
+/// Rewrites mvm's nftables table for the bridges that exist: outbound NAT for each range, and
+/// no forwarding from one mvm network to another.
+pub fn sync_rules(all: &[NetworkRecord]) -> Result<(), NetworkError> {
+    let live: Vec<&NetworkRecord> = all.iter().filter(|n| link_exists(&n.bridge)).collect();
+    let mut nat = String::new();
+    let mut forward = String::new();
+    for n in &live {
+        nat.push_str(&format!(
+            "    ip saddr {} oifname != \"{}\" masquerade\n",
+            n.subnet, n.bridge
+        ));
+        forward.push_str(&format!(
+            "    iifname \"{}\" oifname \"mvmbr-*\" oifname != \"{}\" drop\n",
+            n.bridge, n.bridge
+        ));
+    }
+    let script = format!(
+        "table ip {NFT_TABLE} {{}}\nflush table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{forward}  }}\n}}\n"
+    );
+    run("nft", &["-f", "-"], Some(&script))
+        .map_err(|e| NetworkError::Host(format!("cannot set the network rules: {e}")))
+}
+
+/// Creates the container's TAP device on the bridge, up.
+pub fn create_tap(tap: &str, bridge: &str) -> Result<(), NetworkError> {
+    if link_exists(tap) {
+        // Left by a container whose monitor was killed: it is ours by name.
+        let _ = ip(&["link", "del", tap]);
+    }
+    let mtu = MTU.to_string();
+    ip(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])
+        .map_err(|e| NetworkError::Host(format!("cannot create TAP device {tap}: {e}")))?;
+    let attach = ip(&["link", "set", tap, "mtu", &mtu, "master", bridge, "up"]);
+    if let Err(e) = attach {
+        let _ = ip(&["link", "del", tap]);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Deletes a TAP device if it exists.
+pub fn delete_tap(tap: &str) {
+    if link_exists(tap)
+        && let Err(e) = ip(&["link", "del", tap])
+    {
+        tracing::warn!("cannot delete TAP device {tap}: {e}");
+    }
+}

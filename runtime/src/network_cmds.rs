@@ -1,0 +1,471 @@
+//! `mvm network ...` and `mvm port`, printed as Docker prints them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::container::{self, ContainerRecord};
+use crate::error::CliError;
+use crate::network::{self, NetworkError, NetworkRecord};
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::with_code(1, e.to_string())
+}
+
+/// `mvm network SUBCOMMAND`.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more networks.
+    Inspect {
+        /// Networks.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove one or more networks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Networks.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove all unused networks.
+    Prune {
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Connect a container to a network.
+    Connect {
+        /// Add network-scoped alias for the container.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Force the container to disconnect from a network.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+}
+
+/// `network create` arguments.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Driver to manage the network (only bridge).
+    #[arg(short = 'd', long, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR format that represents a network segment.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// IPv4 gateway for the subnet.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Set metadata on a network (key=value).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Network name.
+    name: String,
+}
+
+/// `network ls` arguments.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only display network IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Do not truncate the output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Format output using a template.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+/// `mvm network ...`.
+pub fn network(root: &Path, cmd: &NetworkCommand) -> Result<i32, CliError> {
+    match cmd {
+        NetworkCommand::Create(a) => create(root, a),
+        NetworkCommand::Ls(a) => ls(root, a),
+        NetworkCommand::Inspect { networks } => inspect(root, networks),
+        NetworkCommand::Rm { networks } => rm(root, networks),
+        NetworkCommand::Prune { force } => prune(root, *force),
+        NetworkCommand::Connect {
+            aliases,
+            network,
+            container,
+        } => connect(root, network, container, aliases),
+        NetworkCommand::Disconnect {
+            force: _,
+            network,
+            container,
+        } => disconnect(root, network, container),
+    }
+}
+
+fn create(root: &Path, a: &CreateArgs) -> Result<i32, CliError> {
+    if a.driver != "bridge" {
+        return Err(CliError::usage(format!(
+            "network driver {:?} is not supported: only bridge",
+            a.driver
+        )));
+    }
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let _lock = network::lock(root).map_err(CliError::runtime)?;
+    let rec = network::create_locked(
+        root,
+        &a.name,
+        a.subnet.as_deref(),
+        a.gateway.as_deref(),
+        labels,
+    )
+    .map_err(|e| match e {
+        NetworkError::Invalid(m) => CliError::usage(m),
+        other => failed(other),
+    })?;
+    println!("{}", rec.id);
+    Ok(0)
+}
+
+fn ls_header(field: &str) -> String {
+    match field {
+        "ID" => "NETWORK ID".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
+    // The default network is listed even before its first use, as Docker always has one.
+    {
+        let _lock = network::lock(root).map_err(CliError::runtime)?;
+        network::default_locked(root).map_err(CliError::runtime)?;
+    }
+    let rows: Vec<BTreeMap<&str, String>> = network::list(root)
+        .iter()
+        .map(|n| {
+            BTreeMap::from([
+                (
+                    "ID",
+                    if a.no_trunc {
+                        n.id.clone()
+                    } else {
+                        n.id[..12].to_string()
+                    },
+                ),
+                ("Name", n.name.clone()),
+                ("Driver", n.driver.clone()),
+                ("Scope", "local".to_string()),
+                ("CreatedAt", n.created.clone()),
+                ("IPv6", "false".to_string()),
+                ("Internal", "false".to_string()),
+            ])
+        })
+        .collect();
+    let format = if a.quiet {
+        "{{.ID}}"
+    } else {
+        a.format
+            .as_deref()
+            .unwrap_or("table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}")
+    };
+    crate::image_cmds::print_formatted_with(format, &rows, ls_header)?;
+    Ok(0)
+}
+
+fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
+    let mut containers = serde_json::Map::new();
+    for c in container::list(root) {
+        for e in c.endpoints.iter().filter(|e| e.network_id == n.id) {
+            containers.insert(
+                c.id.clone(),
+                json!({
+                    "Name": c.name,
+                    "EndpointID": e.tap,
+                    "MacAddress": e.mac,
+                    "IPv4Address": format!("{}/{}", e.ip, e.prefix),
+                    "IPv6Address": "",
+                }),
+            );
+        }
+    }
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }],
+        },
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": { "com.docker.network.bridge.name": n.bridge },
+        "Labels": n.labels,
+    })
+}
+
+fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for k in keys {
+        let found = if k == network::DEFAULT_NETWORK {
+            let _lock = network::lock(root).map_err(CliError::runtime)?;
+            network::default_locked(root)
+        } else {
+            network::find(root, k)
+        };
+        match found {
+            Ok(n) => out.push(inspect_json(root, &n)),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = 1;
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
+    );
+    Ok(code)
+}
+
+fn rm(root: &Path, keys: &[String]) -> Result<i32, CliError> {
+    let mut code = 0;
+    for k in keys {
+        if k == network::DEFAULT_NETWORK {
+            eprintln!("mvm: bridge is a pre-defined network and cannot be removed");
+            code = 1;
+            continue;
+        }
+        match network::remove(root, k) {
+            Ok(_) => println!("{k}"),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = 1;
+            }
+        }
+    }
+    sync_rules(root);
+    Ok(code)
+}
+
+fn sync_rules(root: &Path) {
+    if let Ok(_lock) = network::lock(root)
+        && let Err(e) = network::host::sync_rules(&network::list(root))
+    {
+        tracing::warn!("{e}");
+    }
+}
+
+fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
+    if !force && crate::terminal::is_tty(0) {
+        eprint!(
+            "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut removed = Vec::new();
+    for n in network::list(root) {
+        if n.name == network::DEFAULT_NETWORK {
+            continue;
+        }
+        if network::remove(root, &n.id).is_ok() {
+            removed.push(n.name);
+        }
+    }
+    if !removed.is_empty() {
+        println!("Deleted Networks:");
+        for n in removed {
+            println!("{n}");
+        }
+    }
+    sync_rules(root);
+    Ok(0)
+}
+
+fn connect(
+    root: &Path,
+    net_key: &str,
+    container_key: &str,
+    aliases: &[String],
+) -> Result<i32, CliError> {
+    let _clock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
+        .map_err(CliError::runtime)?;
+    let (dirs, rec) = container::resolve(root, container_key).map_err(failed)?;
+    if rec.is_running() {
+        return Err(failed(format!(
+            "container {} is running: connecting a running microVM to a network is not supported yet; stop it, connect, then start it",
+            rec.name
+        )));
+    }
+    if rec.network_mode == "none" {
+        return Err(failed(format!(
+            "container {} has --network none: it cannot join a network",
+            rec.name
+        )));
+    }
+    let _lock = network::lock(root).map_err(CliError::runtime)?;
+    let net = if net_key == network::DEFAULT_NETWORK {
+        network::default_locked(root)
+    } else {
+        network::find(root, net_key)
+    }
+    .map_err(failed)?;
+    if rec.endpoints.iter().any(|e| e.network_id == net.id) {
+        return Err(failed(format!(
+            "endpoint with name {} already exists in network {}",
+            rec.name, net.name
+        )));
+    }
+    if !aliases.is_empty() && !net.has_names() {
+        return Err(CliError::usage(
+            "network-scoped aliases are supported only for containers in user-defined networks"
+                .into(),
+        ));
+    }
+    let index = (0..).find(|i| {
+        !rec.endpoints
+            .iter()
+            .any(|e| e.tap == network::tap_name(&rec.id, *i))
+    });
+    let ep = network::allocate_locked(
+        root,
+        &net,
+        &rec.id,
+        index.unwrap_or(0),
+        aliases.to_vec(),
+        &[],
+    )
+    .map_err(failed)?;
+    dirs.update(|r| r.endpoints.push(ep)).map_err(failed)?;
+    Ok(0)
+}
+
+fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<i32, CliError> {
+    let (dirs, rec) = container::resolve(root, container_key).map_err(failed)?;
+    if rec.is_running() {
+        return Err(failed(format!(
+            "container {} is running: disconnecting a running microVM from a network is not supported yet; stop it first",
+            rec.name
+        )));
+    }
+    let net = network::find(root, net_key).map_err(failed)?;
+    if !rec.endpoints.iter().any(|e| e.network_id == net.id) {
+        return Err(failed(format!(
+            "container {} is not connected to network {}",
+            rec.name, net.name
+        )));
+    }
+    dirs.update(|r| r.endpoints.retain(|e| e.network_id != net.id))
+        .map_err(failed)?;
+    Ok(0)
+}
+
+/// `ps`'s PORTS column: `0.0.0.0:8080->80/tcp, ...`.
+pub fn ports_column(rec: &ContainerRecord) -> String {
+    rec.ports
+        .iter()
+        .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.key()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `NetworkSettings` of a container's inspect JSON.
+pub fn network_settings(rec: &ContainerRecord) -> Value {
+    let mut networks = serde_json::Map::new();
+    for e in &rec.endpoints {
+        networks.insert(
+            e.network.clone(),
+            json!({
+                "NetworkID": e.network_id,
+                "EndpointID": e.tap,
+                "Gateway": e.gateway,
+                "IPAddress": e.ip,
+                "IPPrefixLen": e.prefix,
+                "MacAddress": e.mac,
+                "Aliases": e.aliases,
+            }),
+        );
+    }
+    let mut ports = serde_json::Map::new();
+    for p in &rec.ports {
+        let entry = ports.entry(p.key()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(
+                json!({ "HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string() }),
+            );
+        }
+    }
+    let first = rec.endpoints.first();
+    json!({
+        "Networks": networks,
+        "Ports": ports,
+        "IPAddress": first.map(|e| e.ip.clone()).unwrap_or_default(),
+        "IPPrefixLen": first.map(|e| e.prefix).unwrap_or(0),
+        "Gateway": first.map(|e| e.gateway.clone()).unwrap_or_default(),
+        "MacAddress": first.map(|e| e.mac.clone()).unwrap_or_default(),
+    })
+}
+
+/// `mvm port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub fn port(root: &Path, key: &str, private: Option<&str>) -> Result<i32, CliError> {
+    let (_, rec) = container::resolve(root, key).map_err(failed)?;
+    let ports: Vec<_> = if rec.is_running() {
+        rec.ports.clone()
+    } else {
+        Vec::new()
+    };
+    match private {
+        None => {
+            for p in &ports {
+                println!("{} -> {}:{}", p.key(), p.host_ip, p.host_port);
+            }
+            Ok(0)
+        }
+        Some(want) => {
+            let want = if want.contains('/') {
+                want.to_string()
+            } else {
+                format!("{want}/tcp")
+            };
+            let hits: Vec<_> = ports.iter().filter(|p| p.key() == want).collect();
+            if hits.is_empty() {
+                return Err(failed(format!(
+                    "No public port '{want}' published for {}",
+                    rec.name
+                )));
+            }
+            for p in hits {
+                println!("{}:{}", p.host_ip, p.host_port);
+            }
+            Ok(0)
+        }
+    }
+}

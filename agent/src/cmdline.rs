@@ -1,12 +1,17 @@
 //! The boot configuration the host passes on the kernel command line (`mvm.*` keys).
 
 mod net;
+mod volume;
 
 use std::net::IpAddr;
 
 use mvm_agent_protocol::DEFAULT_VSOCK_PORT;
 
 pub use net::{HostEntry, MacAddr, NetConfig};
+pub use volume::{
+    ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
+    in_kernel_dir,
+};
 
 /// File system types the image disk may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub struct BootConfig {
     pub net: Vec<NetConfig>,
     /// Extra /etc/hosts entries (`mvm.hosts=NAME:IP[,NAME:IP...]`, repeatable).
     pub extra_hosts: Vec<HostEntry>,
+    /// Volumes and tmpfs mounts (`mvm.mount`, `mvm.tmpfs`, repeatable), in command-line order.
+    pub mounts: Vec<ContainerMount>,
     /// The vsock port to listen on (`mvm.port`).
     pub port: u32,
     /// A host port to connect to once ready (`mvm.callback`): the first session runs over
@@ -70,6 +77,7 @@ impl Default for BootConfig {
             dns_options: Vec::new(),
             net: Vec::new(),
             extra_hosts: Vec::new(),
+            mounts: Vec::new(),
             port: DEFAULT_VSOCK_PORT,
             callback: None,
             debug: false,
@@ -91,7 +99,7 @@ pub struct CmdlineError {
 
 /// Parses `/proc/cmdline`. Keys other than `mvm.*` belong to the kernel and are ignored, as
 /// are unknown `mvm.*` keys (a newer host may pass more). A later key overrides an earlier one,
-/// except `mvm.net` and `mvm.hosts`, whose values accumulate.
+/// except `mvm.net`, `mvm.hosts`, `mvm.mount` and `mvm.tmpfs`, whose values accumulate.
 pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
     let mut config = BootConfig::default();
     for word in split_words(cmdline) {
@@ -162,6 +170,24 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                 }
                 config.net.push(nic);
             }
+            "mount" => {
+                let mount = volume::parse_mount(
+                    value.ok_or_else(|| bad("expected TAG,/TARGET,ro|rw[,seed]"))?,
+                )
+                .map_err(bad)?;
+                check_new_mount(&config.mounts, &mount.target).map_err(bad)?;
+                // One tag may be mounted at several targets (`-v vol:/a -v vol:/b`): the
+                // mounts share one virtio-fs superblock.
+                config.mounts.push(ContainerMount::Virtiofs(mount));
+            }
+            "tmpfs" => {
+                let tmpfs = volume::parse_tmpfs(
+                    value.ok_or_else(|| bad("expected /TARGET[,size=SIZE][,mode=OCTAL][,ro]"))?,
+                )
+                .map_err(bad)?;
+                check_new_mount(&config.mounts, &tmpfs.target).map_err(bad)?;
+                config.mounts.push(ContainerMount::Tmpfs(tmpfs));
+            }
             "port" => {
                 config.port = value
                     .and_then(|v| v.parse::<u32>().ok())
@@ -187,6 +213,14 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
         }
     }
     Ok(config)
+}
+
+/// A second mount on the same target would hide the first: that is a mistake of the host's.
+fn check_new_mount(earlier: &[ContainerMount], target: &str) -> Result<(), &'static str> {
+    if earlier.iter().any(|m| m.target() == target) {
+        return Err("the target is in an earlier mvm.mount or mvm.tmpfs");
+    }
+    Ok(())
 }
 
 fn device(value: Option<&str>) -> Option<String> {
@@ -340,6 +374,68 @@ mod tests {
 
         let err = parse_cmdline("mvm.net=02:42:0a:58:00:02,fd00::2/64,fd00::1").unwrap_err();
         assert!(err.to_string().contains("IPv6 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn mount_keys_keep_command_line_order() {
+        let c = parse_cmdline(
+            "mvm.mount=vol0,/data,rw,seed mvm.tmpfs=/data/tmp,size=64m,mode=755 \
+             mvm.mount=bind1,/srv/conf,ro mvm.tmpfs=/run mvm.mount=vol0,/data2,rw",
+        )
+        .unwrap();
+        let targets: Vec<&str> = c.mounts.iter().map(ContainerMount::target).collect();
+        assert_eq!(
+            targets,
+            vec!["/data", "/data/tmp", "/srv/conf", "/run", "/data2"]
+        );
+        assert_eq!(
+            c.mounts[0],
+            ContainerMount::Virtiofs(VirtiofsMount {
+                tag: "vol0".into(),
+                target: "/data".into(),
+                read_only: false,
+                seed: true,
+            })
+        );
+        assert_eq!(
+            c.mounts[1],
+            ContainerMount::Tmpfs(TmpfsMount {
+                target: "/data/tmp".into(),
+                size: Some(64 << 20),
+                mode: 0o755,
+                read_only: false,
+            })
+        );
+        assert!(matches!(&c.mounts[2], ContainerMount::Virtiofs(v) if v.read_only && !v.seed));
+        assert!(matches!(&c.mounts[3], ContainerMount::Tmpfs(t) if t.mode == DEFAULT_TMPFS_MODE));
+    }
+
+    #[test]
+    fn bad_mount_keys() {
+        for (bad, key, why) in [
+            ("mvm.mount", "mvm.mount", "TAG,/TARGET"),
+            ("mvm.mount=", "mvm.mount", "TAG,/TARGET"),
+            ("mvm.mount=v,/data", "mvm.mount", "TAG,/TARGET"),
+            ("mvm.mount=v,/proc/x,rw", "mvm.mount", "/proc"),
+            ("mvm.mount=v,/data,ro,seed", "mvm.mount", "read-only"),
+            ("mvm.tmpfs", "mvm.tmpfs", "/TARGET"),
+            ("mvm.tmpfs=", "mvm.tmpfs", "absolute"),
+            ("mvm.tmpfs=/run,size=1x", "mvm.tmpfs", "size="),
+            (
+                "mvm.mount=v,/data,rw mvm.tmpfs=/data",
+                "mvm.tmpfs",
+                "earlier mvm.mount",
+            ),
+            (
+                "mvm.tmpfs=/data mvm.mount=w,/data,rw",
+                "mvm.mount",
+                "earlier mvm.mount",
+            ),
+        ] {
+            let err = parse_cmdline(bad).unwrap_err();
+            assert_eq!(err.key, key, "{bad}");
+            assert!(err.reason.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 mod etc_files;
 mod mounts;
 mod rootfs;
+mod seed;
+mod volumes;
 
 use std::io;
 
@@ -33,6 +35,14 @@ pub enum BootError {
         what: String,
         /// Why.
         source: io::Error,
+    },
+    /// A mount point that leads somewhere a mount must not go.
+    #[error("mount target {target}: {reason}")]
+    MountTarget {
+        /// The target as the command line gave it.
+        target: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// The kernel command line has a bad `mvm.*` value.
     #[error(transparent)]
@@ -68,6 +78,10 @@ pub fn boot() -> Result<BootConfig, BootError> {
 
     rootfs::build_and_enter(&config)?;
     mounts::mount_container_fs()?;
+    // Volumes and tmpfs mounts before the network, and a failure is fatal: the container
+    // must not run without the data it was given. The /etc files below are written into
+    // whatever is mounted by then.
+    volumes::mount_all(std::path::Path::new("/"), &config.mounts)?;
 
     // A container without the network it was given must not start: this failure is fatal,
     // unlike the best-effort steps below.

@@ -32,6 +32,8 @@ packages=(
   podman runc
   # registry tier of the image tests (Debian's distribution registry, skopeo for OCI layouts)
   docker-registry skopeo
+  # to build virtiofsd (volumes: the virtio-fs daemon)
+  libseccomp-dev libcap-ng-dev
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -86,6 +88,21 @@ else
   rm -f "$cargo_log"
   have="$(vhost-device-vsock --version 2>/dev/null || true)"
   [[ "$have" == *" $vsock_ver"* ]] || die "vhost-device-vsock $vsock_ver not on PATH after install (got '${have:-nothing}')"
+fi
+
+# ---- 4b. virtiofsd (the host side of volumes and bind mounts) -------------------------------
+vfs_ver=1.14.0
+have="$(virtiofsd --version 2>/dev/null || true)"
+if [[ "$have" == *"$vfs_ver"* ]]; then
+  step "virtiofsd: $vfs_ver present"
+else
+  step "virtiofsd: installing $vfs_ver with cargo (about 2 min)"
+  cargo_log="$(mktemp /tmp/mvm-cargo-install.XXXXXX.log)"
+  cargo install --locked virtiofsd --version "$vfs_ver" >"$cargo_log" 2>&1 \
+    || { tail -n 30 "$cargo_log" >&2; die "cargo install virtiofsd $vfs_ver failed (log: $cargo_log)"; }
+  rm -f "$cargo_log"
+  have="$(virtiofsd --version 2>/dev/null || true)"
+  [[ "$have" == *"$vfs_ver"* ]] || die "virtiofsd $vfs_ver not on PATH after install (got '${have:-nothing}')"
 fi
 
 # ---- 5. busybox base image rootfs ---------------------------------------------------------

@@ -105,6 +105,9 @@ pub struct ContainerRecord {
     /// Published ports (`-p`, `-P`); host ports filled in once bound.
     #[serde(default)]
     pub ports: Vec<crate::network::ports::PortMapping>,
+    /// Volumes, bind mounts and tmpfs mounts, in the order they are mounted.
+    #[serde(default)]
+    pub mounts: Vec<crate::volume::mounts::MountSpec>,
 }
 
 /// Docker's `--restart` policy.

@@ -127,6 +127,60 @@ pub fn logs(
     Ok(0)
 }
 
+/// `mvm attach`: the running container's output from now on, our signals forwarded to its
+/// process (Docker's --sig-proxy), and its exit code once it stops. The container's stdin
+/// stays with whoever started it.
+pub fn attach(root: &Path, key: &str, sig_proxy: bool) -> Result<i32, CliError> {
+    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
+    match rec.effective().0 {
+        "running" | "restarting" => {}
+        "paused" => {
+            return Err(failed(
+                "You cannot attach to a paused container, unpause it first",
+            ));
+        }
+        _ => {
+            return Err(failed(
+                "You cannot attach to a stopped container, start it first",
+            ));
+        }
+    }
+    if sig_proxy {
+        let set = crate::session::forwarded_signals();
+        set.thread_block()
+            .map_err(|e| failed(format!("cannot block signals: {e}")))?;
+        let control = dirs.control_path();
+        std::thread::spawn(move || {
+            while let Ok(sig) = set.wait() {
+                if sig != nix::sys::signal::Signal::SIGWINCH {
+                    let _ = request_signal(&control, sig as i32);
+                }
+            }
+        });
+    }
+    let path = dirs.log_path();
+    let mut seen = crate::logs::read_entries(&path).map_err(failed)?.len();
+    loop {
+        let running = dirs.load().is_ok_and(|r| r.is_running());
+        let entries = crate::logs::read_entries(&path).map_err(failed)?;
+        for e in entries.iter().skip(seen) {
+            if e.stream == "stderr" {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(e.log.as_bytes()).and_then(|()| err.flush());
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(e.log.as_bytes()).and_then(|()| out.flush());
+            }
+        }
+        seen = entries.len().max(seen);
+        if !running {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(dirs.load().ok().and_then(|r| r.effective().1).unwrap_or(0))
+}
+
 fn wait_stopped(dirs: &ContainerDirs, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -232,8 +286,8 @@ pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError>
     })
 }
 
-/// `mvm rm`.
-pub fn rm(root: &Path, keys: &[String], force: bool) -> Result<i32, CliError> {
+/// `mvm rm` (`-v`: with the container's anonymous volumes).
+pub fn rm(root: &Path, keys: &[String], force: bool, volumes: bool) -> Result<i32, CliError> {
     each_container(keys, |key| {
         let (dirs, rec) = container::resolve(root, key)?;
         if rec.is_running() {
@@ -246,6 +300,9 @@ pub fn rm(root: &Path, keys: &[String], force: bool) -> Result<i32, CliError> {
             kill_owner(&dirs, &rec);
         }
         dirs.remove();
+        if volumes {
+            crate::volume::remove_anonymous(root, &rec.mounts);
+        }
         Ok(())
     })
 }
@@ -321,7 +378,7 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                         "Image": rec.image,
                         "WorkingDir": rec.cwd,
                     },
-                    "Mounts": [],
+                    "Mounts": crate::volume_cmds::mounts_json(root, &rec),
                     "NetworkSettings": crate::network_cmds::network_settings(&rec),
                 }));
             }
@@ -360,6 +417,67 @@ pub struct ExecOptions {
     pub workdir: Option<String>,
     /// User.
     pub user: Option<String>,
+    /// `-d`: start the process and return; its output is discarded, as Docker's.
+    pub detach: bool,
+}
+
+/// Set in the detached child of `exec -d`: the fd on which it reports that the process
+/// started.
+const EXEC_READY_FD_ENV: &str = "MVM_EXEC_READY_FD";
+/// The fd number the readiness pipe gets in that child.
+const EXEC_READY_FD: i32 = 3;
+
+/// `exec -d`: re-runs this command as a child in its own session that holds the exec session
+/// until the process ends, and returns once the agent reports the process started.
+fn exec_detached(dirs: &ContainerDirs) -> Result<i32, CliError> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| failed(format!("cannot create a pipe: {e}")))?;
+    let log = dirs.run.join(format!("exec-{}.log", std::process::id()));
+    let log_file = std::fs::File::create(&log).map_err(failed)?;
+    let exe = std::env::current_exe().map_err(failed)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(EXEC_READY_FD_ENV, EXEC_READY_FD.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file);
+    let w = write_end.as_raw_fd();
+    // SAFETY: setsid and dup2 are async-signal-safe; dup2 onto fd 3 clears close-on-exec for
+    // the pipe's write end in the child only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(w, EXEC_READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| failed(format!("cannot start exec -d: {e}")))?;
+    drop(write_end);
+    let mut byte = [0u8; 1];
+    let started = std::fs::File::from(read_end).read(&mut byte).unwrap_or(0) == 1;
+    if started {
+        // The child keeps its (now unlinked) log open and is reaped by init once we exit.
+        let _ = std::fs::remove_file(&log);
+        return Ok(0);
+    }
+    let status = child.wait().map_err(failed)?;
+    let why = crate::backend::log_tail(&log);
+    let _ = std::fs::remove_file(&log);
+    let msg = why.strip_prefix("mvm: ").unwrap_or(&why).to_string();
+    Err(CliError::with_code(
+        status.code().unwrap_or(126).max(1),
+        if msg.is_empty() {
+            format!("exec -d failed ({status})")
+        } else {
+            msg
+        },
+    ))
 }
 
 /// `mvm exec`: one more process in the running container's VM, through its agent.
@@ -389,6 +507,10 @@ pub fn exec(
     }
     if command.is_empty() {
         return Err(CliError::usage("exec needs a command".into()));
+    }
+    let detached_child = opts.detach && std::env::var_os(EXEC_READY_FD_ENV).is_some();
+    if opts.detach && !detached_child {
+        return exec_detached(&dirs);
     }
     let mut env = rec.env.clone();
     for kv in &opts.env {
@@ -423,14 +545,24 @@ pub fn exec(
         stream,
         spec,
         crate::session::Stdio {
-            stdin: opts.interactive,
+            stdin: opts.interactive && !detached_child,
             tty: opts.tty,
-            attached: true,
+            attached: !detached_child,
         },
         None,
         None,
-        || {},
+        || {
+            if detached_child {
+                // SAFETY: fd 3 is the readiness pipe our parent gave us (see exec_detached);
+                // one write and a close, nothing else uses that fd.
+                unsafe {
+                    libc::write(EXEC_READY_FD, b"1".as_ptr().cast(), 1);
+                    libc::close(EXEC_READY_FD);
+                }
+            }
+        },
     );
+
     drop(raw);
     match result {
         Ok(code) => Ok(code),

@@ -16,6 +16,8 @@ mod run;
 mod session;
 mod stats;
 mod terminal;
+mod volume;
+mod volume_cmds;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -84,6 +86,20 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network_cmds::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume_cmds::VolumeCommand),
+    /// Attach to a running container's output (and forward signals to it).
+    Attach {
+        /// Proxy all received signals to the process.
+        #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
+        /// Do not attach STDIN (the only mode: stdin stays with whoever started it).
+        #[arg(long = "no-stdin")]
+        no_stdin: bool,
+        /// Container.
+        container: String,
+    },
     /// List port mappings or a specific mapping for the container.
     Port {
         /// Container.
@@ -264,7 +280,7 @@ struct RmArgs {
     /// Force the removal of a running container.
     #[arg(short = 'f', long)]
     force: bool,
-    /// Remove anonymous volumes (none exist yet; accepted for compatibility).
+    /// Remove anonymous volumes associated with the container.
     #[arg(short = 'v', long)]
     volumes: bool,
     /// Containers.
@@ -275,6 +291,9 @@ struct RmArgs {
 #[derive(Args, Debug)]
 #[command(trailing_var_arg = true)]
 struct ExecArgs {
+    /// Detached mode: run the command in the background.
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// Keep stdin open.
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -361,6 +380,15 @@ struct RunArgs {
     /// Publish all exposed ports to random ports.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// Bind mount a volume: [NAME|/HOST/DIR:]/CONTAINER/PATH[:ro|rw].
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=..,target=..[,readonly].
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory: /PATH[:size=64m,mode=1777].
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
     /// Image.
     image: String,
     /// Command and arguments.
@@ -467,6 +495,9 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         network_aliases: a.network_alias.clone(),
         publish: a.publish.clone(),
         publish_all: a.publish_all,
+        volumes: a.volume.clone(),
+        mounts: a.mount.clone(),
+        tmpfs: a.tmpfs.clone(),
         image: a.image.clone(),
         command: a.command.clone(),
     };
@@ -499,6 +530,12 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         ),
         Command::Container(ContainerCommand::Ls(a)) => ps::ps(&cli.root, &a.options()),
         Command::Network(c) => network_cmds::network(&cli.root, c),
+        Command::Volume(c) => volume_cmds::volume(&cli.root, c),
+        Command::Attach {
+            sig_proxy,
+            no_stdin: _,
+            container,
+        } => lifecycle::attach(&cli.root, container, *sig_proxy),
         Command::Port { container, private } => {
             network_cmds::port(&cli.root, container, private.as_deref())
         }
@@ -529,7 +566,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         }
         Command::Stop(a) => lifecycle::stop(&cli.root, &a.containers, a.time),
         Command::Kill(a) => lifecycle::kill(&cli.root, &a.containers, &a.signal),
-        Command::Rm(a) => lifecycle::rm(&cli.root, &a.containers, a.force),
+        Command::Rm(a) => lifecycle::rm(&cli.root, &a.containers, a.force, a.volumes),
         Command::Wait(a) => lifecycle::wait(&cli.root, &a.containers),
         Command::Inspect(a) => lifecycle::inspect(&cli.root, &a.containers),
         Command::Exec(a) => lifecycle::exec(
@@ -542,6 +579,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                 env: a.env.clone(),
                 workdir: a.workdir.clone(),
                 user: a.user.clone(),
+                detach: a.detach,
             },
         ),
         Command::Monitor { id } => Ok(run::monitor(&cli.root, id)),

@@ -70,10 +70,16 @@ pub fn vmm() -> Result<PathBuf, String> {
     find("MVM_VMM_BIN", &c).map_err(|e| format!("mvm-vmm {e}"))
 }
 
-/// A program on PATH.
+/// A program on PATH, or where `cargo install` puts it (the set-up installs
+/// vhost-device-vsock and virtiofsd there, and a root shell may not have it on PATH).
 pub fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin"));
     std::env::split_paths(&path)
+        .chain(cargo_bin)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

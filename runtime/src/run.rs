@@ -10,7 +10,7 @@ use crate::backend::{self, Disk, Selection, VmSpec};
 use crate::container::{self, ContainerDirs, ContainerRecord};
 use crate::error::CliError;
 use crate::session::{self, Stdio};
-use crate::{agent_disk, network, paths};
+use crate::{agent_disk, network, paths, volume};
 
 /// Default guest memory: enough for the agent and a small service; `-m` changes it.
 pub const DEFAULT_MEM_MIB: u64 = 512;
@@ -68,6 +68,12 @@ pub struct RunOptions {
     pub publish: Vec<String>,
     /// `-P`.
     pub publish_all: bool,
+    /// `-v`.
+    pub volumes: Vec<String>,
+    /// `--mount`.
+    pub mounts: Vec<String>,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<String>,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -170,7 +176,12 @@ pub fn process_args(
 }
 
 /// The guest kernel's command line for a container.
-fn kernel_cmdline(hostname: &str, debug: bool, endpoints: &[network::Endpoint]) -> String {
+fn kernel_cmdline(
+    hostname: &str,
+    debug: bool,
+    endpoints: &[network::Endpoint],
+    mounts: &[volume::mounts::MountSpec],
+) -> String {
     let quiet = if debug {
         "loglevel=7"
     } else {
@@ -195,6 +206,34 @@ fn kernel_cmdline(hostname: &str, debug: bool, endpoints: &[network::Endpoint]) 
     }
     if let Some(first) = endpoints.first() {
         c.push_str(&format!(" mvm.dns={}", first.gateway));
+    }
+    // Shares are numbered in mount order, as run_container starts their daemons.
+    let mut share = 0;
+    for m in mounts {
+        let mode = if m.read_only { "ro" } else { "rw" };
+        match m.kind {
+            volume::mounts::Kind::Tmpfs => {
+                c.push_str(&format!(" mvm.tmpfs={}", m.target));
+                if !m.options.is_empty() {
+                    c.push_str(&format!(",{}", m.options));
+                }
+            }
+            kind => {
+                // A new volume takes the image's files at its target (the agent copies only
+                // into an empty volume); a read-only one cannot be written, so it is not seeded.
+                let seed = if kind == volume::mounts::Kind::Volume && !m.read_only {
+                    ",seed"
+                } else {
+                    ""
+                };
+                c.push_str(&format!(
+                    " mvm.mount={},{},{mode}{seed}",
+                    share_tag(share),
+                    m.target
+                ));
+                share += 1;
+            }
+        }
     }
     if debug {
         c.push_str(" mvm.debug=1");
@@ -264,6 +303,17 @@ pub fn run(
         .map(|p| network::ports::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CliError::usage)?;
+    let mut mounts = Vec::new();
+    for v in &opts.volumes {
+        mounts.push(volume::mounts::parse_volume(v).map_err(CliError::usage)?);
+    }
+    for m in &opts.mounts {
+        mounts.push(volume::mounts::parse_mount(m).map_err(CliError::usage)?);
+    }
+    for t in &opts.tmpfs {
+        mounts.push(volume::mounts::parse_tmpfs(t).map_err(CliError::usage)?);
+    }
+    volume::mounts::check_duplicates(&mounts).map_err(CliError::usage)?;
     if opts.rm && !restart_policy.is_none() {
         return Err(CliError::usage(
             "Conflicting options: --restart and --rm".to_string(),
@@ -306,6 +356,22 @@ pub fn run(
             if !ports.iter().any(|p| p.key() == m.key()) {
                 ports.push(m);
             }
+        }
+    }
+    // The image's VOLUMEs get anonymous volumes, unless the user mounted something there.
+    for target in image.config.config.volumes.iter().flat_map(|m| m.keys()) {
+        let target = target.trim_end_matches('/');
+        if !mounts.iter().any(|m| m.target == target)
+            && volume::mounts::check_target(target).is_ok()
+        {
+            mounts.push(volume::mounts::MountSpec {
+                kind: volume::mounts::Kind::Volume,
+                source: String::new(),
+                target: target.to_string(),
+                read_only: false,
+                options: String::new(),
+                anonymous: true,
+            });
         }
     }
     let args = process_args(&image, opts.entrypoint.as_deref(), &opts.command);
@@ -368,6 +434,29 @@ pub fn run(
                     .map_err(CliError::runtime)?,
             ]
         };
+        // Volumes named here are made now (as `docker run` does); bind sources too.
+        {
+            let _vol_lock = volume::lock(root).map_err(CliError::runtime)?;
+            for m in &mut mounts {
+                match m.kind {
+                    volume::mounts::Kind::Volume => {
+                        let name = (!m.source.is_empty()).then_some(m.source.as_str());
+                        let v = volume::create_locked(root, name, Default::default(), m.anonymous)
+                            .map_err(CliError::runtime)?;
+                        m.source = v.name;
+                    }
+                    volume::mounts::Kind::Bind => {
+                        std::fs::create_dir_all(&m.source).map_err(|e| {
+                            CliError::runtime(format!(
+                                "cannot create bind source {}: {e}",
+                                m.source
+                            ))
+                        })?;
+                    }
+                    volume::mounts::Kind::Tmpfs => {}
+                }
+            }
+        }
         let dirs = ContainerDirs::new(root, &id);
         std::fs::create_dir_all(&dirs.dir).map_err(CliError::runtime)?;
         let record = ContainerRecord {
@@ -412,6 +501,7 @@ pub fn run(
             network_mode: network_mode.clone(),
             endpoints,
             ports: ports.clone(),
+            mounts: mounts.clone(),
         };
         if let Err(e) = dirs.save(&record) {
             dirs.remove();
@@ -462,10 +552,17 @@ fn mark_restarting(dirs: &ContainerDirs, code: i32) {
 
 /// Records how a container ended, or removes it (`--rm`, or it never ran).
 fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, CliError>) {
-    let ran = dirs.load().is_ok_and(|r| r.started_at.is_some());
+    let rec = dirs.load().ok();
+    let ran = rec.as_ref().is_some_and(|r| r.started_at.is_some());
     if auto_remove || !ran {
-        // With --rm, or when the container never ran, nothing is left behind.
+        // With --rm, or when the container never ran, nothing is left behind: not even the
+        // anonymous volumes made for it.
         dirs.remove();
+        if let Some(rec) = rec
+            && let Some(root) = dirs.dir.parent().and_then(Path::parent)
+        {
+            volume::remove_anonymous(root, &rec.mounts);
+        }
         return;
     }
     let (code, error) = match result {
@@ -730,7 +827,7 @@ fn run_container(
     }
     let spec = VmSpec {
         kernel: rec.kernel.clone(),
-        cmdline: kernel_cmdline(&rec.hostname, rec.debug, &rec.endpoints),
+        cmdline: kernel_cmdline(&rec.hostname, rec.debug, &rec.endpoints, &rec.mounts),
         vcpus: rec.vcpus,
         mem_mib: rec.mem_mib,
         disks: vec![
@@ -759,6 +856,7 @@ fn run_container(
                 mac: e.mac.clone(),
             })
             .collect(),
+        shares: Vec::new(),
     };
     // Block the forwarded signals before any thread or child exists, so the session's
     // forwarding thread receives them (children unblock them in pre_exec).
@@ -778,6 +876,8 @@ fn run_container(
     let control = std::os::unix::net::UnixListener::bind(dirs.control_path())
         .map_err(|e| CliError::runtime(format!("cannot create the control socket: {e}")))?;
     let net = NetworkUp::bring_up(dirs, &rec)?;
+    let (daemons, shares) = start_shares(dirs, &rec)?;
+    let spec = VmSpec { shares, ..spec };
     let mut vm = backend::start(kind, &spec).map_err(CliError::runtime)?;
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
@@ -827,6 +927,7 @@ fn run_container(
     tracing::debug!("phase process_exited {:?}", t0.elapsed());
     vm.finish(POWEROFF_TIMEOUT);
     drop(net);
+    drop(daemons);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
     if rec.debug {
         let _ = std::fs::copy(
@@ -841,6 +942,55 @@ fn run_container(
         }
         Err(e) => Err(CliError::runtime(e)),
     }
+}
+
+/// The tag of the `i`th virtio-fs share.
+fn share_tag(i: usize) -> String {
+    format!("mvmfs{i}")
+}
+
+/// Starts a virtiofsd for each volume and bind mount of the container (host-side read-only
+/// for `:ro`), in mount order.
+fn start_shares(
+    dirs: &ContainerDirs,
+    rec: &ContainerRecord,
+) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), CliError> {
+    let root = dirs
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| CliError::runtime("container directory outside a state root"))?;
+    let mut daemons = Vec::new();
+    let mut shares = Vec::new();
+    for m in rec
+        .mounts
+        .iter()
+        .filter(|m| m.kind != volume::mounts::Kind::Tmpfs)
+    {
+        let i = shares.len();
+        let dir = match m.kind {
+            volume::mounts::Kind::Volume => volume::data_dir(root, &m.source),
+            _ => PathBuf::from(&m.source),
+        };
+        if !dir.is_dir() {
+            return Err(CliError::runtime(format!(
+                "cannot mount {} at {}: {} is not a directory",
+                m.source,
+                m.target,
+                dir.display()
+            )));
+        }
+        let socket = dirs.run.join(format!("fs{i}.sock"));
+        let log = dirs.run.join(format!("virtiofsd-{i}.log"));
+        let d = volume::virtiofsd::start(&dir, &socket, m.read_only, &log)
+            .map_err(CliError::runtime)?;
+        shares.push(backend::Share {
+            socket: d.socket.clone(),
+            tag: share_tag(i),
+        });
+        daemons.push(d);
+    }
+    Ok((daemons, shares))
 }
 
 /// The host side of a container's network while its VM runs: TAPs on their bridges, the DNS

@@ -217,6 +217,7 @@ pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> 
             env: Vec::new(),
             workdir: Some("/".into()),
             user: Some("0".into()),
+            detach: false,
         },
     )
 }

@@ -699,3 +699,48 @@ fn ps_filters_formats_rename_top_and_stats() {
     assert_eq!(r.mvm(&["rm", "-f", "gamma", "beta"]).status.code(), Some(0));
     assert_clean(&r);
 }
+
+#[test]
+fn exec_detached_and_attach() {
+    let r = root();
+    let id = run_d(
+        &r,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 4; i=0; while [ $i -lt 5 ]; do i=$((i+1)); echo line$i; done; exit 7",
+        ],
+    );
+    // exec -d returns once the process started; it goes on in the background.
+    let t0 = Instant::now();
+    let o = r.mvm(&["exec", "-d", &id, "sh", "-c", "sleep 1; echo bg > /tmp/bg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = r.mvm(&["exec", &id, "cat", "/tmp/bg"]);
+        if stdout(&o) == "bg\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exec -d never ran: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = r.mvm(&["exec", "-d", &id, "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    // attach: the output from now on, and the exit code.
+    let o = r.mvm(&["attach", &id]);
+    assert!(stdout(&o).contains("line5\n"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(7));
+    let o = r.mvm(&["attach", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("stopped container"), "{}", stderr(&o));
+    assert_eq!(r.mvm(&["rm", &id]).status.code(), Some(0));
+    assert_clean(&r);
+}

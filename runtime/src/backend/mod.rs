@@ -42,6 +42,17 @@ pub struct VmSpec {
     pub run_dir: PathBuf,
     /// Network interfaces, in the guest's order.
     pub nics: Vec<Nic>,
+    /// virtio-fs devices: vhost-user sockets of running virtiofsd daemons.
+    pub shares: Vec<Share>,
+}
+
+/// A virtio-fs device backed by a vhost-user daemon.
+#[derive(Clone, Debug)]
+pub struct Share {
+    /// The daemon's vhost-user socket.
+    pub socket: PathBuf,
+    /// The tag the guest mounts.
+    pub tag: String,
 }
 
 /// A network interface: a host TAP device and the guest's MAC.

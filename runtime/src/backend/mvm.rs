@@ -28,6 +28,13 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
             .map(|n| serde_json::json!({ "tap": n.tap, "mac": n.mac }))
             .collect();
     }
+    if !spec.shares.is_empty() {
+        config["fs"] = spec
+            .shares
+            .iter()
+            .map(|f| serde_json::json!({ "socket": f.socket, "tag": f.tag }))
+            .collect();
+    }
     let config_path = spec.run_dir.join("vmm.json");
     std::fs::write(&config_path, config.to_string())
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;

@@ -102,6 +102,12 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
             .arg("-device")
             .arg(format!("virtio-net-device,netdev=n{i},mac={}", n.mac));
     }
+    for (i, f) in spec.shares.iter().enumerate() {
+        cmd.arg("-chardev")
+            .arg(format!("socket,id=fs{i},path={}", f.socket.display()))
+            .arg("-device")
+            .arg(format!("vhost-user-fs-device,chardev=fs{i},tag={}", f.tag));
+    }
     cmd.arg("-chardev")
         .arg(format!("socket,id=vsock,path={}", vhost_sock.display()))
         .args(["-device", "vhost-user-vsock-device,chardev=vsock"]);

@@ -1,0 +1,226 @@
+//! `mvm volume ...`, printed as Docker prints it, and the `Mounts` of container inspect.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::container::ContainerRecord;
+use crate::error::CliError;
+use crate::volume::{self, VolumeError, VolumeRecord, mounts::Kind};
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::with_code(1, e.to_string())
+}
+
+/// `mvm volume SUBCOMMAND`.
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create {
+        /// Set metadata for a volume (key=value).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Volume name (generated when not given).
+        name: Option<String>,
+    },
+    /// List volumes.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only display volume names.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Format output using a template.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on one or more volumes.
+    Inspect {
+        /// Volumes.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove one or more volumes.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Do not fail on volumes that do not exist.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Volumes.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove unused anonymous volumes (all unused volumes with -a).
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+/// `mvm volume ...`.
+pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
+    match cmd {
+        VolumeCommand::Create { labels, name } => {
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            let _lock = volume::lock(root).map_err(CliError::runtime)?;
+            let v = volume::create_locked(root, name.as_deref(), labels, false).map_err(
+                |e| match e {
+                    VolumeError::Invalid(m) => CliError::usage(m),
+                    other => failed(other),
+                },
+            )?;
+            println!("{}", v.name);
+            Ok(0)
+        }
+        VolumeCommand::Ls { quiet, format } => {
+            let rows: Vec<BTreeMap<&str, String>> = volume::list(root)
+                .iter()
+                .map(|v| {
+                    BTreeMap::from([
+                        ("Driver", "local".to_string()),
+                        ("Name", v.name.clone()),
+                        (
+                            "Mountpoint",
+                            volume::data_dir(root, &v.name).display().to_string(),
+                        ),
+                        ("Scope", "local".to_string()),
+                        ("CreatedAt", v.created.clone()),
+                    ])
+                })
+                .collect();
+            let format = if *quiet {
+                "{{.Name}}"
+            } else {
+                format.as_deref().unwrap_or("table {{.Driver}}\t{{.Name}}")
+            };
+            crate::image_cmds::print_formatted_with(format, &rows, |f| match f {
+                "Name" => "VOLUME NAME".into(),
+                other => other.to_uppercase(),
+            })?;
+            Ok(0)
+        }
+        VolumeCommand::Inspect { volumes } => {
+            let mut out = Vec::new();
+            let mut code = 0;
+            for n in volumes {
+                match volume::get(root, n) {
+                    Ok(v) => out.push(inspect_json(root, &v)),
+                    Err(e) => {
+                        eprintln!("mvm: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
+            );
+            Ok(code)
+        }
+        VolumeCommand::Rm { force, volumes } => {
+            let mut code = 0;
+            for n in volumes {
+                match volume::remove(root, n) {
+                    Ok(()) => println!("{n}"),
+                    Err(VolumeError::NotFound(_)) if *force => {}
+                    Err(e) => {
+                        eprintln!("mvm: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        VolumeCommand::Prune { all, force } => prune(root, *all, *force),
+    }
+}
+
+fn inspect_json(root: &Path, v: &VolumeRecord) -> Value {
+    json!({
+        "CreatedAt": v.created,
+        "Driver": "local",
+        "Labels": v.labels,
+        "Mountpoint": volume::data_dir(root, &v.name),
+        "Name": v.name,
+        "Options": {},
+        "Scope": "local",
+    })
+}
+
+fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
+    if !force && crate::terminal::is_tty(0) {
+        eprint!(
+            "WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let _lock = volume::lock(root).map_err(CliError::runtime)?;
+    let mut removed = Vec::new();
+    let mut bytes = 0;
+    for v in volume::list(root) {
+        if !(all || v.anonymous) || !volume::users(root, &v.name).is_empty() {
+            continue;
+        }
+        let size = volume::disk_usage(&volume::data_dir(root, &v.name));
+        if volume::remove_locked(root, &v.name).is_ok() {
+            bytes += size;
+            removed.push(v.name);
+        }
+    }
+    if !removed.is_empty() {
+        println!("Deleted Volumes:");
+        for n in &removed {
+            println!("{n}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        crate::image_cmds::human_size(bytes)
+    );
+    Ok(0)
+}
+
+/// `Mounts` of a container's inspect JSON.
+pub fn mounts_json(root: &Path, rec: &ContainerRecord) -> Value {
+    Value::Array(
+        rec.mounts
+            .iter()
+            .map(|m| {
+                let source = match m.kind {
+                    Kind::Volume => volume::data_dir(root, &m.source).display().to_string(),
+                    Kind::Bind => m.source.clone(),
+                    Kind::Tmpfs => String::new(),
+                };
+                let mut v = json!({
+                    "Type": m.kind.name(),
+                    "Source": source,
+                    "Destination": m.target,
+                    "Mode": if m.read_only { "ro" } else { "" },
+                    "RW": !m.read_only,
+                    "Propagation": "",
+                });
+                if m.kind == Kind::Volume {
+                    v["Name"] = json!(m.source);
+                    v["Driver"] = json!("local");
+                }
+                v
+            })
+            .collect(),
+    )
+}

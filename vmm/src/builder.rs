@@ -23,6 +23,7 @@ use crate::devices::legacy::EventFdTrigger;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::SerialDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
@@ -251,7 +252,13 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     config.validate()?;
     let signals = block_exit_signals()?;
     let kvm = vm::open_kvm()?;
-    let mem = vm::create_guest_memory(config.mem_mib)?;
+    // vhost-user backends must map guest RAM themselves, which private anonymous memory does
+    // not allow; without one, anonymous memory keeps transparent huge pages available.
+    let mem = if config.fs.is_empty() {
+        vm::create_guest_memory(config.mem_mib)?
+    } else {
+        vm::create_shared_guest_memory(config.mem_mib)?
+    };
     let vm = vm::create_vm(&kvm, &mem)?;
 
     let kernel = boot::load_kernel(&mem, &config.kernel)?;
@@ -343,6 +350,22 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             &mut event_manager,
             first_nic + i,
             Arc::new(Mutex::new(net)),
+        )?;
+    }
+
+    // Shared directories come last, so that adding one moves no other device.
+    let first_fs = first_nic + config.net.len();
+    for (i, fs_cfg) in config.fs.iter().enumerate() {
+        let fs = Fs::new(&fs_cfg.socket, &fs_cfg.tag, &mem)
+            .map_err(|e| BuildError::Device(e.to_string()))?;
+        attach_virtio(
+            &vm,
+            &mem,
+            &mut mmio,
+            &mut cmdline,
+            &mut event_manager,
+            first_fs + i,
+            Arc::new(Mutex::new(fs)),
         )?;
     }
 

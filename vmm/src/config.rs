@@ -49,6 +49,10 @@ pub struct VmConfig {
     /// will see them (eth0, eth1, ...).
     #[serde(default)]
     pub net: Vec<NetConfig>,
+    /// Shared directories (virtio-fs devices served by vhost-user backends such as
+    /// virtiofsd); the guest mounts each by its tag.
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
     /// Where the guest's serial console goes.
     #[serde(default)]
     pub serial: SerialOutput,
@@ -92,6 +96,17 @@ pub struct NetConfig {
     /// administered address is derived from the TAP name.
     #[serde(default)]
     pub mac: Option<String>,
+}
+
+/// One virtio-fs device whose queues a running vhost-user backend (virtiofsd) serves.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The backend's listening unix socket (`virtiofsd --socket-path`); it must exist when
+    /// the monitor starts.
+    pub socket: PathBuf,
+    /// The tag the guest mounts by (`mount -t virtiofs TAG DIR`): 1 to 36 bytes, no NUL.
+    pub tag: String,
 }
 
 impl NetConfig {
@@ -244,7 +259,7 @@ impl VmConfig {
                 )));
             }
         }
-        if self.disks.len() + usize::from(self.vsock.is_some()) + self.net.len()
+        if self.disks.len() + usize::from(self.vsock.is_some()) + self.net.len() + self.fs.len()
             > crate::arch::x86_64::layout::MAX_VIRTIO_DEVICES
         {
             return Err(ConfigError::OutOfRange(format!(
@@ -253,6 +268,7 @@ impl VmConfig {
             )));
         }
         self.validate_net()?;
+        self.validate_fs()?;
         if let Some(vsock) = &self.vsock {
             if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid >= u64::from(u32::MAX) {
                 return Err(ConfigError::OutOfRange(format!(
@@ -311,6 +327,46 @@ impl VmConfig {
     }
 }
 
+impl VmConfig {
+    fn validate_fs(&self) -> Result<(), ConfigError> {
+        for (i, fs) in self.fs.iter().enumerate() {
+            crate::devices::virtio::fs::check_tag(&fs.tag)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let earlier = &self.fs[..i];
+            if earlier.iter().any(|other| other.tag == fs.tag) {
+                return Err(ConfigError::Invalid(format!(
+                    "fs tag {} is given twice",
+                    fs.tag
+                )));
+            }
+            if earlier.iter().any(|other| other.socket == fs.socket) {
+                return Err(ConfigError::Invalid(format!(
+                    "fs socket {} is given twice",
+                    fs.socket.display()
+                )));
+            }
+            match std::fs::metadata(&fs.socket) {
+                Ok(m) if m.file_type().is_socket() => {}
+                Ok(_) => {
+                    return Err(ConfigError::MissingFile {
+                        what: "fs socket",
+                        path: fs.socket.clone(),
+                        reason: "not a unix socket".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ConfigError::MissingFile {
+                        what: "fs socket",
+                        path: fs.socket.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether a network interface of that name exists in the monitor's network namespace.
 fn interface_exists(name: &str) -> bool {
     let Ok(cname) = std::ffi::CString::new(name) else {
@@ -350,6 +406,7 @@ mod tests {
             disks: vec![],
             vsock: None,
             net: vec![],
+            fs: vec![],
             serial: SerialOutput::Stdout,
             exit_record: None,
         }
@@ -370,6 +427,7 @@ mod tests {
                 "disks":[{"path":"/d","read_only":true,"id":"root"}],
                 "vsock":{"guest_cid":3,"uds_path":"/v"},
                 "net":[{"tap":"tap0","mac":"02:00:00:00:00:01"},{"tap":"tap1"}],
+                "fs":[{"socket":"/run/vfs.sock","tag":"vol0"}],
                 "serial":{"kind":"file","path":"/s"},"exit_record":"/e"}"#,
         )
         .unwrap();
@@ -377,6 +435,70 @@ mod tests {
         assert_eq!(cfg.net[0].mac_addr().unwrap(), [2, 0, 0, 0, 0, 1]);
         assert_eq!(cfg.net[1].mac, None);
         assert_eq!(cfg.serial, SerialOutput::File("/s".into()));
+        assert_eq!(
+            cfg.fs,
+            vec![FsConfig {
+                socket: "/run/vfs.sock".into(),
+                tag: "vol0".into()
+            }]
+        );
+        assert!(
+            serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","fs":[{"socket":"/s"}]}"#).is_err(),
+            "tag is required"
+        );
+        assert!(
+            serde_json::from_str::<VmConfig>(
+                r#"{"kernel":"/k","fs":[{"socket":"/s","tag":"t","cache":"x"}]}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn validates_shared_directories() {
+        let exe = std::env::current_exe().unwrap();
+        /// Removes the test's directory also when an assertion fails.
+        struct TempDir(PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let name = format!("mvm-fs-cfg-{}", std::process::id());
+        let dir = TempDir(std::env::temp_dir().join(name));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let sock_a = dir.0.join("a.sock");
+        let sock_b = dir.0.join("b.sock");
+        let _la = std::os::unix::net::UnixListener::bind(&sock_a).unwrap();
+        let _lb = std::os::unix::net::UnixListener::bind(&sock_b).unwrap();
+        let fs = |socket: &Path, tag: &str| FsConfig {
+            socket: socket.to_path_buf(),
+            tag: tag.into(),
+        };
+        let check = |list: Vec<FsConfig>| {
+            let mut c = base(&exe);
+            c.fs = list;
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(check(vec![fs(&sock_a, "vol0"), fs(&sock_b, "vol1")]).is_ok());
+        assert!(check(vec![fs(&sock_a, &"x".repeat(36))]).is_ok());
+        let e = check(vec![fs(&sock_a, "")]).unwrap_err();
+        assert_eq!(e, "fs tag is empty");
+        let e = check(vec![fs(&sock_a, &"x".repeat(37))]).unwrap_err();
+        assert!(e.contains("longer than 36 bytes"), "{e}");
+        let e = check(vec![fs(&sock_a, "a\0b")]).unwrap_err();
+        assert!(e.contains("NUL"), "{e}");
+        let e = check(vec![fs(&sock_a, "v"), fs(&sock_b, "v")]).unwrap_err();
+        assert_eq!(e, "fs tag v is given twice");
+        let e = check(vec![fs(&sock_a, "v"), fs(&sock_a, "w")]).unwrap_err();
+        assert!(e.contains("socket") && e.contains("given twice"), "{e}");
+        let e = check(vec![fs(&dir.0.join("none.sock"), "v")]).unwrap_err();
+        assert!(
+            e.starts_with("fs socket ") && e.contains("No such file"),
+            "{e}"
+        );
+        let e = check(vec![fs(&exe, "v")]).unwrap_err();
+        assert!(e.ends_with("not a unix socket"), "{e}");
     }
 
     #[test]

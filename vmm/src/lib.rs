@@ -1,8 +1,8 @@
 //! mvm's virtual machine monitor: one process per KVM microVM.
 //!
 //! It knows nothing of images or containers: it boots a kernel with a command line, a few
-//! virtio-mmio devices (block, net over TAP, vsock) and a serial console, and reports how the
-//! VM ended.
+//! virtio-mmio devices (block, net over TAP, vsock, virtio-fs through vhost-user) and a serial
+//! console, and reports how the VM ended.
 
 pub mod arch;
 pub mod builder;

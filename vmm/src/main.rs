@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mvm_vmm::config::{DiskConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
+use mvm_vmm::config::{DiskConfig, FsConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
 
 /// Exit code for a configuration the monitor refuses (nothing was started).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -14,9 +14,9 @@ const EXIT_BUILD_FAILED: u8 = 1;
 #[derive(Parser, Debug)]
 #[command(name = "mvm-vmm", version, about = "Run one KVM microVM")]
 struct Args {
-    /// JSON config file (fields: kernel, initrd, cmdline, vcpus, mem_mib, disks, net, vsock,
-    /// serial, exit_record); flags given too override its values (--disk and --net add to
-    /// its lists).
+    /// JSON config file (fields: kernel, initrd, cmdline, vcpus, mem_mib, disks, net, fs,
+    /// vsock, serial, exit_record); flags given too override its values (--disk, --net and
+    /// --fs add to its lists).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Guest kernel (ELF vmlinux or bzImage).
@@ -41,6 +41,10 @@ struct Args {
     /// for more (eth0, eth1, ...).
     #[arg(long = "net")]
     nets: Vec<String>,
+    /// A shared directory served by a running vhost-user-fs backend (virtiofsd):
+    /// socket=PATH,tag=TAG; repeat for more.
+    #[arg(long = "fs")]
+    fs: Vec<String>,
     /// The vsock device: CID,UDS_PATH.
     #[arg(long)]
     vsock: Option<String>,
@@ -99,6 +103,25 @@ fn parse_net(spec: &str) -> Result<NetConfig, String> {
     Ok(NetConfig { tap, mac })
 }
 
+fn parse_fs(spec: &str) -> Result<FsConfig, String> {
+    let mut socket = None;
+    let mut tag = None;
+    for opt in spec.split(',') {
+        match opt.split_once('=') {
+            Some(("socket", path)) if !path.is_empty() => socket = Some(path.into()),
+            Some(("tag", t)) => tag = Some(t.to_string()),
+            _ => {
+                return Err(format!(
+                    "unknown --fs option {opt:?} (expected socket=PATH or tag=TAG)"
+                ));
+            }
+        }
+    }
+    let socket = socket.ok_or_else(|| format!("--fs {spec:?}: socket=PATH is required"))?;
+    let tag = tag.ok_or_else(|| format!("--fs {spec:?}: tag=TAG is required"))?;
+    Ok(FsConfig { socket, tag })
+}
+
 fn parse_vsock(spec: &str) -> Result<VsockConfig, String> {
     let (cid, path) = spec
         .split_once(',')
@@ -144,6 +167,9 @@ fn build_config(args: &Args) -> Result<VmConfig, String> {
     }
     for n in &args.nets {
         cfg.net.push(parse_net(n)?);
+    }
+    for f in &args.fs {
+        cfg.fs.push(parse_fs(f)?);
     }
     if let Some(v) = &args.vsock {
         cfg.vsock = Some(parse_vsock(v)?);
@@ -251,6 +277,40 @@ mod tests {
         assert!(e.contains("six hex bytes"), "{e}");
         let ok = cfg("tap=lo,mac=02:00:00:00:00:07").unwrap();
         assert_eq!(ok.net.len(), 1);
+    }
+
+    #[test]
+    fn fs_specs() {
+        let f = parse_fs("socket=/run/v.sock,tag=vol0").unwrap();
+        assert_eq!(f.socket, PathBuf::from("/run/v.sock"));
+        assert_eq!(f.tag, "vol0");
+        let f = parse_fs("tag=t,socket=/s").unwrap();
+        assert_eq!(f.tag, "t");
+        assert!(parse_fs("socket=/s").unwrap_err().contains("tag=TAG"));
+        assert!(parse_fs("tag=t").unwrap_err().contains("socket=PATH"));
+        assert!(parse_fs("socket=,tag=t").is_err());
+        assert!(parse_fs("/s,tag=t").is_err());
+        assert!(parse_fs("socket=/s,tag=t,cache=always").is_err());
+    }
+
+    #[test]
+    fn bad_fs_flags_are_config_errors() {
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        let cfg = |fs: &[&str]| {
+            let mut argv = vec!["mvm-vmm", "--kernel", exe];
+            for f in fs {
+                argv.extend(["--fs", f]);
+            }
+            build_config(&Args::try_parse_from(argv).unwrap())
+        };
+        let e = cfg(&["socket=/nonexistent/v.sock,tag=vol0"]).unwrap_err();
+        assert!(e.starts_with("fs socket /nonexistent/v.sock: "), "{e}");
+        let long = format!("socket=/s,tag={}", "x".repeat(37));
+        let e = cfg(&[&long]).unwrap_err();
+        assert!(e.contains("longer than 36 bytes"), "{e}");
+        let e = cfg(&["socket=/s"]).unwrap_err();
+        assert!(e.contains("tag=TAG is required"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! The KVM VM: guest memory registration, the in-kernel interrupt controllers and PIT.
 
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    Address, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 use crate::arch::x86_64::layout::{KVM_TSS_ADDRESS, ram_ranges};
 
@@ -47,6 +53,68 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, VmError> {
     })
 }
 
+/// Allocates guest RAM in one memfd mapped `MAP_SHARED`, laid out as
+/// [`create_guest_memory`] does.
+///
+/// vhost-user backends (virtiofsd) serve the guest's queues from their own process, so they
+/// must map the very pages the guest uses: each region carries a [`FileOffset`] naming the
+/// memfd and where the region starts in it, which is what SET_MEM_TABLE sends. The memfd is
+/// sealed against shrinking and growing once sized, so a backend holding it cannot truncate
+/// the file under the monitor's mapping (a later access would raise SIGBUS here).
+pub fn create_shared_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, VmError> {
+    let err = |reason: String| VmError::Memory {
+        mib: mem_mib,
+        reason,
+    };
+    let ranges = ram_ranges(mem_mib << 20);
+    let total: u64 = ranges.iter().map(|(_, len)| len).sum();
+    // SAFETY: the name is a NUL-terminated literal; memfd_create returns a new descriptor
+    // (or -1), which is owned below only when valid.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"mvm-guest-ram".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(err(format!(
+            "memfd_create: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `fd` is a valid descriptor that nothing else owns.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(total)
+        .map_err(|e| err(format!("sizing the memfd: {e}")))?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on a descriptor we own takes an int argument and touches no memory.
+    if unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::F_ADD_SEALS,
+            seals,
+        )
+    } < 0
+    {
+        return Err(err(format!(
+            "sealing the memfd: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let file = Arc::new(file);
+    let mut offset = 0u64;
+    let mut regions = Vec::with_capacity(ranges.len());
+    for (start, len) in ranges {
+        regions.push((
+            GuestAddress(start),
+            len as usize,
+            Some(FileOffset::from_arc(file.clone(), offset)),
+        ));
+        offset += len;
+    }
+    GuestMemoryMmap::from_ranges_with_files(&regions).map_err(|e| err(e.to_string()))
+}
+
 /// Creates the VM with its memory, TSS, IOAPIC/PIC/LAPIC and PIT.
 pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
     let kvm_err = |what| move |source| VmError::Kvm { what, source };
@@ -78,4 +146,43 @@ pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
     };
     vm.create_pit2(pit).map_err(kvm_err("create PIT"))?;
     Ok(vm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn shared_memory_is_one_sealed_memfd_behind_every_region() {
+        // Above the MMIO hole, so that there are two regions at different file offsets.
+        let mib = (crate::arch::x86_64::layout::MMIO_GAP_START >> 20) + 2;
+        let mem = create_shared_guest_memory(mib).unwrap();
+        let regions: Vec<_> = mem.iter().collect();
+        assert_eq!(regions.len(), 2);
+        let low = regions[0].file_offset().unwrap();
+        let high = regions[1].file_offset().unwrap();
+        assert_eq!(low.start(), 0);
+        assert_eq!(high.start(), regions[0].len());
+        assert!(Arc::ptr_eq(low.arc(), high.arc()), "one memfd");
+        let file = high.file();
+        assert_eq!(file.metadata().unwrap().len(), mib << 20);
+
+        // The guest's writes are the file's contents (what a backend maps).
+        let gpa = regions[1].start_addr().unchecked_add(0x10);
+        mem.write_obj(0xfeed_u32, gpa).unwrap();
+        let mut buf = [0u8; 4];
+        file.read_exact_at(&mut buf, high.start() + 0x10).unwrap();
+        assert_eq!(u32::from_le_bytes(buf), 0xfeed);
+
+        // A backend holding the memfd cannot shrink it under the monitor.
+        assert!(file.set_len(4096).is_err());
+    }
+
+    #[test]
+    fn private_memory_has_no_file() {
+        let mem = create_guest_memory(16).unwrap();
+        assert!(mem.iter().all(|r| r.file_offset().is_none()));
+    }
 }

@@ -115,6 +115,9 @@ impl MmioTransport {
             self.reset();
             return;
         }
+        // DEVICE_NEEDS_RESET belongs to the device: a driver writing back what it read (a
+        // read-modify-write adding FAILED) neither sets nor clears it.
+        let value = (value & !DEVICE_NEEDS_RESET) | (self.device_status & DEVICE_NEEDS_RESET);
         // Bits may only be added, one step of the sequence at a time.
         if value & self.device_status != self.device_status {
             return;
@@ -189,7 +192,15 @@ impl MmioTransport {
             0x34 => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
             0x44 => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
             0x60 => self.irq.status(),
-            0x70 => self.device_status,
+            0x70 => {
+                // Only an initialised device can need a reset: after the driver's reset the
+                // status must read 0, or the driver would wait for it forever.
+                if self.device_status != 0 && lock(&self.device).needs_reset() {
+                    self.device_status | status::DEVICE_NEEDS_RESET
+                } else {
+                    self.device_status
+                }
+            }
             // No shared memory regions: a length of all ones means "absent".
             0xb0 | 0xb4 => u32::MAX,
             0xfc => self.config_generation,
@@ -308,6 +319,7 @@ mod tests {
         evts: Vec<EventFd>,
         acked: u64,
         active: bool,
+        failed: bool,
         config: [u8; 8],
     }
     impl VirtioDevice for Dummy {
@@ -345,6 +357,9 @@ mod tests {
         fn is_activated(&self) -> bool {
             self.active
         }
+        fn needs_reset(&self) -> bool {
+            self.failed
+        }
     }
 
     fn transport() -> (MmioTransport, Arc<Mutex<Dummy>>) {
@@ -355,6 +370,7 @@ mod tests {
             ],
             acked: 0,
             active: false,
+            failed: false,
             config: [1, 2, 3, 4, 5, 6, 7, 8],
         }));
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
@@ -465,6 +481,27 @@ mod tests {
         assert!(!dev.lock().unwrap().active);
         assert_ne!(r(&mut t, 0x70) & status::DEVICE_NEEDS_RESET, 0);
         assert_ne!(r(&mut t, 0x60) & VIRTIO_MMIO_INT_CONFIG, 0);
+    }
+
+    #[test]
+    fn a_failed_device_reads_needs_reset_until_the_driver_resets_it() {
+        let (mut t, dev) = transport();
+        dev.lock().unwrap().failed = true;
+        assert_eq!(r(&mut t, 0x70), 0, "no status before the driver starts");
+        w(&mut t, 0x70, status::ACKNOWLEDGE);
+        assert_eq!(
+            r(&mut t, 0x70),
+            status::ACKNOWLEDGE | status::DEVICE_NEEDS_RESET
+        );
+        // Writing back what was read, plus DRIVER, is the next step of the sequence.
+        let read = r(&mut t, 0x70);
+        w(&mut t, 0x70, read | status::DRIVER);
+        assert_eq!(r(&mut t, 0x70) & 0xf, status::ACKNOWLEDGE | status::DRIVER);
+        let read = r(&mut t, 0x70);
+        w(&mut t, 0x70, read | status::FAILED);
+        assert_ne!(r(&mut t, 0x70) & status::FAILED, 0);
+        w(&mut t, 0x70, 0);
+        assert_eq!(r(&mut t, 0x70), 0);
     }
 
     #[test]

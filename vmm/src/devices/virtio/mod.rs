@@ -6,8 +6,10 @@
 //! queues to the device when the driver sets DRIVER_OK.
 
 pub mod block;
+pub mod fs;
 pub mod mmio;
 pub mod net;
+pub mod vhost_user;
 pub mod vsock;
 
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 /// Device ID of virtio-vsock.
 pub const TYPE_VSOCK: u32 = 19;
+/// Device ID of virtio-fs.
+pub const TYPE_FS: u32 = 26;
 
 /// Interrupt status bit: the device used buffers.
 pub const VIRTIO_MMIO_INT_VRING: u32 = 0x01;
@@ -123,6 +127,12 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// Whether the device is running.
     fn is_activated(&self) -> bool;
+    /// Whether the device failed after activation (e.g. its external backend went away) and
+    /// can only work again after the driver resets it; the transport then reports
+    /// DEVICE_NEEDS_RESET.
+    fn needs_reset(&self) -> bool {
+        false
+    }
 }
 
 /// Copies `data.len()` bytes of `config` from `offset` into `data`, zero past the end.

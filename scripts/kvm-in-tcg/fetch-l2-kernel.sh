@@ -4,8 +4,8 @@
 # whatever version apt currently offers for linux-image-cloud-amd64, unpacked into
 #   ${MVM_CACHE:-/var/cache/mvm}/l2/<package version>/
 #     vmlinuz                       the cloud kernel (bzImage)
-#     modules/<name>.ko             irqbypass kvm kvm-amd virtio_ring virtio virtio_mmio virtio_blk
-#                                   (decompressed if the package ships .ko.xz/.ko.zst)
+#     modules/<name>.ko             the modules below (decompressed if the package ships
+#                                   .ko.xz/.ko.zst/.ko.gz)
 #     version                       "<package> <version>"
 # and points ${MVM_CACHE}/l2/current at it. Done once per machine: a second run does nothing
 # (no apt) and just prints the directory. Prints the directory as its last stdout line.
@@ -15,7 +15,20 @@ set -euo pipefail
 die() { echo "fetch-l2-kernel.sh: error: $*" >&2; exit 1; }
 
 cache="${MVM_CACHE:-/var/cache/mvm}/l2"
-modules=(irqbypass kvm kvm-amd virtio_ring virtio virtio_mmio virtio_blk)
+# KVM (kvm_amd), a virtio-blk disk for the outer machine, and what `mvm run`'s networks need
+# (runtime/src/network/host.rs): TAP devices (tun), a Linux bridge (bridge, needing stp and
+# llc), and nftables with a `type nat hook postrouting` chain that masquerades plus a filter
+# forward chain (nf_tables over nfnetlink; nft_chain_nat and nft_masq over nf_nat, nf_conntrack
+# and its defrag modules; libcrc32c for conntrack and nf_tables; its crc32c algorithm is built
+# into the cloud kernel, as are IPv6, iifname/oifname (meta) and payload matches).
+# The harness (tests/kvm-in-tcg/harness.rs) loads them in dependency order, which the
+# package's own modules.dep would give (it is generated at install, so not in the .deb:
+# `modinfo -F depends` on the .ko files shows the same).
+# Adding a module here makes an older cached fetch incomplete, so the next run refreshes it.
+modules=(irqbypass kvm kvm-amd virtio_ring virtio virtio_mmio virtio_blk
+         tun llc stp bridge
+         libcrc32c nfnetlink nf_tables nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack nf_nat
+         nft_chain_nat nft_masq)
 
 # Already fetched? `current` is only (re)pointed after a complete unpack.
 complete() {
@@ -79,8 +92,10 @@ if ! complete "$dir"; then
     esac
   done
   printf '%s %s\n' "$pkg" "$ver" >"$out/version"
-  rm -rf "$dir"
-  mv "$out" "$dir"
+  # Replace an incomplete older unpack of the same version with as short a gap as possible
+  # (a test may be reading it).
+  if [[ -e "$dir" ]]; then mv -T "$dir" "$work/old"; fi
+  mv -T "$out" "$dir"
 fi
 ln -sfn "$ver" "$cache/current.tmp.$$"
 mv -T "$cache/current.tmp.$$" "$cache/current"

@@ -16,11 +16,12 @@
 //!   beside it or from `MVM_VMM_BIN` / `MVM_AGENT`);
 //! - the guest kernel (`MVM_KERNEL` or `${MVM_CACHE}/kernel/current/vmlinux`);
 //! - static busybox (`/bin/busybox`, package busybox-static), `mkfs.ext4` (e2fsprogs),
-//!   `mkfs.erofs` (erofs-utils);
+//!   `mkfs.erofs` (erofs-utils), and for `mvm run`'s networks `ip` (iproute2) and `nft`
+//!   (nftables), copied with their shared libraries;
 //! - the busybox rootfs tarball `${MVM_CACHE}/images/busybox-rootfs.tar`.
 //!
-//! Environment knobs: `MVM_L2_TIMEOUT` (seconds for the whole machine, default 300),
-//! `MVM_L2_VERBOSE=1` (echo the serial console to stderr as it arrives).
+//! Environment knobs: `MVM_L2_TIMEOUT` (seconds for the whole machine; the test sets the
+//! default), `MVM_L2_VERBOSE=1` (echo the serial console to stderr as it arrives).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -31,8 +32,29 @@ use std::time::{Duration, Instant};
 
 use crate::cpio;
 
-/// Modules the L2 kernel loads, in order (file names under `modules/`).
-const KVM_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
+/// Modules the L2 kernel loads, in dependency order (file names under `modules/`; the cloud
+/// kernel package's modules.dep, or `modinfo -F depends`, gives the order): KVM, then what
+/// `mvm run`'s networks need (runtime/src/network/host.rs): TAP devices, a bridge, and
+/// nftables with a masquerading NAT chain and a filter forward chain. There is no modprobe
+/// in the machine, so whatever `ip` or `nft` would make the kernel load on demand is here.
+const MODULES: &[&str] = &[
+    "irqbypass",
+    "kvm",
+    "kvm-amd",
+    "tun",
+    "llc",
+    "stp",
+    "bridge",
+    "libcrc32c",
+    "nfnetlink",
+    "nf_tables",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "nf_conntrack",
+    "nf_nat",
+    "nft_chain_nat",
+    "nft_masq",
+];
 
 /// One shell snippet to run inside the machine.
 #[derive(Clone, Debug)]
@@ -106,6 +128,8 @@ pub struct Inputs {
     busybox: PathBuf,
     mkfs: PathBuf,
     mkfs_erofs: PathBuf,
+    ip: PathBuf,
+    nft: PathBuf,
     rootfs_tar: PathBuf,
     /// More files for the machine: (path inside, path here, executable with its libraries).
     extra: Vec<(String, PathBuf, bool)>,
@@ -155,7 +179,7 @@ impl Inputs {
             "apt-get install qemu-system-x86 (scripts/setup.sh does)",
         );
         let l2_kernel = need("L2 cloud kernel", Some(l2.join("vmlinuz")), fetch);
-        for m in KVM_MODULES {
+        for m in MODULES {
             need(
                 &format!("L2 module {m}.ko"),
                 Some(l2.join(format!("modules/{m}.ko"))),
@@ -204,6 +228,17 @@ impl Inputs {
             on_path("mkfs.erofs"),
             "apt-get install erofs-utils",
         );
+        // Debian's, not busybox's `ip` applet: the runtime needs `ip tuntap` and bridges.
+        let ip = need(
+            "ip (iproute2)",
+            on_path("ip"),
+            "apt-get install iproute2 (scripts/setup.sh does)",
+        );
+        let nft = need(
+            "nft (nftables)",
+            on_path("nft"),
+            "apt-get install nftables (scripts/setup.sh does)",
+        );
         let rootfs_tar = need(
             "busybox rootfs tarball",
             Some(cache_dir().join("images/busybox-rootfs.tar")),
@@ -232,6 +267,8 @@ impl Inputs {
             busybox,
             mkfs,
             mkfs_erofs,
+            ip,
+            nft,
             rootfs_tar,
             extra: Vec::new(),
         })
@@ -417,7 +454,7 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
     }
     w.file("bin/busybox", &inputs.busybox, Some(0o755))
         .map_err(err)?;
-    let init = INIT.replace("@MODULES@", &KVM_MODULES.join(" "));
+    let init = INIT.replace("@MODULES@", &MODULES.join(" "));
     w.bytes("init", 0o755, init.as_bytes()).map_err(err)?;
     w.bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
         .map_err(err)?;
@@ -442,6 +479,9 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
         ("usr/local/bin/mvm-vmm", &inputs.vmm),
         ("usr/sbin/mkfs.ext4", &inputs.mkfs),
         ("usr/bin/mkfs.erofs", &inputs.mkfs_erofs),
+        // /usr/sbin comes before /bin (busybox's applets) on the machine's PATH.
+        ("usr/sbin/ip", &inputs.ip),
+        ("usr/sbin/nft", &inputs.nft),
     ] {
         w.file(dst, &stripped(src, &bin_dir), Some(0o755))
             .map_err(err)?;

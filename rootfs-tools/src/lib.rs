@@ -4,8 +4,10 @@
 
 pub mod archive;
 pub mod catalog;
+pub mod derive;
 pub mod digest;
 pub mod disk;
+pub mod dockerfile;
 pub mod fsutil;
 pub mod image;
 pub mod import;

@@ -55,6 +55,12 @@ pub fn resume_vm(dirs: &ContainerDirs, rec: &ContainerRecord) {
     }
 }
 
+/// Stops (`true`) or resumes the container's VM and records it.
+pub fn set_paused(dirs: &ContainerDirs, rec: &ContainerRecord, paused: bool) -> Result<(), String> {
+    signal_vm(rec, if paused { libc::SIGSTOP } else { libc::SIGCONT })?;
+    dirs.update(|r| r.paused = paused).map(|_| ())
+}
+
 /// `mvm pause`: the VM's vCPUs (the whole hypervisor) stop until `unpause`.
 pub fn pause(root: &Path, keys: &[String]) -> Result<i32, CliError> {
     each_container(keys, |key| {
@@ -64,8 +70,7 @@ pub fn pause(root: &Path, keys: &[String]) -> Result<i32, CliError> {
             "paused" => return Err(format!("Container {} is already paused", rec.id)),
             _ => return Err(format!("Container {} is not running", rec.id)),
         }
-        signal_vm(&rec, libc::SIGSTOP)?;
-        dirs.update(|r| r.paused = true).map(|_| ())
+        set_paused(&dirs, &rec, true)
     })
 }
 
@@ -76,8 +81,7 @@ pub fn unpause(root: &Path, keys: &[String]) -> Result<i32, CliError> {
         if rec.effective().0 != "paused" {
             return Err(format!("Container {} is not paused", rec.id));
         }
-        signal_vm(&rec, libc::SIGCONT)?;
-        dirs.update(|r| r.paused = false).map(|_| ())
+        set_paused(&dirs, &rec, false)
     })
 }
 

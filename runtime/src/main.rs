@@ -2,10 +2,13 @@
 
 mod agent_disk;
 mod backend;
+mod build;
+mod commit;
 mod container;
 mod control;
 mod error;
 mod image_cmds;
+mod layer;
 mod lifecycle;
 mod logs;
 mod network;
@@ -89,6 +92,56 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume_cmds::VolumeCommand),
+    /// Build an image from a Dockerfile.
+    Build {
+        /// Name and optionally a tag (NAME[:TAG]), repeatable.
+        #[arg(short = 't', long = "tag")]
+        tag: Vec<String>,
+        /// Name of the Dockerfile (default: CONTEXT/Dockerfile).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Set build-time variables.
+        #[arg(long = "build-arg")]
+        build_arg: Vec<String>,
+        /// Do not use cache when building the image.
+        #[arg(long = "no-cache")]
+        no_cache: bool,
+        /// Set the target build stage to build.
+        #[arg(long)]
+        target: Option<String>,
+        /// Type of progress output (plain or tty; both print steps as lines).
+        #[arg(long, default_value = "plain")]
+        progress: String,
+        /// Suppress the build output and print image ID on success.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Build context directory.
+        context: PathBuf,
+    },
+    /// Create a new image from a container's changes.
+    Commit {
+        /// Apply Dockerfile instruction to the created image.
+        #[arg(short = 'c', long = "change")]
+        change: Vec<String>,
+        /// Commit message.
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        /// Author.
+        #[arg(short = 'a', long)]
+        author: Option<String>,
+        /// Pause the container during commit.
+        #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set)]
+        pause: bool,
+        /// Container.
+        container: String,
+        /// REPOSITORY[:TAG].
+        reference: Option<String>,
+    },
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff {
+        /// Container.
+        container: String,
+    },
     /// Attach to a running container's output (and forward signals to it).
     Attach {
         /// Proxy all received signals to the process.
@@ -531,6 +584,57 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Container(ContainerCommand::Ls(a)) => ps::ps(&cli.root, &a.options()),
         Command::Network(c) => network_cmds::network(&cli.root, c),
         Command::Volume(c) => volume_cmds::volume(&cli.root, c),
+        Command::Commit {
+            change,
+            message,
+            author,
+            pause,
+            container,
+            reference,
+        } => commit::commit(
+            &cli.root,
+            container,
+            reference.as_deref(),
+            &commit::CommitOptions {
+                changes: change,
+                message: message.as_deref(),
+                author: author.as_deref(),
+                pause: *pause,
+            },
+        ),
+        Command::Diff { container } => commit::diff(&cli.root, container),
+        Command::Build {
+            tag,
+            file,
+            build_arg,
+            no_cache,
+            target,
+            progress,
+            quiet,
+            context,
+        } => {
+            if !matches!(progress.as_str(), "plain" | "tty" | "auto") {
+                return Err(CliError::usage(format!(
+                    "invalid --progress {progress:?}: use plain or tty"
+                )));
+            }
+            let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
+            let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
+            build::build(
+                &cli.root,
+                &sel,
+                &build::BuildOptions {
+                    tags: tag.clone(),
+                    file: file.clone(),
+                    build_args: build_arg.clone(),
+                    no_cache: *no_cache,
+                    target: target.clone(),
+                    quiet: *quiet,
+                    context: context.clone(),
+                },
+                debug,
+            )
+        }
         Command::Attach {
             sig_proxy,
             no_stdin: _,

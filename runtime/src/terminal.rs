@@ -48,3 +48,45 @@ pub fn is_tty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+/// Sends stdout and stderr to /dev/null until dropped (`build -q` hides its RUN output).
+pub struct SilenceStdout {
+    saved: [i32; 2],
+}
+
+impl SilenceStdout {
+    /// Starts silencing; if /dev/null cannot be opened, nothing changes.
+    pub fn start() -> Option<Self> {
+        use std::os::fd::IntoRawFd;
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .ok()?
+            .into_raw_fd();
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // SAFETY: dup/dup2/close on the process's own standard descriptors and a descriptor
+        // we just opened; the saved copies are restored and closed on drop.
+        unsafe {
+            let saved = [libc::dup(1), libc::dup(2)];
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::close(null);
+            Some(Self { saved })
+        }
+    }
+}
+
+impl Drop for SilenceStdout {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // SAFETY: restores the descriptors saved in start and closes the copies.
+        unsafe {
+            for (fd, saved) in [1, 2].into_iter().zip(self.saved) {
+                if saved >= 0 {
+                    libc::dup2(saved, fd);
+                    libc::close(saved);
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,20 @@
   bench/bench.py vmm   the VMM with the test guest on this machine's KVM (issue: the VMM)
   bench/bench.py run   `mvm run --rm busybox true` by phase, beside podman+runc and bare QEMU
   bench/bench.py lifecycle   exec round trip, idle memory, stop latency, beside podman+runc
+  bench/bench.py net   iperf3 TCP throughput (container to container, container to host, host
+                       loopback) and request latency through a published port, beside podman+runc;
+                       everything runs inside a network namespace the bench creates and deletes
+  bench/bench.py fs    fio sequential 1 MiB and random 4 KiB read/write on a named volume
+                       (virtio-fs), on the container's root disk, and on the host's disk
   bench/bench.py all   all of them
+
+`net` and `fs` use the `bench-tools` image (busybox + iperf3 + fio), built by
+bench/make-tools-image.sh (which installs Debian's iperf3 and fio on the host when missing).
+Knobs: BENCH_N (vmm/run/lifecycle), BENCH_NET_N runs per throughput figure, BENCH_NET_SECONDS
+per iperf3 run, BENCH_NET_REQS requests per latency figure, BENCH_FS_N runs per fs target,
+BENCH_FS_MIB file size and BENCH_FS_SECONDS runtime cap per fio job, BENCH_FS_DIRECT (1: O_DIRECT
+in the guests and the host's first column), BENCH_FS_DIR (where the state root and the host's fio
+directory go; /var/tmp). The defaults keep `net` and `fs` under ~4 minutes each under TCG.
 
 Needs the release build, the static agent, the test guest and the kernel (scripts/setup.sh,
 scripts/build-agent.sh, tests/guest/build.sh). Every figure is a median of N runs with min and
@@ -41,6 +54,12 @@ def fmt(v, unit):
         return f"{v:.2f} MB/s"
     if unit == "us":
         return f"{v * 1e6:.0f} us"
+    if unit == "s":
+        return f"{v:.1f} s"
+    if unit == "Gbit/s":
+        return f"{v / 1e9:.2f} Gbit/s"
+    if unit == "MB/s1":
+        return f"{v / 1e6:.1f} MB/s"
     return f"{v:.0f} {unit}"
 
 
@@ -369,10 +388,384 @@ def bench_lifecycle():
     table("Container lifecycle", [f"mvm ({subprocess.run([MVM, 'info'], stdout=subprocess.PIPE, text=True).stdout.split(chr(10))[0][9:]})", "podman + runc"], rows)
 
 
+# ---------------------------------------------------------------- tools image, namespace, helpers
+TOOLS_SCRIPT = os.path.join(REPO, "bench", "make-tools-image.sh")
+NET_N = int(os.environ.get("BENCH_NET_N", "3"))
+NET_SECONDS = int(os.environ.get("BENCH_NET_SECONDS", "8"))
+NET_REQS = int(os.environ.get("BENCH_NET_REQS", "300"))
+FS_N = int(os.environ.get("BENCH_FS_N", "3"))
+FS_MIB = int(os.environ.get("BENCH_FS_MIB", "256"))
+FS_SECONDS = int(os.environ.get("BENCH_FS_SECONDS", "10"))
+
+
+def tools_image():
+    """The bench-tools rootfs tarball (built or taken from the cache by make-tools-image.sh)."""
+    p = subprocess.run([TOOLS_SCRIPT], stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0 or not p.stdout.strip():
+        sys.exit("bench: bench/make-tools-image.sh failed")
+    return p.stdout.strip().splitlines()[-1]
+
+
+def backend_name():
+    info = subprocess.run([MVM, "info"], stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"Backend: (.*)", info)
+    return m.group(1) if m else "?"
+
+
+class Netns:
+    """A network namespace of the bench's own: every bridge, TAP, rule and packet of the
+    network benchmark stays in it. mvm runs under `ip netns exec`; podman under
+    `nsenter --net` (`ip netns exec` also remounts /sys, which hides the cgroup mounts runc
+    needs)."""
+
+    def __init__(self):
+        self.name = f"mvmb-{os.getpid()}"
+        self.path = f"/run/netns/{self.name}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        subprocess.run(self.exec(["ip", "link", "set", "lo", "up"]), check=True)
+
+    def exec(self, cmd):
+        return ["ip", "netns", "exec", self.name] + cmd
+
+    def enter(self, cmd):
+        return ["nsenter", f"--net={self.path}"] + cmd
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name], stderr=subprocess.DEVNULL)
+
+
+def out(cmd, env=None, check=True):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                       stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[-6:])}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
+    return p.stdout
+
+
+def wait_for(what, f, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if f():
+                return
+        except (RuntimeError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"timed out: {what}")
+
+
+def json_of(text):
+    """The JSON document in a tool's stdout (fio may print a warning line before it)."""
+    i = text.find("{")
+    if i < 0:
+        raise RuntimeError(f"no JSON in output: {text.strip()[-300:]!r}")
+    return json.loads(text[i:])
+
+
+def iperf_bps(cmd, env=None):
+    """Runs an iperf3 client (-J) and returns the receiver's bits per second."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                       stdin=subprocess.DEVNULL)
+    try:
+        j = json_of(p.stdout)
+    except (RuntimeError, ValueError):
+        raise RuntimeError(f"iperf3 exit {p.returncode}: {p.stderr.strip()[-300:]} {p.stdout.strip()[-300:]}")
+    if "error" in j:
+        raise RuntimeError(f"iperf3: {j['error']}")
+    return j["end"]["sum_received"]["bits_per_second"]
+
+
+# A client run inside the namespace: waits until the server answers 200, then WARM + n
+# sequential HTTP/1.0 requests on fresh connections; prints the n round trips in seconds.
+RTT_CLIENT = r"""
+import json, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = b"GET / HTTP/1.0\r\n\r\n"
+def get():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(req)
+        data = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                return data
+            data += c
+    finally:
+        s.close()
+end = time.time() + 120
+while True:
+    try:
+        if b" 200 " in get().split(b"\r\n", 1)[0]:
+            break
+    except OSError:
+        pass
+    if time.time() > end:
+        sys.exit("server on port %d never answered 200" % port)
+    time.sleep(0.2)
+rtts = []
+for i in range(n + 20):
+    t = time.perf_counter()
+    d = get()
+    dt = time.perf_counter() - t
+    if b" 200 " not in d.split(b"\r\n", 1)[0]:
+        sys.exit("bad answer: %r" % d[:100])
+    if i >= 20:
+        rtts.append(dt)
+print(json.dumps(rtts))
+"""
+
+HTTPD = "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"
+
+
+def rtts(ns, port):
+    return json.loads(out(ns.exec(["python3", "-c", RTT_CLIENT, str(port), str(NET_REQS)])))
+
+
+def p99(xs):
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, int(round(0.99 * (len(ys) - 1))))]
+
+
+def ratio(a, b):
+    if not a or not b:
+        return ""
+    return f"{statistics.median(a) / statistics.median(b):.2f}x"
+
+
+# ---------------------------------------------------------------- network
+def bench_net():
+    need(MVM, "cargo build --release")
+    need(KERNEL, "scripts/setup.sh (kernel-config/build.sh)")
+    for tool in ("iperf3", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is missing (bench/make-tools-image.sh installs iperf3; util-linux, iproute2)")
+    tar = tools_image()
+    backend = backend_name()
+    work = tempfile.mkdtemp(prefix="mvmb-")
+    root = os.path.join(work, "r")
+    ns = Netns()
+    M = ns.exec([MVM, "--root", root])
+    T = str(NET_SECONDS)
+    r = {k: [] for k in ("m_c2c", "m_c2h", "p_c2c", "p_c2h", "p_host", "loop", "m_rtt", "p_rtt", "h_rtt")}
+    err = {}
+    procs, env, P = [], None, None
+    gw = "10.89.0.1"
+    t0 = time.time()
+
+    def measure(key, f):
+        try:
+            r[key].append(f())
+        except RuntimeError as e:
+            err.setdefault(key, str(e))
+            print(f"bench net: {key}: {e}", file=sys.stderr)
+
+    try:
+        out(M + ["import", tar, "bench-tools"])
+        # The host side: an iperf3 server and a busybox httpd, both in the namespace (they bind
+        # every address there: loopback, mvm's bridges, podman's bridge, nothing else).
+        procs.append(subprocess.Popen(ns.exec(["iperf3", "-s", "-p", "5301"]), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        www = os.path.join(work, "www")
+        os.makedirs(www)
+        open(os.path.join(www, "index.html"), "w").write("ok\n")
+        procs.append(subprocess.Popen(ns.exec(["busybox", "httpd", "-f", "-p", "127.0.0.1:18082", "-h", www]),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.5)
+
+        # mvm: container to container on a user network, by name.
+        out(M + ["network", "create", "benchnet"])
+        out(M + ["run", "-d", "--network", "benchnet", "--name", "srv", "bench-tools", "iperf3", "-s", "--forceflush"])
+        wait_for("iperf3 server in the mvm container",
+                 lambda: "listening" in out(M + ["logs", "srv"]))
+        for _ in range(NET_N):
+            measure("m_c2c", lambda: iperf_bps(M + ["run", "--rm", "--network", "benchnet", "bench-tools",
+                                                    "iperf3", "-c", "srv", "-t", T, "-J"]))
+        out(M + ["rm", "-f", "srv"])
+        # mvm: container on the default bridge to the host side, at the bridge's gateway.
+        gw = json.loads(out(M + ["network", "inspect", "bridge"]))[0]["IPAM"]["Config"][0]["Gateway"]
+        for _ in range(NET_N):
+            measure("m_c2h", lambda: iperf_bps(M + ["run", "--rm", "bench-tools", "iperf3", "-c", gw,
+                                                    "-p", "5301", "-t", T, "-J"]))
+        # Host loopback, both ends in the namespace.
+        for _ in range(NET_N):
+            measure("loop", lambda: iperf_bps(ns.exec(["iperf3", "-c", "127.0.0.1", "-p", "5301", "-t", T, "-J"])))
+        # mvm: request latency through a published port on loopback.
+        out(M + ["run", "-d", "--name", "web", "-p", "127.0.0.1:18080:8080", "bench-tools", "sh", "-c", HTTPD])
+        measure("m_rtt", lambda: rtts(ns, 18080))
+        out(M + ["rm", "-f", "web"])
+        measure("h_rtt", lambda: rtts(ns, 18082))
+
+        env = podman_env(work)
+        if env:
+            P = ns.enter(["podman", "--runtime", "runc"])
+            out(P + ["import", tar, "bench-tools:local"], env=env)
+            out(P + ["run", "-d", "--network", "bridge", "--name", "psrv", "bench-tools:local", "iperf3", "-s", "--forceflush"], env=env)
+            wait_for("iperf3 server in the podman container",
+                     lambda: "listening" in out(P + ["logs", "psrv"], env=env))
+            sip = out(P + ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "psrv"], env=env).strip()
+            pgw = json.loads(out(P + ["network", "inspect", "podman"], env=env))[0]["subnets"][0]["gateway"]
+            for _ in range(NET_N):
+                measure("p_c2c", lambda: iperf_bps(P + ["run", "--rm", "--network", "bridge", "bench-tools:local",
+                                                        "iperf3", "-c", sip, "-t", T, "-J"], env=env))
+            out(P + ["rm", "-f", "psrv"], env=env)
+            for _ in range(NET_N):
+                measure("p_c2h", lambda: iperf_bps(P + ["run", "--rm", "--network", "bridge", "bench-tools:local",
+                                                        "iperf3", "-c", pgw, "-p", "5301", "-t", T, "-J"], env=env))
+            for _ in range(NET_N):
+                measure("p_host", lambda: iperf_bps(P + ["run", "--rm", "--network", "host", "bench-tools:local",
+                                                         "iperf3", "-c", "127.0.0.1", "-p", "5301", "-t", T, "-J"],
+                                                    env=env))
+            out(P + ["run", "-d", "--network", "bridge", "--name", "pweb", "-p", "127.0.0.1:18081:8080",
+                     "bench-tools:local", "sh", "-c", HTTPD], env=env)
+            measure("p_rtt", lambda: rtts(ns, 18081))
+            out(P + ["rm", "-f", "pweb"], env=env)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        for c in ("srv", "web"):
+            subprocess.run(M + ["rm", "-f", c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(M + ["network", "rm", "benchnet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if env:
+            subprocess.run(P + ["system", "reset", "-f"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        ns.delete()
+        subprocess.run(["rm", "-rf", work])
+    wall = time.time() - t0
+
+    def c(key, unit="Gbit/s"):
+        if r[key]:
+            return cell(r[key], unit)
+        if key in err:
+            return "failed: " + err[key][:120]
+        return "not installed" if key.startswith("p_") else ""
+
+    def flat(key):
+        return [x for run in r[key] for x in run]
+
+    def lat(key, f):
+        xs = flat(key)
+        if xs:
+            return f"{f(xs) * 1000:.2f} ms"
+        return "failed: " + err[key][:120] if key in err else ("not installed" if key.startswith("p_") else "")
+
+    fr = lambda k: ratio(r["m_" + k], r["p_" + k])
+    rows = [
+        [f"TCP throughput, container to container (iperf3 -t {T}, median of {NET_N})",
+         c("m_c2c") + " (user network, by name)", c("p_c2c") + " (default CNI bridge, by IP)", "", fr("c2c")],
+        ["TCP throughput, container to host (server at the bridge's gateway)",
+         c("m_c2h") + f" (to {gw})", c("p_c2h"), "", fr("c2h")],
+        ["TCP throughput, host loopback / `podman --network host` to loopback", "",
+         c("p_host"), c("loop"), ""],
+        [f"request round trip via `-p 127.0.0.1:PORT`, median ({NET_REQS} sequential HTTP/1.0 requests, new connection each)",
+         lat("m_rtt", statistics.median), lat("p_rtt", statistics.median), lat("h_rtt", statistics.median) + " (httpd on the host, no container)",
+         ratio(flat("m_rtt"), flat("p_rtt"))],
+        ["same, p99", lat("m_rtt", p99), lat("p_rtt", p99), lat("h_rtt", p99),
+         f"{p99(flat('m_rtt')) / p99(flat('p_rtt')):.2f}x" if flat("m_rtt") and flat("p_rtt") else ""],
+        ["same, min-max", lat("m_rtt", min) + "-" + lat("m_rtt", max), lat("p_rtt", min) + "-" + lat("p_rtt", max),
+         lat("h_rtt", min) + "-" + lat("h_rtt", max), ""],
+    ]
+    table(f"Network, inside the bench's own network namespace (mvm backend: {backend}; whole mode {wall:.0f} s)",
+          [f"mvm ({backend})", "podman + runc", "host (netns)", "mvm / podman"], rows)
+
+
+# ---------------------------------------------------------------- file systems
+FIO_JOBS = [("seq write 1 MiB", "seqwrite", "write", "1M", "write"),
+            ("seq read 1 MiB", "seqread", "read", "1M", "read"),
+            ("rand read 4 KiB", "randread", "randread", "4k", "read"),
+            ("rand write 4 KiB", "randwrite", "randwrite", "4k", "write")]
+
+
+def fio_args(directory, direct, extra=()):
+    """One fio run of the four jobs in turn. Options before the first --name are global (fio
+    gives an option after a --name to that job only)."""
+    a = ["fio", "--output-format=json", f"--directory={directory}", "--filename=fio.dat",
+         f"--size={FS_MIB}M", f"--runtime={FS_SECONDS}", "--ioengine=libaio", "--iodepth=4",
+         f"--direct={direct}", "--end_fsync=1", "--stonewall", "--group_reporting=0", *extra]
+    for _, name, rw, bs, _ in FIO_JOBS:
+        a += [f"--name={name}", f"--rw={rw}", f"--bs={bs}"]
+    return a
+
+
+def fio_result(text):
+    """{jobname: (bytes per second, IOPS)} from fio's JSON."""
+    j = json_of(text)
+    res = {}
+    for job, (_, name, _, _, side) in zip(j["jobs"], FIO_JOBS):
+        res[name] = (job[side]["bw_bytes"], job[side]["iops"])
+    return res
+
+
+def bench_fs():
+    need(MVM, "cargo build --release")
+    need(KERNEL, "scripts/setup.sh (kernel-config/build.sh)")
+    tar = tools_image()
+    backend = backend_name()
+    direct = os.environ.get("BENCH_FS_DIRECT", "1")
+    work = tempfile.mkdtemp(prefix="mvmb-", dir=os.environ.get("BENCH_FS_DIR", "/var/tmp"))
+    root = os.path.join(work, "r")
+    M = [MVM, "--root", root]
+    res = {t: [] for t in ("vol", "disk", "host", "hostbuf")}
+    walls = {t: [] for t in res}
+    err = {}
+    t0 = time.time()
+    try:
+        out(M + ["import", tar, "bench-tools"])
+        hostdir = os.path.join(work, "host")
+        os.makedirs(hostdir)
+        cmds = {
+            "vol": M + ["run", "--rm", "--network", "none", "-v", "benchvol:/v", "bench-tools"] + fio_args("/v", direct),
+            "disk": M + ["run", "--rm", "--network", "none", "bench-tools", "sh", "-c",
+                         "mkdir -p /fio && exec " + " ".join(fio_args("/fio", direct))],
+            "host": fio_args(hostdir, direct),
+            # The host's page cache, which virtiofsd and QEMU's writeback disk go through.
+            "hostbuf": fio_args(hostdir, "0", ["--invalidate=0"]),
+        }
+        for _ in range(FS_N):
+            for t, cmd in cmds.items():
+                try:
+                    tw = time.time()
+                    res[t].append(fio_result(out(cmd)))
+                    walls[t].append(time.time() - tw)
+                except (RuntimeError, ValueError, KeyError) as e:
+                    err.setdefault(t, str(e))
+                    print(f"bench fs: {t}: {e}", file=sys.stderr)
+                if t.startswith("host"):
+                    for f in os.listdir(hostdir):
+                        os.unlink(os.path.join(hostdir, f))
+        subprocess.run(M + ["volume", "rm", "benchvol"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["rm", "-rf", work])
+    wall = time.time() - t0
+
+    def c(t, name):
+        if not res[t]:
+            return "failed: " + err.get(t, "?")[:120]
+        bw = [x[name][0] for x in res[t]]
+        iops = [x[name][1] for x in res[t]]
+        return f"{cell(bw, 'MB/s1')}, {statistics.median(iops):.0f} IOPS"
+
+    rows = []
+    for label, name, _, _, _ in FIO_JOBS:
+        rt = ""
+        if res["vol"] and res["hostbuf"]:
+            rt = f"{statistics.median(x[name][0] for x in res['vol']) / statistics.median(x[name][0] for x in res['hostbuf']):.2f}x"
+        rows.append([label, c("vol", name), c("disk", name), c("host", name), c("hostbuf", name), rt])
+    rows.append(["wall time of one fio run (VM boot included for mvm)",
+                 cell(walls["vol"], "s"), cell(walls["disk"], "s"), cell(walls["host"], "s"),
+                 cell(walls["hostbuf"], "s"), ""])
+    table(f"File systems: fio {FS_MIB} MiB file, each job capped at {FS_SECONDS} s, libaio iodepth 4, "
+          f"direct={direct} unless noted, end_fsync=1 (median of {FS_N}; mvm backend: {backend}; whole mode {wall:.0f} s)",
+          ["mvm named volume `-v vol:/v` (virtio-fs)", "mvm root disk (overlay, ext4 on virtio-blk)",
+           f"host ext4, direct={direct}", "host ext4, buffered (direct=0, invalidate=0)",
+           "volume / host buffered"], rows)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what not in ("vmm", "run", "lifecycle", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|all]")
+    if what not in ("vmm", "run", "lifecycle", "net", "fs", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|all]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -380,3 +773,7 @@ if __name__ == "__main__":
         bench_run()
     if what in ("lifecycle", "all"):
         bench_lifecycle()
+    if what in ("net", "all"):
+        bench_net()
+    if what in ("fs", "all"):
+        bench_fs()

@@ -5,10 +5,9 @@
 use std::io::Read;
 
 use crate::image::{
-    ContainerConfig, Descriptor, History, ImageConfig, MEDIA_TYPE_OCI_CONFIG,
-    MEDIA_TYPE_OCI_LAYER_TAR, MEDIA_TYPE_OCI_MANIFEST, Manifest, RootFs,
+    ContainerConfig, Descriptor, History, ImageConfig, MEDIA_TYPE_OCI_LAYER_TAR, Manifest, RootFs,
 };
-use crate::{Digest, ImageRecord, Store, StoreError, catalog};
+use crate::{ImageRecord, Store, StoreError, catalog};
 
 /// What a new image says about its last step.
 pub struct Step<'a> {
@@ -74,18 +73,7 @@ pub fn derive(
     });
     let config_bytes =
         serde_json::to_vec(&image).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
-        config: Descriptor {
-            media_type: MEDIA_TYPE_OCI_CONFIG.into(),
-            digest: Digest::of(&config_bytes),
-            size: config_bytes.len() as u64,
-            annotations: None,
-        },
-        layers,
-        annotations: None,
-    };
+    let manifest = Manifest::oci(&config_bytes, layers);
     let record = store.add_image(&manifest, &config_bytes, step.tags)?;
     if step.tags.is_empty() {
         let _lock = store.lock()?;

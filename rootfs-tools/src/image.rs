@@ -140,6 +140,24 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl Manifest {
+    /// An OCI manifest for the config bytes `config` and `layers`.
+    pub fn oci(config: &[u8], layers: Vec<Descriptor>) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+            config: Descriptor {
+                media_type: MEDIA_TYPE_OCI_CONFIG.into(),
+                digest: Digest::of(config),
+                size: config.len() as u64,
+                annotations: None,
+            },
+            layers,
+            annotations: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

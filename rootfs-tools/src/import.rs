@@ -6,8 +6,7 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use crate::digest::{Digest, HashingReader};
 use crate::image::{
-    ContainerConfig, Descriptor, History, ImageConfig, MEDIA_TYPE_OCI_CONFIG,
-    MEDIA_TYPE_OCI_LAYER_TAR, MEDIA_TYPE_OCI_MANIFEST, Manifest, RootFs,
+    ContainerConfig, Descriptor, History, ImageConfig, MEDIA_TYPE_OCI_LAYER_TAR, Manifest, RootFs,
 };
 use crate::reference::Reference;
 use crate::store::{ImageRecord, Store, StoreError};
@@ -163,23 +162,15 @@ pub fn import(
     };
     let config_bytes =
         serde_json::to_vec(&image).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
-        config: Descriptor {
-            media_type: MEDIA_TYPE_OCI_CONFIG.into(),
-            digest: Digest::of(&config_bytes),
-            size: config_bytes.len() as u64,
-            annotations: None,
-        },
-        layers: vec![Descriptor {
+    let manifest = Manifest::oci(
+        &config_bytes,
+        vec![Descriptor {
             media_type: MEDIA_TYPE_OCI_LAYER_TAR.into(),
             digest,
             size,
             annotations: None,
         }],
-        annotations: None,
-    };
+    );
     let tags: Vec<String> = reference
         .and_then(Reference::tagged_name)
         .into_iter()

@@ -163,15 +163,8 @@ pub fn rename(root: &Path, old: &str, new: &str) -> Result<i32, CliError> {
 
 /// `mvm container prune`: removes every container that is not running.
 pub fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
-    if !force && crate::terminal::is_tty(0) {
-        eprint!(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
+    if !crate::terminal::confirm(force, "This will remove all stopped containers.") {
+        return Ok(0);
     }
     let mut removed = Vec::new();
     let mut bytes = 0u64;

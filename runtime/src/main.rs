@@ -115,6 +115,9 @@ enum Command {
         /// Suppress the build output and print image ID on success.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Networking mode for the RUN instructions (bridge, none, or a network's name).
+        #[arg(long)]
+        network: Option<String>,
         /// Build context directory.
         context: PathBuf,
     },
@@ -611,6 +614,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
             target,
             progress,
             quiet,
+            network,
             context,
         } => {
             if !matches!(progress.as_str(), "plain" | "tty" | "auto") {
@@ -631,6 +635,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                     target: target.clone(),
                     quiet: *quiet,
                     context: context.clone(),
+                    network: network.clone(),
                 },
                 debug,
             )

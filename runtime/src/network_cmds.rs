@@ -281,15 +281,11 @@ fn sync_rules(root: &Path) {
 }
 
 fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
-    if !force && crate::terminal::is_tty(0) {
-        eprint!(
-            "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
+    if !crate::terminal::confirm(
+        force,
+        "This will remove all custom networks not used by at least one container.",
+    ) {
+        return Ok(0);
     }
     let mut removed = Vec::new();
     for n in network::list(root) {

@@ -159,15 +159,11 @@ fn inspect_json(root: &Path, v: &VolumeRecord) -> Value {
 }
 
 fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
-    if !force && crate::terminal::is_tty(0) {
-        eprint!(
-            "WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
+    if !crate::terminal::confirm(
+        force,
+        "This will remove anonymous local volumes not used by at least one container.",
+    ) {
+        return Ok(0);
     }
     let _lock = volume::lock(root).map_err(CliError::runtime)?;
     let mut removed = Vec::new();

@@ -11,15 +11,7 @@ use common::{TestRoot, stderr, stdout};
 const MVM: &str = env!("CARGO_BIN_EXE_mvm");
 
 fn ok(r: &TestRoot, args: &[&str]) -> String {
-    let o = r.mvm(args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "mvm {args:?}: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    r.ok(args)
 }
 
 /// A build context directory, removed on drop.

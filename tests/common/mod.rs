@@ -90,6 +90,20 @@ impl TestRoot {
             .expect("spawn mvm")
     }
 
+    /// Runs `mvm` and returns its stdout, failing the test (with its output) unless it
+    /// exits 0.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.mvm(args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "mvm {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
     /// Runs `mvm` with `input` on stdin.
     pub fn mvm_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;
@@ -162,4 +176,16 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Retries `f` until it returns Some, for up to a minute (VMs boot slowly under TCG).
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestRoot, stderr, stdout};
+use common::{TestRoot, eventually, stderr, stdout};
 
 const MVM: &str = env!("CARGO_BIN_EXE_mvm");
 
@@ -126,18 +126,6 @@ fn guest_get(host: &str, port: u16) -> String {
 /// A web server in the container on `port`, answering `text`.
 fn httpd(text: &str, port: u16) -> String {
     format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p {port} -h /www")
-}
-
-/// Retries `f` until it returns Some, for up to a minute (VMs boot under TCG).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn inspect(ns: &Netns, r: &TestRoot, what: &str) -> serde_json::Value {

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{TestRoot, stderr, stdout};
+use common::{TestRoot, eventually, stderr, stdout};
 
 const MVM: &str = env!("CARGO_BIN_EXE_mvm");
 
@@ -17,15 +17,7 @@ fn root() -> TestRoot {
 }
 
 fn ok(r: &TestRoot, args: &[&str]) -> String {
-    let o = r.mvm(args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "mvm {args:?}: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    r.ok(args)
 }
 
 /// A host directory for bind mounts, removed on drop.
@@ -49,17 +41,6 @@ impl HostDir {
 impl Drop for HostDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

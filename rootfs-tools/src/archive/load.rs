@@ -16,7 +16,7 @@ use crate::catalog;
 use crate::digest::{Digest, HashingReader};
 use crate::image::{
     Descriptor, ImageConfig, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP,
-    MEDIA_TYPE_OCI_LAYER_TAR, MEDIA_TYPE_OCI_MANIFEST, Manifest,
+    MEDIA_TYPE_OCI_LAYER_TAR, Manifest,
 };
 use crate::reference::Reference;
 use crate::registry::{
@@ -516,18 +516,7 @@ fn prepare_docker<'a>(
         }
         // The archive has no manifest of its own: one is made from the config and layers, the
         // same bytes for the same archive.
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
-            config: Descriptor {
-                media_type: MEDIA_TYPE_OCI_CONFIG.into(),
-                digest: Digest::of(&config_bytes),
-                size: config_bytes.len() as u64,
-                annotations: None,
-            },
-            layers: descriptors,
-            annotations: None,
-        };
+        let manifest = Manifest::oci(&config_bytes, descriptors);
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|err| format_err("manifest", err))?;
         let mut names = Vec::new();

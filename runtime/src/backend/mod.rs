@@ -292,7 +292,7 @@ pub fn log_tail(path: &Path) -> String {
 
 /// A command for a VM process: its own process group (a Ctrl-C at the terminal goes to `mvm`,
 /// which forwards it to the container, not to the hypervisor), killed if `mvm` dies.
-fn vm_command(program: &Path) -> Command {
+pub fn vm_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.process_group(0);
     // SAFETY: prctl, sigemptyset and sigprocmask are async-signal-safe and touch only the

@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// The build context directory.
     pub context: PathBuf,
+    /// `--network` for RUN instructions (default: the default network).
+    pub network: Option<String>,
 }
 
 /// One stage's state while it builds.
@@ -575,6 +577,7 @@ impl Builder<'_> {
             entrypoint: Some(String::new()),
             command: argv.clone(),
             env,
+            network: self.opts.network.clone(),
             ..Default::default()
         };
         let quiet = self.opts.quiet.then(crate::terminal::SilenceStdout::start);

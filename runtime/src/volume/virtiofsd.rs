@@ -3,9 +3,8 @@
 //! the host side for `:ro` mounts.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long virtiofsd may take to create its socket.
@@ -35,7 +34,8 @@ pub fn start(dir: &Path, socket: &Path, read_only: bool, log: &Path) -> Result<D
     let log_file =
         File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let _ = std::fs::remove_file(socket);
-    let mut cmd = Command::new(bin);
+    // Like the hypervisor: its own process group, killed if its owner dies.
+    let mut cmd = crate::backend::vm_command(&bin);
     cmd.arg("--socket-path")
         .arg(socket)
         .arg("--shared-dir")
@@ -46,19 +46,6 @@ pub fn start(dir: &Path, socket: &Path, read_only: bool, log: &Path) -> Result<D
         .stderr(log_file);
     if read_only {
         cmd.arg("--readonly");
-    }
-    // SAFETY: prctl, sigemptyset and sigprocmask are async-signal-safe and touch only the
-    // child's own state and a local sigset.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
     }
     let child = cmd
         .spawn()

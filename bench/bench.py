@@ -4,6 +4,7 @@
   bench/bench.py vmm   the VMM with the test guest on this machine's KVM (issue: the VMM)
   bench/bench.py run   `mvm run --rm busybox true` by phase, beside podman+runc and bare QEMU
   bench/bench.py lifecycle   exec round trip, idle memory, stop latency, beside podman+runc
+  bench/bench.py build   cold and cached `mvm build` of a small Dockerfile, beside podman build
   bench/bench.py net   iperf3 TCP throughput (container to container, container to host, host
                        loopback) and request latency through a published port, beside podman+runc;
                        everything runs inside a network namespace the bench creates and deletes
@@ -388,6 +389,64 @@ def bench_lifecycle():
     table("Container lifecycle", [f"mvm ({subprocess.run([MVM, 'info'], stdout=subprocess.PIPE, text=True).stdout.split(chr(10))[0][9:]})", "podman + runc"], rows)
 
 
+# ---------------------------------------------------------------- mvm build
+BUILD_DOCKERFILE = """FROM busybox
+RUN echo one > /one.txt
+RUN mkdir -p /app && echo two > /app/two.txt
+COPY hello.txt /app/
+RUN cat /app/hello.txt /one.txt > /app/all.txt && rm -f /one.txt
+ENV MODE=bench
+CMD ["cat", "/app/all.txt"]
+"""
+
+
+def bench_build():
+    """Cold (--no-cache) and cached builds of a small multi-step Dockerfile, beside podman
+    build (buildah, runc) in the same run. RUN has no network in both (--network none)."""
+    need(MVM, "cargo build --release")
+    work = tempfile.mkdtemp(prefix="mvmb-")
+    root = os.path.join(work, "r")
+    ctx = os.path.join(work, "ctx")
+    os.makedirs(ctx)
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(BUILD_DOCKERFILE.replace("FROM busybox", "FROM busybox:local"))
+    with open(os.path.join(ctx, "hello.txt"), "w") as f:
+        f.write("hello\n")
+    M = [MVM, "--root", root]
+    n = int(os.environ.get("BENCH_BUILD_N", "5"))
+    env = None
+    try:
+        subprocess.run(M + ["import", BUSYBOX_TAR, "busybox:local"], check=True, stdout=subprocess.DEVNULL)
+        b = M + ["build", "-q", "--network", "none", "-t", "b:1", ctx]
+        subprocess.run(b, check=True, stdout=subprocess.DEVNULL)  # warm the image disk cache
+        cold = [timed(M + ["build", "-q", "--no-cache", "--network", "none", "-t", "b:1", ctx])[0] for _ in range(n)]
+        warm = [timed(b)[0] for _ in range(n)]
+        pcold, pwarm = [], []
+        env = podman_env(work)
+        if env:
+            base = ["podman", "--runtime", "runc"]
+            subprocess.run(base + ["import", BUSYBOX_TAR, "busybox:local"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pb = base + ["build", "-q", "--network", "none", "-t", "b:1", ctx]
+            subprocess.run(pb, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pcold = [timed(base + ["build", "-q", "--no-cache", "--network", "none", "-t", "b:1", ctx], env=env)[0]
+                     for _ in range(n)]
+            pwarm = [timed(pb, env=env)[0] for _ in range(n)]
+    finally:
+        if env:
+            subprocess.run(["podman", "--runtime", "runc", "system", "reset", "-f"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", work])
+    ratio = lambda a, b: f"{statistics.median(a) / statistics.median(b):.1f}x" if a and b else ""
+    rows = [
+        [f"cold build, 3 RUN + COPY + ENV + CMD (--no-cache, median of {n})", cell(cold, "ms"),
+         cell(pcold, "ms") if pcold else "not installed", ratio(cold, pcold)],
+        [f"cached build, nothing changed (median of {n})", cell(warm, "ms"),
+         cell(pwarm, "ms") if pwarm else "not installed", ratio(warm, pwarm)],
+    ]
+    table("`mvm build` beside `podman build` (buildah, runc)", ["mvm (qemu (tcg))", "podman + runc", "mvm / podman"], rows)
+
+
 # ---------------------------------------------------------------- tools image, namespace, helpers
 TOOLS_SCRIPT = os.path.join(REPO, "bench", "make-tools-image.sh")
 NET_N = int(os.environ.get("BENCH_NET_N", "3"))
@@ -762,10 +821,193 @@ def bench_fs():
            "volume / host buffered"], rows)
 
 
+# ---------------------------------------------------------------- our VMM beside QEMU/KVM, nested
+def bench_nested():
+    """`mvm run --rm busybox true` with our VMM beside QEMU (`-M microvm -accel kvm`, the qemu
+    backend on hardware-style KVM) inside the KVM-in-TCG machine (tests/kvm-in-tcg/bench.rs):
+    same guest kernel, disks, agent and image, BENCH_NESTED_N (10) runs each after one warm-up,
+    interleaved. Everything runs under nested emulation: quote the ratios, not the times."""
+    need(VMM, "cargo build --release")
+    need(os.path.join(REL, "mvm-agent.static"), "scripts/build-agent.sh release")
+    n = os.environ.get("BENCH_NESTED_N", "10")
+    cmd = ["cargo", "test", "--release", "-p", "mvm-runtime", "--test", "kvm_in_tcg", "--",
+           "--ignored", "--nocapture", "bench_nested"]
+    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, "BENCH_NESTED_N": n})
+    found = [l[l.index("NESTED-RESULT ") + 14:] for l in p.stdout.splitlines() if "NESTED-RESULT " in l]
+    if p.returncode != 0 or not found:
+        sys.stderr.write(p.stdout[-6000:] + "\n" + p.stderr[-6000:] + "\n")
+        sys.exit(f"bench: nested: `{' '.join(cmd)}` failed")
+    r = json.loads(found[-1])
+    mib = lambda xs: [x / 1024 for x in xs]
+    r["qemu.WithHelper"] = [a + b for a, b in zip(r["qemu.VmRSS"], r["qemu.HelperVmRSS"])]
+    r["mvm.WithHelper"] = r["mvm.VmRSS"]
+    def rel(k):
+        a, b = statistics.median(r["mvm." + k]), statistics.median(r["qemu." + k])
+        return f"{a / b:.2f}x" if b else "n/a"
+    rows = []
+    for label, k in [("boot: VM start to agent ready", "agent_ready"),
+                     ("run to exit: VM start to VM ended", "vm_ended"),
+                     ("`mvm run --rm --network none busybox true`, whole command", "wall")]:
+        rows.append([label, cell(r["mvm." + k], "ms"), cell(r["qemu." + k], "ms"), rel(k)])
+    for label, k in [("hypervisor resident memory (VmRSS), idle container", "VmRSS"),
+                     ("  of it anonymous (RssAnon)", "RssAnon"),
+                     ("  of it shared memory (RssShmem)", "RssShmem"),
+                     ("  of it files (RssFile)", "RssFile"),
+                     ("hypervisor + vsock helper (vhost-device-vsock for QEMU)", "WithHelper")]:
+        rows.append([label, cell(mib(r["mvm." + k]), "MiB"), cell(mib(r["qemu." + k]), "MiB"), rel(k)])
+    table(f"Our VMM beside QEMU on the same KVM, nested (KVM in TCG; N={r['n']}, memory N=3)",
+          ["mvm (mvm-vmm)", "QEMU microvm, KVM", "mvm / QEMU"], rows)
+    print(f"\nQEMU as the runtime started it: `{r['qemu_cmdline']}`")
+
+
+# ---------------------------------------------------------------- images: pull, disk build, first run
+def bench_images():
+    """A 100+ MB, 4-layer image (the debootstrap Debian bookworm + nginx-light tar of
+    scripts/make-debian-images.sh, imported, plus three COPY layers of incompressible random
+    data) pushed to a docker-registry the bench starts on 127.0.0.1; then, BENCH_IMAGES_N (3)
+    times: `mvm pull` into a fresh root beside `skopeo copy` of the same image to an OCI layout,
+    and the first and second `mvm run --rm --network none IMG true` of the freshly pulled image
+    (the first one unpacks the layers and builds the image's erofs disk). Also `mkfs.erofs`
+    (mvm's image disk format) beside `mkfs.ext4 -d` on the unpacked Debian tree: time and size."""
+    need(MVM, "cargo build --release")
+    need(KERNEL, "scripts/setup.sh (kernel-config/build.sh)")
+    deb = os.path.join(CACHE, "images", "debian-bookworm-nginx-rootfs.tar")
+    need(deb, "scripts/setup.sh (scripts/make-debian-images.sh)")
+    for tool in ("docker-registry", "skopeo", "mkfs.erofs", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is missing: run scripts/setup.sh")
+    n = int(os.environ.get("BENCH_IMAGES_N", "3"))
+    extra_mib = int(os.environ.get("BENCH_IMAGES_EXTRA_MIB", "16"))
+    backend = backend_name()
+    work = tempfile.mkdtemp(prefix="mvmb-img-", dir="/var/tmp")
+    reg = None
+    res = {k: [] for k in ("pull", "skopeo", "run1", "run2", "erofs", "ext4", "untar")}
+    sizes = {}
+    t0 = time.time()
+    try:
+        # The registry, on a free loopback port, stopped by its PID below.
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        addr = f"127.0.0.1:{port}"
+        os.makedirs(os.path.join(work, "reg"))
+        cfg = os.path.join(work, "reg", "config.yml")
+        with open(cfg, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {work}/reg/data\n"
+                    f"http:\n  addr: {addr}\nhealth:\n  storagedriver:\n    enabled: false\n")
+        reg = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(work, "reg", "log"), "w"))
+        wait_for("docker-registry", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, 30)
+
+        # The image: Debian + nginx, then three COPY layers of random bytes.
+        src = [MVM, "--root", os.path.join(work, "src")]
+        out(src + ["import", deb, "debian-nginx:bookworm"])
+        ctx = os.path.join(work, "ctx")
+        os.makedirs(ctx)
+        steps = []
+        for i in range(3):
+            with open(os.path.join(ctx, f"r{i}.bin"), "wb") as f:
+                f.write(os.urandom(extra_mib << 20))
+            steps.append(f"COPY r{i}.bin /data/\n")
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write("FROM debian-nginx:bookworm\n" + "".join(steps))
+        img = f"{addr}/debian-nginx:bench"
+        out(src + ["build", "-q", "--network", "none", "-t", img, ctx])
+        push_t, p = timed(src + ["push", img])
+        if p.returncode != 0:
+            raise RuntimeError(f"mvm push: {p.stderr.decode()[-300:]}")
+        insp = json.loads(out(src + ["image", "inspect", img]))[0]
+        nlayers = len(insp["RootFS"]["Layers"])
+        blobs = os.path.join(work, "reg", "data", "docker", "registry", "v2", "blobs")
+        sizes["image"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(blobs) for f in fs)
+
+        for i in range(n):
+            dst = [MVM, "--root", os.path.join(work, f"dst{i}")]
+            t, p = timed(dst + ["pull", img])
+            if p.returncode != 0:
+                raise RuntimeError(f"mvm pull: {p.stderr.decode()[-300:]}")
+            res["pull"].append(t)
+            oci = os.path.join(work, f"oci{i}")
+            t, p = timed(["skopeo", "copy", "--src-tls-verify=false", f"docker://{img}", f"oci:{oci}:bench"])
+            if p.returncode != 0:
+                raise RuntimeError(f"skopeo copy: {p.stderr.decode()[-300:]}")
+            res["skopeo"].append(t)
+            for k in ("run1", "run2"):
+                t, p = timed(dst + ["run", "--rm", "--network", "none", img, "true"])
+                if p.returncode != 0:
+                    raise RuntimeError(f"mvm run: {p.stderr.decode()[-300:]}")
+                res[k].append(t)
+            subprocess.run(["rm", "-rf", dst[2], oci])
+
+        # Disk formats on the unpacked Debian tree (the nginx image, without the random layers).
+        tree = os.path.join(work, "tree")
+        os.makedirs(tree)
+        t, _ = timed(["tar", "-xf", deb, "-C", tree, "--numeric-owner"])
+        res["untar"].append(t)
+        nbytes, inodes = 0, 1
+        for d, dirs, fs in os.walk(tree):
+            for name in dirs + fs:
+                st = os.lstat(os.path.join(d, name))
+                inodes += 1
+                nbytes += (st.st_size + 4095) // 4096 * 4096
+        sizes["tree"] = nbytes
+        # As rootfs-tools' ext4_from_dir sizes and makes it (no journal, fixed inode count).
+        inodes = inodes + inodes // 4 + 256
+        ext4_size = -(-(nbytes + nbytes // 10 + inodes * 256 + (16 << 20)) // (1 << 20)) * (1 << 20)
+        for _ in range(n):
+            e = os.path.join(work, "t.erofs")
+            t, p = timed(["mkfs.erofs", "--quiet", "--preserve-mtime", e, tree])
+            if p.returncode != 0:
+                raise RuntimeError(f"mkfs.erofs: {p.stderr.decode()[-300:]}")
+            res["erofs"].append(t)
+            sizes["erofs"] = os.path.getsize(e)
+            os.unlink(e)
+            x = os.path.join(work, "t.ext4")
+            with open(x, "wb") as f:
+                f.truncate(ext4_size)
+            t, p = timed(["mkfs.ext4", "-q", "-F", "-m", "0", "-N", str(inodes), "-O", "^has_journal",
+                          "-E", "root_owner=0:0", "-d", tree, x])
+            if p.returncode != 0:
+                raise RuntimeError(f"mkfs.ext4: {p.stderr.decode()[-300:]}")
+            res["ext4"].append(t)
+            sizes["ext4"] = os.path.getsize(x)
+            sizes["ext4_used"] = os.stat(x).st_blocks * 512
+            os.unlink(x)
+    finally:
+        if reg:
+            reg.kill()
+            reg.wait()
+        subprocess.run(["rm", "-rf", work])
+    wall = time.time() - t0
+    mb = lambda b: f"{b / 1e6:.0f} MB"
+    ratio = lambda a, b: f"{statistics.median(a) / statistics.median(b):.2f}x"
+    rows = [
+        [f"`pull` of the image from the local registry into an empty root (median of {n})",
+         cell(res["pull"], "s"), cell(res["skopeo"], "s") + " (`skopeo copy docker://... oci:DIR:tag`)",
+         ratio(res["pull"], res["skopeo"])],
+        ["`push` of the same image into the empty registry (once)", fmt(push_t, "s"), "", ""],
+        [f"first `run --rm --network none IMG true` after the pull (unpacks {nlayers} layers, builds the erofs disk)",
+         cell(res["run1"], "s"), "", ""],
+        ["second `run` of it (image disk cached)", cell(res["run2"], "s"), "", ""],
+        [f"image disk build from the unpacked Debian + nginx tree ({mb(sizes['tree'])} in 4 KiB blocks; "
+         f"`tar -x` of it took {fmt(res['untar'][0], 's')})",
+         cell(res["erofs"], "s") + " (`mkfs.erofs`, mvm's format)", cell(res["ext4"], "s") + " (`mkfs.ext4 -d`, no journal)",
+         ratio(res["erofs"], res["ext4"])],
+        ["image disk size", mb(sizes["erofs"]),
+         f"{mb(sizes['ext4'])} file, {mb(sizes['ext4_used'])} allocated", f"{sizes['erofs'] / sizes['ext4_used']:.2f}x"],
+    ]
+    table(f"Images: a {mb(sizes['image'])}, {nlayers}-layer Debian bookworm + nginx image "
+          f"({3 * extra_mib} MiB of it random COPY layers) through a local docker-registry "
+          f"(mvm backend: {backend}; whole mode {wall:.0f} s)",
+          ["mvm", "peer", "mvm / peer"], rows)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what not in ("vmm", "run", "lifecycle", "net", "fs", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|all]")
+    if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "nested", "images", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|images|all|nested]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -777,3 +1019,9 @@ if __name__ == "__main__":
         bench_net()
     if what in ("fs", "all"):
         bench_fs()
+    if what in ("build", "all"):
+        bench_build()
+    if what in ("images", "all"):
+        bench_images()
+    if what == "nested":  # not in "all": it boots the KVM-in-TCG machine
+        bench_nested()

@@ -109,6 +109,39 @@ pub fn forget_untagged(store: &Store, manifest: &Digest) -> Result<(), StoreErro
     Ok(())
 }
 
+fn intermediate_path(store: &Store) -> std::path::PathBuf {
+    store.root().join("intermediate.json")
+}
+
+/// Images made by a build's steps before its last one: listed by `images -a` only, as Docker
+/// lists intermediate images.
+pub fn intermediates(store: &Store) -> Result<BTreeSet<Digest>, StoreError> {
+    match fs::read(intermediate_path(store)) {
+        Ok(data) => serde_json::from_slice(&data)
+            .map_err(|e| StoreError::Corrupt(format!("intermediate.json: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(io_err("read intermediate.json")(e)),
+    }
+}
+
+/// Marks (or unmarks) the image whose manifest is `manifest` as a build's intermediate image;
+/// the caller holds the store lock.
+pub fn set_intermediate(store: &Store, manifest: &Digest, yes: bool) -> Result<(), StoreError> {
+    let mut set = intermediates(store)?;
+    let changed = if yes {
+        set.insert(manifest.clone())
+    } else {
+        set.remove(manifest)
+    };
+    if changed {
+        let data =
+            serde_json::to_vec_pretty(&set).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        atomic_write(&intermediate_path(store), &data)
+            .map_err(io_err("write intermediate.json"))?;
+    }
+    Ok(())
+}
+
 /// Points `name` (`repo:tag`) at `manifest` as `Store::set_tag` does; an image the tag leaves
 /// with no name stays as a `<none>` image, as Docker keeps it. Returns that image's manifest.
 /// The caller holds the store lock.

@@ -21,6 +21,8 @@ pub struct Step<'a> {
     pub created: &'a str,
     /// Names (`repo:tag`) to give it.
     pub tags: &'a [String],
+    /// A build step's image that is not the build's result (hidden by `images` without -a).
+    pub intermediate: bool,
 }
 
 /// An empty base, for `FROM scratch`.
@@ -78,6 +80,9 @@ pub fn derive(
     if step.tags.is_empty() {
         let _lock = store.lock()?;
         catalog::keep_untagged(store, &record.manifest_digest)?;
+        if step.intermediate {
+            catalog::set_intermediate(store, &record.manifest_digest, true)?;
+        }
     }
     Ok(record)
 }
@@ -109,6 +114,7 @@ mod tests {
             comment: None,
             created: now,
             tags: &[],
+            intermediate: false,
         };
         let first = derive(&store, None, Some(&mut &t1[..]), &step).unwrap();
         assert_eq!(first.manifest.layers.len(), 1);
@@ -127,6 +133,7 @@ mod tests {
                 comment: None,
                 created: now,
                 tags: &tags,
+                intermediate: false,
             },
         )
         .unwrap();

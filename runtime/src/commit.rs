@@ -165,6 +165,7 @@ pub fn commit(
             comment: comment.as_deref(),
             created: &mvm_rootfs::time::now(),
             tags: &tags,
+            intermediate: false,
         },
     );
     let _ = std::fs::remove_file(&tmp);

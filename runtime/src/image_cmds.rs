@@ -277,7 +277,7 @@ pub struct ImagesArgs {
     /// Only show image IDs.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Show all images (accepted; there are no intermediate images).
+    /// Show all images (intermediate images of builds too).
     #[arg(short = 'a', long)]
     all: bool,
     /// Show digests.
@@ -553,9 +553,13 @@ fn image_size(img: &ImageRecord) -> u64 {
 
 /// `mvm images`.
 pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
-    let _ = args.all;
     let store = open_store(root)?;
     let mut list = catalog::list(&store).map_err(CliError::runtime)?;
+    if !args.all {
+        // A build's intermediate images show with -a only, as Docker's.
+        let hidden = catalog::intermediates(&store).map_err(CliError::runtime)?;
+        list.retain(|i| !i.tags.is_empty() || !hidden.contains(&i.manifest_digest));
+    }
     let digests = catalog::repo_digests(&store).map_err(CliError::runtime)?;
     list.sort_by(|a, b| {
         let t = |i: &ImageRecord| i.config.created.as_deref().and_then(parse_rfc3339);

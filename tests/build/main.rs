@@ -121,6 +121,11 @@ fn every_instruction_multi_stage_and_the_cache() {
     );
     assert!(out.contains("Successfully tagged demo:1"), "{out}");
     assert!(out.contains("Running in"), "{out}");
+    // Intermediate images are listed with -a only, as Docker lists them.
+    let listed = ok(&r, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(!listed.contains("<none>"), "{listed}");
+    let all = ok(&r, &["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(all.contains("<none>"), "{all}");
     let cfg = inspect_image(&r, "demo:1");
     let c = &cfg["Config"];
     let env = c["Env"].as_array().unwrap();

@@ -174,6 +174,12 @@ pub fn build(
             "the build produced no image (FROM scratch with no instructions)",
         ));
     };
+    {
+        let _lock = b.store.lock().map_err(CliError::runtime)?;
+        // The result is an image of its own, listed by `images` even without a tag.
+        mvm_rootfs::catalog::set_intermediate(&b.store, &image.manifest_digest, false)
+            .map_err(CliError::runtime)?;
+    }
     for t in &tags {
         b.store
             .set_tag(t, &image.manifest_digest)
@@ -525,6 +531,7 @@ impl Builder<'_> {
                 comment: None,
                 created: &mvm_rootfs::time::now(),
                 tags: &[],
+                intermediate: true,
             },
         )
         .map_err(CliError::runtime)?;
@@ -625,6 +632,7 @@ impl Builder<'_> {
                 comment: None,
                 created: &mvm_rootfs::time::now(),
                 tags: &[],
+                intermediate: true,
             },
         );
         let _ = std::fs::remove_file(&tmp);
@@ -733,6 +741,7 @@ impl Builder<'_> {
                 comment: None,
                 created: &mvm_rootfs::time::now(),
                 tags: &[],
+                intermediate: true,
             },
         );
         let _ = std::fs::remove_file(&tmp);

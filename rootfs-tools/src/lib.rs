@@ -39,8 +39,16 @@ pub mod time {
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
         let year = yoe + era * 400 + i64::from(month <= 2);
+        // Go's RFC3339Nano, as Docker and skopeo write times: trailing zeros of the fraction
+        // dropped (and the dot with them), so configs re-serialised by those tools keep
+        // their bytes and their digests.
+        let frac = if nanos == 0 {
+            String::new()
+        } else {
+            format!(".{nanos:09}").trim_end_matches('0').to_string()
+        };
         format!(
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{frac}Z",
             rem / 3600,
             (rem / 60) % 60,
             rem % 60
@@ -63,6 +71,11 @@ pub mod time {
                 super::rfc3339(951_782_400, 5),
                 "2000-02-29T00:00:00.000000005Z"
             );
+            assert_eq!(
+                super::rfc3339(951_782_400, 120_000_000),
+                "2000-02-29T00:00:00.12Z"
+            );
+            assert_eq!(super::rfc3339(951_782_400, 0), "2000-02-29T00:00:00Z");
         }
     }
 }

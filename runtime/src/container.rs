@@ -192,11 +192,24 @@ impl ContainerRecord {
         }
     }
 
+    /// The creation time as a key that sorts in time order (RFC 3339 times with fractions of
+    /// different lengths do not sort as strings).
+    pub fn created_key(&self) -> String {
+        time_key(&self.created)
+    }
+
     /// Whether the container has a live monitor: its VM runs, is paused, or is about to be
     /// restarted by its policy.
     pub fn is_running(&self) -> bool {
         matches!(self.effective().0, "running" | "paused" | "restarting")
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` with the fraction padded to nine digits.
+pub fn time_key(t: &str) -> String {
+    let (head, tail) = t.split_at(t.len().min(19));
+    let frac = tail.trim_end_matches(['Z', 'z']).trim_start_matches('.');
+    format!("{head}.{frac:0<9}")
 }
 
 /// Whether a process exists (and is not a zombie we would wait for forever).
@@ -383,6 +396,14 @@ mod tests {
         let a = generate_name(&id, &[]);
         let b = generate_name(&id, std::slice::from_ref(&a));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn times_sort_in_time_order() {
+        let a = time_key("2026-12-01T00:00:05Z");
+        let b = time_key("2026-12-01T00:00:05.12Z");
+        let c = time_key("2026-12-01T00:00:05.123Z");
+        assert!(a < b && b < c, "{a} {b} {c}");
     }
 
     #[test]

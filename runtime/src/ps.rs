@@ -155,7 +155,11 @@ fn select(root: &Path, opts: &PsOptions) -> Result<Vec<ContainerRecord>, CliErro
         .map(|f| parse_filter(f))
         .collect::<Result<Vec<_>, _>>()?;
     let mut list = container::list(root);
-    list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+    list.sort_by(|a, b| {
+        b.created_key()
+            .cmp(&a.created_key())
+            .then_with(|| a.id.cmp(&b.id))
+    });
     // As Docker: -l, -n and a status filter look at stopped containers too.
     let all = opts.all
         || opts.latest

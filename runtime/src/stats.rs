@@ -161,7 +161,7 @@ pub fn stats(
                 .into_iter()
                 .filter(|c| all || c.is_running())
                 .collect();
-            l.sort_by(|a, b| b.created_key().cmp(&a.created_key()));
+            l.sort_by_key(|c| std::cmp::Reverse(c.created_key()));
             l
         } else {
             keys.iter()

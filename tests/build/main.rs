@@ -124,7 +124,10 @@ fn every_instruction_multi_stage_and_the_cache() {
     // Intermediate images are listed with -a only, as Docker lists them.
     let listed = ok(&r, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(!listed.contains("<none>"), "{listed}");
-    let all = ok(&r, &["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let all = ok(
+        &r,
+        &["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"],
+    );
     assert!(all.contains("<none>"), "{all}");
     let cfg = inspect_image(&r, "demo:1");
     let c = &cfg["Config"];

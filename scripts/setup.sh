@@ -109,6 +109,11 @@ fi
 bb="$("$repo/scripts/make-busybox-rootfs.sh" | tail -n1)" || die "making the busybox rootfs failed"
 step "busybox rootfs: $bb"
 
+# ---- 5a. real Debian images (debootstrap; cached; about 70 s the first time) ---------------
+deb_imgs="$("$repo/scripts/make-debian-images.sh" | tail -n2 | paste -sd ' ')" \
+  || die "making the Debian bookworm images with debootstrap failed (see above)"
+step "Debian images: $deb_imgs"
+
 # ---- 5b. the outer machine's kernel for the KVM-in-TCG test tier -----------------------------
 l2="$("$repo/scripts/kvm-in-tcg/fetch-l2-kernel.sh" | tail -n1)" || die "fetching the KVM-in-TCG kernel failed"
 step "L2 kernel: $l2"

@@ -660,3 +660,122 @@ fn save_refuses_a_terminal_and_prune_asks_on_one() {
     );
     assert!(!ok(&r.mvm(&["images", "-q", "--no-trunc"])).contains(id.trim()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real Debian images (scripts/make-debian-images.sh, a step of scripts/setup.sh)
+
+/// A Debian bookworm rootfs tarball the set-up makes with debootstrap: `debian-bookworm` or
+/// `debian-bookworm-nginx`.
+fn debian_tar(name: &str) -> PathBuf {
+    let cache = std::env::var_os("MVM_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/mvm".into());
+    let p = cache.join(format!("images/{name}-rootfs.tar"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup.sh (scripts/make-debian-images.sh makes it with debootstrap)",
+        p.display()
+    );
+    p
+}
+
+/// `mvm run --rm --network none IMAGE ARGS...` that must succeed; returns stdout and stderr.
+fn run_in(r: &TestRoot, image: &str, args: &[&str]) -> (String, String) {
+    let mut a = vec!["run", "--rm", "--network", "none", image];
+    a.extend_from_slice(args);
+    let o = r.mvm(&a);
+    assert!(
+        o.status.success(),
+        "run {image} {args:?}: exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    (stdout(&o), stderr(&o))
+}
+
+#[test]
+fn debian_bookworm_runs_its_dynamically_linked_programs() {
+    let tar = debian_tar("debian-bookworm");
+    let r = TestRoot::empty(MVM).on_host_network();
+    ok(&r.mvm(&["import", tar.to_str().unwrap(), "debian:bookworm"]));
+    let (version, _) = run_in(&r, "debian:bookworm", &["cat", "/etc/debian_version"]);
+    assert!(
+        version.starts_with("12."),
+        "/etc/debian_version: {version:?}"
+    );
+    // coreutils' ls is linked against glibc: the dynamic loader and libc.so.6 work in the guest.
+    let (ls, _) = run_in(&r, "debian:bookworm", &["ls", "--version"]);
+    assert!(ls.contains("(GNU coreutils)"), "{ls}");
+    let (ldd, _) = run_in(&r, "debian:bookworm", &["ldd", "/usr/bin/ls"]);
+    assert!(
+        ldd.contains("libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6"),
+        "{ldd}"
+    );
+    // A shell pipeline and the image's users, as Debian ships them.
+    let (who, _) = run_in(
+        &r,
+        "debian:bookworm",
+        &["sh", "-c", "id -un; getent passwd nobody | cut -d: -f1"],
+    );
+    assert_eq!(who, "root\nnobody\n");
+}
+
+#[test]
+fn debian_nginx_with_extra_layers_is_pushed_pulled_and_runs() {
+    let tar = debian_tar("debian-bookworm-nginx");
+    let reg = Registry::start();
+    let src = TestRoot::empty(MVM).on_host_network();
+    ok(&src.mvm(&["import", tar.to_str().unwrap(), "debian-nginx:bookworm"]));
+    // Two more layers on top of the imported one.
+    let ctx = src.path.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("one.txt"), "one\n").unwrap();
+    std::fs::write(ctx.join("index.html"), "<p>mvm</p>\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian-nginx:bookworm\nCOPY one.txt /opt/one.txt\nCOPY index.html /var/www/html/\n",
+    )
+    .unwrap();
+    let name = format!("{}/debian-nginx:layers", reg.addr);
+    ok(&src.mvm(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "-t",
+        &name,
+        ctx.to_str().unwrap(),
+    ]));
+    let pushed = ok(&src.mvm(&["push", &name]));
+    assert_eq!(pushed.matches("Pushed").count(), 4, "{pushed}"); // 3 layers + config
+
+    let dst = TestRoot::empty(MVM).on_host_network();
+    let out = ok(&dst.mvm(&["pull", &name]));
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&dst.mvm(&["image", "inspect", &name]))).unwrap();
+    let layers = inspect[0]["RootFS"]["Layers"].as_array().unwrap().len();
+    assert_eq!(layers, 3, "{inspect}");
+    assert_eq!(
+        ok(&dst.mvm(&["images", "-q", "--no-trunc"])),
+        ok(&src.mvm(&["images", "-q", "--no-trunc", &name]))
+    );
+
+    let (_, err) = run_in(&dst, &name, &["nginx", "-v"]);
+    assert!(err.contains("nginx version: nginx/1.22"), "{err}");
+    let (files, _) = run_in(
+        &dst,
+        &name,
+        &[
+            "sh",
+            "-c",
+            "cat /etc/debian_version /opt/one.txt /var/www/html/index.html && nginx -t 2>&1",
+        ],
+    );
+    let mut lines = files.lines();
+    assert!(lines.next().unwrap_or("").starts_with("12."), "{files}");
+    assert_eq!(lines.next(), Some("one"), "{files}");
+    assert_eq!(lines.next(), Some("<p>mvm</p>"), "{files}");
+    assert!(files.contains("test is successful"), "{files}");
+}

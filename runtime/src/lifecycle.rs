@@ -80,6 +80,81 @@ pub fn status_text(rec: &ContainerRecord) -> String {
     }
 }
 
+/// `logs --since/--until`: entries with `since <= time < until`, compared as time keys.
+#[derive(Debug, Default)]
+pub struct LogWindow {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl LogWindow {
+    /// From Docker's forms: an RFC 3339 time, Unix seconds (`1700000000[.5]`), or a duration
+    /// before now (`10m`, `1h30m`, `45s`).
+    pub fn parse(since: Option<&str>, until: Option<&str>) -> Result<Self, CliError> {
+        let key = |v: &str, flag: &str| -> Result<String, CliError> {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let bad = || {
+                CliError::usage(format!(
+                    "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
+                ))
+            };
+            let secs: f64 = if let Some(d) = parse_duration(v) {
+                now.as_secs_f64() - d
+            } else if let Ok(n) = v.parse::<f64>() {
+                n
+            } else {
+                crate::image_cmds::parse_rfc3339(v).ok_or_else(bad)? as f64
+            };
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(bad());
+            }
+            let whole = secs.trunc() as u64;
+            let nanos = ((secs - secs.trunc()) * 1e9) as u32;
+            Ok(container::time_key(&mvm_rootfs::time::rfc3339(
+                whole, nanos,
+            )))
+        };
+        Ok(Self {
+            since: since.map(|v| key(v, "since")).transpose()?,
+            until: until.map(|v| key(v, "until")).transpose()?,
+        })
+    }
+
+    fn contains(&self, e: &crate::logs::LogEntry) -> bool {
+        let t = container::time_key(&e.time);
+        self.since.as_ref().is_none_or(|s| t >= *s) && self.until.as_ref().is_none_or(|u| t < *u)
+    }
+}
+
+/// A Go-style duration (`1h30m`, `10m`, `45s`, `500ms`) in seconds.
+fn parse_duration(v: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = v;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
 /// `mvm logs`.
 pub fn logs(
     root: &Path,
@@ -87,6 +162,7 @@ pub fn logs(
     follow: bool,
     tail: Option<usize>,
     timestamps: bool,
+    window: &LogWindow,
 ) -> Result<i32, CliError> {
     let (dirs, _) = container::resolve(root, key).map_err(failed)?;
     let path = dirs.log_path();
@@ -105,10 +181,14 @@ pub fn logs(
         }
     };
     let entries = crate::logs::read_entries(&path).map_err(failed)?;
-    let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
-    for e in &entries[skip..] {
+    let shown: Vec<&crate::logs::LogEntry> =
+        entries.iter().filter(|e| window.contains(e)).collect();
+    let skip = tail.map_or(0, |n| shown.len().saturating_sub(n));
+    for e in &shown[skip..] {
         print(e);
     }
+    // --until in the past: nothing newer can match, so there is nothing to follow.
+    let follow = follow && window.until.is_none();
     if follow {
         let mut seen = entries.len();
         loop {
@@ -587,5 +667,11 @@ mod tests {
         assert_eq!(parse_time("bad"), None);
         assert_eq!(human(3), "3 seconds");
         assert_eq!(human(600), "10 minutes");
+        assert_eq!(parse_duration("1h30m"), Some(5400.0));
+        assert_eq!(parse_duration("45s"), Some(45.0));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert!(LogWindow::parse(Some("10m"), Some("2026-12-01T00:00:00Z")).is_ok());
+        assert!(LogWindow::parse(Some("yesterday"), None).is_err());
     }
 }

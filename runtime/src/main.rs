@@ -307,6 +307,12 @@ struct LogsArgs {
     /// Show timestamps.
     #[arg(short = 't', long)]
     timestamps: bool,
+    /// Show logs since a timestamp (2026-12-01T10:00:00Z, Unix seconds) or a relative time (10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Show logs before a timestamp or a relative time.
+    #[arg(long)]
+    until: Option<String>,
     /// Container.
     container: String,
 }
@@ -671,7 +677,15 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                         .map_err(|_| CliError::usage(format!("invalid --tail {n:?}")))?,
                 ),
             };
-            lifecycle::logs(&cli.root, &a.container, a.follow, tail, a.timestamps)
+            let window = lifecycle::LogWindow::parse(a.since.as_deref(), a.until.as_deref())?;
+            lifecycle::logs(
+                &cli.root,
+                &a.container,
+                a.follow,
+                tail,
+                a.timestamps,
+                &window,
+            )
         }
         Command::Stop(a) => lifecycle::stop(&cli.root, &a.containers, a.time),
         Command::Kill(a) => lifecycle::kill(&cli.root, &a.containers, &a.signal),

@@ -744,3 +744,37 @@ fn exec_detached_and_attach() {
     assert_eq!(r.mvm(&["rm", &id]).status.code(), Some(0));
     assert_clean(&r);
 }
+
+#[test]
+fn logs_since_and_until() {
+    let r = root();
+    let id = run_d(
+        &r,
+        &["busybox", "sh", "-c", "echo early; sleep 1; echo late"],
+    );
+    wait_log(&r, &id, "late\n");
+    let stamped = stdout(&r.mvm(&["logs", "-t", &id]));
+    let late_time = stamped
+        .lines()
+        .find(|l| l.ends_with(" late"))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        stdout(&r.mvm(&["logs", "--since", &late_time, &id])),
+        "late\n"
+    );
+    assert_eq!(
+        stdout(&r.mvm(&["logs", "--until", &late_time, &id])),
+        "early\n"
+    );
+    assert_eq!(
+        stdout(&r.mvm(&["logs", "--since", "1h", &id])),
+        "early\nlate\n"
+    );
+    let o = r.mvm(&["logs", "--since", "yesterday", &id]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(r.mvm(&["rm", "-f", &id]).status.code(), Some(0));
+    assert_clean(&r);
+}

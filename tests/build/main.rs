@@ -81,6 +81,7 @@ MAINTAINER someone
 FROM busybox
 COPY --from=base /app/built.txt /out/
 COPY --chown=5:6 --chmod=700 files/a.txt /out/a
+COPY --chown=user:root files/a.txt /out/named
 ENTRYPOINT ["cat"]
 CMD ["/out/built.txt"]
 "#;
@@ -208,6 +209,25 @@ fn every_instruction_multi_stage_and_the_cache() {
         ls.starts_with("-rwx------") && ls.contains(" 5 ") && ls.contains(" 6 "),
         "{ls}"
     );
+    let named = ok(
+        &r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "stat",
+            "demo:final",
+            "-c",
+            "%u:%g",
+            "/out/named",
+        ],
+    );
+    assert_eq!(
+        named, "1000:0\n",
+        "--chown with names from the image's passwd and group"
+    );
     let fin = inspect_image(&r, "demo:final");
     assert_eq!(fin["Config"]["Entrypoint"][0], "cat");
     assert_eq!(fin["Config"]["Cmd"][0], "/out/built.txt");
@@ -272,6 +292,11 @@ fn build_errors_are_one_clear_line_and_leave_no_image() {
             "missing",
             "FROM busybox\nCOPY nothere /x\n",
             "file not found",
+        ),
+        (
+            "chown",
+            "FROM busybox\nCOPY --chown=nosuchuser Dockerfile /y\n",
+            "unable to find user nosuchuser",
         ),
         (
             "runfails",

@@ -46,6 +46,30 @@ pub fn parse_chown(s: &str) -> Result<(u32, u32), String> {
     }
 }
 
+/// `--chown=user[:group]` with names looked up in the image's /etc/passwd and /etc/group
+/// (numbers as they are). Without a group, the GID is the UID, as Docker documents.
+pub fn parse_chown_names(s: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    let lookup = |file: &str, what: &str, name: &str| -> Result<u32, String> {
+        if let Ok(n) = name.parse::<u32>() {
+            return Ok(n);
+        }
+        file.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| f.get(2).and_then(|id| id.parse().ok()))
+            .ok_or_else(|| {
+                format!("unable to find {what} {name}: no matching entries in {what} file")
+            })
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Ok((lookup(passwd, "user", u)?, lookup(group, "group", g)?)),
+        None => {
+            let u = lookup(passwd, "user", s)?;
+            Ok((u, u))
+        }
+    }
+}
+
 /// `--chmod` as octal.
 pub fn parse_chmod(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8)
@@ -413,6 +437,22 @@ mod tests {
         assert_eq!(parse_chown("root").unwrap(), (0, 0));
         assert!(parse_chown("www-data").is_err());
         assert_eq!(parse_chmod("755").unwrap(), 0o755);
+        let passwd = "root:x:0:0::/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\n";
+        let group = "root:x:0:\nstaff:x:50:\n";
+        assert_eq!(parse_chown_names("www", passwd, group).unwrap(), (33, 33));
+        assert_eq!(
+            parse_chown_names("www:staff", passwd, group).unwrap(),
+            (33, 50)
+        );
+        assert_eq!(
+            parse_chown_names("7:staff", passwd, group).unwrap(),
+            (7, 50)
+        );
+        assert!(
+            parse_chown_names("nobody", passwd, group)
+                .unwrap_err()
+                .contains("unable to find user nobody")
+        );
         assert!(parse_chmod("999").is_err());
     }
 

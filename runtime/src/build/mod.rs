@@ -641,6 +641,30 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// `--chown` as numbers: names are looked up in the stage's own /etc/passwd and /etc/group.
+    fn resolve_chown(&self, st: &StageState, spec: &str) -> Result<(u32, u32), String> {
+        if let Ok(ids) = copy::parse_chown(spec) {
+            return Ok(ids);
+        }
+        let img = st
+            .image
+            .as_ref()
+            .ok_or_else(|| format!("--chown={spec}: names need a base image with /etc/passwd"))?;
+        let disk =
+            mvm_rootfs::disk::ensure_image_disk(&self.store, img).map_err(|e| e.to_string())?;
+        let (passwd, group) = crate::layer::with_mounted(
+            &[DiskMount {
+                path: &disk,
+                fstype: "erofs",
+            }],
+            |d| {
+                let read = |p: &str| std::fs::read_to_string(d[0].join(p)).unwrap_or_default();
+                (read("etc/passwd"), read("etc/group"))
+            },
+        )?;
+        copy::parse_chown_names(spec, &passwd, &group)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn copy(
         &mut self,
@@ -661,12 +685,13 @@ impl Builder<'_> {
             .map(|s| self.expand(st, s, line))
             .collect::<Result<_, _>>()?;
         let dest = self.expand(st, dest, line)?;
-        let chown = chown
-            .map(|c| self.expand(st, c, line))
-            .transpose()?
-            .map(|c| copy::parse_chown(&c))
-            .transpose()
-            .map_err(|e| failed(format!("Dockerfile:{line}: {e}")))?;
+        let chown = match chown.map(|c| self.expand(st, c, line)).transpose()? {
+            Some(c) => Some(
+                self.resolve_chown(st, &c)
+                    .map_err(|e| failed(format!("Dockerfile:{line}: {e}")))?,
+            ),
+            None => None,
+        };
         let chmod = chmod
             .map(copy::parse_chmod)
             .transpose()

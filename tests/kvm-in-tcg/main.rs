@@ -12,6 +12,7 @@
 //! `MVM_L2_VERBOSE=1` echoes the outer machine's console as it runs; the whole console is
 //! also saved to `$CARGO_TARGET_TMPDIR/kvm-in-tcg/serial.log`.
 
+mod bench;
 mod cpio;
 mod harness;
 

@@ -226,6 +226,8 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Paths of one container.
 pub struct ContainerDirs {
+    /// The state root it lives under.
+    pub root: PathBuf,
     /// Persistent directory.
     pub dir: PathBuf,
     /// Runtime directory (sockets, logs).
@@ -236,6 +238,7 @@ impl ContainerDirs {
     /// Directories of container `id` under `root`.
     pub fn new(root: &Path, id: &str) -> Self {
         Self {
+            root: root.to_path_buf(),
             dir: root.join("containers").join(id),
             run: root.join("run").join(&id[..12]),
         }

@@ -10,7 +10,7 @@ use crate::run::{self, Start};
 
 /// The container's hypervisor and helper PIDs, only those that are still children of its
 /// monitor (a recorded PID the kernel has since reused is never signalled).
-fn vm_pids(rec: &ContainerRecord) -> Vec<u32> {
+pub fn vm_pids(rec: &ContainerRecord) -> Vec<u32> {
     let Some(owner) = rec.pid else {
         return Vec::new();
     };

@@ -155,6 +155,23 @@ fn parse_duration(v: &str) -> Option<f64> {
     Some(total)
 }
 
+/// Writes one log entry to our stdout or stderr, as its stream was (with its time first for
+/// `-t`).
+fn print_entry(e: &crate::logs::LogEntry, timestamps: bool) {
+    let text = if timestamps {
+        format!("{} {}", e.time, e.log)
+    } else {
+        e.log.clone()
+    };
+    if e.stream == "stderr" {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+}
+
 /// `mvm logs`.
 pub fn logs(
     root: &Path,
@@ -166,20 +183,7 @@ pub fn logs(
 ) -> Result<i32, CliError> {
     let (dirs, _) = container::resolve(root, key).map_err(failed)?;
     let path = dirs.log_path();
-    let print = |e: &crate::logs::LogEntry| {
-        let text = if timestamps {
-            format!("{} {}", e.time, e.log)
-        } else {
-            e.log.clone()
-        };
-        if e.stream == "stderr" {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
-        } else {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-        }
-    };
+    let print = |e: &crate::logs::LogEntry| print_entry(e, timestamps);
     let entries = crate::logs::read_entries(&path).map_err(failed)?;
     let shown: Vec<&crate::logs::LogEntry> =
         entries.iter().filter(|e| window.contains(e)).collect();
@@ -244,13 +248,7 @@ pub fn attach(root: &Path, key: &str, sig_proxy: bool) -> Result<i32, CliError> 
         let running = dirs.load().is_ok_and(|r| r.is_running());
         let entries = crate::logs::read_entries(&path).map_err(failed)?;
         for e in entries.iter().skip(seen) {
-            if e.stream == "stderr" {
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(e.log.as_bytes()).and_then(|()| err.flush());
-            } else {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(e.log.as_bytes()).and_then(|()| out.flush());
-            }
+            print_entry(e, false);
         }
         seen = entries.len().max(seen);
         if !running {

@@ -521,21 +521,47 @@ pub fn run(
     let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
     // A process that ran and whose policy brings it back is handed to a monitor, as
     // Docker's daemon would take over after an attached `run`.
-    if let Ok(rec) = dirs.load()
-        && rec.started_at.is_some()
-        && rec
-            .restart_policy
-            .should_restart(code, rec.restart_count, rec.manual_stop)
-    {
-        mark_restarting(&dirs, code);
-        if let Err(e) = spawn_monitor(root, &dirs) {
-            tracing::warn!("cannot restart the container: {e}");
-            finish(&dirs, false, &result);
-        }
-        return result;
+    if !hand_to_monitor(root, &dirs, code) {
+        finish(&dirs, opts.rm, &result);
     }
-    finish(&dirs, opts.rm, &result);
     result
+}
+
+/// After an attached run whose process ran and ended with `code`: if the restart policy brings
+/// it back, hands the container to a monitor (as Docker's daemon takes over after an attached
+/// `run`) and returns true; false when the caller is to finish the container itself.
+fn hand_to_monitor(root: &Path, dirs: &ContainerDirs, code: i32) -> bool {
+    let restarts = dirs.load().is_ok_and(|rec| {
+        rec.started_at.is_some()
+            && rec
+                .restart_policy
+                .should_restart(code, rec.restart_count, rec.manual_stop)
+    });
+    if !restarts {
+        return false;
+    }
+    mark_restarting(dirs, code);
+    match spawn_monitor(root, dirs) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("cannot restart the container: {e}");
+            false
+        }
+    }
+}
+
+/// Resets a container's record for a new start: no error, not stopped by the user, not
+/// paused, not started yet.
+fn prepare_start(dirs: &ContainerDirs) -> Result<ContainerRecord, CliError> {
+    dirs.update(|r| {
+        r.status = "created".into();
+        r.error = None;
+        r.manual_stop = false;
+        r.paused = false;
+        r.vm_pids.clear();
+        r.started_at = None;
+    })
+    .map_err(CliError::runtime)
 }
 
 /// Records that the policy restarts the container after its process ended with `code`.
@@ -558,10 +584,8 @@ fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, CliError
         // With --rm, or when the container never ran, nothing is left behind: not even the
         // anonymous volumes made for it.
         dirs.remove();
-        if let Some(rec) = rec
-            && let Some(root) = dirs.dir.parent().and_then(Path::parent)
-        {
-            volume::remove_anonymous(root, &rec.mounts);
+        if let Some(rec) = rec {
+            volume::remove_anonymous(&dirs.root, &rec.mounts);
         }
         return;
     }
@@ -650,17 +674,7 @@ fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Chil
 /// `run -d`, `start`: hands the container to a monitor process that outlives this command,
 /// and returns once the container runs (or failed to start).
 pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, CliError> {
-    let id = dirs
-        .update(|r| {
-            r.status = "created".into();
-            r.error = None;
-            r.manual_stop = false;
-            r.paused = false;
-            r.vm_pids.clear();
-            r.started_at = None;
-        })
-        .map_err(CliError::runtime)?
-        .id;
+    let id = prepare_start(dirs)?.id;
     let gave_up = |err: CliError| {
         match kind {
             Start::New => dirs.remove(),
@@ -713,28 +727,12 @@ pub fn start_attached(
     dirs: &ContainerDirs,
     interactive: bool,
 ) -> Result<i32, CliError> {
-    let rec = dirs
-        .update(|r| {
-            r.status = "created".into();
-            r.error = None;
-            r.manual_stop = false;
-            r.paused = false;
-            r.started_at = None;
-        })
-        .map_err(CliError::runtime)?;
+    let rec = prepare_start(dirs)?;
     let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
     let result = run_container(std::time::Instant::now(), kind, dirs, true, interactive);
     let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
-    if let Ok(rec) = dirs.load()
-        && rec.started_at.is_some()
-        && rec
-            .restart_policy
-            .should_restart(code, rec.restart_count, rec.manual_stop)
-    {
-        mark_restarting(dirs, code);
-        if spawn_monitor(root, dirs).is_ok() {
-            return result;
-        }
+    if hand_to_monitor(root, dirs, code) {
+        return result;
     }
     if dirs.load().is_ok_and(|r| r.started_at.is_none()) {
         // It never ran: keep the container (it existed before this command), record why.
@@ -955,11 +953,7 @@ fn start_shares(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
 ) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), CliError> {
-    let root = dirs
-        .dir
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| CliError::runtime("container directory outside a state root"))?;
+    let root = dirs.root.as_path();
     let mut daemons = Vec::new();
     let mut shares = Vec::new();
     for m in rec
@@ -1016,11 +1010,7 @@ impl NetworkUp {
             guest: rec.endpoints.first().and_then(|e| e.ip.parse().ok()),
             proxies: None,
         };
-        let root = dirs
-            .dir
-            .parent()
-            .and_then(Path::parent)
-            .ok_or_else(|| CliError::runtime("container directory outside a state root"))?;
+        let root = dirs.root.as_path();
         for e in &rec.endpoints {
             {
                 let _lock = network::lock(root).map_err(CliError::runtime)?;

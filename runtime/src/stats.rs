@@ -59,16 +59,9 @@ fn read_counters(pids: &[u32]) -> Counters {
 
 /// The processes that make up a running container on the host: its monitor and its VM's.
 fn host_pids(rec: &ContainerRecord) -> Vec<u32> {
-    let Some(owner) = rec.pid else {
-        return Vec::new();
-    };
-    std::iter::once(owner)
-        .chain(
-            rec.vm_pids
-                .iter()
-                .copied()
-                .filter(|p| crate::control::parent_of(*p) == Some(owner)),
-        )
+    rec.pid
+        .into_iter()
+        .chain(crate::control::vm_pids(rec))
         .collect()
 }
 

@@ -265,7 +265,7 @@ impl Builder<'_> {
                 "Step {}/{} : {}",
                 self.step, self.total, ins.original
             ));
-            self.instruction(df, &mut st, ins, &globals)?;
+            self.instruction(&mut st, ins, &globals)?;
         }
         Ok(st.image)
     }
@@ -314,7 +314,6 @@ impl Builder<'_> {
 
     fn instruction(
         &mut self,
-        df: &Dockerfile,
         st: &mut StageState,
         ins: &Instruction,
         globals: &BTreeMap<String, String>,
@@ -348,7 +347,6 @@ impl Builder<'_> {
                 ..
             } => {
                 return self.copy(
-                    df,
                     st,
                     ins,
                     sources,
@@ -367,7 +365,6 @@ impl Builder<'_> {
                 ..
             } => {
                 return self.copy(
-                    df,
                     st,
                     ins,
                     sources,
@@ -668,7 +665,6 @@ impl Builder<'_> {
     #[allow(clippy::too_many_arguments)]
     fn copy(
         &mut self,
-        _df: &Dockerfile,
         st: &mut StageState,
         ins: &Instruction,
         sources: &[String],

@@ -126,28 +126,42 @@ impl Names {
         }
     }
 
-    /// Addresses for `name`: a container's name, an alias or its short ID on the network.
-    pub fn lookup(&self, name: &str) -> Vec<Ipv4Addr> {
-        let mut out = Vec::new();
+    /// What the network knows of `name`, from one read of the container records: the
+    /// addresses of running containers it names (name, alias or short ID), and whether any
+    /// container on the network, running or not, has that name.
+    pub fn lookup(&self, name: &str) -> Lookup {
+        let mut out = Lookup::default();
         for c in crate::container::list(&self.root) {
-            if !c.is_running() {
-                continue;
-            }
-            for e in c
+            let here = c
                 .endpoints
                 .iter()
-                .filter(|e| e.network_id == self.network_id)
-            {
-                let matches = c.name.eq_ignore_ascii_case(name)
+                .filter(|e| e.network_id == self.network_id);
+            let named = c.name.eq_ignore_ascii_case(name);
+            for e in here {
+                out.known |= named;
+                if !c.is_running() {
+                    continue;
+                }
+                let matches = named
                     || c.id.get(..12).is_some_and(|s| s == name)
                     || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name));
                 if matches && let Ok(ip) = e.ip.parse() {
-                    out.push(ip);
+                    out.addrs.push(ip);
                 }
             }
         }
         out
     }
+}
+
+/// The result of [`Names::lookup`].
+#[derive(Debug, Default)]
+pub struct Lookup {
+    /// Addresses of running containers the name stands for.
+    pub addrs: Vec<Ipv4Addr>,
+    /// A container on the network has that name (a stopped one answers empty rather than
+    /// going upstream).
+    pub known: bool,
 }
 
 /// The host's resolvers, from its /etc/resolv.conf.
@@ -192,12 +206,13 @@ pub fn answer(query: &[u8], names: &Names) -> Option<Vec<u8>> {
         return Some(response(query, &q, RCODE_NOTIMP, &[]));
     }
     // Container names are single labels (Docker also answers `name.network`? no: plain names).
+    let known = names.lookup(&q.name);
     let found = if q.name.contains('.') {
         Vec::new()
     } else {
-        names.lookup(&q.name)
+        known.addrs
     };
-    if !found.is_empty() || names_known_only_here(&q.name, names) {
+    if !found.is_empty() || known.known {
         let addrs = if q.qtype == TYPE_A { found } else { Vec::new() };
         return Some(response(query, &q, 0, &addrs));
     }
@@ -207,15 +222,6 @@ pub fn answer(query: &[u8], names: &Names) -> Option<Vec<u8>> {
         // A single label nobody knows: no such container, and no resolver to ask.
         None => Some(response(query, &q, RCODE_NXDOMAIN, &[])),
     }
-}
-
-/// A container name that exists on the network but is not running answers empty rather than
-/// going upstream.
-fn names_known_only_here(name: &str, names: &Names) -> bool {
-    crate::container::list(&names.root).iter().any(|c| {
-        c.name.eq_ignore_ascii_case(name)
-            && c.endpoints.iter().any(|e| e.network_id == names.network_id)
-    })
 }
 
 /// A running DNS server; dropping it stops it.

@@ -90,11 +90,14 @@ pub fn ensure_bridge(net: &NetworkRecord, all: &[NetworkRecord]) -> Result<(), N
             let _ = ip(&["link", "del", &net.bridge]);
             return Err(e);
         }
+        // Routing between the bridge and the host's other interfaces (per network namespace),
+        // and the rules that cover the new bridge: needed once, when the bridge appears, not
+        // on every container start.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| NetworkError::Host(format!("cannot enable IPv4 forwarding: {e}")))?;
+        sync_rules(all)?;
     }
-    // Routing between the bridge and the host's other interfaces (per network namespace).
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| NetworkError::Host(format!("cannot enable IPv4 forwarding: {e}")))?;
-    sync_rules(all)
+    Ok(())
 }
 
 /// Removes a network's bridge (its TAPs are gone with their containers) and its rules.

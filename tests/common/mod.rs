@@ -136,6 +136,26 @@ impl TestRoot {
         out
     }
 
+    /// Fails unless nothing of this root's containers is left: no state directory, and (after
+    /// a moment for monitors to exit) no process naming the root (monitor, hypervisor,
+    /// vhost-device-vsock, virtiofsd).
+    pub fn assert_clean(&self) {
+        assert!(
+            self.leftover_containers().is_empty(),
+            "{:?}",
+            self.leftover_containers()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.leftover_processes().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            self.leftover_processes().is_empty(),
+            "processes left: {:?}",
+            self.leftover_processes()
+        );
+    }
+
     /// Processes whose command line mentions this root (VMMs, QEMU, vhost daemons).
     pub fn leftover_processes(&self) -> Vec<String> {
         processes_mentioning(&self.path)

@@ -51,21 +51,7 @@ fn ps_line(r: &TestRoot, id: &str) -> String {
 }
 
 fn assert_clean(r: &TestRoot) {
-    assert!(
-        r.leftover_containers().is_empty(),
-        "{:?}",
-        r.leftover_containers()
-    );
-    // Monitors exit a moment after the VM; give them that moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !r.leftover_processes().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        r.leftover_processes().is_empty(),
-        "{:?}",
-        r.leftover_processes()
-    );
+    r.assert_clean();
 }
 
 #[test]

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::{TestRoot, eventually, stderr, stdout};
 
@@ -52,20 +51,7 @@ fn volumes(r: &TestRoot) -> Vec<String> {
 }
 
 fn assert_clean(r: &TestRoot) {
-    assert!(
-        r.leftover_containers().is_empty(),
-        "{:?}",
-        r.leftover_containers()
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !r.leftover_processes().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        r.leftover_processes().is_empty(),
-        "virtiofsd or VMs left: {:?}",
-        r.leftover_processes()
-    );
+    r.assert_clean();
 }
 
 #[test]

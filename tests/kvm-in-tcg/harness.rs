@@ -17,11 +17,12 @@
 //! - the guest kernel (`MVM_KERNEL` or `${MVM_CACHE}/kernel/current/vmlinux`);
 //! - static busybox (`/bin/busybox`, package busybox-static), `mkfs.ext4` (e2fsprogs),
 //!   `mkfs.erofs` (erofs-utils), and for `mvm run`'s networks `ip` (iproute2) and `nft`
-//!   (nftables), copied with their shared libraries;
+//!   (nftables), and for volumes `virtiofsd`, copied with their shared libraries;
 //! - the busybox rootfs tarball `${MVM_CACHE}/images/busybox-rootfs.tar`.
 //!
 //! Environment knobs: `MVM_L2_TIMEOUT` (seconds for the whole machine; the test sets the
-//! default), `MVM_L2_VERBOSE=1` (echo the serial console to stderr as it arrives).
+//! default), `MVM_L2_VERBOSE=1` (echo the serial console to stderr as it arrives),
+//! `MVM_L2_ONLY=name,name` (run only these scenarios).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -130,6 +131,7 @@ pub struct Inputs {
     mkfs_erofs: PathBuf,
     ip: PathBuf,
     nft: PathBuf,
+    virtiofsd: PathBuf,
     rootfs_tar: PathBuf,
     /// More files for the machine: (path inside, path here, executable with its libraries).
     extra: Vec<(String, PathBuf, bool)>,
@@ -239,6 +241,12 @@ impl Inputs {
             on_path("nft"),
             "apt-get install nftables (scripts/setup.sh does)",
         );
+        // For volumes (runtime/src/volume/virtiofsd.rs looks for it on PATH).
+        let virtiofsd = need(
+            "virtiofsd",
+            on_path("virtiofsd"),
+            "scripts/setup.sh installs it (cargo install virtiofsd)",
+        );
         let rootfs_tar = need(
             "busybox rootfs tarball",
             Some(cache_dir().join("images/busybox-rootfs.tar")),
@@ -269,6 +277,7 @@ impl Inputs {
             mkfs_erofs,
             ip,
             nft,
+            virtiofsd,
             rootfs_tar,
             extra: Vec::new(),
         })
@@ -361,6 +370,15 @@ fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// The machine's /init: mounts, loads kvm_amd, runs /scenarios/*.sh in order, reboots.
 const INIT: &str = r#"#!/bin/busybox sh
+# The initramfs is the kernel's rootfs, from which pivot_root(2) refuses to move (EINVAL), and
+# virtiofsd's namespace sandbox pivot_roots into the shared directory. A bind mount of it is
+# an ordinary mount: continue chrooted there.
+if [ -z "$MVM_L2_ROOT_BOUND" ]; then
+  /bin/busybox mkdir -p /l2root
+  /bin/busybox mount --bind / /l2root || echo "=== L2 bind of / failed ==="
+  export MVM_L2_ROOT_BOUND=1
+  exec /bin/busybox chroot /l2root /init
+fi
 /bin/busybox mkdir -p /bin /proc /sys /dev /tmp /run /var/tmp
 /bin/busybox --install -s /bin
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
@@ -482,6 +500,7 @@ pub fn build_initramfs(inputs: &Inputs, scenarios: &[Scenario], out: &Path) -> R
         // /usr/sbin comes before /bin (busybox's applets) on the machine's PATH.
         ("usr/sbin/ip", &inputs.ip),
         ("usr/sbin/nft", &inputs.nft),
+        ("usr/local/bin/virtiofsd", &inputs.virtiofsd),
     ] {
         w.file(dst, &stripped(src, &bin_dir), Some(0o755))
             .map_err(err)?;
@@ -584,8 +603,17 @@ pub fn run(
     timeout: Duration,
 ) -> Result<Run, String> {
     std::fs::create_dir_all(work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    // A subset while working on one scenario (the tests of the others then fail, saying so).
+    let only: Option<Vec<String>> = std::env::var("MVM_L2_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(str::to_string).collect());
+    let scenarios: Vec<Scenario> = scenarios
+        .iter()
+        .filter(|s| only.as_ref().is_none_or(|o| o.contains(&s.name)))
+        .cloned()
+        .collect();
     let initrd = work.join("initramfs.cpio");
-    build_initramfs(inputs, scenarios, &initrd)?;
+    build_initramfs(inputs, &scenarios, &initrd)?;
     let serial_path = work.join("serial.log");
     let verbose = std::env::var_os("MVM_L2_VERBOSE").is_some_and(|v| v != "0");
 

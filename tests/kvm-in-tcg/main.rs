@@ -187,6 +187,32 @@ echo "NET-SECONDS=$(since $t0)"
 "#
             ),
         ),
+        // f. Volumes on our VMM: virtio-fs through vhost-user to virtiofsd (its namespace
+        // sandbox), guest RAM as a shared memfd. A named volume outlives its container, a
+        // bind mount shows host files both ways, `:ro` refuses writes in the guest, and no
+        // virtiofsd is left when the containers are gone.
+        Scenario::new(
+            "volumes",
+            &format!(
+                r#"fsd() {{ for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = virtiofsd ] && echo "${{p#/proc/}}"; done; }}
+{MVM} volume create v1 >/dev/null; echo "CREATE=$?"
+{MVM} run --rm --network none -v v1:/data busybox sh -c 'echo kept > /data/f' >w.txt 2>&1; echo "WRITE=$?"
+cat w.txt
+{MVM} run --rm --network none -v v1:/data busybox cat /data/f >r.txt 2>&1; echo "READ=$?"
+echo "READ<<"; cat r.txt; echo ">>"
+mkdir -p host && echo from-host > host/hello
+{MVM} run --rm --network none -v $PWD/host:/h busybox sh -c 'cat /h/hello; echo from-guest > /h/back' >b.txt 2>&1; echo "BIND=$?"
+echo "BIND<<"; cat b.txt; echo ">>"
+echo "BACK<<"; cat host/back 2>&1; echo ">>"
+{MVM} run --rm --network none -v $PWD/host:/h:ro busybox sh -c 'echo x > /h/ro 2>/dev/null; echo "RO-WRITE=$?"; cat /h/hello' >ro.txt 2>&1; echo "RO=$?"
+cat ro.txt
+echo "RO-FILE=$([ -e host/ro ] && echo present || echo absent)"
+{MVM} volume rm v1 >/dev/null; echo "VOLUME-RM=$?"
+echo "VIRTIOFSD-LEFT=$(fsd | wc -l)"
+echo "LEFT=$({MVM} ps -aq | wc -l)"
+"#
+            ),
+        ),
     ];
     for s in &mut v {
         s.timeout = Duration::from_secs(90);
@@ -508,5 +534,47 @@ fn mvm_network_bridge_ports_dns_isolation_cleanup() {
         if let Some(s) = value(o, key) {
             eprintln!("kvm-in-tcg: network {key}: {s} s (nested)");
         }
+    }
+}
+
+#[test]
+fn mvm_volumes_named_bind_and_read_only_over_virtio_fs() {
+    let o = outcome("volumes");
+    expect_rc(o, 0);
+    for (key, want) in [
+        ("CREATE", "0"),
+        ("WRITE", "0"),
+        ("READ", "0"),
+        ("BIND", "0"),
+        ("RO", "0"),
+        ("RO-FILE", "absent"),
+        ("VOLUME-RM", "0"),
+        ("VIRTIOFSD-LEFT", "0"),
+        ("LEFT", "0"),
+    ] {
+        if value(o, key) != Some(want) {
+            fail(o, &format!("{key} should be {want}"));
+        }
+    }
+    if section(o, "READ") != "kept\n" {
+        fail(
+            o,
+            "a second container should read what the first wrote to volume v1",
+        );
+    }
+    if section(o, "BIND") != "from-host\n" {
+        fail(o, "the bind mount should show the host's file");
+    }
+    if section(o, "BACK") != "from-guest\n" {
+        fail(
+            o,
+            "the guest's write through the bind mount should reach the host",
+        );
+    }
+    if value(o, "RO-WRITE").is_none_or(|rc| rc == "0") || !o.output.contains("\nfrom-host\n") {
+        fail(
+            o,
+            "a :ro bind mount should refuse writes and still be readable",
+        );
     }
 }

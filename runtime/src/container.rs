@@ -252,7 +252,19 @@ impl ContainerDirs {
             }
         }
         let _ = fs::remove_dir_all(&self.run);
-        let _ = fs::remove_dir_all(&self.dir);
+        // A command that resolved the container just before may create its lock file in the
+        // directory while it is being removed (then it finds no record and gives up).
+        for _ in 0..3 {
+            if fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+                break;
+            }
+        }
+    }
+
+    /// Takes the container's [`CommandLock`], waiting for the command that holds it.
+    pub fn command_lock(&self) -> std::io::Result<CommandLock> {
+        mvm_rootfs::fsutil::LockFile::acquire(&self.dir.join(".command.lock"))
+            .map(|file| CommandLock { _file: file })
     }
 
     /// The record file.
@@ -334,6 +346,28 @@ pub fn resolve(root: &Path, key: &str) -> Result<(ContainerDirs, ContainerRecord
         [] => Err(format!("No such container: {key}")),
         _ => Err(format!("Multiple IDs found with provided prefix: {key}")),
     }
+}
+
+/// Held while a command changes a container's state (start, stop, restart, rm, pause, ...):
+/// two such commands on one container run one after the other, so two `start`s cannot both
+/// spawn a monitor. The owner of a running VM never holds it, so a stop is never kept waiting
+/// by the container it stops.
+pub struct CommandLock {
+    _file: mvm_rootfs::fsutil::LockFile,
+}
+
+/// As [`resolve`], holding the container's [`CommandLock`]; the record is read after the lock
+/// is taken, so it is what the previous command left.
+pub fn resolve_locked(
+    root: &Path,
+    key: &str,
+) -> Result<(ContainerDirs, ContainerRecord, CommandLock), String> {
+    let (dirs, _) = resolve(root, key)?;
+    let gone = || format!("No such container: {key}");
+    // Removed meanwhile: the lock file's directory is gone (ENOENT) or its record is.
+    let lock = dirs.command_lock().map_err(|_| gone())?;
+    let rec = dirs.load().map_err(|_| gone())?;
+    Ok((dirs, rec, lock))
 }
 
 /// Every container record under `root`.

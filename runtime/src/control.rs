@@ -64,7 +64,7 @@ pub fn set_paused(dirs: &ContainerDirs, rec: &ContainerRecord, paused: bool) -> 
 /// `mvm pause`: the VM's vCPUs (the whole hypervisor) stop until `unpause`.
 pub fn pause(root: &Path, keys: &[String]) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
+        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
         match rec.effective().0 {
             "running" => {}
             "paused" => return Err(format!("Container {} is already paused", rec.id)),
@@ -77,7 +77,7 @@ pub fn pause(root: &Path, keys: &[String]) -> Result<i32, CliError> {
 /// `mvm unpause`.
 pub fn unpause(root: &Path, keys: &[String]) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
+        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
         if rec.effective().0 != "paused" {
             return Err(format!("Container {} is not paused", rec.id));
         }
@@ -99,17 +99,17 @@ pub fn start(
                 "you cannot start and attach multiple containers at once".into(),
             ));
         };
-        let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
+        let (dirs, rec, lock) = container::resolve_locked(root, key).map_err(failed)?;
         if rec.is_running() {
             return Err(failed(format!(
-                "Container {} is already running; use mvm exec or mvm logs -f",
+                "Container {} is already running; use mvm attach",
                 rec.id
             )));
         }
-        return run::start_attached(root, &dirs, interactive);
+        return run::start_attached(root, &dirs, interactive, lock);
     }
     each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
+        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
         if rec.is_running() {
             // As Docker: starting a running container is not an error.
             return Ok(());
@@ -123,7 +123,7 @@ pub fn start(
 /// `mvm restart`: stop (as `stop -t`), then start.
 pub fn restart(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
+        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
         stop_one(&dirs, &rec, timeout);
         if !dirs.dir.exists() {
             // It was started with --rm and went with its stop.
@@ -172,7 +172,13 @@ pub fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
         if rec.is_running() {
             continue;
         }
-        let dirs = ContainerDirs::new(root, &rec.id);
+        // Started meanwhile, or removed: not ours to prune.
+        let Ok((dirs, rec, _lock)) = container::resolve_locked(root, &rec.id) else {
+            continue;
+        };
+        if rec.is_running() {
+            continue;
+        }
         bytes += disk_usage(&dirs.dir);
         dirs.remove();
         removed.push(rec.id);

@@ -211,54 +211,6 @@ pub fn logs(
     Ok(0)
 }
 
-/// `mvm attach`: the running container's output from now on, our signals forwarded to its
-/// process (Docker's --sig-proxy), and its exit code once it stops. The container's stdin
-/// stays with whoever started it.
-pub fn attach(root: &Path, key: &str, sig_proxy: bool) -> Result<i32, CliError> {
-    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    match rec.effective().0 {
-        "running" | "restarting" => {}
-        "paused" => {
-            return Err(failed(
-                "You cannot attach to a paused container, unpause it first",
-            ));
-        }
-        _ => {
-            return Err(failed(
-                "You cannot attach to a stopped container, start it first",
-            ));
-        }
-    }
-    if sig_proxy {
-        let set = crate::session::forwarded_signals();
-        set.thread_block()
-            .map_err(|e| failed(format!("cannot block signals: {e}")))?;
-        let control = dirs.control_path();
-        std::thread::spawn(move || {
-            while let Ok(sig) = set.wait() {
-                if sig != nix::sys::signal::Signal::SIGWINCH {
-                    let _ = request_signal(&control, sig as i32);
-                }
-            }
-        });
-    }
-    let path = dirs.log_path();
-    let mut seen = crate::logs::read_entries(&path).map_err(failed)?.len();
-    loop {
-        let running = dirs.load().is_ok_and(|r| r.is_running());
-        let entries = crate::logs::read_entries(&path).map_err(failed)?;
-        for e in entries.iter().skip(seen) {
-            print_entry(e, false);
-        }
-        seen = entries.len().max(seen);
-        if !running {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(dirs.load().ok().and_then(|r| r.effective().1).unwrap_or(0))
-}
-
 fn wait_stopped(dirs: &ContainerDirs, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -295,7 +247,7 @@ fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
 /// `mvm stop`: the stop signal, then SIGKILL after the timeout, then the VM goes.
 pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
+        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
         stop_one(&dirs, &rec, timeout);
         Ok(())
     })
@@ -367,7 +319,7 @@ pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError>
 /// `mvm rm` (`-v`: with the container's anonymous volumes).
 pub fn rm(root: &Path, keys: &[String], force: bool, volumes: bool) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
+        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
         if rec.is_running() {
             if !force {
                 return Err(format!(
@@ -624,6 +576,7 @@ pub fn exec(
         spec,
         crate::session::Stdio {
             stdin: opts.interactive && !detached_child,
+            open_stdin: false,
             tty: opts.tty,
             attached: !detached_child,
         },

@@ -1,6 +1,7 @@
 //! `mvm`: containers in KVM microVMs, with Docker's interface.
 
 mod agent_disk;
+mod attach;
 mod backend;
 mod build;
 mod commit;
@@ -145,14 +146,17 @@ enum Command {
         /// Container.
         container: String,
     },
-    /// Attach to a running container's output (and forward signals to it).
+    /// Attach local standard input, output, and error streams to a running container.
     Attach {
-        /// Proxy all received signals to the process.
+        /// Proxy all received signals to the process (not with a terminal).
         #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
         sig_proxy: bool,
-        /// Do not attach STDIN (the only mode: stdin stays with whoever started it).
+        /// Do not attach STDIN.
         #[arg(long = "no-stdin")]
         no_stdin: bool,
+        /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q).
+        #[arg(long = "detach-keys")]
+        detach_keys: Option<String>,
         /// Container.
         container: String,
     },
@@ -648,9 +652,18 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         }
         Command::Attach {
             sig_proxy,
-            no_stdin: _,
+            no_stdin,
+            detach_keys,
             container,
-        } => lifecycle::attach(&cli.root, container, *sig_proxy),
+        } => attach::attach(
+            &cli.root,
+            container,
+            &attach::AttachOptions {
+                sig_proxy: *sig_proxy,
+                no_stdin: *no_stdin,
+                detach_keys: detach_keys.clone(),
+            },
+        ),
         Command::Port { container, private } => {
             network_cmds::port(&cli.root, container, private.as_deref())
         }

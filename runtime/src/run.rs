@@ -517,7 +517,16 @@ pub fn run(
     if opts.detach {
         return start_monitor(root, &dirs, Start::New);
     }
-    let result = run_container(started, selection.kind, &dirs, true, opts.interactive);
+    // Until it runs, no other command may start or remove it.
+    let lock = dirs.command_lock().map_err(CliError::runtime)?;
+    let result = run_container(
+        started,
+        selection.kind,
+        &dirs,
+        true,
+        opts.interactive,
+        Some(lock),
+    );
     let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
     // A process that ran and whose policy brings it back is handed to a monitor, as
     // Docker's daemon would take over after an attached `run`.
@@ -722,14 +731,23 @@ pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i
 }
 
 /// `start -a`: runs an existing container attached to this terminal (`-i`: with stdin).
+/// `lock` is held until the container runs.
 pub fn start_attached(
     root: &Path,
     dirs: &ContainerDirs,
     interactive: bool,
+    lock: container::CommandLock,
 ) -> Result<i32, CliError> {
     let rec = prepare_start(dirs)?;
     let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
-    let result = run_container(std::time::Instant::now(), kind, dirs, true, interactive);
+    let result = run_container(
+        std::time::Instant::now(),
+        kind,
+        dirs,
+        true,
+        interactive,
+        Some(lock),
+    );
     let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
     if hand_to_monitor(root, dirs, code) {
         return result;
@@ -764,7 +782,7 @@ pub fn monitor(root: &Path, id: &str) -> i32 {
     let mut backoff = RESTART_BACKOFF_MIN;
     loop {
         let t0 = std::time::Instant::now();
-        let result = run_container(t0, kind, &dirs, false, false);
+        let result = run_container(t0, kind, &dirs, false, false, None);
         let rec = match dirs.load() {
             Ok(r) => r,
             Err(_) => return 125,
@@ -806,13 +824,15 @@ pub fn monitor(root: &Path, id: &str) -> i32 {
 }
 
 /// Boots the container's VM, runs its process and returns its exit code. `attached` copies
-/// the output to our terminal and forwards our stdin; the log always gets it.
+/// the output to our terminal and forwards our stdin; the log always gets it. `lock` (the
+/// container's command lock) is released once the process runs.
 fn run_container(
     started: std::time::Instant,
     kind: backend::Kind,
     dirs: &ContainerDirs,
     attached: bool,
     interactive: bool,
+    lock: Option<container::CommandLock>,
 ) -> Result<i32, CliError> {
     let rec = dirs.load().map_err(CliError::runtime)?;
     // The writable disk is made once and kept across restarts, as a container's layer is.
@@ -882,7 +902,7 @@ fn run_container(
         .map_err(CliError::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
     let vm_pids = vm.pids();
-    let mark_running = || {
+    let mark_running = move || {
         if let Err(e) = dirs.update(|r| {
             r.status = "running".into();
             r.pid = Some(std::process::id());
@@ -891,6 +911,7 @@ fn run_container(
         }) {
             tracing::warn!("cannot record the container as running: {e}");
         }
+        drop(lock);
     };
     let process = ProcessSpec {
         args: rec.args.clone(),
@@ -898,7 +919,8 @@ fn run_container(
         cwd: rec.cwd.clone(),
         user: rec.user.clone(),
         terminal: rec.tty,
-        stdin: attached && interactive,
+        // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
+        stdin: rec.interactive || (attached && interactive),
         rlimits: Vec::new(),
     };
     let raw = if attached && rec.tty && interactive && crate::terminal::is_tty(0) {
@@ -914,6 +936,7 @@ fn run_container(
         process,
         Stdio {
             stdin: attached && interactive,
+            open_stdin: rec.interactive || (attached && interactive),
             tty: rec.tty,
             attached,
         },

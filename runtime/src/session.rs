@@ -133,6 +133,8 @@ pub fn forwarded_signals() -> SigSet {
 pub struct Stdio {
     /// Forward our stdin.
     pub stdin: bool,
+    /// The process's stdin is open to `mvm attach` clients (created with `-i`).
+    pub open_stdin: bool,
     /// A terminal (`-t`).
     pub tty: bool,
     /// Copy the output to our stdout and stderr (`mvm run` without `-d`).
@@ -198,9 +200,15 @@ pub fn run_process(
         let tty = stdio.tty;
         std::thread::spawn(move || forward_signals(&w, tty));
     }
+    let attachers = Attachers::default();
     if let Some(listener) = control {
-        let w = writer.clone();
-        std::thread::spawn(move || serve_control(&listener, &w));
+        let ctl = Control {
+            writer: writer.clone(),
+            attachers: attachers.clone(),
+            open_stdin: stdio.open_stdin,
+            tty: stdio.tty,
+        };
+        std::thread::spawn(move || serve_control(&listener, &ctl));
     }
 
     let stdout = std::io::stdout();
@@ -221,6 +229,7 @@ pub fn run_process(
                     // A closed stdout (`| head`) must not stop the container's other output.
                     let _ = out.write_all(&data).and_then(|()| out.flush());
                 }
+                attachers.send(Stream::Stdout, data);
             }
             Some(Frame::Data {
                 stream: Stream::Stderr,
@@ -235,12 +244,14 @@ pub fn run_process(
                     let mut err = stderr.lock();
                     let _ = err.write_all(&data).and_then(|()| err.flush());
                 }
+                attachers.send(Stream::Stderr, data);
             }
             Some(Frame::Data { .. }) => {}
             Some(Frame::Control(AgentMessage::Exited { code, signal })) => {
                 if let Some(log) = log.as_mut() {
                     let _ = log.flush();
                 }
+                attachers.end(AgentMessage::Exited { code, signal });
                 // Closing tells the agent we have everything; it then powers the VM off.
                 let _ = control_stream.shutdown(std::net::Shutdown::Both);
                 return Ok(container_exit_code(code, signal));
@@ -251,35 +262,172 @@ pub fn run_process(
             Some(Frame::Control(other)) => {
                 tracing::debug!("ignoring agent message {other:?}");
             }
-            None => return Err(SessionError::Protocol(ProtocolError::Closed)),
+            None => {
+                attachers.end(AgentMessage::Error {
+                    message: "the connection to the container's agent was lost".into(),
+                });
+                return Err(SessionError::Protocol(ProtocolError::Closed));
+            }
         }
     }
 }
 
-/// Serves the control socket: `signal N` lines from `mvm kill` and `mvm stop`.
-fn serve_control(listener: &UnixListener, writer: &SharedWriter) {
-    use std::io::BufRead;
+/// Output frames queued for one `mvm attach` client before it counts as stuck and is
+/// dropped (each up to 64 KiB): a client that does not read must not hold up the container.
+const ATTACH_QUEUE: usize = 256;
+
+/// The `mvm attach` clients of a running process: each gets its output from the moment it
+/// attached, then how it ended.
+#[derive(Clone, Default)]
+struct Attachers(Arc<Mutex<AttachList>>);
+
+#[derive(Default)]
+struct AttachList {
+    clients: Vec<std::sync::mpsc::SyncSender<Frame<AgentMessage>>>,
+    /// The process ended: no more clients.
+    ended: bool,
+}
+
+impl Attachers {
+    /// Adds a client; false once the process ended.
+    fn add(&self, tx: std::sync::mpsc::SyncSender<Frame<AgentMessage>>) -> bool {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.ended {
+            list.clients.push(tx);
+        }
+        !list.ended
+    }
+
+    fn broadcast(list: &mut AttachList, frame: &Frame<AgentMessage>) {
+        use std::sync::mpsc::TrySendError;
+        list.clients.retain(|tx| match tx.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("dropping an attached client that does not read its output");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+
+    /// Output for every client.
+    fn send(&self, stream: Stream, data: Vec<u8>) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.clients.is_empty() {
+            Self::broadcast(&mut list, &Frame::Data { stream, data });
+        }
+    }
+
+    /// The last message for every client; their connections then close.
+    fn end(&self, last: AgentMessage) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Self::broadcast(&mut list, &Frame::Control(last));
+        list.clients.clear();
+        list.ended = true;
+    }
+}
+
+/// What the control socket serves.
+struct Control {
+    writer: SharedWriter,
+    attachers: Attachers,
+    open_stdin: bool,
+    tty: bool,
+}
+
+/// Serves the control socket: `signal N` lines from `mvm kill` and `mvm stop`, and `attach`
+/// from `mvm attach`, after which the connection carries frames: the process's output to the
+/// client, its stdin, signals and terminal size from it.
+fn serve_control(listener: &UnixListener, ctl: &Control) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
+        // A client that never sends its request must not hold up the next one.
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let mut line = String::new();
-        let mut reader = BufReader::new(&conn);
-        if reader.read_line(&mut line).is_err() {
-            continue;
+        // Byte by byte: after an `attach` line the frames follow on the same stream.
+        let mut byte = [0u8];
+        while line.len() < 64 {
+            match (&conn).read(&mut byte) {
+                Ok(1) if byte[0] != b'\n' => line.push(byte[0] as char),
+                _ => break,
+            }
         }
-        let answer = match line.trim().split_once(' ') {
-            Some(("signal", n)) => match n.parse::<i32>() {
+        let answer = match line.trim().split_once(' ').unwrap_or((line.trim(), "")) {
+            ("signal", n) => match n.parse::<i32>() {
                 Ok(signal) if (1..=64).contains(&signal) => {
-                    match send(writer, &HostMessage::Signal { signal }) {
+                    match send(&ctl.writer, &HostMessage::Signal { signal }) {
                         Ok(()) => "ok\n".to_string(),
                         Err(e) => format!("error {e}\n"),
                     }
                 }
                 _ => "error bad signal\n".to_string(),
             },
+            ("attach", _) => match attach_client(conn.try_clone(), ctl) {
+                Ok(()) => continue,
+                Err(e) => format!("error {e}\n"),
+            },
             _ => "error unknown request\n".to_string(),
         };
         let _ = (&conn).write_all(answer.as_bytes());
     }
+}
+
+/// Takes on one `mvm attach` client: a thread writes it the output, another reads its input.
+fn attach_client(conn: std::io::Result<UnixStream>, ctl: &Control) -> Result<(), String> {
+    let conn = conn.map_err(|e| e.to_string())?;
+    let out = conn.try_clone().map_err(|e| e.to_string())?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Frame<AgentMessage>>(ATTACH_QUEUE);
+    (&conn)
+        .write_all(b"ok\n")
+        .map_err(|e| format!("cannot answer: {e}"))?;
+    if !ctl.attachers.add(tx) {
+        return Err("the container's process has ended".into());
+    }
+    std::thread::spawn(move || {
+        let mut w = FrameWriter::new(std::io::BufWriter::new(&out));
+        // Ends when the process ended (after its last message) or the client was dropped.
+        for frame in rx {
+            if w.write_frame(&frame).and_then(|()| w.flush()).is_err() {
+                break;
+            }
+        }
+        drop(w);
+        let _ = out.shutdown(std::net::Shutdown::Write);
+    });
+    let writer = ctl.writer.clone();
+    let (open_stdin, tty) = (ctl.open_stdin, ctl.tty);
+    std::thread::spawn(move || {
+        let _ = conn.set_read_timeout(None);
+        let mut r = FrameReader::new(BufReader::new(&conn));
+        loop {
+            let forwarded = match r.read_frame::<HostMessage>() {
+                Ok(Some(Frame::Data {
+                    stream: Stream::Stdin,
+                    data,
+                })) if open_stdin && !data.is_empty() => {
+                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    w.write_data(Stream::Stdin, &data).and_then(|()| w.flush())
+                }
+                // As Docker's detached `-i` containers: one client's end of input does not
+                // close the process's stdin for the next.
+                Ok(Some(Frame::Data { .. })) => Ok(()),
+                Ok(Some(Frame::Control(HostMessage::Signal { signal })))
+                    if (1..=64).contains(&signal) =>
+                {
+                    send(&writer, &HostMessage::Signal { signal })
+                }
+                Ok(Some(Frame::Control(HostMessage::Resize { rows, cols }))) if tty => {
+                    send(&writer, &HostMessage::Resize { rows, cols })
+                }
+                Ok(Some(Frame::Control(_))) => Ok(()),
+                Ok(None) | Err(_) => return,
+            };
+            if forwarded.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Asks the process owning a container to signal it, through its control socket.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestRoot, stderr, stdout};
+use common::{TestRoot, eventually, stderr, stdout};
 
 const MVM: &str = env!("CARGO_BIN_EXE_mvm");
 
@@ -762,5 +762,114 @@ fn logs_since_and_until() {
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert_eq!(r.mvm(&["rm", "-f", &id]).status.code(), Some(0));
+    assert_clean(&r);
+}
+
+#[test]
+fn attach_takes_stdin_of_an_interactive_container_and_detaches_with_keys() {
+    let r = root();
+    // Created with -i, the process's stdin waits for whoever attaches.
+    run_d(
+        &r,
+        &[
+            "-i",
+            "--name",
+            "reader",
+            "busybox",
+            "sh",
+            "-c",
+            "read l; echo got:$l; echo err:$l >&2; exit 3",
+        ],
+    );
+    let o = r.mvm_stdin(&["attach", "reader"], b"hi\n");
+    assert_eq!(stdout(&o), "got:hi\n", "{}", stderr(&o));
+    assert_eq!(stderr(&o), "err:hi\n");
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(r.ok(&["ps", "-a", "--format", "{{.State}}"]), "exited\n");
+    r.ok(&["rm", "reader"]);
+
+    // The detach sequence leaves the container running; what came before it was delivered,
+    // and a client's end of input does not close the process's stdin for the next one.
+    run_d(&r, &["-i", "--name", "cat", "busybox", "cat"]);
+    let o = r.mvm_stdin(
+        &["attach", "--detach-keys", "ctrl-x", "cat"],
+        b"one\n\x18two\n",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("read escape sequence"),
+        "{}",
+        stderr(&o)
+    );
+    let o = r.mvm_stdin(&["attach", "cat"], b"three\n\x10\x11");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    eventually("the log to show both inputs", || {
+        (r.ok(&["logs", "cat"]) == "one\nthree\n").then_some(())
+    });
+    assert!(
+        r.ok(&["ps"]).contains("cat"),
+        "still running after detaching"
+    );
+    // --no-stdin: input is not delivered; the client follows the output until the end.
+    let mut child = r
+        .cmd(&["attach", "--no-stdin", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"four\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    r.ok(&["kill", "cat"]);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(137));
+    assert!(!stdout(&o).contains("four"), "{}", stdout(&o));
+    assert_eq!(r.ok(&["logs", "cat"]), "one\nthree\n");
+
+    let o = r.mvm(&["attach", "--detach-keys", "ctrl-1", "cat"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    r.ok(&["rm", "-f", "cat"]);
+    assert_clean(&r);
+}
+
+#[test]
+fn concurrent_starts_of_one_container_run_one_monitor() {
+    let r = root();
+    r.ok(&["create", "--name", "once", "busybox", "sleep", "600"]);
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            r.cmd(&["start", "once"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for s in starts {
+        let o = s.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "once\n");
+    }
+    let monitors = r
+        .leftover_processes()
+        .into_iter()
+        .filter(|p| p.contains("__monitor"))
+        .count();
+    assert_eq!(monitors, 1, "{:?}", r.leftover_processes());
+    // A stop and a start racing end in one of the two states, never in a half-started one.
+    let stop = r.cmd(&["stop", "-t", "1", "once"]).spawn().unwrap();
+    let start = r.cmd(&["start", "once"]).output().unwrap();
+    assert_eq!(start.status.code(), Some(0), "{}", stderr(&start));
+    assert!(stop.wait_with_output().unwrap().status.success());
+    let state = r.ok(&["ps", "-a", "--format", "{{.State}}"]);
+    assert!(state == "running\n" || state == "exited\n", "{state}");
+    let monitors = r
+        .leftover_processes()
+        .into_iter()
+        .filter(|p| p.contains("__monitor"))
+        .count();
+    assert!(monitors <= 1, "{:?}", r.leftover_processes());
+    r.ok(&["rm", "-f", "once"]);
     assert_clean(&r);
 }

@@ -32,7 +32,7 @@ pub use frame::{
 };
 pub use handshake::{check_version, host_handshake};
 pub use message::{
-    AgentMessage, HostMessage, ProcessSpec, Rlimit, StartFailedKind, container_exit_code,
+    AgentMessage, HostMessage, NetworkUp, ProcessSpec, Rlimit, StartFailedKind, container_exit_code,
 };
 pub use reader::FrameReader;
 pub use writer::FrameWriter;

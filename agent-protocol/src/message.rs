@@ -26,10 +26,39 @@ pub enum HostMessage {
         /// Columns.
         cols: u16,
     },
+    /// Instead of `Start`: configure the interface with this MAC address (a network connected
+    /// to the running container). The agent answers `Done` or `Error` and closes.
+    NetworkUp(NetworkUp),
+    /// Instead of `Start`: remove the address of the interface with this MAC address and take
+    /// it down (a network disconnected). The agent answers `Done` or `Error` and closes.
+    NetworkDown {
+        /// `aa:bb:cc:dd:ee:ff`.
+        mac: String,
+    },
     /// A message type this version does not know (sent by a newer peer). Never sent; the
     /// receiver answers it with an `Error` and carries on.
     #[serde(other)]
     Unknown,
+}
+
+/// One interface's configuration, as `mvm.net` gives it at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkUp {
+    /// The interface's MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Its IPv4 address.
+    pub address: std::net::Ipv4Addr,
+    /// The prefix length of its subnet, 1 to 32.
+    pub prefix: u8,
+    /// The default route through this gateway (replacing any other), when set.
+    #[serde(default)]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// The MTU, when set.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// The `nameserver` of /etc/resolv.conf (replacing the others), when set.
+    #[serde(default)]
+    pub dns: Option<std::net::Ipv4Addr>,
 }
 
 /// A control message from the agent to the host.
@@ -69,6 +98,8 @@ pub enum AgentMessage {
         /// The signal number when the process was killed by a signal.
         signal: Option<i32>,
     },
+    /// A `NetworkUp` or `NetworkDown` was carried out.
+    Done,
     /// A message type this version does not know (sent by a newer peer). Never sent.
     #[serde(other)]
     Unknown,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use mvm_agent_protocol::DEFAULT_VSOCK_PORT;
 
-pub use net::{HostEntry, MacAddr, NetConfig};
+pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig};
 pub use volume::{
     ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
     in_kernel_dir,

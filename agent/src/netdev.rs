@@ -141,6 +141,52 @@ pub fn configure(nets: &[NetConfig]) -> Result<Vec<String>, NetError> {
     Ok(names)
 }
 
+/// Configures one interface of a running container (`network_up`): as at boot, and with a
+/// gateway the default route moves to it. Returns the interface's name.
+pub fn connect(net: &NetConfig) -> Result<String, NetError> {
+    let sock = IfSocket::new().map_err(NetError::List)?;
+    if net.gateway.is_some() {
+        // At most a few: one per interface that had the route.
+        for _ in 0..16 {
+            match sock.del_default_route() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(source) => {
+                    return Err(NetError::Configure {
+                        iface: "-".into(),
+                        mac: net.mac,
+                        step: "removing the old default route".into(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    configure(std::slice::from_ref(net)).map(|mut names| names.remove(0))
+}
+
+/// Removes the address of the interface with `mac` and takes it down (`network_down`).
+pub fn disconnect(mac: MacAddr) -> Result<String, NetError> {
+    let sock = IfSocket::new().map_err(NetError::List)?;
+    let iface = find_by_mac(&sock, mac)?;
+    let fail = |step: &str| {
+        let iface = iface.clone();
+        let step = step.to_string();
+        move |source| NetError::Configure {
+            iface,
+            mac,
+            step,
+            source,
+        }
+    };
+    // Setting 0.0.0.0 deletes the interface's primary IPv4 address.
+    sock.set_addr(&iface, std::net::Ipv4Addr::UNSPECIFIED)
+        .map_err(fail("removing its address"))?;
+    sock.set_down(&iface).map_err(fail("taking it down"))?;
+    log_debug!("{iface}: down");
+    Ok(iface)
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -247,6 +293,42 @@ mod tests {
                 routes.contains("10.89.0.0/24 proto kernel scope link src 10.89.0.2"),
                 "{routes}"
             );
+        });
+    }
+
+    #[test]
+    fn connect_moves_the_default_route_and_disconnect_removes_the_address() {
+        in_new_netns(|| {
+            veth("v0", "02:42:0a:58:00:02");
+            veth("v1", "02:42:0a:59:00:02");
+            configure(&[net("02:42:0a:58:00:02,10.88.0.2/16,10.88.0.1")]).unwrap();
+            // A second network without a gateway keeps the route where it is.
+            let name = connect(&net("02:42:0a:59:00:02,10.89.0.2/24,-")).unwrap();
+            assert_eq!(name, "v1");
+            let addr = ip(&["-4", "-o", "addr", "show", "dev", "v1"]);
+            assert!(addr.contains("inet 10.89.0.2/24"), "{addr}");
+            let routes = ip(&["-4", "route", "show", "default"]);
+            assert_eq!(routes.trim(), "default via 10.88.0.1 dev v0");
+            // The first one goes: its address and routes with it; the route moves.
+            let mac = net("02:42:0a:58:00:02,10.88.0.2/16,-").mac;
+            assert_eq!(disconnect(mac).unwrap(), "v0");
+            let addr = ip(&["-4", "-o", "addr", "show", "dev", "v0"]);
+            assert!(addr.trim().is_empty(), "{addr}");
+            let link = ip(&["-o", "link", "show", "dev", "v0"]);
+            let flags = link.split(['<', '>']).nth(1).unwrap_or("");
+            assert!(!flags.split(',').any(|f| f == "UP"), "{link}");
+            assert!(ip(&["-4", "route", "show", "default"]).trim().is_empty());
+            connect(&net("02:42:0a:59:00:02,10.89.0.2/24,10.89.0.1")).unwrap();
+            let routes = ip(&["-4", "route", "show", "default"]);
+            assert_eq!(routes.trim(), "default via 10.89.0.1 dev v1");
+            // Again: idempotent, the route replaced rather than doubled.
+            connect(&net("02:42:0a:59:00:02,10.89.0.2/24,10.89.0.1")).unwrap();
+            let routes = ip(&["-4", "route", "show", "default"]);
+            assert_eq!(routes.trim(), "default via 10.89.0.1 dev v1");
+            assert!(matches!(
+                disconnect(net("02:42:0a:5f:00:02,10.9.0.2/24,-").mac),
+                Err(NetError::NoInterface { .. })
+            ));
         });
     }
 

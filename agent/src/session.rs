@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 
+use crate::cmdline::{MAX_MTU, MIN_MTU, MacAddr, NetConfig};
 use crate::pty::set_window_size;
 use crate::reaper::{ExitInfo, Reaper, pidfd_open};
 use crate::spawn::{SpawnContext, Spawned, spawn};
@@ -146,6 +147,30 @@ pub fn serve<S: Read + Write + AsFd>(
     let spec = loop {
         match conn.recv() {
             Ok(Some(Frame::Control(HostMessage::Start(spec)))) => break spec,
+            Ok(Some(Frame::Control(HostMessage::NetworkUp(up)))) => {
+                let answer = match network_up(&up, &config.etc_dir) {
+                    Ok(()) => AgentMessage::Done,
+                    Err(message) => AgentMessage::Error { message },
+                };
+                conn.send(&answer)?;
+                conn.close(config.close_timeout);
+                return Ok(SessionOutcome::NoProcess);
+            }
+            Ok(Some(Frame::Control(HostMessage::NetworkDown { mac }))) => {
+                let answer = match MacAddr::parse(&mac)
+                    .map_err(|e| format!("network_down: {e}"))
+                    .and_then(|mac| crate::netdev::disconnect(mac).map_err(|e| e.to_string()))
+                {
+                    Ok(iface) => {
+                        log_debug!("network down on {iface}");
+                        AgentMessage::Done
+                    }
+                    Err(message) => AgentMessage::Error { message },
+                };
+                conn.send(&answer)?;
+                conn.close(config.close_timeout);
+                return Ok(SessionOutcome::NoProcess);
+            }
             Ok(Some(Frame::Control(HostMessage::Resize { rows, cols }))) => {
                 window = Some((rows, cols))
             }
@@ -202,6 +227,38 @@ pub fn serve<S: Read + Write + AsFd>(
     result
 }
 
+/// Carries out a `network_up`: the interface, and the nameserver in `etc`/resolv.conf.
+fn network_up(up: &mvm_agent_protocol::NetworkUp, etc: &std::path::Path) -> Result<(), String> {
+    let mac = MacAddr::parse(&up.mac).map_err(|e| format!("network_up: {e}"))?;
+    if !(1..=32).contains(&up.prefix) {
+        return Err(format!("network_up: bad prefix length {}", up.prefix));
+    }
+    if let Some(mtu) = up.mtu
+        && !(MIN_MTU..=MAX_MTU).contains(&mtu)
+    {
+        return Err(format!("network_up: bad MTU {mtu}"));
+    }
+    let iface = crate::netdev::connect(&NetConfig {
+        mac,
+        addr: up.address,
+        prefix: up.prefix,
+        gateway: up.gateway,
+        mtu: up.mtu,
+    })
+    .map_err(|e| e.to_string())?;
+    log_debug!("network up on {iface}: {}/{}", up.address, up.prefix);
+    if let Some(dns) = up.dns {
+        let path = etc.join("resolv.conf");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(
+            &path,
+            crate::boot::etc_files::replace_nameservers(&old, dns),
+        )
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Answers with an `Error`, lets the host read it, and gives up on this connection.
 fn refuse<S: Read + Write + AsFd>(
     conn: &mut Conn<S>,
@@ -220,6 +277,8 @@ fn describe(frame: &HostFrame) -> String {
         Frame::Control(HostMessage::Start(_)) => "start".into(),
         Frame::Control(HostMessage::Signal { .. }) => "signal".into(),
         Frame::Control(HostMessage::Resize { .. }) => "resize".into(),
+        Frame::Control(HostMessage::NetworkUp(_)) => "network_up".into(),
+        Frame::Control(HostMessage::NetworkDown { .. }) => "network_down".into(),
         Frame::Control(HostMessage::Unknown) => "a message of unknown type".into(),
         Frame::Data { stream, .. } => format!("{stream:?} data"),
     }

@@ -102,6 +102,10 @@ pub struct ContainerRecord {
     /// The container's interfaces, in the guest's order (eth0, eth1, ...).
     #[serde(default)]
     pub endpoints: Vec<crate::network::Endpoint>,
+    /// The running VM's network interfaces: the endpoints' and spare ones (a TAP on no
+    /// bridge, an unconfigured interface in the guest) that `network connect` can take up.
+    #[serde(default)]
+    pub nics: Vec<crate::backend::Nic>,
     /// Published ports (`-p`, `-P`); host ports filled in once bound.
     #[serde(default)]
     pub ports: Vec<crate::network::ports::PortMapping>,
@@ -247,8 +251,13 @@ impl ContainerDirs {
     /// Removes everything the container had on disk, and its TAP devices.
     pub fn remove(&self) {
         if let Ok(rec) = self.load() {
-            for e in &rec.endpoints {
-                crate::network::host::delete_tap(&e.tap);
+            for tap in rec
+                .endpoints
+                .iter()
+                .map(|e| &e.tap)
+                .chain(rec.nics.iter().map(|n| &n.tap))
+            {
+                crate::network::host::delete_tap(tap);
             }
         }
         let _ = fs::remove_dir_all(&self.run);

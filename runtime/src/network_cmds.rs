@@ -312,22 +312,22 @@ fn connect(
     container_key: &str,
     aliases: &[String],
 ) -> Result<i32, CliError> {
-    let _clock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
-        .map_err(CliError::runtime)?;
-    let (dirs, rec) = container::resolve(root, container_key).map_err(failed)?;
-    if rec.is_running() {
-        return Err(failed(format!(
-            "container {} is running: connecting a running microVM to a network is not supported yet; stop it, connect, then start it",
-            rec.name
-        )));
-    }
+    let (dirs, rec, _cmd) = container::resolve_locked(root, container_key).map_err(failed)?;
     if rec.network_mode == "none" {
         return Err(failed(format!(
             "container {} has --network none: it cannot join a network",
             rec.name
         )));
     }
-    let _lock = network::lock(root).map_err(CliError::runtime)?;
+    let running = rec.is_running();
+    if running && rec.effective().0 != "running" {
+        return Err(failed(format!(
+            "container {} is {}: connect it once it runs, or stop it first",
+            rec.name,
+            rec.effective().0
+        )));
+    }
+    let lock = network::lock(root).map_err(CliError::runtime)?;
     let net = if net_key == network::DEFAULT_NETWORK {
         network::default_locked(root)
     } else {
@@ -346,38 +346,74 @@ fn connect(
                 .into(),
         ));
     }
-    let index = (0..).find(|i| {
+    if running {
+        // One of the VM's spare interfaces takes the address.
+        let Some(nic) = rec
+            .nics
+            .iter()
+            .find(|n| !rec.endpoints.iter().any(|e| e.tap == n.tap))
+        else {
+            return Err(failed(format!(
+                "container {} has no spare network interface left (a microVM gets {} at start, MVM_SPARE_NICS): stop it, connect, then start it",
+                rec.name,
+                network::spare_nic_count()
+            )));
+        };
+        let mut ep = network::allocate_locked(root, &net, &rec.id, 0, aliases.to_vec(), &[])
+            .map_err(failed)?;
+        ep.tap = nic.tap.clone();
+        ep.mac = nic.mac.clone();
+        dirs.update(|r| r.endpoints.push(ep.clone()))
+            .map_err(failed)?;
+        let all = network::list(root);
+        let result = network::live::connect(&dirs, &rec, &net, &all, &ep);
+        drop(lock);
+        result.map_err(failed)?;
+        return Ok(0);
+    }
+    let index = (0..network::MAX_NICS).find(|i| {
         !rec.endpoints
             .iter()
             .any(|e| e.tap == network::tap_name(&rec.id, *i))
     });
-    let ep = network::allocate_locked(
-        root,
-        &net,
-        &rec.id,
-        index.unwrap_or(0),
-        aliases.to_vec(),
-        &[],
-    )
-    .map_err(failed)?;
+    let Some(index) = index else {
+        return Err(failed(format!(
+            "container {} is on {} networks, the most a microVM can have",
+            rec.name,
+            rec.endpoints.len()
+        )));
+    };
+    let ep = network::allocate_locked(root, &net, &rec.id, index, aliases.to_vec(), &[])
+        .map_err(failed)?;
     dirs.update(|r| r.endpoints.push(ep)).map_err(failed)?;
     Ok(0)
 }
 
 fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<i32, CliError> {
-    let (dirs, rec) = container::resolve(root, container_key).map_err(failed)?;
-    if rec.is_running() {
-        return Err(failed(format!(
-            "container {} is running: disconnecting a running microVM from a network is not supported yet; stop it first",
-            rec.name
-        )));
-    }
+    let (dirs, rec, _cmd) = container::resolve_locked(root, container_key).map_err(failed)?;
     let net = network::find(root, net_key).map_err(failed)?;
-    if !rec.endpoints.iter().any(|e| e.network_id == net.id) {
+    let Some(ep) = rec
+        .endpoints
+        .iter()
+        .find(|e| e.network_id == net.id)
+        .cloned()
+    else {
         return Err(failed(format!(
             "container {} is not connected to network {}",
             rec.name, net.name
         )));
+    };
+    if rec.is_running() {
+        if rec.effective().0 != "running" {
+            return Err(failed(format!(
+                "container {} is {}: disconnect it once it runs, or stop it first",
+                rec.name,
+                rec.effective().0
+            )));
+        }
+        let _lock = network::lock(root).map_err(CliError::runtime)?;
+        network::live::disconnect(&dirs, &rec, &ep).map_err(failed)?;
+        return Ok(0);
     }
     dirs.update(|r| r.endpoints.retain(|e| e.network_id != net.id))
         .map_err(failed)?;

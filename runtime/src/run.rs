@@ -500,6 +500,7 @@ pub fn run(
             vm_pids: Vec::new(),
             network_mode: network_mode.clone(),
             endpoints,
+            nics: Vec::new(),
             ports: ports.clone(),
             mounts: mounts.clone(),
         };
@@ -866,14 +867,8 @@ fn run_container(
             },
         ],
         run_dir: dirs.run.clone(),
-        nics: rec
-            .endpoints
-            .iter()
-            .map(|e| backend::Nic {
-                tap: e.tap.clone(),
-                mac: e.mac.clone(),
-            })
-            .collect(),
+        // Filled in once the TAPs exist.
+        nics: Vec::new(),
         shares: Vec::new(),
     };
     // Block the forwarded signals before any thread or child exists, so the session's
@@ -895,7 +890,11 @@ fn run_container(
         .map_err(|e| CliError::runtime(format!("cannot create the control socket: {e}")))?;
     let net = NetworkUp::bring_up(dirs, &rec)?;
     let (daemons, shares) = start_shares(dirs, &rec)?;
-    let spec = VmSpec { shares, ..spec };
+    let spec = VmSpec {
+        shares,
+        nics: net.nics.clone(),
+        ..spec
+    };
     let mut vm = backend::start(kind, &spec).map_err(CliError::runtime)?;
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
@@ -930,7 +929,19 @@ fn run_container(
     };
     let log = crate::logs::LogWriter::open(&dirs.log_path())
         .map_err(|e| CliError::runtime(format!("cannot open the container log: {e}")))?;
-    let net = net.start_proxies();
+    // `network connect`/`disconnect` ask us, through the control socket, to follow the record.
+    let net = std::sync::Arc::new(std::sync::Mutex::new(Some(net.start_proxies())));
+    let on_networks: session::NetworksHook = {
+        let net = net.clone();
+        let dirs = ContainerDirs::new(&dirs.root, &rec.id);
+        Box::new(move || {
+            let mut net = net.lock().unwrap_or_else(|e| e.into_inner());
+            match net.as_mut() {
+                Some(up) => up.sync_dns(&dirs),
+                None => Err("the container has stopped".into()),
+            }
+        })
+    };
     let result = session::run_process(
         stream,
         process,
@@ -941,13 +952,14 @@ fn run_container(
             attached,
         },
         Some(log),
-        Some(control),
+        Some((control, on_networks)),
         mark_running,
     );
     drop(raw);
     tracing::debug!("phase process_exited {:?}", t0.elapsed());
     vm.finish(POWEROFF_TIMEOUT);
-    drop(net);
+    // Taken out: the control thread's hook still holds the mutex's Arc.
+    drop(net.lock().unwrap_or_else(|e| e.into_inner()).take());
     drop(daemons);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
     if rec.debug {
@@ -1014,7 +1026,10 @@ fn start_shares(
 /// servers of its networks and the bound published ports; all released on drop.
 struct NetworkUp {
     taps: Vec<String>,
-    dns: Vec<network::dns::Server>,
+    /// The VM's interfaces: the endpoints' and the spares.
+    nics: Vec<backend::Nic>,
+    /// The DNS server of each network the container is on, by network ID.
+    dns: Vec<(String, network::dns::Server)>,
     bound: Vec<network::ports::Bound>,
     ports: Vec<network::ports::PortMapping>,
     guest: Option<std::net::Ipv4Addr>,
@@ -1027,6 +1042,7 @@ impl NetworkUp {
     fn bring_up(dirs: &ContainerDirs, rec: &ContainerRecord) -> Result<Self, CliError> {
         let mut up = NetworkUp {
             taps: Vec::new(),
+            nics: Vec::new(),
             dns: Vec::new(),
             bound: Vec::new(),
             ports: rec.ports.clone(),
@@ -1049,10 +1065,22 @@ impl NetworkUp {
                     CliError::runtime(format!("network {} has a bad gateway", net.name))
                 })?;
                 let names = network::dns::Names::new(root, &net.id);
-                up.dns
-                    .push(network::dns::serve(gw, names).map_err(CliError::runtime)?);
+                up.dns.push((
+                    net.id.clone(),
+                    network::dns::serve(gw, names).map_err(CliError::runtime)?,
+                ));
             }
         }
+        // Spare interfaces for `network connect` while the VM runs.
+        let nics = network::vm_nics(rec, network::spare_nic_count());
+        for n in &nics {
+            if !up.taps.contains(&n.tap) {
+                network::host::create_spare_tap(&n.tap).map_err(CliError::runtime)?;
+                up.taps.push(n.tap.clone());
+            }
+        }
+        up.nics = nics.clone();
+        dirs.update(|r| r.nics = nics).map_err(CliError::runtime)?;
         up.bound = network::ports::bind_all(&mut up.ports).map_err(CliError::runtime)?;
         if !up.ports.is_empty() {
             let ports = up.ports.clone();
@@ -1060,6 +1088,28 @@ impl NetworkUp {
                 .map_err(CliError::runtime)?;
         }
         Ok(up)
+    }
+
+    /// After `network connect` or `disconnect`: a DNS server for each network the record
+    /// lists, none for the others.
+    fn sync_dns(&mut self, dirs: &ContainerDirs) -> Result<(), String> {
+        let rec = dirs.load()?;
+        let root = dirs.root.as_path();
+        self.dns
+            .retain(|(id, _)| rec.endpoints.iter().any(|e| &e.network_id == id));
+        for e in &rec.endpoints {
+            if self.dns.iter().any(|(id, _)| *id == e.network_id) {
+                continue;
+            }
+            let gw: std::net::Ipv4Addr = e
+                .gateway
+                .parse()
+                .map_err(|_| format!("network {} has a bad gateway", e.network))?;
+            let names = network::dns::Names::new(root, &e.network_id);
+            self.dns
+                .push((e.network_id.clone(), network::dns::serve(gw, names)?));
+        }
+        Ok(())
     }
 
     /// Once the guest runs: proxies from the published ports to its first address.

@@ -143,6 +143,10 @@ pub struct Stdio {
 
 type SharedWriter = Arc<Mutex<FrameWriter<UnixStream>>>;
 
+/// What the control socket's `networks` request runs in the container's owner: bring its
+/// host side (DNS servers) in line with the record after `network connect`/`disconnect`.
+pub type NetworksHook = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 fn send(writer: &SharedWriter, msg: &HostMessage) -> Result<(), ProtocolError> {
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     w.write_control(msg)?;
@@ -156,7 +160,7 @@ pub fn run_process(
     spec: ProcessSpec,
     stdio: Stdio,
     mut log: Option<LogWriter>,
-    control: Option<UnixListener>,
+    control: Option<(UnixListener, NetworksHook)>,
     on_started: impl FnOnce(),
 ) -> Result<i32, SessionError> {
     let control_stream = stream.try_clone()?;
@@ -201,12 +205,13 @@ pub fn run_process(
         std::thread::spawn(move || forward_signals(&w, tty));
     }
     let attachers = Attachers::default();
-    if let Some(listener) = control {
+    if let Some((listener, on_networks)) = control {
         let ctl = Control {
             writer: writer.clone(),
             attachers: attachers.clone(),
             open_stdin: stdio.open_stdin,
             tty: stdio.tty,
+            on_networks,
         };
         std::thread::spawn(move || serve_control(&listener, &ctl));
     }
@@ -333,6 +338,7 @@ struct Control {
     attachers: Attachers,
     open_stdin: bool,
     tty: bool,
+    on_networks: NetworksHook,
 }
 
 /// Serves the control socket: `signal N` lines from `mvm kill` and `mvm stop`, and `attach`
@@ -361,6 +367,10 @@ fn serve_control(listener: &UnixListener, ctl: &Control) {
                     }
                 }
                 _ => "error bad signal\n".to_string(),
+            },
+            ("networks", _) => match (ctl.on_networks)() {
+                Ok(()) => "ok\n".to_string(),
+                Err(e) => format!("error {e}\n"),
             },
             ("attach", _) => match attach_client(conn.try_clone(), ctl) {
                 Ok(()) => continue,
@@ -432,12 +442,17 @@ fn attach_client(conn: std::io::Result<UnixStream>, ctl: &Control) -> Result<(),
 
 /// Asks the process owning a container to signal it, through its control socket.
 pub fn request_signal(control: &Path, signal: i32) -> Result<(), String> {
+    request(control, &format!("signal {signal}"))
+}
+
+/// Sends one request line to the container's owner and returns when it answered `ok`.
+pub fn request(control: &Path, line: &str) -> Result<(), String> {
     use std::io::BufRead;
     let mut s =
         UnixStream::connect(control).map_err(|e| format!("cannot reach the container: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    s.write_all(format!("signal {signal}\n").as_bytes())
+    s.write_all(format!("{line}\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     BufReader::new(&s)

@@ -53,6 +53,17 @@ fn resolv_tail(s: &mut String, search: &[String], options: &[String]) {
     }
 }
 
+/// `resolv` with its `nameserver` lines replaced by one for `dns` (search and options kept).
+pub fn replace_nameservers(resolv: &str, dns: std::net::Ipv4Addr) -> String {
+    let mut s = format!("nameserver {dns}\n");
+    for line in resolv.lines() {
+        if line.split_whitespace().next() != Some("nameserver") {
+            let _ = writeln!(s, "{line}");
+        }
+    }
+    s
+}
+
 /// What to write to resolv.conf, if anything: nothing when no DNS key was given (the image's
 /// file stays); the image's `nameserver` lines when only `mvm.search` or `mvm.dnsopt` was
 /// (as Docker keeps the host's servers for `--dns-search` alone).
@@ -111,6 +122,19 @@ mod tests {
     use super::*;
     use crate::cmdline::parse_cmdline;
     use crate::test_util::TempDir;
+
+    #[test]
+    fn nameservers_replaced_search_kept() {
+        let dns = std::net::Ipv4Addr::new(10, 90, 0, 1);
+        assert_eq!(
+            replace_nameservers(
+                "nameserver 10.89.0.1\nsearch a.example\noptions ndots:2\n",
+                dns
+            ),
+            "nameserver 10.90.0.1\nsearch a.example\noptions ndots:2\n"
+        );
+        assert_eq!(replace_nameservers("", dns), "nameserver 10.90.0.1\n");
+    }
 
     #[test]
     fn files() {

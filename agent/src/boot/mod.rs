@@ -3,7 +3,7 @@
 //! The agent's own disk (root=/dev/vda, read-only) must hold `/mvm-agent` and the empty
 //! directories `/proc`, `/sys`, `/dev` and `/run`; everything else lives on a tmpfs at /run.
 
-mod etc_files;
+pub mod etc_files;
 mod mounts;
 mod rootfs;
 mod seed;

@@ -126,6 +126,42 @@ impl IfSocket {
         self.ifreq_ioctl(libc::SIOCSIFFLAGS, &mut req)
     }
 
+    /// Clears `IFF_UP` on the interface `name` (the kernel drops the routes through it).
+    pub fn set_down(&self, name: &str) -> io::Result<()> {
+        let mut req = ifreq(name)?;
+        self.ifreq_ioctl(libc::SIOCGIFFLAGS, &mut req)?;
+        // SAFETY: SIOCGIFFLAGS just filled the flags member of the union.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        req.ifr_ifru.ifru_flags = flags & !(libc::IFF_UP as libc::c_short);
+        self.ifreq_ioctl(libc::SIOCSIFFLAGS, &mut req)
+    }
+
+    /// Deletes one IPv4 default route, whichever interface it goes through; `Ok(false)` when
+    /// there is none.
+    pub fn del_default_route(&self) -> io::Result<bool> {
+        // SAFETY: rtentry is plain old data; all-zero is a valid value (no device pointer).
+        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+        rt.rt_dst = sockaddr_v4(Ipv4Addr::UNSPECIFIED);
+        rt.rt_genmask = sockaddr_v4(Ipv4Addr::UNSPECIFIED);
+        // SAFETY: SIOCDELRT reads one `struct rtentry`, valid for the call; rt_dev is null.
+        if unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                libc::SIOCDELRT,
+                &rt as *const libc::rtentry,
+            )
+        } < 0
+        {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::ESRCH) {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(true)
+    }
+
     /// Adds the IPv4 default route through `gateway` on interface `name`.
     pub fn add_default_route(&self, name: &str, gateway: Ipv4Addr) -> io::Result<()> {
         // The kernel copies IFNAMSIZ - 1 bytes from rt_dev whatever the name's length, so it

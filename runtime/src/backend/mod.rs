@@ -56,7 +56,7 @@ pub struct Share {
 }
 
 /// A network interface: a host TAP device and the guest's MAC.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Nic {
     /// TAP device name on the host.
     pub tap: String,

@@ -126,16 +126,30 @@ impl Names {
         }
     }
 
-    /// What the network knows of `name`, from one read of the container records: the
-    /// addresses of running containers it names (name, alias or short ID), and whether any
-    /// container on the network, running or not, has that name.
-    pub fn lookup(&self, name: &str) -> Lookup {
+    /// What the asker at `from` can know of `name`, from one read of the container records:
+    /// the addresses of running containers it names (name, alias or short ID) on this
+    /// network and on every other network the asking container is on (as Docker's embedded
+    /// DNS answers for all of a container's networks, whichever server it asks), and whether
+    /// any container there, running or not, has that name.
+    pub fn lookup(&self, from: Option<Ipv4Addr>, name: &str) -> Lookup {
         let mut out = Lookup::default();
-        for c in crate::container::list(&self.root) {
+        let all = crate::container::list(&self.root);
+        let mut networks = vec![self.network_id.as_str()];
+        if let Some(from) = from.map(|a| a.to_string())
+            && let Some(asker) = all.iter().find(|c| {
+                c.is_running()
+                    && c.endpoints
+                        .iter()
+                        .any(|e| e.network_id == self.network_id && e.ip == from)
+            })
+        {
+            networks.extend(asker.endpoints.iter().map(|e| e.network_id.as_str()));
+        }
+        for c in &all {
             let here = c
                 .endpoints
                 .iter()
-                .filter(|e| e.network_id == self.network_id);
+                .filter(|e| networks.contains(&e.network_id.as_str()));
             let named = c.name.eq_ignore_ascii_case(name);
             for e in here {
                 out.known |= named;
@@ -199,14 +213,14 @@ fn forward(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
-/// The answer to one query packet, or `None` to stay silent (not a query).
-pub fn answer(query: &[u8], names: &Names) -> Option<Vec<u8>> {
+/// The answer to one query packet from `from`, or `None` to stay silent (not a query).
+pub fn answer(query: &[u8], from: Option<Ipv4Addr>, names: &Names) -> Option<Vec<u8>> {
     let q = parse_query(query)?;
     if q.qclass != CLASS_IN {
         return Some(response(query, &q, RCODE_NOTIMP, &[]));
     }
     // Container names are single labels (Docker also answers `name.network`? no: plain names).
-    let known = names.lookup(&q.name);
+    let known = names.lookup(from, &q.name);
     let found = if q.name.contains('.') {
         Vec::new()
     } else {
@@ -272,7 +286,11 @@ pub fn serve(addr: Ipv4Addr, names: Names) -> Result<Server, String> {
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 continue;
             };
-            if let Some(reply) = answer(&buf[..n], &names) {
+            let asker = match from.ip() {
+                std::net::IpAddr::V4(a) => Some(a),
+                std::net::IpAddr::V6(_) => None,
+            };
+            if let Some(reply) = answer(&buf[..n], asker, &names) {
                 let _ = sock.send_to(&reply, from);
             }
         }

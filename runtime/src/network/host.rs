@@ -148,6 +148,34 @@ pub fn create_tap(tap: &str, bridge: &str) -> Result<(), NetworkError> {
     Ok(())
 }
 
+/// Creates a spare TAP device of a running container: up, on no bridge until `network
+/// connect` attaches it.
+pub fn create_spare_tap(tap: &str) -> Result<(), NetworkError> {
+    if link_exists(tap) {
+        let _ = ip(&["link", "del", tap]);
+    }
+    let mtu = MTU.to_string();
+    ip(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])
+        .map_err(|e| NetworkError::Host(format!("cannot create TAP device {tap}: {e}")))?;
+    if let Err(e) = ip(&["link", "set", tap, "mtu", &mtu, "up"]) {
+        let _ = ip(&["link", "del", tap]);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Puts a running container's TAP device on `bridge` (`network connect`).
+pub fn attach_tap(tap: &str, bridge: &str) -> Result<(), NetworkError> {
+    ip(&["link", "set", tap, "master", bridge, "up"])
+        .map_err(|e| NetworkError::Host(format!("cannot attach {tap} to {bridge}: {e}")))
+}
+
+/// Takes a running container's TAP device off its bridge (`network disconnect`).
+pub fn detach_tap(tap: &str) -> Result<(), NetworkError> {
+    ip(&["link", "set", tap, "nomaster"])
+        .map_err(|e| NetworkError::Host(format!("cannot detach {tap}: {e}")))
+}
+
 /// Deletes a TAP device if it exists.
 pub fn delete_tap(tap: &str) {
     if link_exists(tap)

@@ -12,6 +12,7 @@
 
 pub mod dns;
 pub mod host;
+pub mod live;
 pub mod ports;
 pub mod subnet;
 
@@ -324,9 +325,66 @@ pub fn mac_for(ip: std::net::Ipv4Addr) -> String {
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
+/// Interfaces a VM can have: one hex digit of index in the TAP's name.
+pub const MAX_NICS: usize = 16;
+
 /// The TAP device name of a container's `index`th interface (IFNAMSIZ allows 15 bytes).
 pub fn tap_name(container_id: &str, index: usize) -> String {
-    format!("mvt{}{}", &container_id[..11], index)
+    format!("mvt{}{:x}", &container_id[..11], index)
+}
+
+/// Spare interfaces a running VM gets for `network connect` (`MVM_SPARE_NICS`, 0 to 8;
+/// default 2): virtio-mmio has no hotplug, so they exist from boot, unconfigured.
+pub fn spare_nic_count() -> usize {
+    std::env::var("MVM_SPARE_NICS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(2, |n| n.min(8))
+}
+
+/// The VM's interfaces for a container: its endpoints', then `spares` more (none with
+/// `--network none`), each on a TAP index no endpoint uses and with a MAC of its own.
+pub fn vm_nics(rec: &container::ContainerRecord, spares: usize) -> Vec<crate::backend::Nic> {
+    let mut nics: Vec<crate::backend::Nic> = rec
+        .endpoints
+        .iter()
+        .map(|e| crate::backend::Nic {
+            tap: e.tap.clone(),
+            mac: e.mac.clone(),
+        })
+        .collect();
+    if rec.network_mode == "none" {
+        return nics;
+    }
+    let mut index = 0;
+    for _ in 0..spares {
+        while nics.iter().any(|n| n.tap == tap_name(&rec.id, index)) {
+            index += 1;
+        }
+        if index >= MAX_NICS {
+            break;
+        }
+        nics.push(crate::backend::Nic {
+            tap: tap_name(&rec.id, index),
+            mac: spare_mac(&rec.id, index),
+        });
+        index += 1;
+    }
+    nics
+}
+
+/// A spare interface's MAC: locally administered (02), `6d` for mvm, three bytes of the
+/// container's ID and the interface's index (apart from Docker-style 02:42 addresses).
+pub fn spare_mac(container_id: &str, index: usize) -> String {
+    let id = container_id.as_bytes();
+    let hex = |i: usize| std::str::from_utf8(&id[i..i + 2]).unwrap_or("00");
+    format!(
+        "02:6d:{}:{}:{}:{:02x}",
+        hex(0),
+        hex(2),
+        hex(4),
+        index & 0xff
+    )
 }
 
 /// Allocates an address on `net` for a new endpoint of container `container_id`. The caller

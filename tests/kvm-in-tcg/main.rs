@@ -120,7 +120,8 @@ echo "LEFT=$({MVM} ps -aq | wc -l)"
 "#
             ),
         ),
-        // e. Networks on our VMM: virtio-net over a TAP on the default bridge, a published
+        // e. Networks on our VMM: virtio-net over a TAP on the default bridge (and two spare
+        // interfaces, one of which `network connect` takes up while it runs), a published
         // port (the runtime's proxy), the guest's own address, the gateway, a user-defined
         // network with its DNS names, isolation between networks, and clean-up of the TAPs
         // and the bridge. busybox's wget crashes in Debian's static build: nc fetches; and
@@ -147,6 +148,7 @@ echo "RUN-WEB-SECONDS=$(since $t0)"
 echo "WEB-IP=$({MVM} inspect web | sed -n 's/.*"IPAddress": *"\([0-9.]*\)".*/\1/p' | head -n1)"
 echo "TUN=$([ -c /dev/net/tun ] && echo yes || echo no)"
 echo "LINKS-UP<<"; links; echo ">>"
+echo "BRIDGED=$(ip -o link show | grep -c "master $(links | grep '^mvmbr-' | head -n1) ")"
 echo "NFT<<"; nft list table ip mvm 2>&1; echo ">>"
 echo "FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)"
 t1=$(up)
@@ -161,6 +163,9 @@ t2=$(up)
 {MVM} run -d --name peer --network n1 busybox sh -c 'mkdir -p /www && echo hello-peer > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null
 echo "RUN-PEER=$?"
 echo "RUN-PEER-SECONDS=$(since $t2)"
+# The running web container joins n1 on one of its VM's spare interfaces.
+{MVM} network connect n1 web >connect.txt 2>&1; echo "CONNECT=$?"
+cat connect.txt
 t3=$(up)
 # A second container on n1: its gateway, the first one's name and page, and no way to the
 # default network's container.
@@ -173,6 +178,9 @@ for i in $(seq 60); do
 done
 echo "BYNAME-TRIES=$i"
 echo "BYNAME<<"; echo "$r"; echo ">>"
+wip=$(nslookup web 2>/dev/null | awk "/^Address/ {{a=\$NF}} END {{print a}}")
+echo "WEB-N1-IP=$wip"
+echo "WEB-BYNAME<<"; printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 "$wip" 80 2>&1; echo ">>"
 echo "ISOLATED<<"; printf "GET / HTTP/1.0\r\n\r\n" | nc -w 3 10.89.0.2 80 2>&1; echo "rc=$?"; echo ">>"
 ' >client.txt 2>&1
 echo "CLIENT=$?"
@@ -443,16 +451,21 @@ fn mvm_network_bridge_ports_dns_isolation_cleanup() {
             fail(o, &format!("{key} should be {want}"));
         }
     }
-    // One TAP (mvt + 11 hex digits of the ID + its index) on one bridge.
+    // Three TAPs (mvt + 11 hex digits of the ID + its index): the container's on the one
+    // bridge, and two spares on none (for `network connect`).
     let up: Vec<&str> = section(o, "LINKS-UP").lines().collect();
-    if up.len() != 2
-        || !up.iter().any(|l| l.starts_with("mvmbr-"))
-        || !up.iter().any(|l| l.starts_with("mvt") && l.len() == 15)
-    {
+    let taps = up
+        .iter()
+        .filter(|l| l.starts_with("mvt") && l.len() == 15)
+        .count();
+    if up.len() != 4 || !up.iter().any(|l| l.starts_with("mvmbr-")) || taps != 3 {
         fail(
             o,
-            "with one container running there should be one mvmbr-* bridge and one mvt* TAP",
+            "with one container running there should be one mvmbr-* bridge and three mvt* TAPs",
         );
+    }
+    if value(o, "BRIDGED") != Some("1") {
+        fail(o, "exactly one TAP should be on the bridge");
     }
     let nft = section(o, "NFT");
     if !nft.contains("table ip mvm")
@@ -480,7 +493,13 @@ fn mvm_network_bridge_ports_dns_isolation_cleanup() {
     if value(o, "PING-GW") != Some("0") {
         fail(o, "the container should reach its gateway 10.89.0.1 (ping)");
     }
-    for key in ["NET-CREATE", "RUN-PEER", "CLIENT", "CLIENT-PING-GW"] {
+    for key in [
+        "NET-CREATE",
+        "RUN-PEER",
+        "CONNECT",
+        "CLIENT",
+        "CLIENT-PING-GW",
+    ] {
         if value(o, key) != Some("0") {
             fail(o, &format!("{key} should be 0"));
         }
@@ -499,6 +518,15 @@ fn mvm_network_bridge_ports_dns_isolation_cleanup() {
         fail(
             o,
             "a container on n1 should fetch peer's page at the address its name resolves to",
+        );
+    }
+    // web joined n1 while running: found by name there, at an n1 address.
+    if !value(o, "WEB-N1-IP").is_some_and(|ip| ip.starts_with("10.90.0."))
+        || !http_ok(section(o, "WEB-BYNAME"), "hello-net")
+    {
+        fail(
+            o,
+            "after network connect n1 web, a container on n1 should fetch web's page by name",
         );
     }
     let isolated = section(o, "ISOLATED");

@@ -179,6 +179,36 @@ fn sigterm_stops_a_halted_guest() {
     .spawn()
     .unwrap());
     wait_for_line(&serial, "MVMTEST DONE", Duration::from_secs(30));
+    // While the guest runs, every thread of the VMM is behind the seccomp filter (mode 2).
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", vm.0.id())).unwrap();
+    let mut threads = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
+            "{status}"
+        );
+        threads += 1;
+    }
+    assert!(threads >= 2, "the main thread and a vCPU thread");
+    // ... and in its jail: namespaces of its own and no capabilities (the tests run as root).
+    let pid = vm.0.id();
+    for ns in ["mnt", "net", "ipc", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(theirs, ours, "{ns} namespace");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for cap in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq([cap, "0000000000000000"])),
+            "{status}"
+        );
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(vm.0.id() as i32, libc::SIGTERM) };
     let status = vm.0.wait().unwrap();

@@ -7,6 +7,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -28,7 +29,7 @@ use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{IrqTrigger, VirtioDevice};
-use crate::exit::{ExitReason, ExitRecord};
+use crate::exit::{ExitReason, ExitRecord, ExitRecordFile};
 use crate::vcpu::{ExitLatch, Vcpu};
 use crate::vm::{self, VmError};
 
@@ -38,6 +39,12 @@ pub enum BuildError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    /// The jail could not be entered.
+    #[error(transparent)]
+    Jail(#[from] crate::jail::JailError),
     /// KVM or guest memory.
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -324,9 +331,12 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             block,
         )?;
     }
+    let mut vsock_dev = None;
     if let Some(vsock_cfg) = &config.vsock {
         let vsock = Vsock::new(vsock_cfg.guest_cid, &vsock_cfg.uds_path)
             .map_err(|e| BuildError::Device(e.to_string()))?;
+        let vsock = Arc::new(Mutex::new(vsock));
+        vsock_dev = Some(vsock.clone());
         attach_virtio(
             &vm,
             &mem,
@@ -334,7 +344,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             &mut cmdline,
             &mut event_manager,
             config.disks.len(),
-            Arc::new(Mutex::new(vsock)),
+            vsock,
         )?;
     }
     // NICs come after the disks and vsock so that adding one moves no other device.
@@ -416,9 +426,31 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     }));
     event_manager.add_subscriber(watcher.clone() as Arc<Mutex<dyn MutEventSubscriber + Send>>);
 
+    let exit_file = match &config.exit_record {
+        Some(path) => Some(ExitRecordFile::create(path).map_err(io_err(format!(
+            "cannot create exit record {}",
+            path.display()
+        )))?),
+        None => None,
+    };
+    if crate::jail::wanted(config.jail) {
+        // The vsock socket's directory is the root: the host's `_PORT` sockets are there.
+        let root = config
+            .vsock
+            .as_ref()
+            .and_then(|v| v.uds_path.parent().map(Path::to_path_buf));
+        crate::jail::enter(root.as_deref())?;
+        if let (Some(root), Some(dev), Some(v)) = (&root, &vsock_dev, &config.vsock)
+            && let Some(p) = crate::jail::inside(root, &v.uds_path)
+        {
+            lock(dev).set_uds_path(p);
+        }
+    }
     for vcpu in vcpus {
         vcpu.spawn().map_err(io_err("spawn vCPU thread"))?;
     }
+    // From here on the guest runs: only the system calls that needs.
+    crate::seccomp::install(config.seccomp)?;
 
     while !lock(&watcher).done {
         if let Err(e) = event_manager.run() {
@@ -436,11 +468,9 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         .get()
         .unwrap_or_else(|| ExitReason::VcpuError("VM stopped without a reason".into()));
     let record = ExitRecord::now(reason);
-    if let Some(path) = &config.exit_record {
-        record.write_to(path).map_err(io_err(format!(
-            "cannot write exit record {}",
-            path.display()
-        )))?;
+    if let Some(file) = exit_file {
+        file.write(&record)
+            .map_err(io_err("cannot write the exit record".to_string()))?;
     }
     // The vCPU threads are not joined: the caller exits the process, which stops them.
     Ok(record)

@@ -59,6 +59,13 @@ pub struct VmConfig {
     /// File the monitor writes its exit record to (JSON, atomically) when the VM ends.
     #[serde(default)]
     pub exit_record: Option<PathBuf>,
+    /// The seccomp filter once the VM runs: `kill` (default), `log` or `off`.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::SeccompMode,
+    /// The jail (namespaces, chroot, no capabilities) once the VM is built: `auto` (when
+    /// running as root; the default), `on` or `off`.
+    #[serde(default)]
+    pub jail: crate::jail::JailMode,
 }
 
 /// One virtio-blk device backed by a raw file.
@@ -409,6 +416,8 @@ mod tests {
             fs: vec![],
             serial: SerialOutput::Stdout,
             exit_record: None,
+            seccomp: Default::default(),
+            jail: Default::default(),
         }
     }
 

@@ -67,14 +67,62 @@ impl ExitRecord {
 
     /// Writes the record atomically: a reader sees the old file or the whole new one.
     pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        ExitRecordFile::create(path)?.write(self)
+    }
+}
+
+/// Where an exit record goes, opened before the VM runs (the seccomp filter then allows no
+/// `open`): a temporary file beside `path`, renamed over it once written.
+/// Renamed through a descriptor of its directory, so that it works from inside the jail too.
+pub struct ExitRecordFile {
+    dir: std::fs::File,
+    tmp: std::ffi::CString,
+    name: std::ffi::CString,
+    file: std::fs::File,
+}
+
+impl ExitRecordFile {
+    /// Creates the temporary file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            serde_json::to_writer(&mut f, self).map_err(std::io::Error::other)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
+        let c = |p: &Path| {
+            let name = p.file_name().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name")
+            })?;
+            std::ffi::CString::new(name.as_bytes())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        };
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(parent)?;
+        let file = std::fs::File::create(&tmp)?;
+        Ok(Self {
+            dir,
+            tmp: c(&tmp)?,
+            name: c(path)?,
+            file,
+        })
+    }
+
+    /// Writes `record`, syncs it and renames it into place.
+    pub fn write(mut self, record: &ExitRecord) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        serde_json::to_writer(&mut self.file, record).map_err(std::io::Error::other)?;
+        self.file.write_all(b"\n")?;
+        self.file.sync_all()?;
+        let dir = self.dir.as_raw_fd();
+        // SAFETY: renameat with a directory descriptor we hold and two C strings.
+        if unsafe { libc::renameat(dir, self.tmp.as_ptr(), dir, self.name.as_ptr()) } < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        std::fs::rename(&tmp, path)
+        Ok(())
     }
 }
 

@@ -9,5 +9,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod exit;
+pub mod jail;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

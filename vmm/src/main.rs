@@ -54,6 +54,12 @@ struct Args {
     /// Where to write the exit record (JSON).
     #[arg(long = "exit-record")]
     exit_record: Option<PathBuf>,
+    /// The seccomp filter once the VM runs: kill (default), log or off.
+    #[arg(long)]
+    seccomp: Option<mvm_vmm::seccomp::SeccompMode>,
+    /// The jail once the VM is built: auto (when root; default), on or off.
+    #[arg(long)]
+    jail: Option<mvm_vmm::jail::JailMode>,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long = "log-level", default_value = "warn")]
     log_level: String,
@@ -183,6 +189,12 @@ fn build_config(args: &Args) -> Result<VmConfig, String> {
     }
     if let Some(e) = &args.exit_record {
         cfg.exit_record = Some(e.clone());
+    }
+    if let Some(m) = args.seccomp {
+        cfg.seccomp = m;
+    }
+    if let Some(m) = args.jail {
+        cfg.jail = m;
     }
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)

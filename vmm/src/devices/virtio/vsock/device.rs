@@ -97,6 +97,11 @@ impl Vsock {
         self.muxer.uds_path()
     }
 
+    /// See [`Muxer::set_uds_path`].
+    pub fn set_uds_path(&mut self, path: std::path::PathBuf) {
+        self.muxer.set_uds_path(path);
+    }
+
     /// Handles a notification on queue `idx` (what the event loop calls for a queue eventfd).
     pub(crate) fn handle_queue_event(&mut self, idx: usize) {
         if let Some(evt) = self.queue_evts.get(idx) {

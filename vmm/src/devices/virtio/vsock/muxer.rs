@@ -141,6 +141,12 @@ impl Muxer {
         &self.uds_path
     }
 
+    /// Where the host's `_PORT` sockets are from now on (the same directory, seen from the
+    /// VMM's jail).
+    pub fn set_uds_path(&mut self, path: PathBuf) {
+        self.uds_path = path;
+    }
+
     #[cfg(test)]
     pub fn connection_count(&self) -> usize {
         self.conns.len()

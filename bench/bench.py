@@ -606,7 +606,8 @@ def bench_net():
     ns = Netns()
     M = ns.exec([MVM, "--root", root])
     T = str(NET_SECONDS)
-    r = {k: [] for k in ("m_c2c", "m_c2h", "p_c2c", "p_c2h", "p_host", "loop", "m_rtt", "p_rtt", "h_rtt")}
+    r = {k: [] for k in ("m_c2c", "m_c2h", "p_c2c", "p_c2h", "p_host", "loop", "m_rtt", "p_rtt", "h_rtt",
+                         "m_run0", "m_run2", "m_connect", "m_disconnect")}
     err = {}
     procs, env, P = [], None, None
     gw = "10.89.0.1"
@@ -655,6 +656,29 @@ def bench_net():
         out(M + ["rm", "-f", "web"])
         measure("h_rtt", lambda: rtts(ns, 18082))
 
+        # What the spare interfaces for `network connect` cost a start (a `run --rm` on the
+        # default bridge to its exit), and a connect/disconnect of a running container.
+        def run_with(spares):
+            t, p = timed(ns.exec(["env", f"MVM_SPARE_NICS={spares}", MVM, "--root", root, "run", "--rm",
+                                  "bench-tools", "true"]))
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr.decode(errors="replace").strip()[:200])
+            return t
+        for _ in range(NET_N):
+            measure("m_run0", lambda: run_with(0))
+            measure("m_run2", lambda: run_with(2))
+        out(M + ["run", "-d", "--name", "hot", "bench-tools", "sleep", "600"])
+
+        def step(args):
+            t, p = timed(M + args)
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr.decode(errors="replace").strip()[:200])
+            return t
+        for _ in range(NET_N):
+            measure("m_connect", lambda: step(["network", "connect", "benchnet", "hot"]))
+            measure("m_disconnect", lambda: step(["network", "disconnect", "benchnet", "hot"]))
+        out(M + ["rm", "-f", "hot"])
+
         env = podman_env(work)
         if env:
             P = ns.enter(["podman", "--runtime", "runc"])
@@ -683,7 +707,7 @@ def bench_net():
         for p in procs:
             p.terminate()
             p.wait()
-        for c in ("srv", "web"):
+        for c in ("srv", "web", "hot"):
             subprocess.run(M + ["rm", "-f", c], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run(M + ["network", "rm", "benchnet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if env:
@@ -727,6 +751,13 @@ def bench_net():
     ]
     table(f"Network, inside the bench's own network namespace (mvm backend: {backend}; whole mode {wall:.0f} s)",
           [f"mvm ({backend})", "podman + runc", "host (netns)", "mvm / podman"], rows)
+    secs = lambda k: c(k, "ms")
+    table("Spare interfaces for `network connect` (median of " + str(NET_N) + ")", ["mvm"], [
+        ["`run --rm` on the default bridge to exit, MVM_SPARE_NICS=0", secs("m_run0")],
+        ["same, MVM_SPARE_NICS=2 (the default)", secs("m_run2")],
+        ["`network connect` of a running container", secs("m_connect")],
+        ["`network disconnect` of a running container", secs("m_disconnect")],
+    ])
 
 
 # ---------------------------------------------------------------- file systems

@@ -100,14 +100,20 @@ echo "STDERR<<"; cat stderr.txt; echo ">>"
 "#
             ),
         ),
-        // d. The lifecycle on our VMM: a detached container, its log, exec, pause (our VMM's
-        // threads stopped), stop and rm.
+        // d. The lifecycle on our VMM: a detached container, its log, the VMM jailed and behind
+        // its seccomp filter, exec, pause (our VMM's threads stopped), stop and rm.
         Scenario::new(
             "lifecycle",
             &format!(
                 r#"id=$({MVM} run -d --network none busybox sh -c 'echo started; sleep 600') || exit 1
 for i in $(seq 300); do {MVM} logs $id | grep -q started && break; sleep 0.2; done
 echo "LOGS<<"; {MVM} logs $id; echo ">>"
+# Our VMM, as the runtime starts it (root): jailed and behind its seccomp filter.
+vp=$(for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = mvm-vmm ] && echo ${{p#/proc/}}; done | head -n1)
+echo "VMM-SECCOMP=$(awk '/^Seccomp:/ {{print $2}}' /proc/$vp/status)"
+echo "VMM-CAPEFF=$(awk '/^CapEff:/ {{print $2}}' /proc/$vp/status)"
+echo "VMM-ROOT=$(ls /proc/$vp/root/ | sort | tr '\n' ' ')"
+echo "VMM-NETNS=$([ "$(readlink /proc/$vp/ns/net)" = "$(readlink /proc/self/ns/net)" ] && echo shared || echo own)"
 {MVM} exec $id sh -c 'echo from-exec; exit 5' >exec.txt 2>&1; echo "EXECRC=$?"
 echo "EXEC<<"; cat exec.txt; echo ">>"
 {MVM} pause $id >/dev/null; echo "PAUSE=$?"
@@ -397,10 +403,21 @@ fn mvm_lifecycle_detached_exec_pause_stop_rm() {
     if section(o, "LOGS") != "started\n" {
         fail(o, "the detached container's log should hold its output");
     }
+    // The VMM's root is the container's run directory: its sockets, not the host's tree.
+    let root = value(o, "VMM-ROOT").unwrap_or("");
+    if !root.split(' ').any(|f| f == "vsock.sock") || root.split(' ').any(|f| f == "usr") {
+        fail(
+            o,
+            "the VMM should be chrooted into the container's run directory",
+        );
+    }
     if value(o, "EXECRC") != Some("5") || section(o, "EXEC") != "from-exec\n" {
         fail(o, "exec should print from-exec and exit 5");
     }
     for (key, want) in [
+        ("VMM-SECCOMP", "2"),
+        ("VMM-CAPEFF", "0000000000000000"),
+        ("VMM-NETNS", "own"),
         ("PAUSE", "0"),
         ("PAUSED", "paused"),
         ("UNPAUSE", "0"),

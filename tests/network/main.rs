@@ -400,6 +400,22 @@ fn publish_all_uses_the_images_exposed_ports() {
 fn networks_are_isolated_and_connect_adds_an_interface() {
     let ns = Netns::new();
     let r = root();
+    // A throw-away container on network `net` running a shell snippet.
+    let run_on = |net: &str, script: &str| {
+        ns.mvm(
+            &r,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "busybox",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    };
     ns.ok(&r, &["network", "create", "--subnet", "10.202.0.0/24", "a"]);
     ns.ok(&r, &["network", "create", "--subnet", "10.203.0.0/24", "b"]);
     // Overlapping and malformed ranges, and a taken name: refused with one line.
@@ -444,35 +460,11 @@ fn networks_are_isolated_and_connect_adds_an_interface() {
     let get_a = guest_get(&ip_a, 80);
     // Same network: reachable.
     eventually("same network reaches sa", || {
-        let o = ns.mvm(
-            &r,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "a",
-                "busybox",
-                "sh",
-                "-c",
-                &get_a,
-            ],
-        );
+        let o = run_on("a", &get_a);
         stdout(&o).contains("from-a").then_some(())
     });
     // Other network: not.
-    let o = ns.mvm(
-        &r,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "b",
-            "busybox",
-            "sh",
-            "-c",
-            &get_a,
-        ],
-    );
+    let o = run_on("b", &get_a);
     assert!(
         !stdout(&o).contains("from-a"),
         "network b reached network a"
@@ -523,19 +515,7 @@ fn networks_are_isolated_and_connect_adds_an_interface() {
     };
     let from_b = by_name("web");
     let o = eventually("a container on b reaches sa by its alias", || {
-        let o = ns.mvm(
-            &r,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "b",
-                "busybox",
-                "sh",
-                "-c",
-                &from_b,
-            ],
-        );
+        let o = run_on("b", &from_b);
         stdout(&o).contains("from-a").then_some(o)
     });
     assert!(
@@ -585,19 +565,7 @@ fn networks_are_isolated_and_connect_adds_an_interface() {
     );
     // sa leaves b: unreachable from there, and refused twice.
     ns.ok(&r, &["network", "disconnect", "b", "sa"]);
-    let o = ns.mvm(
-        &r,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "b",
-            "busybox",
-            "sh",
-            "-c",
-            &guest_get(&ip_b, 80),
-        ],
-    );
+    let o = run_on("b", &guest_get(&ip_b, 80));
     assert!(!stdout(&o).contains("from-a"), "{}", stdout(&o));
     let o = ns.mvm(&r, &["network", "disconnect", "b", "sa"]);
     assert_eq!(o.status.code(), Some(1));

@@ -286,6 +286,11 @@ impl ContainerDirs {
         self.dir.join("container.log")
     }
 
+    /// The VM's hybrid-vsock socket (the agent's sessions).
+    pub fn vsock_path(&self) -> PathBuf {
+        vm_dir(&self.run).join("vsock.sock")
+    }
+
     /// The monitor's control socket.
     pub fn control_path(&self) -> PathBuf {
         self.run.join("ctl.sock")
@@ -319,6 +324,11 @@ impl ContainerDirs {
         mvm_rootfs::fsutil::atomic_write(&self.record_path(), &data)
             .map_err(|e| format!("cannot write {}: {e}", self.record_path().display()))
     }
+}
+
+/// The directory of a VM's vsock sockets under its run directory `run`.
+pub fn vm_dir(run: &Path) -> PathBuf {
+    run.join("vm")
 }
 
 /// A new random 64-hex container ID.

@@ -561,7 +561,7 @@ pub fn exec(
         .thread_block()
         .map_err(|e| failed(format!("cannot block signals: {e}")))?;
     let stream = crate::session::connect_guest(
-        &dirs.run.join("vsock.sock"),
+        &dirs.vsock_path(),
         DEFAULT_VSOCK_PORT,
         Duration::from_secs(10),
     )

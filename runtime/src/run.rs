@@ -880,7 +880,7 @@ fn run_container(
     let t0 = std::time::Instant::now();
     // Sockets of an earlier run of this container are stale: start from an empty directory.
     let _ = std::fs::remove_dir_all(&spec.run_dir);
-    std::fs::create_dir_all(&spec.run_dir).map_err(CliError::runtime)?;
+    std::fs::create_dir_all(spec.vm_dir()).map_err(CliError::runtime)?;
     let callback = spec
         .vsock_path()
         .with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));

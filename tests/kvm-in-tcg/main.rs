@@ -403,13 +403,13 @@ fn mvm_lifecycle_detached_exec_pause_stop_rm() {
     if section(o, "LOGS") != "started\n" {
         fail(o, "the detached container's log should hold its output");
     }
-    // The VMM's root is the container's run directory: its sockets, not the host's tree.
+    // The VMM's root is the VM's own directory: its vsock sockets and exit record, not the
+    // host's tree nor the monitor's control socket.
     let root = value(o, "VMM-ROOT").unwrap_or("");
-    if !root.split(' ').any(|f| f == "vsock.sock") || root.split(' ').any(|f| f == "usr") {
-        fail(
-            o,
-            "the VMM should be chrooted into the container's run directory",
-        );
+    if !root.split(' ').any(|f| f == "vsock.sock")
+        || root.split(' ').any(|f| f == "usr" || f == "ctl.sock")
+    {
+        fail(o, "the VMM should be chrooted into the VM's own directory");
     }
     if value(o, "EXECRC") != Some("5") || section(o, "EXEC") != "from-exec\n" {
         fail(o, "exec should print from-exec and exit 5");

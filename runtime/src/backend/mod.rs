@@ -65,9 +65,14 @@ pub struct Nic {
 }
 
 impl VmSpec {
+    /// The directory of the VM's vsock sockets and exit record: all our VMM sees of the host's
+    /// filesystem once jailed (vmm/src/jail.rs), so the monitor's own sockets are not in it.
+    pub fn vm_dir(&self) -> PathBuf {
+        crate::container::vm_dir(&self.run_dir)
+    }
     /// The hybrid-vsock socket the host connects to (`CONNECT <port>\n`).
     pub fn vsock_path(&self) -> PathBuf {
-        self.run_dir.join("vsock.sock")
+        self.vm_dir().join("vsock.sock")
     }
     /// The guest's serial console log.
     pub fn console_path(&self) -> PathBuf {
@@ -314,8 +319,8 @@ pub fn vm_command(program: &Path) -> Command {
 
 /// Starts the VM described by `spec` on `kind`.
 pub fn start(kind: Kind, spec: &VmSpec) -> Result<VmHandle, String> {
-    fs::create_dir_all(&spec.run_dir)
-        .map_err(|e| format!("cannot create {}: {e}", spec.run_dir.display()))?;
+    fs::create_dir_all(spec.vm_dir())
+        .map_err(|e| format!("cannot create {}: {e}", spec.vm_dir().display()))?;
     // Unix socket paths are limited to 107 bytes; guest-initiated connections append _PORT.
     let longest = spec.vsock_path().as_os_str().len() + 11;
     if longest > 107 {

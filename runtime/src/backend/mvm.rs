@@ -18,7 +18,7 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         })).collect::<Vec<_>>(),
         "vsock": { "guest_cid": 3, "uds_path": spec.vsock_path() },
         "serial": { "kind": "file", "path": spec.console_path() },
-        "exit_record": spec.run_dir.join("exit.json"),
+        "exit_record": spec.vm_dir().join("exit.json"),
     });
     let mut config = config;
     if !spec.nics.is_empty() {

@@ -20,12 +20,9 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends one network message to the container's agent and waits for its `done`.
 fn tell_agent(dirs: &ContainerDirs, msg: &HostMessage) -> Result<(), String> {
     let reach = |e: &dyn std::fmt::Display| format!("cannot reach the container's agent: {e}");
-    let stream = crate::session::connect_guest(
-        &dirs.run.join("vsock.sock"),
-        DEFAULT_VSOCK_PORT,
-        AGENT_TIMEOUT,
-    )
-    .map_err(|e| reach(&e))?;
+    let stream =
+        crate::session::connect_guest(&dirs.vsock_path(), DEFAULT_VSOCK_PORT, AGENT_TIMEOUT)
+            .map_err(|e| reach(&e))?;
     stream
         .set_read_timeout(Some(AGENT_TIMEOUT))
         .map_err(|e| reach(&e))?;

@@ -354,7 +354,7 @@ fn connect(
             .find(|n| !rec.endpoints.iter().any(|e| e.tap == n.tap))
         else {
             return Err(failed(format!(
-                "container {} has no spare network interface left (a microVM gets {} at start, MVM_SPARE_NICS): stop it, connect, then start it",
+                "container {} has no spare network interface left (a microVM gets up to {} at start, MVM_SPARE_NICS, as far as its virtio devices go): stop it, connect, then start it",
                 rec.name,
                 network::spare_nic_count()
             )));

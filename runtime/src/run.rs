@@ -888,7 +888,8 @@ fn run_container(
         .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
     let control = std::os::unix::net::UnixListener::bind(dirs.control_path())
         .map_err(|e| CliError::runtime(format!("cannot create the control socket: {e}")))?;
-    let net = NetworkUp::bring_up(dirs, &rec)?;
+    let spares = spare_nics(kind, &rec)?;
+    let net = NetworkUp::bring_up(dirs, &rec, spares)?;
     let (daemons, shares) = start_shares(dirs, &rec)?;
     let spec = VmSpec {
         shares,
@@ -977,6 +978,28 @@ fn run_container(
     }
 }
 
+/// How many spare interfaces the container's VM gets for `network connect`: what
+/// `MVM_SPARE_NICS` asks, as far as the backend's virtio devices go once the disks, vsock,
+/// networks and shares have theirs; an error when even those do not fit.
+fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, CliError> {
+    let shares = rec
+        .mounts
+        .iter()
+        .filter(|m| m.kind != volume::mounts::Kind::Tmpfs)
+        .count();
+    // The agent's, the image's and the writable disk, and vsock.
+    let fixed = 4 + rec.endpoints.len() + shares;
+    let slots = kind.virtio_slots();
+    if fixed > slots {
+        return Err(CliError::runtime(format!(
+            "the container needs {fixed} virtio devices ({} networks, {shares} volumes or bind mounts, 3 disks and vsock), and a microVM on the {} backend has {slots}",
+            rec.endpoints.len(),
+            kind.name()
+        )));
+    }
+    Ok(network::spare_nic_count().min(slots - fixed))
+}
+
 /// The tag of the `i`th virtio-fs share.
 fn share_tag(i: usize) -> String {
     format!("mvmfs{i}")
@@ -1039,7 +1062,11 @@ struct NetworkUp {
 impl NetworkUp {
     /// Before the VM starts: bridges, TAPs, DNS, and the published ports bound (so a port in
     /// use fails the start with Docker's message).
-    fn bring_up(dirs: &ContainerDirs, rec: &ContainerRecord) -> Result<Self, CliError> {
+    fn bring_up(
+        dirs: &ContainerDirs,
+        rec: &ContainerRecord,
+        spares: usize,
+    ) -> Result<Self, CliError> {
         let mut up = NetworkUp {
             taps: Vec::new(),
             nics: Vec::new(),
@@ -1072,7 +1099,7 @@ impl NetworkUp {
             }
         }
         // Spare interfaces for `network connect` while the VM runs.
-        let nics = network::vm_nics(rec, network::spare_nic_count());
+        let nics = network::vm_nics(rec, spares);
         for n in &nics {
             if !up.taps.contains(&n.tap) {
                 network::host::create_spare_tap(&n.tap).map_err(CliError::runtime)?;

@@ -276,6 +276,17 @@ fn read_only_mounts_refuse_writes_and_tmpfs_works() {
         assert_eq!(o.status.code(), Some(125), "{bad:?}: {}", stderr(&o));
         assert_eq!(stderr(&o).lines().count(), 1, "{bad:?}: {}", stderr(&o));
     }
+    // More shares than a microVM has virtio devices for (either backend): one clear line.
+    let targets: Vec<String> = (0..16).map(|i| format!("/tmp:/m{i}")).collect();
+    let mut many = vec!["run", "--rm", "--network", "none"];
+    for t in &targets {
+        many.extend(["-v", t.as_str()]);
+    }
+    many.extend(["busybox", "true"]);
+    let o = r.mvm(&many);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("virtio devices"), "{}", stderr(&o));
     assert_eq!(volumes(&r), ["rov"]);
     assert_clean(&r);
 }

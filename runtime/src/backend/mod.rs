@@ -103,6 +103,15 @@ impl Kind {
             .find(|k| k.name() == name)
     }
 
+    /// How many virtio devices a VM of this kind can have: our VMM's IOAPIC pins 5-23
+    /// (vmm/src/arch/x86_64/layout.rs); QEMU's microvm machine has 8 virtio-mmio transports.
+    pub fn virtio_slots(self) -> usize {
+        match self {
+            Kind::Mvm => 19,
+            Kind::QemuTcg | Kind::QemuKvm => 8,
+        }
+    }
+
     /// The name `mvm info` shows.
     pub fn name(self) -> &'static str {
         match self {

@@ -387,12 +387,14 @@ fn attach_client(conn: std::io::Result<UnixStream>, ctl: &Control) -> Result<(),
     let conn = conn.map_err(|e| e.to_string())?;
     let out = conn.try_clone().map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Frame<AgentMessage>>(ATTACH_QUEUE);
-    (&conn)
-        .write_all(b"ok\n")
-        .map_err(|e| format!("cannot answer: {e}"))?;
+    // Registered before the answer: nothing written after `ok` can be lost, and a process
+    // that has ended is refused with an `error` line instead.
     if !ctl.attachers.add(tx) {
         return Err("the container's process has ended".into());
     }
+    (&conn)
+        .write_all(b"ok\n")
+        .map_err(|e| format!("cannot answer: {e}"))?;
     std::thread::spawn(move || {
         let mut w = FrameWriter::new(std::io::BufWriter::new(&out));
         // Ends when the process ended (after its last message) or the client was dropped.

@@ -938,7 +938,7 @@ fn run_container(
         Box::new(move || {
             let mut net = net.lock().unwrap_or_else(|e| e.into_inner());
             match net.as_mut() {
-                Some(up) => up.sync_dns(&dirs),
+                Some(up) => up.follow_record(&dirs),
                 None => Err("the container has stopped".into()),
             }
         })
@@ -1118,10 +1118,16 @@ impl NetworkUp {
     }
 
     /// After `network connect` or `disconnect`: a DNS server for each network the record
-    /// lists, none for the others.
-    fn sync_dns(&mut self, dirs: &ContainerDirs) -> Result<(), String> {
+    /// lists, none for the others, and the published ports proxied to the (maybe new) first
+    /// network's address.
+    fn follow_record(&mut self, dirs: &ContainerDirs) -> Result<(), String> {
         let rec = dirs.load()?;
         let root = dirs.root.as_path();
+        if let (Some(proxies), Some(first)) = (&self.proxies, rec.endpoints.first())
+            && let Ok(ip) = first.ip.parse()
+        {
+            proxies.set_guest(ip);
+        }
         self.dns
             .retain(|(id, _)| rec.endpoints.iter().any(|e| &e.network_id == id));
         for e in &rec.endpoints {

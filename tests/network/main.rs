@@ -349,7 +349,27 @@ fn published_ports_answer_on_loopback_and_conflicts_are_refused() {
         assert_eq!(o.status.code(), Some(125), "{bad:?}: {}", stderr(&o));
         assert_eq!(stderr(&o).lines().count(), 1, "{bad:?}: {}", stderr(&o));
     }
+    // The running container moves to another network and leaves the default one: its
+    // published port follows it to its new address.
+    ns.ok(
+        &r,
+        &["network", "create", "--subnet", "10.207.0.0/24", "moved"],
+    );
+    ns.ok(&r, &["network", "connect", "moved", "pub"]);
+    ns.ok(&r, &["network", "disconnect", "bridge", "pub"]);
+    let v = inspect(&ns, &r, "pub");
+    assert!(
+        v["NetworkSettings"]["IPAddress"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.207.0.")),
+        "{v}"
+    );
+    assert_eq!(
+        http_get(&ns, "127.0.0.1:18080").as_deref(),
+        Some("published\n")
+    );
     ns.ok(&r, &["rm", "-f", "pub"]);
+    ns.ok(&r, &["network", "rm", "moved"]);
     // The host port is free again once the container is gone.
     assert!(http_get(&ns, "127.0.0.1:18080").is_none());
     assert_clean(&ns, &r);

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -164,34 +164,55 @@ pub fn bind_all(maps: &mut [PortMapping]) -> Result<Vec<Bound>, String> {
 /// Running proxies; dropping this stops them.
 pub struct Proxies {
     stop: Arc<AtomicBool>,
+    guest: Arc<AtomicU32>,
     fds: Vec<i32>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Proxies {
+    /// New connections go to `guest` from now on (its first network changed).
+    pub fn set_guest(&self, guest: Ipv4Addr) {
+        self.guest.store(u32::from(guest), Ordering::SeqCst);
+    }
+}
+
+/// The guest's address for container port `port`, as the proxies currently target it.
+fn target(guest: &AtomicU32, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from(guest.load(Ordering::SeqCst)),
+        port,
+    ))
 }
 
 /// Starts a proxy for each bound socket to `guest`'s matching port.
 pub fn start(bound: Vec<Bound>, maps: &[PortMapping], guest: Ipv4Addr) -> Proxies {
     let stop = Arc::new(AtomicBool::new(false));
+    let addr = Arc::new(AtomicU32::new(u32::from(guest)));
     let mut fds = Vec::new();
     let mut threads = Vec::new();
     for (b, m) in bound.into_iter().zip(maps) {
-        let target = SocketAddr::V4(SocketAddrV4::new(guest, m.container_port));
-        let stop = stop.clone();
+        let (stop, guest, port) = (stop.clone(), addr.clone(), m.container_port);
         match b {
             Bound::Tcp(l) => {
                 fds.push(l.as_raw_fd());
                 threads.push(std::thread::spawn(move || {
-                    tcp_accept_loop(l, target, &stop)
+                    tcp_accept_loop(l, &guest, port, &stop)
                 }));
             }
             Bound::Udp(u) => {
                 // No shutdown for UDP (std's recv_from panics on the empty address it
                 // then gets): the loop polls the stop flag between read timeouts.
                 let _ = u.set_read_timeout(Some(Duration::from_millis(200)));
-                threads.push(std::thread::spawn(move || udp_loop(u, target, &stop)));
+                threads.push(std::thread::spawn(move || udp_loop(u, &guest, port, &stop)));
             }
         }
     }
-    Proxies { stop, fds, threads }
+    Proxies {
+        stop,
+        guest: addr,
+        fds,
+        threads,
+    }
 }
 
 impl Drop for Proxies {
@@ -208,7 +229,7 @@ impl Drop for Proxies {
     }
 }
 
-fn tcp_accept_loop(listener: TcpListener, target: SocketAddr, stop: &AtomicBool) {
+fn tcp_accept_loop(listener: TcpListener, guest: &AtomicU32, port: u16, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let Ok((client, _)) = listener.accept() else {
             if stop.load(Ordering::SeqCst) {
@@ -217,6 +238,7 @@ fn tcp_accept_loop(listener: TcpListener, target: SocketAddr, stop: &AtomicBool)
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
+        let target = target(guest, port);
         std::thread::spawn(move || {
             let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
                 // Nothing listens in the guest: the client sees the connection close.
@@ -255,17 +277,21 @@ fn copy_half(mut from: TcpStream, mut to: TcpStream) {
 }
 
 /// UDP: one upstream socket per client address, replies sent back from the published port.
-fn udp_loop(sock: UdpSocket, target: SocketAddr, stop: &AtomicBool) {
+fn udp_loop(sock: UdpSocket, guest: &AtomicU32, port: u16, stop: &AtomicBool) {
     let sock = Arc::new(sock);
     let mut clients: std::collections::HashMap<SocketAddr, Arc<UdpSocket>> =
         std::collections::HashMap::new();
     let mut buf = vec![0u8; 65536];
+    let mut current = target(guest, port);
     while !stop.load(Ordering::SeqCst) {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        if clients.len() > 1024 {
+        let target = target(guest, port);
+        // Upstream sockets are connected to the old address: start over after a change.
+        if clients.len() > 1024 || target != current {
             clients.clear();
+            current = target;
         }
         let upstream = match clients.get(&from) {
             Some(u) => u.clone(),

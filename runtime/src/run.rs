@@ -1128,8 +1128,14 @@ impl NetworkUp {
         {
             proxies.set_guest(ip);
         }
-        self.dns
-            .retain(|(id, _)| rec.endpoints.iter().any(|e| &e.network_id == id));
+        // A server stops within its poll interval (200 ms): let that happen off this path.
+        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dns)
+            .into_iter()
+            .partition(|(id, _)| rec.endpoints.iter().any(|e| &e.network_id == id));
+        self.dns = keep;
+        if !gone.is_empty() {
+            std::thread::spawn(move || drop(gone));
+        }
         for e in &rec.endpoints {
             if self.dns.iter().any(|(id, _)| *id == e.network_id) {
                 continue;

@@ -112,16 +112,9 @@ fn connect(control: &Path) -> Result<UnixStream, String> {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .and_then(|()| s.write_all(b"attach\n"))
         .map_err(|e| format!("cannot reach the container: {e}"))?;
-    // Byte by byte: the frames follow the answer on the same stream.
-    let mut line = Vec::new();
-    let mut byte = [0u8];
-    while line.len() < 256 {
-        match s.read(&mut byte) {
-            Ok(1) if byte[0] != b'\n' => line.push(byte[0]),
-            Ok(_) => break,
-            Err(e) => return Err(format!("cannot reach the container: {e}")),
-        }
-    }
+    // The frames follow the answer on the same stream.
+    let line = crate::session::read_line_unbuffered(&mut s, 256)
+        .map_err(|e| format!("cannot reach the container: {e}"))?;
     let answer = String::from_utf8_lossy(&line);
     if answer != "ok" {
         return Err(format!(

@@ -92,16 +92,7 @@ pub fn connect_guest(uds: &Path, port: u32, timeout: Duration) -> std::io::Resul
     let mut s = UnixStream::connect(uds)?;
     s.set_read_timeout(Some(timeout))?;
     s.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    // Byte by byte: nothing after the newline belongs to the handshake.
-    let mut line = Vec::with_capacity(32);
-    let mut byte = [0u8];
-    while line.len() < 64 {
-        match s.read(&mut byte)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
-    }
+    let line = read_line_unbuffered(&mut s, 64)?;
     if !line.starts_with(b"OK ") {
         return Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
@@ -110,6 +101,22 @@ pub fn connect_guest(uds: &Path, port: u32, timeout: Duration) -> std::io::Resul
     }
     s.set_read_timeout(None)?;
     Ok(s)
+}
+
+/// Reads one line (without its newline) of at most `max` bytes, byte by byte: what follows
+/// the newline on the stream (a handshake's data, frames) is left unread for its reader.
+/// Stops early at end of stream.
+pub fn read_line_unbuffered(s: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(32);
+    let mut byte = [0u8];
+    while line.len() < max {
+        match s.read(&mut byte)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    Ok(line)
 }
 
 /// Signals `mvm run` forwards to the container's process, as Docker's sig-proxy does.
@@ -349,15 +356,10 @@ fn serve_control(listener: &UnixListener, ctl: &Control) {
         let Ok(conn) = conn else { continue };
         // A client that never sends its request must not hold up the next one.
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut line = String::new();
-        // Byte by byte: after an `attach` line the frames follow on the same stream.
-        let mut byte = [0u8];
-        while line.len() < 64 {
-            match (&conn).read(&mut byte) {
-                Ok(1) if byte[0] != b'\n' => line.push(byte[0] as char),
-                _ => break,
-            }
-        }
+        // After an `attach` line the frames follow on the same stream. A request cut short
+        // by the timeout is no request (not a truncated `signal` number).
+        let line = read_line_unbuffered(&mut &conn, 64).unwrap_or_default();
+        let line = String::from_utf8_lossy(&line);
         let answer = match line.trim().split_once(' ').unwrap_or((line.trim(), "")) {
             ("signal", n) => match n.parse::<i32>() {
                 Ok(signal) if (1..=64).contains(&signal) => {

@@ -305,6 +305,47 @@ impl Builder<'_> {
     }
 
     /// Records a step's image as the stage's new state.
+    /// Makes a step's image from the stage's: `config`, and the layer tarball at `layer` (removed
+    /// afterwards) if there is one; then commits it under `key`.
+    fn derive_step(
+        &self,
+        st: &mut StageState,
+        key: &str,
+        config: ContainerConfig,
+        layer: Option<&Path>,
+        created_by: &str,
+    ) -> Result<(), CliError> {
+        let step = mvm_rootfs::derive::Step {
+            config,
+            created_by,
+            comment: None,
+            created: &mvm_rootfs::time::now(),
+            tags: &[],
+            intermediate: true,
+        };
+        let image = match layer {
+            Some(tmp) => {
+                let image = std::fs::File::open(tmp)
+                    .map_err(CliError::runtime)
+                    .and_then(|mut f| {
+                        mvm_rootfs::derive::derive(
+                            &self.store,
+                            st.image.as_ref(),
+                            Some(&mut f),
+                            &step,
+                        )
+                        .map_err(CliError::runtime)
+                    });
+                let _ = std::fs::remove_file(tmp);
+                image?
+            }
+            None => mvm_rootfs::derive::derive(&self.store, st.image.as_ref(), None, &step)
+                .map_err(CliError::runtime)?,
+        };
+        self.commit_step(st, key, image);
+        Ok(())
+    }
+
     fn commit_step(&self, st: &mut StageState, key: &str, image: ImageRecord) {
         cache::store(self.root, key, &image);
         self.say(&format!(" ---> {}", &image.id.hex()[..12]));
@@ -518,22 +559,8 @@ impl Builder<'_> {
             self.commit_step(st, &key, img);
             return Ok(());
         }
-        let image = mvm_rootfs::derive::derive(
-            &self.store,
-            st.image.as_ref(),
-            None,
-            &mvm_rootfs::derive::Step {
-                config: cfg,
-                created_by: &format!("/bin/sh -c #(nop) {}", ins.original),
-                comment: None,
-                created: &mvm_rootfs::time::now(),
-                tags: &[],
-                intermediate: true,
-            },
-        )
-        .map_err(CliError::runtime)?;
-        self.commit_step(st, &key, image);
-        Ok(())
+        let created_by = format!("/bin/sh -c #(nop) {}", ins.original);
+        self.derive_step(st, &key, cfg, None, &created_by)
     }
 
     /// CMD/ENTRYPOINT/RUN argv: the exec form as is, the shell form through the SHELL.
@@ -612,30 +639,15 @@ impl Builder<'_> {
         let made = crate::commit::layer_tar(&dirs, &tmp);
         dirs.remove();
         made?;
-        let mut f = std::fs::File::open(&tmp).map_err(CliError::runtime)?;
-        let image = mvm_rootfs::derive::derive(
-            &self.store,
-            Some(&base),
-            Some(&mut f),
-            &mvm_rootfs::derive::Step {
-                config: st.config.clone(),
-                created_by: &format!(
-                    "/bin/sh -c {}",
-                    match cmd {
-                        ShellOrExec::Shell(s) => s.clone(),
-                        ShellOrExec::Exec(v) => format!("{v:?}"),
-                    }
-                ),
-                comment: None,
-                created: &mvm_rootfs::time::now(),
-                tags: &[],
-                intermediate: true,
-            },
+        let created_by = format!(
+            "/bin/sh -c {}",
+            match cmd {
+                ShellOrExec::Shell(s) => s.clone(),
+                ShellOrExec::Exec(v) => format!("{v:?}"),
+            }
         );
-        let _ = std::fs::remove_file(&tmp);
-        let image = image.map_err(CliError::runtime)?;
-        self.commit_step(st, &key, image);
-        Ok(())
+        let config = st.config.clone();
+        self.derive_step(st, &key, config, Some(&tmp), &created_by)
     }
 
     /// `--chown` as numbers: names are looked up in the stage's own /etc/passwd and /etc/group.
@@ -751,23 +763,8 @@ impl Builder<'_> {
             self.commit_step(st, &key, img);
             return Ok(());
         }
-        let mut f = std::fs::File::open(&tmp).map_err(CliError::runtime)?;
-        let image = mvm_rootfs::derive::derive(
-            &self.store,
-            st.image.as_ref(),
-            Some(&mut f),
-            &mvm_rootfs::derive::Step {
-                config: st.config.clone(),
-                created_by: &format!("/bin/sh -c #(nop) {} file:{digest} in {dest}", what),
-                comment: None,
-                created: &mvm_rootfs::time::now(),
-                tags: &[],
-                intermediate: true,
-            },
-        );
-        let _ = std::fs::remove_file(&tmp);
-        let image = image.map_err(CliError::runtime)?;
-        self.commit_step(st, &key, image);
-        Ok(())
+        let created_by = format!("/bin/sh -c #(nop) {what} file:{digest} in {dest}");
+        let config = st.config.clone();
+        self.derive_step(st, &key, config, Some(&tmp), &created_by)
     }
 }

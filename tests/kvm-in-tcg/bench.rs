@@ -15,7 +15,7 @@
 //! the normal initramfs; the normal test run does not carry them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{self, Inputs, Outcome, Scenario};
@@ -93,18 +93,6 @@ const QEMU_DATA: &[&str] = &[
     "multiboot_dma.bin",
 ];
 
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|d| d.join("bin"));
-    std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// A Rust `Duration`'s Debug text ("1.5s", "812.3ms", "40µs", "7ns") in seconds.
 fn parse_duration(s: &str) -> Option<f64> {
     for (unit, scale) in [
@@ -176,9 +164,9 @@ fn bench_nested() {
     {
         eprintln!("bench-nested: {w}");
     }
-    let qemu = find_program("qemu-system-x86_64")
+    let qemu = crate::harness::on_path("qemu-system-x86_64")
         .expect("qemu-system-x86_64 not found: apt-get install qemu-system-x86");
-    let vhost = find_program("vhost-device-vsock").expect(
+    let vhost = crate::harness::on_path("vhost-device-vsock").expect(
         "vhost-device-vsock not found: cargo install vhost-device-vsock (scripts/setup.sh does)",
     );
     inputs.add_file("/usr/bin/qemu-system-x86_64", &qemu, true);

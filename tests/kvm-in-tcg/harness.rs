@@ -143,10 +143,17 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/mvm"))
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+/// A program on PATH, in /usr/sbin or /sbin, or where `cargo install` puts it (the set-up
+/// installs virtiofsd and vhost-device-vsock there, and a root shell may not have it on PATH).
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin"));
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .chain(cargo_bin)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

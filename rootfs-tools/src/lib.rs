@@ -3,6 +3,7 @@
 //! KVM.
 
 pub mod archive;
+pub mod beneath;
 pub mod catalog;
 pub mod derive;
 pub mod digest;

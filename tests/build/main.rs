@@ -444,3 +444,529 @@ fn commit_and_diff_of_a_container() {
     assert_eq!(r.mvm(&["commit", "nosuch"]).status.code(), Some(1));
     ok(&r, &["rm", "-f", "c", "live"]);
 }
+
+// ---- A hostile build context or image never reaches the host -----------------------------
+
+/// A directory outside every build context, holding a file with a marker no image may ever
+/// contain; removed on drop.
+struct HostSecret {
+    dir: PathBuf,
+    marker: String,
+}
+
+impl HostSecret {
+    fn new(name: &str) -> Self {
+        let dir = PathBuf::from(format!("/tmp/mvm-bt-{}-{name}-host", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let marker = format!("MVM-HOST-SECRET-{}-{name}-{nanos}", std::process::id());
+        std::fs::write(dir.join("secret"), &marker).unwrap();
+        Self { dir, marker }
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+    fn s(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+    /// The marker file is as it was.
+    fn assert_unchanged(&self) {
+        assert_eq!(
+            std::fs::read_to_string(self.path("secret")).unwrap(),
+            self.marker,
+            "the host file changed"
+        );
+    }
+}
+
+impl Drop for HostSecret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Fails if `needle` is in any file under the test's state root: its blobs (layers, configs),
+/// image disks, caches and temporary files.
+fn assert_not_in_store(r: &TestRoot, needle: &str) {
+    fn walk(dir: &std::path::Path, needle: &[u8], hits: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                walk(&e.path(), needle, hits);
+            } else if ft.is_file()
+                && let Ok(data) = std::fs::read(e.path())
+                && data.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(e.path());
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    walk(&r.path, needle.as_bytes(), &mut hits);
+    assert!(hits.is_empty(), "host bytes {needle:?} in {hits:?}");
+}
+
+/// Fails if a build left anything in the store's scratch area (an unpacked stage root, a
+/// half-made layer): those go also when the step fails.
+fn assert_no_scratch(r: &TestRoot) {
+    let left: Vec<_> = std::fs::read_dir(r.path.join("images/tmp"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}
+
+/// One tar entry with its name and link name written as raw bytes (`..` and absolute paths
+/// included, which the tar crate's builder refuses to make).
+fn raw_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.name[..name.len()].copy_from_slice(name.as_bytes());
+        g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data) in entries {
+        raw_entry(&mut out, name, *kind, link, data);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Imports a root filesystem made of `entries` as the image `name`.
+fn import_entries(
+    r: &TestRoot,
+    host: &HostSecret,
+    name: &str,
+    entries: &[(&str, tar::EntryType, &str, &[u8])],
+) {
+    let tar = host.path(&format!("{name}.tar"));
+    std::fs::write(&tar, raw_tar(entries)).unwrap();
+    ok(r, &["import", tar.to_str().unwrap(), name]);
+}
+
+/// `(path, uid, gid, content)` of the entries of every layer of `image`.
+fn image_files(r: &TestRoot, image: &str) -> Vec<(String, u64, u64, Vec<u8>)> {
+    use std::io::Read;
+    let cfg = inspect_image(r, image);
+    let mut out = Vec::new();
+    for layer in cfg["RootFS"]["Layers"].as_array().unwrap() {
+        let hex = layer.as_str().unwrap().trim_start_matches("sha256:");
+        let f = std::fs::File::open(r.path.join("images/blobs/sha256").join(hex)).unwrap();
+        let mut a = tar::Archive::new(f);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let (uid, gid) = (e.header().uid().unwrap(), e.header().gid().unwrap());
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.push((path, uid, gid, data));
+        }
+    }
+    out
+}
+
+/// Builds `ctx` as `tag` and returns the last line of stderr of a failed build.
+fn build_fails(r: &TestRoot, ctx: &Context, tag: &str) -> String {
+    let o = r.mvm(&["build", "-t", tag, ctx.s()]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the build should fail: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stderr(&o).lines().last().unwrap_or_default().to_string()
+}
+
+const NOT_FOUND: &str = "file not found in build context or excluded by .dockerignore";
+
+#[test]
+fn context_links_to_the_host_resolve_inside_the_context() {
+    let r = TestRoot::empty(MVM);
+    let host = HostSecret::new("abslink");
+    // A directory link, a file link and a link to the whole host directory, all absolute.
+    let cases: &[(&str, &str, &str)] = &[
+        ("dirlink", "COPY data/secret /leak\n", "stat data/secret"),
+        ("filelink", "COPY leak /leak\n", "stat leak"),
+        ("globlink", "COPY data/sec* /leak/\n", "stat data/sec*"),
+    ];
+    for (name, copy, want) in cases {
+        let ctx = Context::new(&format!("abs-{name}"), &format!("FROM scratch\n{copy}"));
+        std::os::unix::fs::symlink(&host.dir, ctx.0.join("data")).unwrap();
+        std::os::unix::fs::symlink(host.path("secret"), ctx.0.join("leak")).unwrap();
+        let last = build_fails(&r, &ctx, &format!("leak-{name}:1"));
+        assert!(
+            last.contains(&format!(
+                "COPY failed: {NOT_FOUND}: {want}: file does not exist"
+            )),
+            "{name}: {last}"
+        );
+        assert_not_in_store(&r, &host.marker);
+    }
+    // Links inside a copied directory are copied as links (their text), never followed.
+    let ctx = Context::new("abs-tree", "FROM scratch\nCOPY . /all/\n");
+    ctx.write("plain.txt", "plain\n");
+    std::os::unix::fs::symlink(&host.dir, ctx.0.join("data")).unwrap();
+    ok(&r, &["build", "-t", "tree:1", ctx.s()]);
+    let files = image_files(&r, "tree:1");
+    assert!(
+        files.iter().any(|(p, ..)| p == "all/plain.txt"),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|(p, ..)| p.starts_with("all/data/")),
+        "a directory link was followed: {files:?}"
+    );
+    assert_not_in_store(&r, &host.marker);
+    host.assert_unchanged();
+}
+
+#[test]
+fn context_links_climbing_out_stay_in_the_context() {
+    let r = TestRoot::empty(MVM);
+    let host = HostSecret::new("uplink");
+    let through = format!("up{}", host.s());
+    let cases = [
+        format!("COPY {through}/secret /leak\n"),
+        format!("COPY {through}/sec* /leak/\n"),
+        format!(
+            "COPY up/tmp/mvm-bt-{}-uplink-h*/secret /leak/\n",
+            std::process::id()
+        ),
+        "COPY deep/secret /leak\n".to_string(),
+    ];
+    for (i, copy) in cases.iter().enumerate() {
+        let ctx = Context::new(&format!("up-{i}"), &format!("FROM scratch\n{copy}"));
+        std::os::unix::fs::symlink("../../..", ctx.0.join("up")).unwrap();
+        ctx.write("sub/keep", "k\n");
+        // A link deeper in the context climbing past its root.
+        std::os::unix::fs::symlink(
+            format!("../../../../..{}", host.s()),
+            ctx.0.join("sub/deep"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("sub/deep", ctx.0.join("deep")).unwrap();
+        let last = build_fails(&r, &ctx, &format!("up-{i}:1"));
+        assert!(
+            last.contains(&format!("COPY failed: {NOT_FOUND}")),
+            "{copy}: {last}"
+        );
+        assert_not_in_store(&r, &host.marker);
+    }
+    // Links that stay inside the context are followed there, as Docker follows them: an
+    // absolute target is read as if the context were /.
+    let ctx = Context::new(
+        "up-inside",
+        "FROM scratch\nCOPY alias/a.txt /one\nCOPY abs /two\nCOPY alias /three/\nCOPY up/files/a.txt /four\n",
+    );
+    ctx.write("files/a.txt", "inside\n");
+    std::os::unix::fs::symlink("files", ctx.0.join("alias")).unwrap();
+    std::os::unix::fs::symlink("/files/a.txt", ctx.0.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../..", ctx.0.join("up")).unwrap();
+    ok(&r, &["build", "-t", "inside:1", ctx.s()]);
+    let files = image_files(&r, "inside:1");
+    for want in ["one", "two", "three/a.txt", "four"] {
+        assert!(
+            files
+                .iter()
+                .any(|(p, _, _, d)| p == want && d == b"inside\n"),
+            "{want} in {files:?}"
+        );
+    }
+    assert_not_in_store(&r, &host.marker);
+    host.assert_unchanged();
+}
+
+#[test]
+fn copy_from_an_image_does_not_follow_its_links_to_the_host() {
+    let r = TestRoot::empty(MVM);
+    let host = HostSecret::new("fromimg");
+    use tar::EntryType::{Directory, Regular, Symlink};
+    import_entries(
+        &r,
+        &host,
+        "evil",
+        &[
+            ("opt", Symlink, "/", b""),
+            ("up", Symlink, "../../../..", b""),
+            ("data/", Directory, "", b""),
+            ("data/ok", Regular, "", b"image-own\n"),
+            ("okl", Symlink, "/data/ok", b""),
+        ],
+    );
+    for (i, src) in [
+        format!("/opt{}/secret", host.s()),
+        format!("/up{}/secret", host.s()),
+        format!("/opt{}/sec*", host.s()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ctx = Context::new(
+            &format!("from-{i}"),
+            &format!("FROM scratch\nCOPY --from=evil {src} /x\n"),
+        );
+        let last = build_fails(&r, &ctx, &format!("from-{i}:1"));
+        assert!(
+            last.contains(&format!("COPY failed: {NOT_FOUND}")),
+            "{src}: {last}"
+        );
+        assert_not_in_store(&r, &host.marker);
+        assert_no_scratch(&r);
+    }
+    // The image's own links are followed inside its root.
+    let ctx = Context::new(
+        "from-ok",
+        "FROM scratch\nCOPY --from=evil /okl /y\nCOPY --from=evil /opt/data/ /z/\n",
+    );
+    ok(&r, &["build", "-t", "fromok:1", ctx.s()]);
+    let files = image_files(&r, "fromok:1");
+    for want in ["y", "z/ok"] {
+        assert!(
+            files
+                .iter()
+                .any(|(p, _, _, d)| p == want && d == b"image-own\n"),
+            "{want} in {files:?}"
+        );
+    }
+    assert_not_in_store(&r, &host.marker);
+    assert_no_scratch(&r);
+    host.assert_unchanged();
+    assert!(
+        r.leftover_containers().is_empty(),
+        "{:?}",
+        r.leftover_containers()
+    );
+}
+
+#[test]
+fn chown_names_are_looked_up_inside_the_stage() {
+    let r = TestRoot::empty(MVM);
+    let host = HostSecret::new("chown");
+    std::fs::write(host.path("passwd"), "someuser:x:4242:4242::/:/bin/sh\n").unwrap();
+    std::fs::write(host.path("group"), "somegroup:x:4243:\n").unwrap();
+    let passwd = host.path("passwd");
+    let group_up = format!("../../../..{}/group", host.s());
+    use tar::EntryType::{Directory, Regular, Symlink};
+    import_entries(
+        &r,
+        &host,
+        "evilpw",
+        &[
+            ("etc/", Directory, "", b""),
+            ("etc/passwd", Symlink, passwd.to_str().unwrap(), b""),
+            ("etc/group", Symlink, &group_up, b""),
+        ],
+    );
+    import_entries(
+        &r,
+        &host,
+        "goodpw",
+        &[
+            ("etc/", Directory, "", b""),
+            (
+                "etc/passwd",
+                Regular,
+                "",
+                b"root:x:0:0::/:/bin/sh\nsomeuser:x:4242:4242::/:/bin/sh\n",
+            ),
+            ("etc/group", Regular, "", b"root:x:0:\nsomegroup:x:4243:\n"),
+        ],
+    );
+    for (name, spec, want) in [
+        ("user", "someuser", "unable to find user someuser"),
+        ("group", "0:somegroup", "unable to find group somegroup"),
+    ] {
+        let ctx = Context::new(
+            &format!("chown-{name}"),
+            &format!("FROM evilpw\nCOPY --chown={spec} Dockerfile /f\n"),
+        );
+        let last = build_fails(&r, &ctx, &format!("chown-{name}:1"));
+        assert!(last.contains(want), "{spec}: {last}");
+        assert_no_scratch(&r);
+    }
+    // The stage's own files name the user; two COPYs with names (the second looks them up
+    // again for the new image).
+    let ctx = Context::new(
+        "chown-good",
+        "FROM goodpw\nCOPY --chown=someuser:somegroup Dockerfile /f\nCOPY --chown=someuser Dockerfile /g\n",
+    );
+    ok(&r, &["build", "-t", "chowned:1", ctx.s()]);
+    let files = image_files(&r, "chowned:1");
+    assert!(
+        files
+            .iter()
+            .any(|(p, u, g, _)| p == "f" && *u == 4242 && *g == 4243),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|(p, u, g, _)| p == "g" && *u == 4242 && *g == 4242),
+        "{files:?}"
+    );
+    // Again, from the cache.
+    let again = ok(&r, &["build", "-t", "chowned:1", ctx.s()]);
+    assert!(again.contains("Using cache"), "{again}");
+    assert_no_scratch(&r);
+    host.assert_unchanged();
+}
+
+#[test]
+fn add_of_a_hostile_archive_stays_in_its_destination() {
+    let r = TestRoot::empty(MVM);
+    let host = HostSecret::new("addtar");
+    use tar::EntryType::{Link, Regular, Symlink};
+    let escape = format!("mvm-escape-{}", std::process::id());
+    let outside = [
+        PathBuf::from(format!("/{escape}")),
+        PathBuf::from(format!("/tmp/{escape}")),
+        PathBuf::from(format!("/abs/{escape}")),
+    ];
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+    let up = format!("../../{escape}");
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "dotdot",
+            raw_tar(&[("../x", Regular, "", b"x\n")]),
+            "outside",
+        ),
+        (
+            "climb",
+            raw_tar(&[
+                ("ok", Regular, "", b"ok\n"),
+                (&up, Regular, "", b"escaped\n"),
+            ]),
+            "outside",
+        ),
+        (
+            "hardlink",
+            raw_tar(&[("hl", Link, "../../etc/passwd", b"")]),
+            "invalid hardlink",
+        ),
+    ];
+    for (name, tar, want) in &cases {
+        let ctx = Context::new(&format!("add-{name}"), "FROM scratch\nADD a.tar /dest/\n");
+        std::fs::write(ctx.0.join("a.tar"), tar).unwrap();
+        let last = build_fails(&r, &ctx, &format!("add-{name}:1"));
+        assert!(
+            last.contains("ADD failed") && last.contains(want),
+            "{name}: {last}"
+        );
+    }
+    // Absolute names land under the destination; links are kept as links.
+    let ctx = Context::new("add-abs", "FROM scratch\nADD a.tar /dest/\n");
+    let abs = format!("/abs/{escape}");
+    std::fs::write(
+        ctx.0.join("a.tar"),
+        raw_tar(&[
+            (&abs, Regular, "", b"abs\n"),
+            ("sl", Symlink, "/etc/passwd", b""),
+            ("hl", Link, &abs, b""),
+        ]),
+    )
+    .unwrap();
+    ok(&r, &["build", "-t", "addabs:1", ctx.s()]);
+    let files = image_files(&r, "addabs:1");
+    let names: Vec<&str> = files.iter().map(|(p, ..)| p.as_str()).collect();
+    for want in [
+        format!("dest/abs/{escape}"),
+        "dest/sl".to_string(),
+        "dest/hl".to_string(),
+    ] {
+        assert!(names.contains(&want.as_str()), "{want} in {names:?}");
+    }
+    assert!(
+        names.iter().all(|n| n.starts_with("dest")),
+        "entries outside the destination: {names:?}"
+    );
+    // An archive that is a link out of the context is not read.
+    std::fs::write(
+        host.path("host.tar"),
+        raw_tar(&[("leak", Regular, "", host.marker.as_bytes())]),
+    )
+    .unwrap();
+    let ctx = Context::new("add-link", "FROM scratch\nADD a.tar /dest/\n");
+    std::os::unix::fs::symlink(host.path("host.tar"), ctx.0.join("a.tar")).unwrap();
+    let last = build_fails(&r, &ctx, "add-link:1");
+    assert!(
+        last.contains(&format!("ADD failed: {NOT_FOUND}: stat a.tar")),
+        "{last}"
+    );
+    assert_not_in_store(&r, &host.marker);
+    for p in &outside {
+        assert!(!p.exists(), "{} was written", p.display());
+    }
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+    host.assert_unchanged();
+}
+
+#[test]
+fn dockerfile_and_dockerignore_links_are_not_read_from_the_host() {
+    let r = TestRoot::empty(MVM);
+    let host = HostSecret::new("ignore");
+    // A host .dockerignore that would exclude the file the build copies.
+    std::fs::write(host.path("ignore"), "kept.txt\n").unwrap();
+    let ctx = Context::new("ignore-link", "FROM scratch\nCOPY kept.txt /kept\n");
+    ctx.write("kept.txt", "kept\n");
+    std::os::unix::fs::symlink(host.path("ignore"), ctx.0.join(".dockerignore")).unwrap();
+    ok(&r, &["build", "-t", "ignore:1", ctx.s()]);
+    let files = image_files(&r, "ignore:1");
+    assert!(
+        files
+            .iter()
+            .any(|(p, _, _, d)| p == "kept" && d == b"kept\n"),
+        "{files:?}"
+    );
+    // A Dockerfile that is a link to a host file is not read either.
+    std::fs::write(
+        host.path("Dockerfile"),
+        format!("FROM scratch\nLABEL leak={}\n", host.marker),
+    )
+    .unwrap();
+    let ctx = Context::new("dockerfile-link", "");
+    std::fs::remove_file(ctx.0.join("Dockerfile")).unwrap();
+    std::os::unix::fs::symlink(host.path("Dockerfile"), ctx.0.join("Dockerfile")).unwrap();
+    let last = build_fails(&r, &ctx, "dflink:1");
+    assert!(last.contains("failed to read"), "{last}");
+    assert_not_in_store(&r, &host.marker);
+    // Inside the context, the links are followed there.
+    let ctx = Context::new("dockerfile-inside", "");
+    std::fs::remove_file(ctx.0.join("Dockerfile")).unwrap();
+    ctx.write(
+        "real/Dockerfile",
+        "FROM scratch\nCOPY kept.txt skipped.txt /\n",
+    );
+    ctx.write("real/ignore", "skipped.txt\n");
+    ctx.write("kept.txt", "kept\n");
+    ctx.write("skipped.txt", "no\n");
+    std::os::unix::fs::symlink("/real/Dockerfile", ctx.0.join("Dockerfile")).unwrap();
+    std::os::unix::fs::symlink("real/ignore", ctx.0.join(".dockerignore")).unwrap();
+    let last = build_fails(&r, &ctx, "dfinside:1");
+    assert!(last.contains("stat skipped.txt"), "{last}");
+    host.assert_unchanged();
+}

@@ -7,7 +7,8 @@
 mod cache;
 mod copy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use mvm_rootfs::dockerfile::{
@@ -19,7 +20,6 @@ use serde_json::{Value, json};
 
 use crate::backend::Selection;
 use crate::error::CliError;
-use crate::layer::DiskMount;
 
 /// Exit code of a failed build (Docker's CLI gives 1).
 const EXIT_BUILD: i32 = 1;
@@ -88,6 +88,9 @@ struct Builder<'a> {
     stages: Vec<(Option<String>, Option<ImageRecord>)>,
     step: usize,
     total: usize,
+    /// `(/etc/passwd, /etc/group)` of the images `--chown` looked names up in, by image ID:
+    /// each is unpacked once per build, not once per COPY.
+    id_files: HashMap<String, (String, String)>,
 }
 
 /// `mvm build`.
@@ -109,16 +112,31 @@ pub fn build(
             context.display()
         )));
     }
+    // The context is hostile: its Dockerfile and .dockerignore are read inside it, links
+    // followed only within it. A `-f` file is the user's own choice of host path.
+    let ctx_root = mvm_rootfs::beneath::open_root(&context).map_err(|e| {
+        CliError::usage(format!(
+            "unable to prepare context: {}: {e}",
+            context.display()
+        ))
+    })?;
     let file = opts
         .file
         .clone()
         .unwrap_or_else(|| context.join("Dockerfile"));
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| failed(format!("failed to read {}: {e}", file.display())))?;
+    let text = match &opts.file {
+        Some(f) => std::fs::read(f),
+        None => copy::read_small(ctx_root.as_fd(), Path::new("Dockerfile"))
+            .and_then(|d| d.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))),
+    }
+    .and_then(|d| {
+        String::from_utf8(d).map_err(|_| std::io::Error::other("the Dockerfile is not UTF-8 text"))
+    })
+    .map_err(|e| failed(format!("failed to read {}: {e}", file.display())))?;
     let df = dockerfile::parse(&text).map_err(|e| failed(format!("{}: {e}", file.display())))?;
-    let ignore = std::fs::read_to_string(context.join(".dockerignore"))
-        .ok()
-        .map(|t| DockerIgnore::parse(&t));
+    let ignore = copy::read_small(ctx_root.as_fd(), Path::new(".dockerignore"))
+        .map_err(|e| failed(format!("failed to read .dockerignore: {e}")))?
+        .map(|t| DockerIgnore::parse(&String::from_utf8_lossy(&t)));
     let mut build_args = BTreeMap::new();
     for a in &opts.build_args {
         match a.split_once('=') {
@@ -158,6 +176,7 @@ pub fn build(
         ignore,
         stages: Vec::new(),
         step: 0,
+        id_files: HashMap::new(),
         total: df.stages[..=last]
             .iter()
             .map(|s| s.instructions.len() + 1)
@@ -650,28 +669,40 @@ impl Builder<'_> {
         self.derive_step(st, &key, config, Some(&tmp), &created_by)
     }
 
-    /// `--chown` as numbers: names are looked up in the stage's own /etc/passwd and /etc/group.
-    fn resolve_chown(&self, st: &StageState, spec: &str) -> Result<(u32, u32), String> {
+    /// `--chown` as numbers: names are looked up in the stage's own /etc/passwd and /etc/group,
+    /// read inside its unpacked root (links followed only there), never through a mount.
+    fn resolve_chown(
+        &mut self,
+        st: &StageState,
+        spec: &str,
+    ) -> Result<(u32, u32), copy::CopyError> {
         if let Ok(ids) = copy::parse_chown(spec) {
             return Ok(ids);
         }
         let img = st
             .image
             .as_ref()
-            .ok_or_else(|| format!("--chown={spec}: names need a base image with /etc/passwd"))?;
-        let disk =
-            mvm_rootfs::disk::ensure_image_disk(&self.store, img).map_err(|e| e.to_string())?;
-        let (passwd, group) = crate::layer::with_mounted(
-            &[DiskMount {
-                path: &disk,
-                fstype: "erofs",
-            }],
-            |d| {
-                let read = |p: &str| std::fs::read_to_string(d[0].join(p)).unwrap_or_default();
-                (read("etc/passwd"), read("etc/group"))
-            },
-        )?;
-        copy::parse_chown_names(spec, &passwd, &group)
+            .ok_or_else(|| copy::CopyError::ChownNeedsImage {
+                spec: spec.to_string(),
+            })?;
+        let key = img.id.to_string();
+        if !self.id_files.contains_key(&key) {
+            let root = copy::StageRoot::unpack(&self.store, img)?;
+            let read = |file: &'static str| {
+                copy::read_small(root.fd(), Path::new(file))
+                    .map(|d| d.map(|d| String::from_utf8_lossy(&d).into_owned()))
+                    .map(Option::unwrap_or_default)
+                    .map_err(|source| copy::CopyError::IdFile {
+                        spec: spec.to_string(),
+                        file,
+                        source,
+                    })
+            };
+            let files = (read("/etc/passwd")?, read("/etc/group")?);
+            self.id_files.insert(key.clone(), files);
+        }
+        let (passwd, group) = &self.id_files[&key];
+        copy::parse_chown_names(spec, passwd, group)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -725,8 +756,9 @@ impl Builder<'_> {
                     .opts
                     .context
                     .canonicalize()
+                    .and_then(|c| mvm_rootfs::beneath::open_root(&c))
                     .map_err(CliError::runtime)?;
-                copy::copy_layer(&ctx, &req, self.ignore.as_ref(), &tmp)
+                copy::copy_layer(ctx.as_fd(), &req, self.ignore.as_ref(), &tmp)
             }
             Some(f) => {
                 let f = self.expand(st, f, line)?;
@@ -740,16 +772,11 @@ impl Builder<'_> {
                     None => crate::image_cmds::resolve_or_pull(self.root, &self.store, &f)
                         .map_err(|e| failed(format!("Dockerfile:{line}: COPY --from={f}: {e}")))?,
                 };
-                let disk = mvm_rootfs::disk::ensure_image_disk(&self.store, &src)
-                    .map_err(CliError::runtime)?;
-                crate::layer::with_mounted(
-                    &[DiskMount {
-                        path: &disk,
-                        fstype: "erofs",
-                    }],
-                    |d| copy::copy_layer(&d[0], &req, None, &tmp),
-                )
-                .map_err(CliError::runtime)?
+                // The image's files, unpacked privately and read under its own root: its
+                // links cannot reach the host, and no mount is made. Removed on return.
+                let root = copy::StageRoot::unpack(&self.store, &src)
+                    .map_err(|e| failed(format!("Dockerfile:{line}: COPY --from={f}: {e}")))?;
+                copy::copy_layer(root.fd(), &req, None, &tmp)
             }
         }
         .map_err(|e| {

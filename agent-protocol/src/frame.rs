@@ -25,6 +25,8 @@ pub enum FrameKind {
     Stdout = 3,
     /// Bytes the process wrote to stderr (agent to host).
     Stderr = 4,
+    /// The container's changes, as an `Export` asked (agent to host).
+    Changes = 5,
 }
 
 impl FrameKind {
@@ -36,6 +38,7 @@ impl FrameKind {
             2 => Some(FrameKind::Stdin),
             3 => Some(FrameKind::Stdout),
             4 => Some(FrameKind::Stderr),
+            5 => Some(FrameKind::Changes),
             _ => None,
         }
     }
@@ -55,6 +58,8 @@ pub enum Stream {
     Stdout,
     /// Agent to host; unused (only its EOF is sent) when the process has a terminal.
     Stderr,
+    /// Agent to host: the answer to an `Export` (not a process stream).
+    Changes,
 }
 
 impl Stream {
@@ -64,6 +69,7 @@ impl Stream {
             Stream::Stdin => FrameKind::Stdin,
             Stream::Stdout => FrameKind::Stdout,
             Stream::Stderr => FrameKind::Stderr,
+            Stream::Changes => FrameKind::Changes,
         }
     }
 }
@@ -132,6 +138,7 @@ pub fn decode_payload<C: DeserializeOwned>(
         FrameKind::Stdin => Stream::Stdin,
         FrameKind::Stdout => Stream::Stdout,
         FrameKind::Stderr => Stream::Stderr,
+        FrameKind::Changes => Stream::Changes,
     };
     Ok(Frame::Data {
         stream,

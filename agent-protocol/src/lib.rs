@@ -32,13 +32,14 @@ pub use frame::{
 };
 pub use handshake::{check_version, host_handshake};
 pub use message::{
-    AgentMessage, HostMessage, NetworkUp, ProcessSpec, Rlimit, StartFailedKind, container_exit_code,
+    AgentMessage, Export, ExportKind, HostMessage, NetworkUp, ProcessSpec, Rlimit, StartFailedKind,
+    container_exit_code,
 };
 pub use reader::FrameReader;
 pub use writer::FrameWriter;
 
 /// The protocol version this crate speaks; both sides refuse a peer with another one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The vsock port the agent listens on unless the kernel command line says otherwise
 /// (`mvm.port=`).

@@ -35,10 +35,38 @@ pub enum HostMessage {
         /// `aa:bb:cc:dd:ee:ff`.
         mac: String,
     },
+    /// The container's changes to its image (the overlay's upper directory): instead of
+    /// `Start` on a connection of its own, or after `Exited` on the process's connection (a
+    /// build step, before the VM ends). The agent streams them on [`crate::Stream::Changes`]
+    /// data frames, ends the stream with its EOF frame and answers `Done`, or answers
+    /// `Error` at any point (the host then discards what it got), and closes.
+    Export(Export),
     /// A message type this version does not know (sent by a newer peer). Never sent; the
     /// receiver answers it with an `Error` and carries on.
     #[serde(other)]
     Unknown,
+}
+
+/// What an [`HostMessage::Export`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    /// A layer tar or Docker's change list.
+    pub what: ExportKind,
+    /// Stop every process in the guest (SIGSTOP) while the changes are read, and continue
+    /// them after (`commit --pause`).
+    #[serde(default)]
+    pub freeze: bool,
+}
+
+/// The form of exported changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportKind {
+    /// An OCI layer tar: changed files, `.wh.NAME` whiteouts and `.wh..wh..opq` opaque
+    /// markers; the files the runtime writes (/etc/hostname, hosts, resolv.conf) left out.
+    Layer,
+    /// Docker's `diff` lines, `A /path`, `C /path` or `D /path`, one per line, sorted.
+    Diff,
 }
 
 /// One interface's configuration, as `mvm.net` gives it at boot.
@@ -98,7 +126,7 @@ pub enum AgentMessage {
         /// The signal number when the process was killed by a signal.
         signal: Option<i32>,
     },
-    /// A `NetworkUp` or `NetworkDown` was carried out.
+    /// A `NetworkUp`, `NetworkDown` or `Export` was carried out.
     Done,
     /// A message type this version does not know (sent by a newer peer). Never sent.
     #[serde(other)]

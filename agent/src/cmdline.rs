@@ -63,6 +63,10 @@ pub struct BootConfig {
     pub callback: Option<u32>,
     /// Log to the console (`mvm.debug=1`).
     pub debug: bool,
+    /// Export mode (`mvm.export=1`): a helper VM that reads a stopped container's changes.
+    /// The image and writable disks are mounted read-only and nothing is run; the only
+    /// request served is `export`.
+    pub export: bool,
 }
 
 impl Default for BootConfig {
@@ -81,6 +85,7 @@ impl Default for BootConfig {
             port: DEFAULT_VSOCK_PORT,
             callback: None,
             debug: false,
+            export: false,
         }
     }
 }
@@ -95,6 +100,15 @@ pub struct CmdlineError {
     pub value: String,
     /// What is wrong with it.
     pub reason: &'static str,
+}
+
+/// A boolean key: bare or `1`/`true`/`yes`/`on`, or `0`/`false`/`no`/`off`.
+fn flag(value: Option<&str>) -> Option<bool> {
+    match value {
+        None | Some("1") | Some("true") | Some("yes") | Some("on") => Some(true),
+        Some("0") | Some("false") | Some("no") | Some("off") => Some(false),
+        _ => None,
+    }
 }
 
 /// Parses `/proc/cmdline`. Keys other than `mvm.*` belong to the kernel and are ignored, as
@@ -202,13 +216,8 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                         .ok_or_else(|| bad("expected a vsock port number"))?,
                 );
             }
-            "debug" => {
-                config.debug = match value {
-                    None | Some("1") | Some("true") | Some("yes") | Some("on") => true,
-                    Some("0") | Some("false") | Some("no") | Some("off") => false,
-                    _ => return Err(bad("expected 0 or 1")),
-                }
-            }
+            "debug" => config.debug = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
+            "export" => config.export = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
             _ => {}
         }
     }

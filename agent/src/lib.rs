@@ -8,6 +8,7 @@
 //! the PID-1 parts ([`boot`], [`init`], [`shutdown`], [`vsock`]) only make sense in the guest.
 
 pub mod boot;
+pub mod changes;
 pub mod cmdline;
 pub mod console;
 pub mod exec_path;

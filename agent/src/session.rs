@@ -156,6 +156,11 @@ pub fn serve<S: Read + Write + AsFd>(
                 conn.close(config.close_timeout);
                 return Ok(SessionOutcome::NoProcess);
             }
+            Ok(Some(Frame::Control(HostMessage::Export(req)))) => {
+                export_changes(&mut conn, req)?;
+                conn.close(config.close_timeout);
+                return Ok(SessionOutcome::NoProcess);
+            }
             Ok(Some(Frame::Control(HostMessage::NetworkDown { mac }))) => {
                 let answer = match MacAddr::parse(&mac)
                     .map_err(|e| format!("network_down: {e}"))
@@ -259,6 +264,59 @@ fn network_up(up: &mvm_agent_protocol::NetworkUp, etc: &std::path::Path) -> Resu
     Ok(())
 }
 
+/// Streams the container's changes as `req` asks, then `Done`; or `Error` (the host drops
+/// what it got).
+fn export_changes<S: Read + Write + AsFd>(
+    conn: &mut Conn<S>,
+    req: mvm_agent_protocol::Export,
+) -> Result<(), SessionError> {
+    let frozen = crate::changes::Frozen::new(req.freeze);
+    let result = {
+        let mut sink = ChangesSink {
+            conn: &mut *conn,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        crate::changes::export(req.what, &mut sink).and_then(|()| sink.flush())
+    };
+    drop(frozen);
+    match result {
+        Ok(()) => {
+            conn.send_eof(Stream::Changes)?;
+            conn.send(&AgentMessage::Done)
+        }
+        Err(e) => conn.send(&AgentMessage::Error {
+            message: format!("exporting the container's changes: {e}"),
+        }),
+    }
+}
+
+/// Writes into `Changes` data frames of up to [`CHUNK`] bytes.
+struct ChangesSink<'a, S> {
+    conn: &'a mut Conn<S>,
+    buf: Vec<u8>,
+}
+
+impl<S: Read + Write + AsFd> Write for ChangesSink<'_, S> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.conn
+                .send_data(Stream::Changes, &self.buf)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
 /// Answers with an `Error`, lets the host read it, and gives up on this connection.
 fn refuse<S: Read + Write + AsFd>(
     conn: &mut Conn<S>,
@@ -279,6 +337,7 @@ fn describe(frame: &HostFrame) -> String {
         Frame::Control(HostMessage::Resize { .. }) => "resize".into(),
         Frame::Control(HostMessage::NetworkUp(_)) => "network_up".into(),
         Frame::Control(HostMessage::NetworkDown { .. }) => "network_down".into(),
+        Frame::Control(HostMessage::Export(_)) => "export".into(),
         Frame::Control(HostMessage::Unknown) => "a message of unknown type".into(),
         Frame::Data { stream, .. } => format!("{stream:?} data"),
     }
@@ -360,6 +419,40 @@ impl<S: Read + Write + AsFd> Conn<S> {
             }
             self.fill()?;
         }
+    }
+
+    /// After `Exited`: serves an `Export` if the host sends one before closing (within
+    /// `timeout`), then closes.
+    fn after_exit(&mut self, timeout: Duration) -> Result<(), SessionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.decoder.next_frame::<HostMessage>() {
+                Ok(Some(Frame::Control(HostMessage::Export(req)))) => {
+                    export_changes(self, req)?;
+                    break;
+                }
+                // Stdin, signals and resizes for a process that is gone.
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(_) => break,
+            }
+            if self.eof {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout_ms(left)) {
+                Ok(0) => {}
+                Ok(_) => self.fill()?,
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        self.close(timeout);
+        Ok(())
     }
 
     /// Ends our side: no more frames from us, then wait (bounded) for the host to close its
@@ -679,7 +772,9 @@ impl Running {
         // The container ends with its main process, as in Docker: the rest of its process
         // group goes too (as PID 1 the agent then kills everything else before powering off).
         self.kill_group();
-        conn.close(config.close_timeout);
+        // A build step's host asks for the changes now, before the VM ends; any other host
+        // just closes.
+        conn.after_exit(config.close_timeout)?;
         Ok(SessionOutcome::Exited(info))
     }
 

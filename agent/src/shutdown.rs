@@ -39,6 +39,7 @@ pub fn power_off() -> ! {
         log_debug!("remounting / read-only: {e}");
     }
     sync();
+    crate::changes::freeze_upper_fs();
     let Err(e) = reboot(RebootMode::RB_AUTOBOOT);
     log_error!("reboot failed: {e}");
     loop {

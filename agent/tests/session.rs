@@ -138,7 +138,9 @@ impl Host {
                     let i = match stream {
                         Stream::Stdout => 0,
                         Stream::Stderr => 1,
-                        Stream::Stdin => panic!("stdin from the agent"),
+                        Stream::Stdin | Stream::Changes => {
+                            panic!("{stream:?} from the agent in a process session")
+                        }
                     };
                     assert!(!eof[i], "{stream:?} data after its EOF");
                     if data.is_empty() {

@@ -1,64 +1,60 @@
 //! `mvm commit` (an image from a container's changes) and `mvm diff` (its changed paths).
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use mvm_rootfs::{ImageRecord, Reference, Store, catalog};
 
+use mvm_agent_protocol::{Export, ExportKind};
+
+use crate::changes;
 use crate::container::{self, ContainerDirs, ContainerRecord};
 use crate::error::CliError;
-use crate::layer::{self, DiskMount};
 
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::with_code(1, e.to_string())
 }
 
-fn upper_disk(dirs: &ContainerDirs) -> PathBuf {
-    dirs.dir.join("upper.ext4")
-}
-
-/// Flushes the guest's writes to its disk (running containers only), so that the host reads
-/// what the container wrote.
-fn sync_guest(root: &Path, rec: &ContainerRecord) {
-    if rec.effective().0 == "running" {
-        let _ = std::process::Command::new(std::env::current_exe().unwrap_or_default())
-            .arg("--root")
-            .arg(root)
-            .args(["exec", &rec.id, "sync"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// `mvm diff CONTAINER`.
+/// `mvm diff CONTAINER`: the agent lists the changes (a helper VM does for a stopped
+/// container); the host prints them only once they all came.
 pub fn diff(root: &Path, key: &str) -> Result<i32, CliError> {
     let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    let upper = upper_disk(&dirs);
-    if !upper.exists() {
-        // Never started: nothing changed.
-        return Ok(0);
-    }
-    sync_guest(root, &rec);
-    let lines = layer::with_mounted(
-        &[
-            DiskMount {
-                path: &upper,
-                fstype: "ext4",
+    let mut lines = Vec::new();
+    with_agent_awake(&dirs, &rec, |rec| {
+        changes::export(
+            &dirs,
+            rec,
+            Export {
+                what: ExportKind::Diff,
+                freeze: false,
             },
-            DiskMount {
-                path: &rec.image_disk,
-                fstype: "erofs",
-            },
-        ],
-        |d| layer::diff_lines(&d[0].join("upper"), &d[1]),
-    )
-    .map_err(CliError::runtime)?
-    .map_err(|e| CliError::runtime(format!("cannot read the container's changes: {e}")))?;
-    for l in lines {
-        println!("{l}");
-    }
+            &mut lines,
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&lines)
+        .and_then(|()| out.flush())
+        .map_err(CliError::runtime)?;
     Ok(0)
+}
+
+/// Runs `f` with the container's agent able to answer: a paused VM is resumed for the
+/// duration (its processes stopped in the guest instead, when `f` asks for a freeze) and
+/// paused again after.
+fn with_agent_awake<R>(
+    dirs: &ContainerDirs,
+    rec: &ContainerRecord,
+    f: impl FnOnce(&ContainerRecord) -> Result<R, changes::ChangesError>,
+) -> Result<R, CliError> {
+    let paused = rec.effective().0 == "running" && rec.paused;
+    if paused {
+        crate::control::set_paused(dirs, rec, false).map_err(CliError::runtime)?;
+    }
+    let result = f(rec);
+    if paused && let Err(e) = crate::control::set_paused(dirs, rec, true) {
+        tracing::warn!("pausing the container again: {e}");
+    }
+    result.map_err(|e| CliError::runtime(format!("cannot read the container's changes: {e}")))
 }
 
 /// The image a container was made from.
@@ -66,28 +62,6 @@ pub fn base_image(store: &Store, rec: &ContainerRecord) -> Result<ImageRecord, C
     catalog::resolve(store, &rec.image_id)
         .or_else(|_| catalog::resolve(store, &rec.image))
         .map_err(|e| CliError::runtime(format!("the container's image is gone: {e}")))
-}
-
-/// Writes the container's writable layer as a tar at `out`.
-pub fn layer_tar(dirs: &ContainerDirs, out: &Path) -> Result<(), CliError> {
-    let upper = upper_disk(dirs);
-    if !upper.exists() {
-        // A container that never ran has an empty layer.
-        let f = std::fs::File::create(out).map_err(CliError::runtime)?;
-        return tar::Builder::new(f).finish().map_err(CliError::runtime);
-    }
-    layer::with_mounted(
-        &[DiskMount {
-            path: &upper,
-            fstype: "ext4",
-        }],
-        |d| -> std::io::Result<()> {
-            let f = std::fs::File::create(out)?;
-            layer::write_layer(&d[0].join("upper"), std::io::BufWriter::new(f))
-        },
-    )
-    .map_err(CliError::runtime)?
-    .map_err(|e| CliError::runtime(format!("cannot read the container's changes: {e}")))
 }
 
 /// Options of `mvm commit`.
@@ -132,17 +106,17 @@ pub fn commit(
         mvm_rootfs::import::apply_change(&mut config, c)
             .map_err(|e| CliError::usage(e.to_string()))?;
     }
-    sync_guest(root, &rec);
-    let paused = opts.pause && rec.effective().0 == "running";
-    if paused && let Err(e) = crate::control::set_paused(&dirs, &rec, true) {
-        tracing::warn!("committing without pausing: {e}");
-    }
+    // Docker's --pause: the container's processes stop while its files are read (in the
+    // guest: the agent must keep running to read them).
+    let freeze = opts.pause || rec.paused;
     let tmp = store.temp_path("commit-layer");
-    let made = layer_tar(&dirs, &tmp);
-    if paused {
-        let _ = crate::control::set_paused(&dirs, &rec, false);
+    let made = with_agent_awake(&dirs, &rec, |rec| {
+        changes::layer_to_file(&dirs, rec, freeze, &tmp)
+    });
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    made?;
     let tags: Vec<String> = reference
         .as_ref()
         .and_then(Reference::tagged_name)

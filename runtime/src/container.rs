@@ -84,6 +84,9 @@ pub struct ContainerRecord {
     /// `--restart`.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// A build step's container: where its agent's layer of changes goes when it exits 0.
+    #[serde(default)]
+    pub export_layer: Option<PathBuf>,
     /// How often the monitor restarted the process.
     #[serde(default)]
     pub restart_count: u32,

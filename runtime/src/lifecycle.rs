@@ -578,6 +578,7 @@ pub fn exec(
             stdin: opts.interactive && !detached_child,
             open_stdin: false,
             tty: opts.tty,
+            export_layer: None,
             attached: !detached_child,
         },
         None,

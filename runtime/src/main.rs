@@ -4,12 +4,12 @@ mod agent_disk;
 mod attach;
 mod backend;
 mod build;
+mod changes;
 mod commit;
 mod container;
 mod control;
 mod error;
 mod image_cmds;
-mod layer;
 mod lifecycle;
 mod logs;
 mod network;
@@ -542,6 +542,7 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
     }
     let opts = run::RunOptions {
+        export_layer: None,
         rm: a.rm,
         interactive: a.interactive,
         tty: a.tty,

@@ -78,6 +78,9 @@ pub struct RunOptions {
     pub image: String,
     /// Command and arguments.
     pub command: Vec<String>,
+    /// A build step: the layer of the container's changes, written here by its agent when
+    /// the process exits with 0.
+    pub export_layer: Option<PathBuf>,
 }
 
 /// Parses Docker's memory syntax (`512m`, `1g`, `1073741824`) into MiB.
@@ -503,6 +506,7 @@ pub fn run(
             nics: Vec::new(),
             ports: ports.clone(),
             mounts: mounts.clone(),
+            export_layer: opts.export_layer.clone(),
         };
         if let Err(e) = dirs.save(&record) {
             dirs.remove();
@@ -951,6 +955,7 @@ fn run_container(
             open_stdin: rec.interactive || (attached && interactive),
             tty: rec.tty,
             attached,
+            export_layer: rec.export_layer.clone(),
         },
         Some(log),
         Some((control, on_networks)),

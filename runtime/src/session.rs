@@ -39,6 +39,9 @@ pub enum SessionError {
     /// Host-side I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A build step's changes could not be had.
+    #[error("cannot read the container's changes: {0}")]
+    Changes(String),
 }
 
 /// Waits for the agent's own connection to host port `port` (the agent connects once it is
@@ -146,6 +149,9 @@ pub struct Stdio {
     pub tty: bool,
     /// Copy the output to our stdout and stderr (`mvm run` without `-d`).
     pub attached: bool,
+    /// A build step: when the process exits with 0, ask the agent for the container's
+    /// changes as a layer tar and write it to this file before the VM ends.
+    pub export_layer: Option<std::path::PathBuf>,
 }
 
 type SharedWriter = Arc<Mutex<FrameWriter<UnixStream>>>;
@@ -264,9 +270,16 @@ pub fn run_process(
                     let _ = log.flush();
                 }
                 attachers.end(AgentMessage::Exited { code, signal });
+                let exit = container_exit_code(code, signal);
+                if exit == 0
+                    && let Some(path) = &stdio.export_layer
+                {
+                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    export_layer_to(&mut reader, &mut w, path)?;
+                }
                 // Closing tells the agent we have everything; it then powers the VM off.
                 let _ = control_stream.shutdown(std::net::Shutdown::Both);
-                return Ok(container_exit_code(code, signal));
+                return Ok(exit);
             }
             Some(Frame::Control(AgentMessage::Error { message })) => {
                 tracing::warn!("agent: {message}");
@@ -282,6 +295,37 @@ pub fn run_process(
             }
         }
     }
+}
+
+/// The changes of a build step's container, asked for after its process exited: to a
+/// temporary file, renamed to `path` once the agent said they are complete.
+fn export_layer_to(
+    reader: &mut FrameReader<BufReader<UnixStream>>,
+    writer: &mut FrameWriter<UnixStream>,
+    path: &Path,
+) -> Result<(), SessionError> {
+    let tmp = path.with_extension("part");
+    let result = (|| {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        crate::changes::request_export(
+            reader,
+            writer,
+            mvm_agent_protocol::Export {
+                what: mvm_agent_protocol::ExportKind::Layer,
+                freeze: false,
+            },
+            &mut out,
+        )?;
+        out.flush()?;
+        drop(out);
+        std::fs::rename(&tmp, path)?;
+        Ok::<(), crate::changes::ChangesError>(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SessionError::Changes(e.to_string()));
+    }
+    Ok(())
 }
 
 /// Output frames queued for one `mvm attach` client before it counts as stuck and is

@@ -76,6 +76,11 @@ pub fn boot() -> Result<BootConfig, BootError> {
     console::set_debug(config.debug);
     log_debug!("boot config: {config:?}");
 
+    if config.export {
+        // A helper VM for a stopped container's changes: nothing else to set up.
+        rootfs::mount_for_export(&config)?;
+        return Ok(config);
+    }
     rootfs::build_and_enter(&config)?;
     mounts::mount_container_fs()?;
     // Volumes and tmpfs mounts before the network, and a failure is fatal: the container

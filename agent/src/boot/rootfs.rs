@@ -61,6 +61,10 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
         )),
     )?;
 
+    // Exports walk the layers from these descriptors: after pivot_root they have no path.
+    crate::changes::keep(Path::new(&upperdir), Path::new(LOWER))
+        .map_err(sys(format!("opening {upperdir} and {LOWER}")))?;
+
     // pivot_root(".", ".") stacks the old root on top of the new one at the same place;
     // detaching it then leaves the new root alone, with no put_old directory needed in the
     // container's file system.
@@ -69,5 +73,49 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching the old root"))?;
     chdir("/").map_err(sys("chdir /"))?;
     log_debug!("entered the container root");
+    Ok(())
+}
+
+/// Export mode: the image disk and the container's writable disk, both read-only (the host
+/// attached the writable one read-only too), for an `export` of the changes. A disk whose
+/// journal needs replaying (its VM was killed) cannot be replayed read-only: it is mounted
+/// without the journal, which may miss the last writes before the kill.
+pub(crate) fn mount_for_export(config: &BootConfig) -> Result<(), BootError> {
+    mount_fs(
+        "tmpfs",
+        RUN,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mkdirs(&[LOWER, UPPER])?;
+    mount_fs(
+        &config.lower,
+        LOWER,
+        config.lower_fs.fstype(),
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
+    let upper = config
+        .upper
+        .as_deref()
+        .ok_or_else(|| BootError::MountTarget {
+            target: UPPER.to_string(),
+            reason: "export mode needs mvm.upper",
+        })?;
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount_fs(upper, UPPER, "ext4", ro, None) {
+        crate::log_error!("{e}; mounting it without its journal");
+        mount_fs(upper, UPPER, "ext4", ro, Some("noload"))?;
+    }
+    let mut upperdir = format!("{UPPER}/upper");
+    if !Path::new(&upperdir).is_dir() {
+        // The container's VM never got as far as making its upper directory: no changes.
+        upperdir = format!("{RUN}/mvm/empty");
+        mkdirs(&[&upperdir])?;
+    }
+    crate::changes::keep(Path::new(&upperdir), Path::new(LOWER))
+        .map_err(sys(format!("opening {upperdir} and {LOWER}")))?;
+    log_debug!("export mode: layers mounted read-only");
     Ok(())
 }

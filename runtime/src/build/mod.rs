@@ -628,8 +628,10 @@ impl Builder<'_> {
             command: argv.clone(),
             env,
             network: self.opts.network.clone(),
+            export_layer: Some(self.store.temp_path("build-layer")),
             ..Default::default()
         };
+        let layer = opts.export_layer.clone().unwrap_or_default();
         let quiet = self.opts.quiet.then(crate::terminal::SilenceStdout::start);
         let result = crate::run::run(self.root, self.selection, opts, self.debug);
         drop(quiet);
@@ -654,10 +656,14 @@ impl Builder<'_> {
             )));
         }
         let (dirs, _) = found.map_err(|e| failed(format!("the build container is gone: {e}")))?;
-        let tmp = self.store.temp_path("build-layer");
-        let made = crate::commit::layer_tar(&dirs, &tmp);
         dirs.remove();
-        made?;
+        // The agent wrote the step's changes before its VM ended (no disk is mounted here).
+        let tmp = layer;
+        if !tmp.exists() {
+            return Err(failed(format!(
+                "The command '{shown}' ran but its changes were not handed over"
+            )));
+        }
         let created_by = format!(
             "/bin/sh -c {}",
             match cmd {

@@ -1,0 +1,385 @@
+//! The container's changes to its image, read in the guest: the overlay's upper directory
+//! walked from a descriptor kept before `pivot_root`, written as an OCI layer tar or as
+//! Docker's `diff` lines. The host never mounts the writable disk; it gets this stream and
+//! treats it as it treats a registry layer.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mvm_agent_protocol::ExportKind;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+
+/// The overlay's layers, opened at boot while they were still reachable by path.
+struct Layers {
+    upper: OwnedFd,
+    lower: OwnedFd,
+}
+
+static LAYERS: OnceLock<Layers> = OnceLock::new();
+
+/// Files the agent writes for every container (Docker bind-mounts them): never part of a
+/// container's changes.
+const RUNTIME_FILES: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Keeps descriptors of the upper directory and the lower layer's root for later exports
+/// (close-on-exec: the container's processes never see them).
+pub fn keep(upper: &Path, lower: &Path) -> nix::Result<()> {
+    let open = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let layers = Layers {
+        upper: open(upper)?,
+        lower: open(lower)?,
+    };
+    let _ = LAYERS.set(layers);
+    Ok(())
+}
+
+/// Writes the changes as `what` asks to `out`.
+pub fn export(what: ExportKind, out: impl Write) -> io::Result<()> {
+    let layers = LAYERS
+        .get()
+        .ok_or_else(|| io::Error::other("this VM has no overlay to export"))?;
+    match what {
+        ExportKind::Layer => write_layer(layers.upper.as_fd(), out),
+        ExportKind::Diff => write_diff(layers.upper.as_fd(), layers.lower.as_fd(), out),
+    }
+}
+
+fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let own = nix::fcntl::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut d = nix::dir::Dir::from_fd(own)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let n = e?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            out.push(OsString::from(OsStr::from_bytes(&n)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// An overlay whiteout: a character device 0:0.
+fn is_whiteout(st: &FileStat) -> bool {
+    kind(st) == SFlag::S_IFCHR && st.st_rdev == 0
+}
+
+/// An opaque directory (its lower contents hidden).
+fn is_opaque(dir: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 4];
+    // SAFETY: fgetxattr writes at most buf.len() bytes into buf; the name is a NUL-terminated
+    // literal and the descriptor is open for the call.
+    let n = unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n == 1 && buf[0] == b'y'
+}
+
+fn is_runtime_file(rel: &Path) -> bool {
+    RUNTIME_FILES.iter().any(|f| rel == Path::new(f))
+}
+
+fn header_for(st: &FileStat, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+struct LayerWalk<W: Write> {
+    tar: tar::Builder<W>,
+    /// (dev, ino) of files with several links, and the first path written for each.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> LayerWalk<W> {
+    fn dir(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
+        for name in names(dir)? {
+            let path = rel.join(&name);
+            if is_runtime_file(&path) {
+                continue;
+            }
+            let st = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            self.entry(dir, &name, &path, &st)?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &Path,
+        st: &FileStat,
+    ) -> io::Result<()> {
+        let k = kind(st);
+        if is_whiteout(st) {
+            let mut wh = OsString::from(".wh.");
+            wh.push(name);
+            let mut h = header_for(st, tar::EntryType::Regular);
+            h.set_mode(0o644);
+            return self
+                .tar
+                .append_data(&mut h, path.with_file_name(wh), io::empty());
+        }
+        if k == SFlag::S_IFDIR {
+            let mut h = header_for(st, tar::EntryType::Directory);
+            self.tar.append_data(&mut h, path, io::empty())?;
+            let sub = open_dir_at(dir, name)?;
+            if is_opaque(sub.as_fd()) {
+                let mut o = header_for(st, tar::EntryType::Regular);
+                o.set_mode(0o644);
+                self.tar
+                    .append_data(&mut o, path.join(".wh..wh..opq"), io::empty())?;
+            }
+            return self.dir(sub.as_fd(), path);
+        }
+        if k == SFlag::S_IFLNK {
+            let target = nix::fcntl::readlinkat(dir, name)?;
+            let mut h = header_for(st, tar::EntryType::Symlink);
+            return self.tar.append_link(&mut h, path, target);
+        }
+        if k == SFlag::S_IFREG {
+            let key = (st.st_dev, st.st_ino);
+            if st.st_nlink > 1 {
+                if let Some(first) = self.links.get(&key) {
+                    let mut h = header_for(st, tar::EntryType::Link);
+                    let first = first.clone();
+                    return self.tar.append_link(&mut h, path, first);
+                }
+                self.links.insert(key, path.to_path_buf());
+            }
+            let fd = nix::fcntl::openat(
+                dir,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let file = std::fs::File::from(fd);
+            let mut h = header_for(st, tar::EntryType::Regular);
+            // The size the header promises is what is read: a file that grows meanwhile
+            // (commit without --pause) is cut there, one that shrinks is refused by tar.
+            h.set_size(st.st_size.max(0) as u64);
+            return self.tar.append_data(
+                &mut h,
+                path,
+                io::Read::take(file, st.st_size.max(0) as u64),
+            );
+        }
+        let entry = match k {
+            SFlag::S_IFIFO => tar::EntryType::Fifo,
+            SFlag::S_IFCHR => tar::EntryType::Char,
+            SFlag::S_IFBLK => tar::EntryType::Block,
+            // Sockets have no place in a layer.
+            _ => return Ok(()),
+        };
+        let mut h = header_for(st, entry);
+        h.set_device_major(nix::sys::stat::major(st.st_rdev) as u32)?;
+        h.set_device_minor(nix::sys::stat::minor(st.st_rdev) as u32)?;
+        self.tar.append_data(&mut h, path, io::empty())
+    }
+}
+
+/// The upper directory as an OCI layer tar: whiteouts become `.wh.` files, opaque
+/// directories get `.wh..wh..opq`, hard links stay links.
+pub fn write_layer(upper: BorrowedFd<'_>, out: impl Write) -> io::Result<()> {
+    let mut walk = LayerWalk {
+        tar: tar::Builder::new(out),
+        links: HashMap::new(),
+    };
+    walk.tar.follow_symlinks(false);
+    walk.dir(upper, Path::new(""))?;
+    walk.tar.into_inner()?.flush()
+}
+
+/// Docker's `diff` lines (`A /x`, `C /y`, `D /z`) for the upper directory over `lower`.
+pub fn write_diff(
+    upper: BorrowedFd<'_>,
+    lower: BorrowedFd<'_>,
+    mut out: impl Write,
+) -> io::Result<()> {
+    // (line, path, is a directory that only shows because of its children)
+    let mut lines: Vec<(String, String, bool)> = Vec::new();
+    diff_dir(upper, lower, Path::new(""), &mut lines)?;
+    for (i, (line, shown, dir)) in lines.iter().enumerate() {
+        // A copied-up directory whose only changes were runtime files is no change.
+        let prefix = format!("{shown}/");
+        if *dir
+            && !lines[i + 1..]
+                .iter()
+                .any(|(_, q, _)| q.starts_with(&prefix))
+        {
+            continue;
+        }
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
+}
+
+fn diff_dir(
+    dir: BorrowedFd<'_>,
+    lower: BorrowedFd<'_>,
+    rel: &Path,
+    lines: &mut Vec<(String, String, bool)>,
+) -> io::Result<()> {
+    for name in names(dir)? {
+        let path = rel.join(&name);
+        if is_runtime_file(&path) {
+            continue;
+        }
+        let shown = format!("/{}", path.display());
+        let st = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if is_whiteout(&st) {
+            lines.push((format!("D {shown}"), shown, false));
+            continue;
+        }
+        let in_lower =
+            nix::sys::stat::fstatat(lower, path.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
+        let is_dir = kind(&st) == SFlag::S_IFDIR;
+        let tag = if in_lower { "C" } else { "A" };
+        lines.push((format!("{tag} {shown}"), shown, in_lower && is_dir));
+        if is_dir {
+            let sub = open_dir_at(dir, &name)?;
+            diff_dir(sub.as_fd(), lower, &path, lines)?;
+        }
+    }
+    Ok(())
+}
+
+/// Freezes the writable disk's file system (FIFREEZE) right before the VM ends: ext4 then
+/// checkpoints its journal and clears its needs-recovery flag, so a later export VM can mount
+/// the disk read-only and see every write. A tmpfs upper layer cannot be frozen; that is fine.
+pub fn freeze_upper_fs() {
+    const FIFREEZE: libc::c_ulong = 0xC004_5877; // _IOWR('X', 119, int)
+    if let Some(layers) = LAYERS.get() {
+        // SAFETY: an ioctl without an argument buffer on a descriptor we own.
+        let rc = unsafe { libc::ioctl(layers.upper.as_raw_fd(), FIFREEZE as _, 0) };
+        if rc != 0 {
+            crate::log_debug!("freezing the writable disk: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// Stops every process but this one (`kill(-1)` from PID 1) until the guard is dropped.
+pub struct Frozen(bool);
+
+impl Frozen {
+    /// Freezes when `freeze` is set.
+    pub fn new(freeze: bool) -> Frozen {
+        if freeze {
+            // SAFETY: kill(2) with integers; -1 reaches every process but PID 1 itself.
+            unsafe { libc::kill(-1, libc::SIGSTOP) };
+        }
+        Frozen(freeze)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: as above.
+            unsafe { libc::kill(-1, libc::SIGCONT) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(p: &Path) -> OwnedFd {
+        nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    #[test]
+    fn layer_tar_has_whiteouts_links_and_modes_and_diff_lines() {
+        let root = std::env::temp_dir().join(format!("mvm-changes-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let upper = root.join("upper");
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/new"), "n").unwrap();
+        std::fs::write(upper.join("etc/hostname"), "runtime").unwrap();
+        std::fs::hard_link(upper.join("etc/new"), upper.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("new", upper.join("etc/sym")).unwrap();
+        std::fs::create_dir_all(upper.join("onlyruntime/etc")).unwrap();
+        nix::sys::stat::mknod(
+            &upper.join("gone"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        let mut tar = Vec::new();
+        write_layer(open(&upper).as_fd(), &mut tar).unwrap();
+        let mut a = tar::Archive::new(&tar[..]);
+        let mut names = Vec::new();
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            names.push((
+                e.path().unwrap().display().to_string(),
+                e.header().entry_type(),
+            ));
+        }
+        assert!(
+            names.contains(&(".wh.gone".into(), tar::EntryType::Regular)),
+            "{names:?}"
+        );
+        assert!(names.contains(&("etc/sym".into(), tar::EntryType::Symlink)));
+        assert!(!names.iter().any(|(n, _)| n == "etc/hostname"), "{names:?}");
+        let links = names
+            .iter()
+            .filter(|(_, t)| *t == tar::EntryType::Link)
+            .count();
+        assert_eq!(links, 1, "{names:?}");
+        let lower = root.join("lower");
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::create_dir_all(lower.join("onlyruntime")).unwrap();
+        let mut d = Vec::new();
+        write_diff(open(&upper).as_fd(), open(&lower).as_fd(), &mut d).unwrap();
+        let d = String::from_utf8(d).unwrap();
+        let d: Vec<&str> = d.lines().collect();
+        assert!(d.contains(&"C /etc"), "{d:?}");
+        assert!(d.contains(&"A /etc/new"), "{d:?}");
+        assert!(d.contains(&"D /gone"), "{d:?}");
+        assert!(d.contains(&"A /onlyruntime/etc"), "{d:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

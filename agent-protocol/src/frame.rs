@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_rejected() {
-        for kind in [0u8, 5, 0x80, 0xff] {
+        for kind in [0u8, 6, 0x80, 0xff] {
             assert!(matches!(
                 decode_header(&[0, 0, 0, 0, kind]),
                 Err(ProtocolError::UnknownFrameKind(k)) if k == kind

@@ -27,7 +27,7 @@ packages=(
   # base image and disk images
   busybox-static e2fsprogs erofs-utils cpio tar
   # networking, sockets, misc tools used by scripts and tests
-  iproute2 nftables socat util-linux procps kmod ca-certificates pkg-config git file
+  iproute2 nftables socat util-linux procps kmod ca-certificates pkg-config git file strace
   # peers for bench/ (podman with runc, as the shared client notes run it)
   podman runc
   # registry tier of the image tests (Debian's distribution registry, skopeo for OCI layouts)

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use common::{TestRoot, stderr, stdout};
 
@@ -969,4 +970,154 @@ fn dockerfile_and_dockerignore_links_are_not_read_from_the_host() {
     let last = build_fails(&r, &ctx, "dfinside:1");
     assert!(last.contains("stat skipped.txt"), "{last}");
     host.assert_unchanged();
+}
+
+// ---- No filesystem a guest wrote is mounted by the host kernel ------------------------------
+
+/// Runs `mvm args` under strace (children included) and returns every mount-family system
+/// call it or its children made (none is the only good answer).
+fn mount_calls(r: &TestRoot, args: &[&str]) -> Vec<String> {
+    let trace = r.path.join(format!("strace-{}.log", args[0]));
+    let cmd = r.cmd(args);
+    let o = Command::new("strace")
+        .args([
+            "-f",
+            "--seccomp-bpf",
+            "-qq",
+            "-e",
+            "trace=mount,umount2,fsopen,fsmount,move_mount,open_tree,mount_setattr",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null())
+        .output()
+        .expect("strace is installed by scripts/setup.sh");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "strace mvm {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let log = std::fs::read_to_string(&trace).unwrap_or_default();
+    let _ = std::fs::remove_file(&trace);
+    log.lines()
+        .filter(|l| !l.contains("+++") && !l.contains("---"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices bound to a file, and the mounts of every mount namespace, as one string.
+fn host_mounts() -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(m) = std::fs::read_to_string(e.path().join("mountinfo")) {
+            seen.extend(m.lines().map(|l| {
+                // Mount ID and parent first; the rest says what is mounted where.
+                l.splitn(3, ' ').nth(2).unwrap_or("").to_string()
+            }));
+        }
+    }
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(f) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            seen.insert(format!("loop {f}"));
+        }
+    }
+    seen.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn commit_diff_and_build_make_no_mount_on_the_host() {
+    let r = TestRoot::with_busybox(MVM);
+    let before = host_mounts();
+    ok(
+        &r,
+        &[
+            "run",
+            "--name",
+            "c",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /f",
+        ],
+    );
+    // A stopped container (helper VM) and a running one (its agent).
+    assert_eq!(mount_calls(&r, &["diff", "c"]), Vec::<String>::new());
+    assert_eq!(
+        mount_calls(&r, &["commit", "c", "nomount:v1"]),
+        Vec::<String>::new()
+    );
+    ok(
+        &r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "live",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "echo y > /g; sleep 600",
+        ],
+    );
+    let mut ran = false;
+    for _ in 0..100 {
+        if r.mvm(&["exec", "live", "cat", "/g"]).status.success() {
+            ran = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(ran, "the detached container never ran");
+    let during = host_mounts();
+    assert_eq!(mount_calls(&r, &["diff", "live"]), Vec::<String>::new());
+    assert_eq!(
+        mount_calls(&r, &["commit", "live", "nomount:v2"]),
+        Vec::<String>::new()
+    );
+    // A build with RUN, COPY --from and a --chown name.
+    let ctx = r.path.join("ctx-nomount");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "f").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo built > /built\nCOPY --chown=nobody f /f\nCOPY --from=nomount:v1 /f /from\n",
+    )
+    .unwrap();
+    let ctx_s = ctx.to_str().unwrap();
+    assert_eq!(
+        mount_calls(
+            &r,
+            &["build", "-q", "--network", "none", "-t", "nomount:b", ctx_s]
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ok(
+            &r,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "nomount:b",
+                "cat",
+                "/built",
+                "/from"
+            ]
+        ),
+        "built\nx\n"
+    );
+    ok(&r, &["rm", "-f", "c", "live"]);
+    // Nothing of ours was mounted anywhere meanwhile, and nothing is left.
+    assert_eq!(before, during);
+    assert_eq!(before, host_mounts());
 }

@@ -17,7 +17,7 @@ mod world;
 use arbitrary::Arbitrary;
 use mvm_rootfs::unpack::{Limits, Totals, apply_layer};
 use tar::EntryType;
-use world::{Comp, PathSpec};
+use world::PathSpec;
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -150,9 +150,16 @@ pub fn erofs_from_dir(dir: &Path, out: &Path) -> Result<(), DiskError> {
     Ok(())
 }
 
-/// Creates a container's writable disk: a sparse file of `size` bytes with an empty ext4.
+/// Creates a container's writable disk (0600): a sparse file of `size` bytes with an empty
+/// ext4.
 pub fn create_writable_disk(out: &Path, size: u64) -> Result<(), DiskError> {
-    let f = File::create(out).map_err(io_err(format!("create {}", out.display())))?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(io_err(format!("create {}", out.display())))?;
     f.set_len(size).map_err(io_err("size disk"))?;
     drop(f);
     run_mkfs(
@@ -229,7 +236,11 @@ pub fn ensure_image_disk(store: &Store, image: &ImageRecord) -> Result<PathBuf, 
     let work = store.temp_path("rootfs");
     let tmp_disk = store.temp_path("disk");
     let result = (|| {
-        fs::create_dir(&work).map_err(io_err(format!("create {}", work.display())))?;
+        // Only root may enter the tree: it holds the image's setuid files and device nodes.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .map_err(io_err(format!("create {}", work.display())))?;
         unpack_image(store, &image.manifest, &work, &Limits::default())?;
         erofs_from_dir(&work, &tmp_disk)?;
         fs::rename(&tmp_disk, &disk).map_err(io_err("store image disk"))

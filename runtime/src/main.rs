@@ -762,6 +762,10 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if let Err(e) = paths::private_root(&cli.root) {
+        eprintln!("mvm: state root {}: {e}", cli.root.display());
+        return ExitCode::from(error::EXIT_RUNTIME as u8);
+    }
     let code = match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -8,6 +8,21 @@ pub const DEFAULT_ROOT: &str = "/var/lib/mvm";
 /// Default cache of built artifacts (the kernel), shared by every state root on the machine.
 pub const DEFAULT_CACHE: &str = "/var/cache/mvm";
 
+/// Creates the state root if missing and makes it 0700: containers' disks, logs, sockets and
+/// unpacked images below it are no other local user's to read, whatever their own modes.
+pub fn private_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)?;
+    let meta = std::fs::metadata(root)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Directory of the running `mvm` executable.
 fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe()

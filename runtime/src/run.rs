@@ -1,5 +1,6 @@
 //! `mvm run`: an image's process in its own microVM, attached to the user's terminal.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -461,7 +462,11 @@ pub fn run(
             }
         }
         let dirs = ContainerDirs::new(root, &id);
-        std::fs::create_dir_all(&dirs.dir).map_err(CliError::runtime)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dirs.dir)
+            .map_err(CliError::runtime)?;
         let record = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
@@ -969,10 +974,7 @@ fn run_container(
     drop(daemons);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
     if rec.debug {
-        let _ = std::fs::copy(
-            spec.console_path(),
-            std::env::temp_dir().join("mvm-last-console.log"),
-        );
+        let _ = std::fs::copy(spec.console_path(), dirs.root.join("last-console.log"));
     }
     match result {
         Ok(code) => Ok(code),

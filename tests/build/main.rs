@@ -1047,6 +1047,24 @@ fn commit_diff_and_build_make_no_mount_on_the_host() {
             "echo x > /f",
         ],
     );
+    // State is no other local user's: the root 0700, a container's directory 0700, its
+    // writable disk and log 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&r.path), 0o700);
+    for c in std::fs::read_dir(r.path.join("containers"))
+        .unwrap()
+        .flatten()
+        .filter(|c| c.path().is_dir())
+    {
+        assert_eq!(mode(&c.path()), 0o700, "{}", c.path().display());
+        for f in std::fs::read_dir(c.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name == "upper.ext4" || name.ends_with(".log") {
+                assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+            }
+        }
+    }
     // A stopped container (helper VM) and a running one (its agent).
     assert_eq!(mount_calls(&r, &["diff", "c"]), Vec::<String>::new());
     assert_eq!(

@@ -161,23 +161,7 @@ pub fn reopen_exact(
 
 /// The names in the directory `dir` (not `.` and `..`).
 pub fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
-    // A fresh descriptor of the directory: a dup would share (and move) its offset.
-    let own = nix::fcntl::openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(own)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(OsStr::from_bytes(n).to_os_string());
-        }
-    }
-    Ok(out)
+    crate::beneath::list_dir(dir)
 }
 
 /// Removes `name` in `dir`, a whole tree if it is a directory; links are removed, never

@@ -6,8 +6,8 @@
 //! (`list_dir`, `stat_at`), their links read, never followed.
 //!
 //! The context is structured: files, directories, fifos and symlinks whose targets are
-//! absolute, climb with `..`, or name the canary's absolute path outside the context. The
-//! oracle: every descriptor the walk opens is an inode of the context, every byte read is that
+//! absolute, climb with `..`, or name the canary's absolute path outside the context; every
+//! link is also followed as a source of its own. The oracle: every descriptor the walk opens is an inode of the context, every byte read is that
 //! file's content as written and never the canary's marker, and nothing in the base directory
 //! (canary and context alike: the walk only reads) changes.
 #![no_main]
@@ -326,9 +326,15 @@ fn expand(root: BorrowedFd<'_>, pattern: &Path) -> Vec<PathBuf> {
 
 /// Makes the context tree under `ctx`: each node's parents must be real directories (made as
 /// needed), so that nothing here follows a link the input made. Returns the fifos' held
-/// read-write ends (opening a fifo that has a writer does not block).
-fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> Vec<std::fs::File> {
+/// read-write ends (opening a fifo that has a writer does not block) and the links made
+/// (relative to `ctx`).
+fn make_context(
+    ctx: &Path,
+    nodes: &[Node],
+    base_rel: &str,
+) -> (Vec<std::fs::File>, Vec<PathBuf>) {
     let mut held = Vec::new();
+    let mut links = Vec::new();
     'node: for node in nodes.iter().take(24) {
         let comps: Vec<OsString> = std::iter::once(node.first)
             .chain(node.rest.iter().copied().take(3))
@@ -354,7 +360,14 @@ fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> Vec<std::fs::File
         match &node.kind {
             NodeKind::File(data) => std::fs::write(&p, &data[..data.len().min(32)]).unwrap(),
             NodeKind::Dir => std::fs::create_dir(&p).unwrap(),
-            NodeKind::Symlink(t) => std::os::unix::fs::symlink(t.render(base_rel), &p).unwrap(),
+            NodeKind::Symlink(t) => {
+                // An empty target is refused (ENOENT); anything else is made as written.
+                let t = t.render(base_rel);
+                if !t.is_empty() {
+                    std::os::unix::fs::symlink(t, &p).unwrap();
+                    links.push(p.strip_prefix(ctx).unwrap().to_path_buf());
+                }
+            }
             NodeKind::Fifo => {
                 let c = CString::new(p.as_os_str().as_bytes()).unwrap();
                 // SAFETY: a valid path.
@@ -370,7 +383,7 @@ fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> Vec<std::fs::File
             }
         }
     }
-    held
+    (held, links)
 }
 
 /// Records the context's inodes (not following links).
@@ -398,7 +411,7 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
     world::make_canary(&base, &marker);
     let ctx_path = base.join("ctx");
     std::fs::create_dir(&ctx_path).unwrap();
-    let held = make_context(&ctx_path, &input.nodes, &base_rel);
+    let (held, links) = make_context(&ctx_path, &input.nodes, &base_rel);
     let mut ctx = Context {
         dirs: BTreeSet::new(),
         files: BTreeMap::new(),
@@ -424,6 +437,11 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         for m in expand(root.as_fd(), &pattern) {
             visit(&mut ctx, root.as_fd(), &m);
         }
+    }
+    // Every link of the context named as a source (`COPY link /dst`): followed, inside the
+    // context only, whatever the patterns matched.
+    for l in &links {
+        visit(&mut ctx, root.as_fd(), l);
     }
     drop(root);
     drop(held);

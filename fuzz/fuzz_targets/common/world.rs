@@ -16,10 +16,27 @@ use arbitrary::Arbitrary;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh, empty base directory for one iteration, its name short (`/tmp/mvmfz-T-PID-N`) so
-/// that absolute paths built from it mostly fit a tar header's 100 bytes.
+/// Where the base directories go: `$MVM_FUZZ_DIR`, else `/dev/shm` (a tmpfs: ten times the
+/// runs per second of the ext4 `/tmp` here), else the temporary directory.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("MVM_FUZZ_DIR") {
+            return PathBuf::from(d);
+        }
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+}
+
+/// A fresh, empty base directory for one iteration, its name short (`/dev/shm/mvmfz-T-PID-N`)
+/// so that absolute paths built from it mostly fit a tar header's 100 bytes.
 pub fn base_dir(tag: &str) -> PathBuf {
-    let b = std::env::temp_dir().join(format!(
+    let b = scratch().join(format!(
         "mvmfz-{tag}-{}-{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
@@ -151,12 +168,15 @@ pub fn snapshot(top: &Path, skip: Option<&Path>) -> BTreeMap<PathBuf, String> {
 }
 
 /// Host paths an escape through the alphabet below would most likely create: every name of
-/// it at `/` and in the temporary directory. Whether each existed when the process started.
+/// it in the scratch directory and each of its ancestors up to `/`, and in the temporary
+/// directory. Whether each existed when the process started.
 pub fn host_probe() -> &'static Vec<(PathBuf, bool)> {
     static PROBE: OnceLock<Vec<(PathBuf, bool)>> = OnceLock::new();
     PROBE.get_or_init(|| {
         let mut v = Vec::new();
-        for dir in [PathBuf::from("/"), std::env::temp_dir()] {
+        let mut dirs: Vec<PathBuf> = scratch().ancestors().map(Path::to_path_buf).collect();
+        dirs.push(std::env::temp_dir());
+        for dir in dirs {
             for n in Comp::NAMES {
                 for n in [n.to_string(), format!(".wh.{n}")] {
                     let p = dir.join(&n);

@@ -192,7 +192,12 @@ impl Context {
             .read_to_end(&mut data)
             .expect("reading a context file");
         self.check_bytes(&data, what);
-        assert_eq!(&data, want, "{}: read other bytes than the file holds", what.display());
+        assert_eq!(
+            &data,
+            want,
+            "{}: read other bytes than the file holds",
+            what.display()
+        );
         self.read += data.len() as u64;
     }
 
@@ -217,7 +222,8 @@ fn visit(ctx: &mut Context, root: BorrowedFd<'_>, rel: &Path) {
     let st = fstat(pfd.as_fd());
     match st.st_mode & S_IFMT {
         libc::S_IFDIR => {
-            let dir = beneath::open_dir(root, rel).expect("open_dir of what fstat calls a directory");
+            let dir =
+                beneath::open_dir(root, rel).expect("open_dir of what fstat calls a directory");
             let again = fstat(dir.as_fd());
             assert_eq!((again.st_dev, again.st_ino), (st.st_dev, st.st_ino));
             walk(ctx, dir.as_fd(), rel, 0);
@@ -275,7 +281,12 @@ fn walk(ctx: &mut Context, dir: BorrowedFd<'_>, rel: &Path, depth: u32) {
             libc::S_IFDIR => {
                 let sub = beneath::open_dir(dir, Path::new(&n)).expect("open_dir of a child dir");
                 let s2 = fstat(sub.as_fd());
-                assert_eq!((s2.st_dev, s2.st_ino), (st.st_dev, st.st_ino), "{}", p.display());
+                assert_eq!(
+                    (s2.st_dev, s2.st_ino),
+                    (st.st_dev, st.st_ino),
+                    "{}",
+                    p.display()
+                );
                 walk(ctx, sub.as_fd(), &p, depth + 1);
             }
             libc::S_IFREG => {
@@ -328,11 +339,7 @@ fn expand(root: BorrowedFd<'_>, pattern: &Path) -> Vec<PathBuf> {
 /// needed), so that nothing here follows a link the input made. Returns the fifos' held
 /// read-write ends (opening a fifo that has a writer does not block) and the links made
 /// (relative to `ctx`).
-fn make_context(
-    ctx: &Path,
-    nodes: &[Node],
-    base_rel: &str,
-) -> (Vec<std::fs::File>, Vec<PathBuf>) {
+fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> (Vec<std::fs::File>, Vec<PathBuf>) {
     let mut held = Vec::new();
     let mut links = Vec::new();
     'node: for node in nodes.iter().take(24) {
@@ -459,7 +466,10 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
                     .map(|k| format!("{} removed", k.display())),
             )
             .collect();
-        panic!("walking the context changed the host:\n{}", changed.join("\n"));
+        panic!(
+            "walking the context changed the host:\n{}",
+            changed.join("\n")
+        );
     }
     world::check_host();
     std::fs::remove_dir_all(&base).expect("removing the fuzz base directory");

@@ -302,7 +302,10 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
                     .map(|k| format!("{} removed", k.display())),
             )
             .collect();
-        panic!("a layer changed the host outside its root:\n{}", changed.join("\n"));
+        panic!(
+            "a layer changed the host outside its root:\n{}",
+            changed.join("\n")
+        );
     }
     world::check_host();
     std::fs::remove_dir_all(&base).expect("removing the fuzz base directory");

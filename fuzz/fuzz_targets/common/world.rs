@@ -141,7 +141,10 @@ pub fn snapshot(top: &Path, skip: Option<&Path>) -> BTreeMap<PathBuf, String> {
             format!("-> {:?}", std::fs::read_link(&p).ok())
         } else if ft.is_file() {
             // Single-threaded and lstat just said regular: opening it cannot block.
-            format!("{:?}", std::fs::read(&p).map(|d| String::from_utf8_lossy(&d).into_owned()))
+            format!(
+                "{:?}",
+                std::fs::read(&p).map(|d| String::from_utf8_lossy(&d).into_owned())
+            )
         } else {
             format!("node {:x}", m.rdev())
         };

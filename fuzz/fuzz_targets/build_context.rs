@@ -187,7 +187,8 @@ impl Context {
             );
         };
         let mut data = Vec::new();
-        std::fs::File::from(fd)
+        beneath::reopen_file(fd.as_fd(), &st)
+            .expect("reopening a context file")
             .take(1 << 16)
             .read_to_end(&mut data)
             .expect("reading a context file");

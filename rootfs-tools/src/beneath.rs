@@ -14,7 +14,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{FileStat, Mode};
 
 /// How many bytes [`read_file`] reads at most from a file an attacker may have made huge.
 pub const MAX_SMALL_FILE: u64 = 4 << 20;
@@ -34,22 +34,54 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-/// Opens `rel` under `root`, following symlinks only inside it. With `follow_last` false a
-/// final symlink is opened as itself (`O_PATH | O_NOFOLLOW`), for the caller to copy as a
-/// link; otherwise the file it names inside the root is opened for reading.
+/// Opens `rel` under `root` as an `O_PATH` descriptor, following symlinks only inside it
+/// (the last one too when `follow_last`; otherwise a final link is opened as itself, for the
+/// caller to copy as a link). `O_PATH` looks at the file without opening it: a fifo (which
+/// would block) or a device node (whose open has effects) that a hostile root names is never
+/// opened. Read a regular file through [`reopen_file`].
 pub fn open(root: BorrowedFd<'_>, rel: &Path, follow_last: bool) -> io::Result<OwnedFd> {
     let rel: &Path = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
         rel
     };
-    let flags = if follow_last {
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY
-    } else {
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
-    };
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if !follow_last {
+        flags |= OFlag::O_NOFOLLOW;
+    }
     let how = OpenHow::new().flags(flags).resolve(resolve_flags());
     nix::fcntl::openat2(root, rel, how).map_err(io::Error::from)
+}
+
+/// The regular file an `O_PATH` descriptor from [`open`] holds, opened for reading. Its
+/// `/proc/self/fd` entry reopens that very inode without resolving any name again; the inode
+/// is checked all the same (`st` is the descriptor's `fstat`).
+pub fn reopen_file(fd: BorrowedFd<'_>, st: &FileStat) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    same_file(&f, st)?;
+    Ok(f)
+}
+
+/// Fails unless `f` is the regular file `st` describes (it was not replaced between the
+/// `stat` and the `open`).
+pub fn same_file(f: &File, st: &FileStat) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let now = nix::sys::stat::fstat(f.as_fd())?;
+    if now.st_mode & libc::S_IFMT != libc::S_IFREG
+        || now.st_ino != st.st_ino
+        || now.st_dev != st.st_dev
+    {
+        return Err(io::Error::other("the file changed while it was being read"));
+    }
+    Ok(())
 }
 
 /// Opens the directory `rel` under `root` (links inside the root followed) for listing.
@@ -88,23 +120,30 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::OsString>> {
     Ok(names)
 }
 
-/// Reads the regular file `rel` under `root` (links inside the root followed), at most
-/// [`MAX_SMALL_FILE`] bytes. A missing file is `Ok(None)`.
+/// Reads the regular file `rel` under `root` (links followed inside the root only); a
+/// missing file is `Ok(None)`. A fifo or device there is refused without being opened, and a
+/// file over [`MAX_SMALL_FILE`] bytes is an error, not cut short. For the Dockerfile, the
+/// `.dockerignore` and an image's /etc/passwd and /etc/group.
 pub fn read_file(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsFd;
     let fd = match open(root, rel, true) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
-    let f = File::from(fd);
-    if !f.metadata()?.is_file() {
+    let st = nix::sys::stat::fstat(fd.as_fd())?;
+    let mut data = Vec::new();
+    reopen_file(fd.as_fd(), &st)?
+        .take(MAX_SMALL_FILE + 1)
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_SMALL_FILE {
         return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            rel.display()
+            "larger than {} MiB",
+            MAX_SMALL_FILE >> 20
         )));
     }
-    let mut data = Vec::new();
-    f.take(MAX_SMALL_FILE).read_to_end(&mut data)?;
     Ok(Some(data))
 }
 

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use mvm_rootfs::dockerfile::DockerIgnore;
 use mvm_rootfs::{ImageRecord, Store, beneath};
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
 use sha2::{Digest as _, Sha256};
 
@@ -260,51 +260,8 @@ fn kind(st: &FileStat) -> Kind {
     }
 }
 
-/// `rel` under `root`, every link (the last one too) followed inside the root only, as an
-/// `O_PATH` descriptor. The resolution is [`beneath::open`]'s; `O_PATH` is used instead of
-/// opening for reading so that a fifo (which would block the build) or a device node (whose
-/// open has effects) that a hostile root names is looked at, never opened.
-fn resolve(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
-    let rel: &Path = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    nix::fcntl::openat2(root, rel, how).map_err(io::Error::from)
-}
-
 fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
     nix::sys::stat::fstat(fd).map_err(io::Error::from)
-}
-
-/// The regular file an `O_PATH` descriptor holds, opened for reading. Its `/proc/self/fd`
-/// entry reopens that very inode without resolving any name again, so nothing can be
-/// swapped in between; the inode is checked all the same.
-fn reopen_file(fd: BorrowedFd<'_>, st: &FileStat) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    same_file(&f, st)?;
-    Ok(f)
-}
-
-/// Fails unless `f` is the regular file `st` describes (it was not replaced between the
-/// `stat` and the `open`).
-fn same_file(f: &File, st: &FileStat) -> io::Result<()> {
-    let now = fstat(f.as_fd())?;
-    if kind(&now) != Kind::File || now.st_ino != st.st_ino || now.st_dev != st.st_dev {
-        return Err(io::Error::other("the file changed while it was being read"));
-    }
-    Ok(())
 }
 
 /// The directory an `O_PATH` descriptor holds, opened for listing (`.` resolves to itself).
@@ -338,34 +295,6 @@ fn path_in_root(root: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<PathBuf>
     p.strip_prefix(&r)
         .map(Path::to_path_buf)
         .map_err(|_| io::Error::other("it left the build context while it was being read"))
-}
-
-/// Reads the regular file `rel` under `root` (links followed inside the root only), at most
-/// [`beneath::MAX_SMALL_FILE`] bytes; `Ok(None)` if there is none. For the Dockerfile, the
-/// `.dockerignore` and an image's /etc/passwd and /etc/group. Unlike [`beneath::read_file`],
-/// a fifo or device there is refused without being opened, and a larger file is an error
-/// rather than silently cut short.
-pub fn read_small(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<Vec<u8>>> {
-    let fd = match resolve(root, rel) {
-        Ok(fd) => fd,
-        Err(e) if absent(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let st = fstat(fd.as_fd())?;
-    if kind(&st) != Kind::File {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut data = Vec::new();
-    reopen_file(fd.as_fd(), &st)?
-        .take(beneath::MAX_SMALL_FILE + 1)
-        .read_to_end(&mut data)?;
-    if data.len() as u64 > beneath::MAX_SMALL_FILE {
-        return Err(io::Error::other(format!(
-            "larger than {} MiB",
-            beneath::MAX_SMALL_FILE >> 20
-        )));
-    }
-    Ok(Some(data))
 }
 
 /// The paths (relative to `root`, as written, globs expanded) a source pattern names. Globs
@@ -572,7 +501,7 @@ impl<W: Write> LayerWriter<W> {
                 let f = open_child(dir, name, OFlag::O_NONBLOCK)
                     .map(File::from)
                     .map_err(io_at(what, rel))?;
-                same_file(&f, &st).map_err(io_at(what, rel))?;
+                beneath::same_file(&f, &st).map_err(io_at(what, rel))?;
                 self.file(dest, &st, f).map_err(io_at(what, rel))
             }
             Kind::Other => Ok(()),
@@ -829,7 +758,7 @@ pub fn copy_layer(
     for (rel, name) in &matched {
         // The source itself is followed (Docker copies what a linked source names), but only
         // inside the root.
-        let fd = match resolve(root, rel) {
+        let fd = match beneath::open(root, rel, true) {
             Ok(fd) => fd,
             Err(e) if absent(&e) => {
                 return Err(CopyError::NotFound {
@@ -862,7 +791,7 @@ pub fn copy_layer(
                 w.tree(dir.as_fd(), &real, &dest, ignore)?;
             }
             Kind::File => {
-                let mut f = reopen_file(fd.as_fd(), &st).map_err(io_at(what, rel))?;
+                let mut f = beneath::reopen_file(fd.as_fd(), &st).map_err(io_at(what, rel))?;
                 if req.extract_archives && is_archive(&mut f).map_err(io_at(what, rel))? {
                     w.extract(f, rel, &dest)?;
                     continue;
@@ -1094,15 +1023,18 @@ mod tests {
             assert!(matches!(err, CopyError::NotFound { .. }), "{src}: {err}");
         }
         // Small files: through links inside the root only, never a fifo.
-        assert_eq!(read_small(root.as_fd(), Path::new("leak")).unwrap(), None);
         assert_eq!(
-            read_small(root.as_fd(), Path::new("absin"))
+            beneath::read_file(root.as_fd(), Path::new("leak")).unwrap(),
+            None
+        );
+        assert_eq!(
+            beneath::read_file(root.as_fd(), Path::new("absin"))
                 .unwrap()
                 .unwrap(),
             b"inside"
         );
-        assert!(read_small(root.as_fd(), Path::new("pipe")).is_err());
-        assert!(read_small(root.as_fd(), Path::new("files")).is_err());
+        assert!(beneath::read_file(root.as_fd(), Path::new("pipe")).is_err());
+        assert!(beneath::read_file(root.as_fd(), Path::new("files")).is_err());
         assert_eq!(std::fs::read(host.join("secret")).unwrap(), b"HOST-SECRET");
     }
 
@@ -1244,13 +1176,13 @@ mod tests {
             let mode = std::fs::metadata(&dirs[0]).unwrap().permissions().mode();
             assert_eq!(mode & 0o7777, 0o700);
             assert_eq!(
-                read_small(root.fd(), Path::new("/opt/data/own"))
+                beneath::read_file(root.fd(), Path::new("/opt/data/own"))
                     .unwrap()
                     .unwrap(),
                 b"image-own"
             );
             assert_eq!(
-                read_small(root.fd(), Path::new("/opt/etc/passwd")).unwrap(),
+                beneath::read_file(root.fd(), Path::new("/opt/etc/passwd")).unwrap(),
                 None
             );
         }

@@ -126,7 +126,7 @@ pub fn build(
         .unwrap_or_else(|| context.join("Dockerfile"));
     let text = match &opts.file {
         Some(f) => std::fs::read(f),
-        None => copy::read_small(ctx_root.as_fd(), Path::new("Dockerfile"))
+        None => mvm_rootfs::beneath::read_file(ctx_root.as_fd(), Path::new("Dockerfile"))
             .and_then(|d| d.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))),
     }
     .and_then(|d| {
@@ -134,7 +134,7 @@ pub fn build(
     })
     .map_err(|e| failed(format!("failed to read {}: {e}", file.display())))?;
     let df = dockerfile::parse(&text).map_err(|e| failed(format!("{}: {e}", file.display())))?;
-    let ignore = copy::read_small(ctx_root.as_fd(), Path::new(".dockerignore"))
+    let ignore = mvm_rootfs::beneath::read_file(ctx_root.as_fd(), Path::new(".dockerignore"))
         .map_err(|e| failed(format!("failed to read .dockerignore: {e}")))?
         .map(|t| DockerIgnore::parse(&String::from_utf8_lossy(&t)));
     let mut build_args = BTreeMap::new();
@@ -695,7 +695,7 @@ impl Builder<'_> {
         if !self.id_files.contains_key(&key) {
             let root = copy::StageRoot::unpack(&self.store, img)?;
             let read = |file: &'static str| {
-                copy::read_small(root.fd(), Path::new(file))
+                mvm_rootfs::beneath::read_file(root.fd(), Path::new(file))
                     .map(|d| d.map(|d| String::from_utf8_lossy(&d).into_owned()))
                     .map(Option::unwrap_or_default)
                     .map_err(|source| copy::CopyError::IdFile {

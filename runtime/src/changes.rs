@@ -16,7 +16,7 @@ use mvm_agent_protocol::{
     FrameReader, FrameWriter, HostMessage, Stream, host_handshake,
 };
 
-use crate::backend::{self, Disk, VmSpec};
+use crate::backend::{self, VmSpec};
 use crate::container::{ContainerDirs, ContainerRecord};
 
 /// The most bytes of layer a container may hand over (as much as an image layer may unpack
@@ -159,31 +159,16 @@ fn export_stopped(
     let _ = std::fs::remove_dir_all(&run_dir);
     let spec = VmSpec {
         kernel: rec.kernel.clone(),
+        // no_timer_check: a helper boots on a host that may be busy; its timer check gives
+        // up when a starved guest's ticks come late.
         cmdline: format!(
-            "console=ttyS0 panic=-1 quiet loglevel=1 no_timer_check 8250.nr_uarts=1 root=/dev/vda \
-             ro rootfstype=erofs init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs \
-             mvm.upper=/dev/vdc mvm.export=1 mvm.callback={DEFAULT_CALLBACK_PORT}{}",
+            "{} no_timer_check mvm.export=1{}",
+            crate::run::boot_args(false),
             if rec.debug { " mvm.debug=1" } else { "" }
         ),
         vcpus: 1,
         mem_mib: HELPER_MEM_MIB,
-        disks: vec![
-            Disk {
-                path: rec.agent_disk.clone(),
-                read_only: true,
-                id: "mvm-agent".into(),
-            },
-            Disk {
-                path: rec.image_disk.clone(),
-                read_only: true,
-                id: "mvm-image".into(),
-            },
-            Disk {
-                path: upper_disk(dirs),
-                read_only: true,
-                id: "mvm-upper".into(),
-            },
-        ],
+        disks: crate::run::container_disks(rec, upper_disk(dirs), true),
         run_dir: run_dir.clone(),
         nics: Vec::new(),
         shares: Vec::new(),

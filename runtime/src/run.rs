@@ -179,6 +179,44 @@ pub fn process_args(
     entry.into_iter().chain(cmd).collect()
 }
 
+/// What every VM of a container boots with (its own or a helper that reads its disk): the
+/// agent as init on vda, the image disk on vdb, the writable disk on vdc (see
+/// [`container_disks`]), and the callback port the agent dials once ready.
+pub fn boot_args(debug: bool) -> String {
+    let quiet = if debug {
+        "loglevel=7"
+    } else {
+        "quiet loglevel=1"
+    };
+    format!(
+        "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=erofs \
+         init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc \
+         mvm.callback={DEFAULT_CALLBACK_PORT}"
+    )
+}
+
+/// The disks of a container's VM, in the order [`boot_args`] names them: the agent's, the
+/// image's (both read-only) and the container's writable disk `upper`.
+pub fn container_disks(rec: &ContainerRecord, upper: PathBuf, upper_read_only: bool) -> Vec<Disk> {
+    vec![
+        Disk {
+            path: rec.agent_disk.clone(),
+            read_only: true,
+            id: "mvm-agent".into(),
+        },
+        Disk {
+            path: rec.image_disk.clone(),
+            read_only: true,
+            id: "mvm-image".into(),
+        },
+        Disk {
+            path: upper,
+            read_only: upper_read_only,
+            id: "mvm-upper".into(),
+        },
+    ]
+}
+
 /// The guest kernel's command line for a container.
 fn kernel_cmdline(
     hostname: &str,
@@ -186,16 +224,7 @@ fn kernel_cmdline(
     endpoints: &[network::Endpoint],
     mounts: &[volume::mounts::MountSpec],
 ) -> String {
-    let quiet = if debug {
-        "loglevel=7"
-    } else {
-        "quiet loglevel=1"
-    };
-    let mut c = format!(
-        "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=erofs \
-         init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc mvm.hostname={hostname} \
-         mvm.callback={DEFAULT_CALLBACK_PORT}"
-    );
+    let mut c = format!("{} mvm.hostname={hostname}", boot_args(debug));
     // Interfaces by MAC, address, gateway (the first one's is the default route) and MTU;
     // the gateway also serves DNS.
     for (i, e) in endpoints.iter().enumerate() {
@@ -858,23 +887,7 @@ fn run_container(
         cmdline: kernel_cmdline(&rec.hostname, rec.debug, &rec.endpoints, &rec.mounts),
         vcpus: rec.vcpus,
         mem_mib: rec.mem_mib,
-        disks: vec![
-            Disk {
-                path: rec.agent_disk.clone(),
-                read_only: true,
-                id: "mvm-agent".into(),
-            },
-            Disk {
-                path: rec.image_disk.clone(),
-                read_only: true,
-                id: "mvm-image".into(),
-            },
-            Disk {
-                path: upper,
-                read_only: false,
-                id: "mvm-upper".into(),
-            },
-        ],
+        disks: container_disks(&rec, upper, false),
         run_dir: dirs.run.clone(),
         // Filled in once the TAPs exist.
         nics: Vec::new(),

@@ -23,9 +23,9 @@ fn mkdirs(paths: &[&str]) -> Result<(), BootError> {
     Ok(())
 }
 
-/// Builds the overlay under /run (a tmpfs, since the agent's disk is read-only) and makes it
-/// the root. The old root is detached, so the container sees none of the agent's mounts.
-pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
+/// The tmpfs at /run (the agent's disk is read-only) with the mount points of the layers,
+/// and the image disk mounted read-only at LOWER.
+fn mount_run_and_lower(config: &BootConfig) -> Result<(), BootError> {
     mount_fs(
         "tmpfs",
         RUN,
@@ -33,15 +33,21 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )?;
-    mkdirs(&[LOWER, UPPER, ROOT])?;
-
+    mkdirs(&[LOWER, UPPER])?;
     mount_fs(
         &config.lower,
         LOWER,
         config.lower_fs.fstype(),
         MsFlags::MS_RDONLY,
         None,
-    )?;
+    )
+}
+
+/// Builds the overlay under /run (a tmpfs, since the agent's disk is read-only) and makes it
+/// the root. The old root is detached, so the container sees none of the agent's mounts.
+pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
+    mount_run_and_lower(config)?;
+    mkdirs(&[ROOT])?;
     match &config.upper {
         Some(dev) => mount_fs(dev, UPPER, "ext4", MsFlags::empty(), None)?,
         None => {
@@ -81,21 +87,7 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
 /// journal needs replaying (its VM was killed) cannot be replayed read-only: it is mounted
 /// without the journal, which may miss the last writes before the kill.
 pub(crate) fn mount_for_export(config: &BootConfig) -> Result<(), BootError> {
-    mount_fs(
-        "tmpfs",
-        RUN,
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )?;
-    mkdirs(&[LOWER, UPPER])?;
-    mount_fs(
-        &config.lower,
-        LOWER,
-        config.lower_fs.fstype(),
-        MsFlags::MS_RDONLY,
-        None,
-    )?;
+    mount_run_and_lower(config)?;
     let upper = config
         .upper
         .as_deref()

@@ -84,6 +84,8 @@ struct Builder<'a> {
     escape: char,
     build_args: BTreeMap<String, String>,
     ignore: Option<DockerIgnore>,
+    /// The context, opened once: every COPY resolves its sources under this descriptor.
+    context: std::os::fd::OwnedFd,
     /// Results of finished stages, by index and by name.
     stages: Vec<(Option<String>, Option<ImageRecord>)>,
     step: usize,
@@ -174,6 +176,7 @@ pub fn build(
         escape: df.directives.escape,
         build_args,
         ignore,
+        context: ctx_root,
         stages: Vec::new(),
         step: 0,
         id_files: HashMap::new(),
@@ -757,15 +760,7 @@ impl Builder<'_> {
         };
         let tmp = self.store.temp_path("copy-layer");
         let digest = match from {
-            None => {
-                let ctx = self
-                    .opts
-                    .context
-                    .canonicalize()
-                    .and_then(|c| mvm_rootfs::beneath::open_root(&c))
-                    .map_err(CliError::runtime)?;
-                copy::copy_layer(ctx.as_fd(), &req, self.ignore.as_ref(), &tmp)
-            }
+            None => copy::copy_layer(self.context.as_fd(), &req, self.ignore.as_ref(), &tmp),
             Some(f) => {
                 let f = self.expand(st, f, line)?;
                 let src = match self.stage_image(&f) {

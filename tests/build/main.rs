@@ -338,6 +338,17 @@ fn build_errors_are_one_clear_line_and_leave_no_image() {
     assert_eq!(o.status.code(), Some(125));
 }
 
+/// Waits (up to 20 s) until the detached container `name` has written `file`.
+fn wait_for_file(r: &TestRoot, name: &str, file: &str) {
+    for _ in 0..100 {
+        if r.mvm(&["exec", name, "cat", file]).status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("container {name} never wrote {file}");
+}
+
 #[test]
 fn commit_and_diff_of_a_container() {
     let r = TestRoot::with_busybox(MVM);
@@ -416,16 +427,8 @@ fn commit_and_diff_of_a_container() {
             "echo live > /live; sleep 600",
         ],
     );
-    let mut committed = false;
-    for _ in 0..100 {
-        if r.mvm(&["exec", "live", "cat", "/live"]).status.success() {
-            ok(&r, &["commit", "live", "live:v1"]);
-            committed = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert!(committed);
+    wait_for_file(&r, "live", "/live");
+    ok(&r, &["commit", "live", "live:v1"]);
     assert_eq!(
         ok(
             &r,
@@ -1086,15 +1089,7 @@ fn commit_diff_and_build_make_no_mount_on_the_host() {
             "echo y > /g; sleep 600",
         ],
     );
-    let mut ran = false;
-    for _ in 0..100 {
-        if r.mvm(&["exec", "live", "cat", "/g"]).status.success() {
-            ran = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert!(ran, "the detached container never ran");
+    wait_for_file(&r, "live", "/g");
     let during = host_mounts();
     assert_eq!(mount_calls(&r, &["diff", "live"]), Vec::<String>::new());
     assert_eq!(

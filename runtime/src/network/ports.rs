@@ -1,15 +1,18 @@
 //! Published ports: `-p [IP:][HOST:]CONTAINER[/tcp|udp]` parsed, bound on the host before the
 //! container starts, and proxied to the guest's address while its VM runs. A user-space proxy
 //! reaches the guest from every host address, loopback included, which NAT rules alone do not.
+//! One event-driven thread per container serves all its ports, with bounded connections,
+//! buffers and idle times (`ports/proxy.rs`).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+mod proxy;
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+pub use proxy::Limits;
 
 /// Transport protocol of a published port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +128,9 @@ pub enum Bound {
     Udp(UdpSocket),
 }
 
+/// Backlog of a published TCP port's listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// Binds every mapping (before the VM starts: a port in use fails the start) and fills in
 /// the ports the kernel chose.
 pub fn bind_all(maps: &mut [PortMapping]) -> Result<Vec<Bound>, String> {
@@ -147,7 +153,16 @@ pub fn bind_all(maps: &mut [PortMapping]) -> Result<Vec<Bound>, String> {
             }
         };
         let bound = match m.proto {
-            Proto::Tcp => Bound::Tcp(TcpListener::bind(addr).map_err(in_use)?),
+            Proto::Tcp => {
+                let l = TcpListener::bind(addr).map_err(in_use)?;
+                // std listens with a backlog of 128: a burst of connections beyond it would
+                // wait for SYN retransmits, seconds, although the proxy accepts quickly.
+                let backlog = nix::sys::socket::Backlog::new(LISTEN_BACKLOG)
+                    .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+                nix::sys::socket::listen(&l, backlog)
+                    .map_err(|e| in_use(std::io::Error::from(e)))?;
+                Bound::Tcp(l)
+            }
             Proto::Udp => Bound::Udp(UdpSocket::bind(addr).map_err(in_use)?),
         };
         let local = match &bound {
@@ -161,12 +176,12 @@ pub fn bind_all(maps: &mut [PortMapping]) -> Result<Vec<Bound>, String> {
     Ok(out)
 }
 
-/// Running proxies; dropping this stops them.
+/// Running proxies (one thread for all of a container's published ports); dropping this
+/// stops them and closes their sockets.
 pub struct Proxies {
-    stop: Arc<AtomicBool>,
     guest: Arc<AtomicU32>,
-    fds: Vec<i32>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// `None` when the loop could not start (already logged): the ports are then unserved.
+    _handle: Option<proxy::Handle>,
 }
 
 impl Proxies {
@@ -176,152 +191,49 @@ impl Proxies {
     }
 }
 
-/// The guest's address for container port `port`, as the proxies currently target it.
-fn target(guest: &AtomicU32, port: u16) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(
-        Ipv4Addr::from(guest.load(Ordering::SeqCst)),
-        port,
-    ))
-}
-
-/// Starts a proxy for each bound socket to `guest`'s matching port.
+/// Starts proxying each bound socket to `guest`'s matching port.
 pub fn start(bound: Vec<Bound>, maps: &[PortMapping], guest: Ipv4Addr) -> Proxies {
-    let stop = Arc::new(AtomicBool::new(false));
+    start_with(bound, maps, guest, Limits::default())
+}
+
+/// [`start`] with other limits (tests use short timeouts and small caps).
+pub fn start_with(
+    bound: Vec<Bound>,
+    maps: &[PortMapping],
+    guest: Ipv4Addr,
+    limits: Limits,
+) -> Proxies {
     let addr = Arc::new(AtomicU32::new(u32::from(guest)));
-    let mut fds = Vec::new();
-    let mut threads = Vec::new();
-    for (b, m) in bound.into_iter().zip(maps) {
-        let (stop, guest, port) = (stop.clone(), addr.clone(), m.container_port);
-        match b {
-            Bound::Tcp(l) => {
-                fds.push(l.as_raw_fd());
-                threads.push(std::thread::spawn(move || {
-                    tcp_accept_loop(l, &guest, port, &stop)
-                }));
-            }
-            Bound::Udp(u) => {
-                // No shutdown for UDP (std's recv_from panics on the empty address it
-                // then gets): the loop polls the stop flag between read timeouts.
-                let _ = u.set_read_timeout(Some(Duration::from_millis(200)));
-                threads.push(std::thread::spawn(move || udp_loop(u, &guest, port, &stop)));
-            }
-        }
-    }
-    Proxies {
-        stop,
-        guest: addr,
-        fds,
-        threads,
-    }
-}
-
-impl Drop for Proxies {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for fd in &self.fds {
-            // SAFETY: shutdown(2) on a socket fd that its thread still owns (the thread is
-            // joined below, so the fd is not closed yet); it wakes a blocked accept/recv.
-            unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn tcp_accept_loop(listener: TcpListener, guest: &AtomicU32, port: u16, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        let Ok((client, _)) = listener.accept() else {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let target = target(guest, port);
-        std::thread::spawn(move || {
-            let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
-                // Nothing listens in the guest: the client sees the connection close.
-                return;
+    let ports = bound
+        .into_iter()
+        .zip(maps)
+        .map(|(b, m)| {
+            let l = match b {
+                Bound::Tcp(l) => proxy::Listen::Tcp(l),
+                Bound::Udp(u) => proxy::Listen::Udp(u),
             };
-            let _ = client.set_nodelay(true);
-            let _ = upstream.set_nodelay(true);
-            pipe_both(client, upstream);
-        });
-    }
-}
-
-/// Copies both directions until each side has closed its half.
-fn pipe_both(a: TcpStream, b: TcpStream) {
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
-        return;
+            (l, m.container_port)
+        })
+        .collect();
+    let handle = match proxy::spawn(ports, addr.clone(), limits) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!("cannot start the published ports' proxy: {e}");
+            None
+        }
     };
-    let t = std::thread::spawn(move || copy_half(a2, b2));
-    copy_half(b, a);
-    let _ = t.join();
-}
-
-fn copy_half(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// UDP: one upstream socket per client address, replies sent back from the published port.
-fn udp_loop(sock: UdpSocket, guest: &AtomicU32, port: u16, stop: &AtomicBool) {
-    let sock = Arc::new(sock);
-    let mut clients: std::collections::HashMap<SocketAddr, Arc<UdpSocket>> =
-        std::collections::HashMap::new();
-    let mut buf = vec![0u8; 65536];
-    let mut current = target(guest, port);
-    while !stop.load(Ordering::SeqCst) {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
-            continue;
-        };
-        let target = target(guest, port);
-        // Upstream sockets are connected to the old address: start over after a change.
-        if clients.len() > 1024 || target != current {
-            clients.clear();
-            current = target;
-        }
-        let upstream = match clients.get(&from) {
-            Some(u) => u.clone(),
-            None => {
-                let Ok(u) = UdpSocket::bind("0.0.0.0:0") else {
-                    continue;
-                };
-                if u.connect(target).is_err() {
-                    continue;
-                }
-                let _ = u.set_read_timeout(Some(Duration::from_secs(120)));
-                let u = Arc::new(u);
-                let (reply_to, back, up) = (from, sock.clone(), u.clone());
-                std::thread::spawn(move || {
-                    let mut b = vec![0u8; 65536];
-                    while let Ok(n) = up.recv(&mut b) {
-                        let _ = back.send_to(&b[..n], reply_to);
-                    }
-                });
-                clients.insert(from, u.clone());
-                u
-            }
-        };
-        let _ = upstream.send(&buf[..n]);
+    Proxies {
+        guest: addr,
+        _handle: handle,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn specs() {
@@ -383,5 +295,376 @@ mod tests {
         c.read_exact(&mut r).unwrap();
         assert_eq!(&r, b"HELLO");
         drop(proxies);
+    }
+
+    /// A TCP echo server on loopback standing in for the guest: one thread (mio), so the
+    /// tests' thread counts are the proxy's. On EOF it echoes what is left, then shuts its
+    /// write side and closes.
+    struct Echo {
+        port: u16,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        waker: Arc<mio::Waker>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = self.waker.wake();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn echo() -> Echo {
+        use mio::{Interest, Token};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A deep backlog: thousands of proxied connects arrive at once.
+        nix::sys::socket::listen(&l, nix::sys::socket::Backlog::MAXCONN).unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let mut l = mio::net::TcpListener::from_std(l);
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(&mut l, Token(0), Interest::READABLE)
+            .unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), Token(1)).unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut events = mio::Events::with_capacity(1024);
+            let mut conns: std::collections::HashMap<usize, (mio::net::TcpStream, Vec<u8>, bool)> =
+                Default::default();
+            let mut next = 2;
+            let mut buf = vec![0u8; 65536];
+            while !flag.load(Ordering::SeqCst) {
+                if poll.poll(&mut events, None).is_err() {
+                    continue;
+                }
+                for ev in events.iter() {
+                    match ev.token().0 {
+                        0 => {
+                            while let Ok((mut c, _)) = l.accept() {
+                                poll.registry()
+                                    .register(
+                                        &mut c,
+                                        Token(next),
+                                        Interest::READABLE | Interest::WRITABLE,
+                                    )
+                                    .unwrap();
+                                conns.insert(next, (c, Vec::new(), false));
+                                next += 1;
+                            }
+                        }
+                        1 => {}
+                        t => {
+                            let Some((c, pending, eof)) = conns.get_mut(&t) else {
+                                continue;
+                            };
+                            let mut dead = false;
+                            loop {
+                                if !pending.is_empty() {
+                                    match c.write(pending) {
+                                        Ok(n) => {
+                                            pending.drain(..n);
+                                            continue;
+                                        }
+                                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                            break;
+                                        }
+                                        Err(_) => {
+                                            dead = true;
+                                            break;
+                                        }
+                                    }
+                                }
+                                if *eof {
+                                    let _ = c.shutdown(std::net::Shutdown::Write);
+                                    dead = true;
+                                    break;
+                                }
+                                match c.read(&mut buf) {
+                                    Ok(0) => *eof = true,
+                                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                    Err(_) => {
+                                        dead = true;
+                                        break;
+                                    }
+                                }
+                            }
+                            if dead {
+                                conns.remove(&t);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Echo {
+            port,
+            stop,
+            waker,
+            thread: Some(thread),
+        }
+    }
+
+    /// A proxy on a loopback port to `echo`'s port.
+    fn proxy_to(port: u16, proto: Proto, limits: Limits) -> (Proxies, u16) {
+        let mut maps = vec![PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: 0,
+            container_port: port,
+            proto,
+        }];
+        let bound = bind_all(&mut maps).unwrap();
+        let p = start_with(bound, &maps, Ipv4Addr::LOCALHOST, limits);
+        (p, maps[0].host_port)
+    }
+
+    fn status(field: &str) -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    fn roundtrip(c: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+        c.write_all(msg)?;
+        let mut r = vec![0u8; msg.len()];
+        c.read_exact(&mut r)?;
+        Ok(r)
+    }
+
+    /// Whether the proxy closed `c` (EOF or reset) within `wait`.
+    fn closed_within(c: &mut TcpStream, wait: Duration) -> bool {
+        c.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 16];
+        match c.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    #[test]
+    fn thousands_of_connections_one_thread() {
+        // Four descriptors per connection live in this process (client, proxy's two, echo's).
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let hard = if setrlimit(Resource::RLIMIT_NOFILE, 65536, hard.max(65536)).is_ok() {
+            hard.max(65536)
+        } else {
+            hard
+        };
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let wave = usize::try_from((soft.saturating_sub(1000)) / 4)
+            .unwrap()
+            .min(5000);
+        assert!(wave >= 500, "RLIMIT_NOFILE {soft} is too low for this test");
+        const TOTAL: usize = 5000;
+        let echo = echo();
+        let limits = Limits {
+            max_tcp_conns: 8192,
+            ..Limits::default()
+        };
+        let (proxies, port) = proxy_to(echo.port, Proto::Tcp, limits);
+        // The proxy's thread is up once one connection went through.
+        let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(roundtrip(&mut first, b"warm").unwrap(), b"warm");
+        drop(first);
+        let (threads0, rss0) = (status("Threads:"), status("VmRSS:"));
+        let (mut threads_max, mut rss_max) = (threads0, rss0);
+        let mut done = 0;
+        let started = Instant::now();
+        while done < TOTAL {
+            let n = wave.min(TOTAL - done);
+            let mut conns = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                c.write_all(&((done + i) as u32).to_be_bytes()).unwrap();
+                conns.push(c);
+            }
+            threads_max = threads_max.max(status("Threads:"));
+            eprintln!("wave of {n} connected after {:?}", started.elapsed());
+            for (i, c) in conns.iter_mut().enumerate() {
+                let mut r = [0u8; 4];
+                c.read_exact(&mut r).unwrap();
+                assert_eq!(u32::from_be_bytes(r) as usize, done + i);
+            }
+            threads_max = threads_max.max(status("Threads:"));
+            rss_max = rss_max.max(status("VmRSS:"));
+            done += n;
+        }
+        let elapsed = started.elapsed();
+        // Still serving afterwards.
+        let mut after = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        after
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(roundtrip(&mut after, b"after").unwrap(), b"after");
+        eprintln!(
+            "{TOTAL} connections ({wave} open at once) in {elapsed:?}: threads {threads0} -> max {threads_max}, \
+             VmRSS {rss0} kB -> max {rss_max} kB"
+        );
+        // Other tests run in this process too: a few threads of slack, never one per
+        // connection; memory well under one buffer per connection.
+        assert!(threads_max <= threads0 + 8, "{threads0} -> {threads_max}");
+        assert!(
+            rss_max.saturating_sub(rss0) < 256 * 1024,
+            "{rss0} -> {rss_max} kB"
+        );
+        drop(proxies);
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_closed() {
+        let echo = echo();
+        let limits = Limits {
+            max_tcp_conns: 3,
+            ..Limits::default()
+        };
+        let (_proxies, port) = proxy_to(echo.port, Proto::Tcp, limits);
+        let mut open: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        for c in &mut open {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(roundtrip(c, b"in").unwrap(), b"in");
+        }
+        let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = extra.write_all(b"x");
+        assert!(closed_within(&mut extra, Duration::from_secs(10)));
+        // One closes: a new connection gets through again.
+        drop(open.pop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            if roundtrip(&mut c, b"again").is_ok_and(|r| r == b"again") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no connection after one closed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The ones inside the cap still work.
+        for c in &mut open {
+            assert_eq!(roundtrip(c, b"still").unwrap(), b"still");
+        }
+    }
+
+    #[test]
+    fn idle_connections_are_closed_and_half_close_is_passed_on() {
+        let echo = echo();
+        let limits = Limits {
+            tcp_idle: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (_proxies, port) = proxy_to(echo.port, Proto::Tcp, limits);
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(roundtrip(&mut idle, b"hi").unwrap(), b"hi");
+        assert!(closed_within(&mut idle, Duration::from_secs(10)));
+        // Half-close: the client's EOF reaches the guest, which still answers, then closes.
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"last words").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"last words");
+    }
+
+    #[test]
+    fn a_guest_that_does_not_read_gets_bounded_buffering() {
+        // The "guest" accepts and never reads: the client can only fill kernel buffers and
+        // the proxy's one bounded buffer, then its writes block.
+        let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sink_port = sink.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || sink.accept().map(|(s, _)| s));
+        let (_proxies, port) = proxy_to(sink_port, Proto::Tcp, Limits::default());
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let chunk = vec![7u8; 64 << 10];
+        let mut sent = 0usize;
+        while sent < (256 << 20) {
+            match c.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "a non-reading guest took {} KiB before the client blocked",
+            sent >> 10
+        );
+        assert!(
+            sent < (64 << 20),
+            "{sent} bytes went into a guest that reads nothing"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn udp_flows() {
+        let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let up_port = up.local_addr().unwrap().port();
+        up.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let server = std::thread::spawn(move || {
+            let mut b = [0u8; 2048];
+            let mut peers = std::collections::HashSet::new();
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = up.recv_from(&mut b) {
+                    peers.insert(from);
+                    let _ = up.send_to(&b[..n], from);
+                }
+            }
+            peers.len()
+        });
+        let limits = Limits {
+            udp_idle: Duration::from_millis(200),
+            max_udp_flows: 2,
+            ..Limits::default()
+        };
+        let (proxies, port) = proxy_to(up_port, Proto::Udp, limits);
+        let ask = |c: &UdpSocket, msg: &[u8]| -> Option<Vec<u8>> {
+            c.send_to(msg, ("127.0.0.1", port)).ok()?;
+            let mut b = [0u8; 2048];
+            let (n, from): (usize, SocketAddr) = c.recv_from(&mut b).ok()?;
+            assert_eq!(from.port(), port, "the reply comes from the published port");
+            Some(b[..n].to_vec())
+        };
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                c
+            })
+            .collect();
+        assert_eq!(ask(&clients[0], b"one").as_deref(), Some(&b"one"[..]));
+        assert_eq!(ask(&clients[1], b"two").as_deref(), Some(&b"two"[..]));
+        // A third peer while two flows are live: dropped (the cap is 2).
+        assert_eq!(ask(&clients[2], b"three"), None);
+        // Once the flows are idle they are forgotten, and the third peer gets through.
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(ask(&clients[2], b"three").as_deref(), Some(&b"three"[..]));
+        drop(proxies);
+        stop.store(true, Ordering::SeqCst);
+        // Three peers seen by the "guest": one upstream socket per flow.
+        assert_eq!(server.join().unwrap(), 3);
     }
 }

@@ -158,12 +158,14 @@ impl StartFailedKind {
 }
 
 /// The container exit code for an `Exited` message: the code itself, or 128 + the signal
-/// number, as a shell and Docker report it. 255 when neither is set (a malformed message).
+/// number, as a shell and Docker report it. The message comes from the guest, which may be
+/// hostile: anything a real process cannot end with (a code outside 0..=255, a signal outside
+/// 1..=127, neither set) is 255, so the arithmetic cannot overflow.
 pub fn container_exit_code(code: Option<i32>, signal: Option<i32>) -> i32 {
     match (code, signal) {
-        (Some(code), _) => code,
-        (None, Some(signal)) => 128 + signal,
-        (None, None) => 255,
+        (Some(code), _) if (0..=255).contains(&code) => code,
+        (None, Some(signal)) if (1..=127).contains(&signal) => 128 + signal,
+        _ => 255,
     }
 }
 
@@ -287,6 +289,13 @@ mod tests {
         assert_eq!(container_exit_code(Some(3), None), 3);
         assert_eq!(container_exit_code(None, Some(9)), 137);
         assert_eq!(container_exit_code(None, None), 255);
+        // A hostile agent's numbers cannot overflow or pass for a real status.
+        assert_eq!(container_exit_code(None, Some(i32::MAX)), 255);
+        assert_eq!(container_exit_code(None, Some(-1)), 255);
+        assert_eq!(container_exit_code(Some(i32::MIN), None), 255);
+        assert_eq!(container_exit_code(Some(256), None), 255);
+        assert_eq!(container_exit_code(Some(255), None), 255);
+        assert_eq!(container_exit_code(None, Some(127)), 255);
         assert_eq!(StartFailedKind::NotFound.exit_code(), 127);
         assert_eq!(StartFailedKind::PermissionDenied.exit_code(), 126);
         assert_eq!(StartFailedKind::Other.exit_code(), 125);

@@ -84,6 +84,10 @@ pub struct ContainerRecord {
     /// `--restart`.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// The json-file log's bounds (`--log-opt`); `None` with `--log-driver none`. Records
+    /// from before these options get the default bounds.
+    #[serde(default = "default_log")]
+    pub log: Option<crate::logs::LogOptions>,
     /// A build step's container: where its agent's layer of changes goes when it exits 0.
     #[serde(default)]
     pub export_layer: Option<PathBuf>,
@@ -115,6 +119,10 @@ pub struct ContainerRecord {
     /// Volumes, bind mounts and tmpfs mounts, in the order they are mounted.
     #[serde(default)]
     pub mounts: Vec<crate::volume::mounts::MountSpec>,
+}
+
+fn default_log() -> Option<crate::logs::LogOptions> {
+    Some(crate::logs::LogOptions::default())
 }
 
 /// Docker's `--restart` policy.

@@ -181,10 +181,19 @@ pub fn logs(
     timestamps: bool,
     window: &LogWindow,
 ) -> Result<i32, CliError> {
-    let (dirs, _) = container::resolve(root, key).map_err(failed)?;
+    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
+    if rec.log.is_none() {
+        return Err(failed(
+            "configured logging driver does not support reading: the container runs with --log-driver none",
+        ));
+    }
     let path = dirs.log_path();
     let print = |e: &crate::logs::LogEntry| print_entry(e, timestamps);
-    let entries = crate::logs::read_entries(&path).map_err(failed)?;
+    // The current file is read through the follower, so `-f` goes on exactly where the
+    // first read ended.
+    let mut follower = crate::logs::Follower::at_start(&path);
+    let mut entries = crate::logs::read_rotated(&path).map_err(failed)?;
+    entries.extend(follower.poll().map_err(failed)?);
     let shown: Vec<&crate::logs::LogEntry> =
         entries.iter().filter(|e| window.contains(e)).collect();
     let skip = tail.map_or(0, |n| shown.len().saturating_sub(n));
@@ -194,14 +203,14 @@ pub fn logs(
     // --until in the past: nothing newer can match, so there is nothing to follow.
     let follow = follow && window.until.is_none();
     if follow {
-        let mut seen = entries.len();
+        // Reads only what was added (across rotations), not the whole log each time.
         loop {
             let running = dirs.load().is_ok_and(|r| r.is_running());
-            let entries = crate::logs::read_entries(&path).map_err(failed)?;
-            for e in entries.iter().skip(seen) {
-                print(e);
+            for e in follower.poll().map_err(failed)? {
+                if window.contains(&e) {
+                    print(&e);
+                }
             }
-            seen = entries.len().max(seen);
             if !running {
                 break;
             }

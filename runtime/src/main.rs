@@ -11,6 +11,7 @@ mod control;
 mod error;
 mod image_cmds;
 mod lifecycle;
+mod logfile;
 mod logs;
 mod network;
 mod network_cmds;
@@ -434,6 +435,12 @@ struct RunArgs {
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
     #[arg(long)]
     restart: Option<String>,
+    /// Logging driver: json-file (the default and only one with `logs`) or none.
+    #[arg(long = "log-driver")]
+    log_driver: Option<String>,
+    /// Log driver options: max-size=SIZE (default 20m), max-file=N (default 5).
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
     /// Connect a container to a network (bridge, none, or a network's name).
     #[arg(long = "network", visible_alias = "net")]
     network: Option<String>,
@@ -557,6 +564,8 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         name: a.name.clone(),
         detach: a.detach,
         restart: a.restart.clone(),
+        log_driver: a.log_driver.clone(),
+        log_opts: a.log_opt.clone(),
         create_only,
         network: a.network.clone(),
         network_aliases: a.network_alias.clone(),
@@ -743,8 +752,21 @@ fn main() -> ExitCode {
             return ExitCode::from(error::EXIT_RUNTIME as u8);
         }
     };
+    // A monitor's log is partly the guest's doing (agent errors, dropped clients): rotated and
+    // rate-limited (logfile::MonitorLog); other commands log to the terminal.
+    let writer = match &cli.command {
+        Command::Monitor { id } => logfile::MonitorLog::open(
+            &container::ContainerDirs::new(&cli.root, id)
+                .dir
+                .join("monitor.log"),
+        )
+        .map(tracing_subscriber::fmt::writer::BoxMakeWriter::new)
+        .ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log_level)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

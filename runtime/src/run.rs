@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub detach: bool,
     /// `--restart`.
     pub restart: Option<String>,
+    /// `--log-driver`.
+    pub log_driver: Option<String>,
+    /// `--log-opt`.
+    pub log_opts: Vec<String>,
     /// `mvm create`: make the container and stop there.
     pub create_only: bool,
     /// `--network`.
@@ -188,8 +192,11 @@ pub fn boot_args(debug: bool) -> String {
     } else {
         "quiet loglevel=1"
     };
+    // no_timer_check: the kernel's IO-APIC timer check counts ticks against a busy loop and
+    // panics ("IO-APIC + timer doesn't work!") when a starved host runs the guest late; the
+    // timer is QEMU's or ours and known to work, so a loaded host must not fail the boot.
     format!(
-        "console=ttyS0 panic=-1 {quiet} 8250.nr_uarts=1 root=/dev/vda ro rootfstype=erofs \
+        "console=ttyS0 panic=-1 {quiet} no_timer_check 8250.nr_uarts=1 root=/dev/vda ro rootfstype=erofs \
          init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc \
          mvm.callback={DEFAULT_CALLBACK_PORT}"
     )
@@ -302,6 +309,22 @@ pub fn run(
         .transpose()
         .map_err(CliError::usage)?
         .unwrap_or_default();
+    let log_opts = match opts.log_driver.as_deref() {
+        None | Some("json-file") => {
+            Some(crate::logs::LogOptions::parse(&opts.log_opts).map_err(CliError::usage)?)
+        }
+        Some("none") if opts.log_opts.is_empty() => None,
+        Some("none") => {
+            return Err(CliError::usage(
+                "the none log driver takes no --log-opt".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(CliError::usage(format!(
+                "unknown log driver {other:?}: use json-file or none"
+            )));
+        }
+    };
     let network_mode = opts
         .network
         .clone()
@@ -531,6 +554,7 @@ pub fn run(
             agent_disk: agent_disk.clone(),
             debug,
             restart_policy,
+            log: log_opts,
             restart_count: 0,
             manual_stop: false,
             paused: false,
@@ -950,7 +974,10 @@ fn run_container(
     } else {
         None
     };
-    let log = crate::logs::LogWriter::open(&dirs.log_path())
+    let log = rec
+        .log
+        .map(|opts| crate::logs::LogWriter::open(&dirs.log_path(), opts))
+        .transpose()
         .map_err(|e| CliError::runtime(format!("cannot open the container log: {e}")))?;
     // `network connect`/`disconnect` ask us, through the control socket, to follow the record.
     let net = std::sync::Arc::new(std::sync::Mutex::new(Some(net.start_proxies())));
@@ -975,7 +1002,7 @@ fn run_container(
             attached,
             export_layer: rec.export_layer.clone(),
         },
-        Some(log),
+        log,
         Some((control, on_networks)),
         mark_running,
     );

@@ -78,8 +78,15 @@ pub fn accept_agent(
     }
 }
 
-fn vm_exited(vm: &VmHandle, status: std::process::ExitStatus, console: &Path) -> SessionError {
-    let mut why = vm.log_tail();
+fn vm_exited(vm: &mut VmHandle, status: std::process::ExitStatus, console: &Path) -> SessionError {
+    // Reaps the helpers and waits for the logs' last bytes.
+    vm.kill();
+    // The guest kernel's own reason first (its panic line is rarely its last line), then the
+    // hypervisor's last word, then whatever the console said last.
+    let mut why = crate::backend::console_panic(console).unwrap_or_default();
+    if why.is_empty() {
+        why = vm.log_tail();
+    }
     if why.is_empty() {
         why = crate::backend::log_tail(console);
     }
@@ -282,10 +289,16 @@ pub fn run_process(
                 return Ok(exit);
             }
             Some(Frame::Control(AgentMessage::Error { message })) => {
-                tracing::warn!("agent: {message}");
+                // The agent may be hostile: a line of bounded length (the monitor's log is
+                // rate-limited as well).
+                tracing::warn!("agent: {}", crate::logfile::clip(&message, 512));
             }
             Some(Frame::Control(other)) => {
-                tracing::debug!("ignoring agent message {other:?}");
+                let shown = format!("{other:?}");
+                tracing::debug!(
+                    "ignoring agent message {}",
+                    crate::logfile::clip(&shown, 256)
+                );
             }
             None => {
                 attachers.end(AgentMessage::Error {
@@ -328,41 +341,81 @@ fn export_layer_to(
     Ok(())
 }
 
-/// Output frames queued for one `mvm attach` client before it counts as stuck and is
-/// dropped (each up to 64 KiB): a client that does not read must not hold up the container.
-const ATTACH_QUEUE: usize = 256;
+/// Output bytes queued for one `mvm attach` client before it counts as stuck and is
+/// dropped: a client that does not read must not hold up the container nor make the monitor
+/// hold what the guest writes.
+const ATTACH_QUEUE_BYTES: usize = 4 << 20;
+/// Frames queued for one client (a bound on small frames, which the byte count does not
+/// catch).
+const ATTACH_QUEUE_FRAMES: usize = 1024;
+/// `mvm attach` clients of one container at a time (two threads each).
+const MAX_ATTACHED: usize = 32;
 
 /// The `mvm attach` clients of a running process: each gets its output from the moment it
 /// attached, then how it ended.
 #[derive(Clone, Default)]
 struct Attachers(Arc<Mutex<AttachList>>);
 
+/// One client's queue: its frames and how many output bytes are in it.
+struct AttachClient {
+    tx: std::sync::mpsc::SyncSender<Frame<AgentMessage>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 #[derive(Default)]
 struct AttachList {
-    clients: Vec<std::sync::mpsc::SyncSender<Frame<AgentMessage>>>,
+    clients: Vec<AttachClient>,
     /// The process ended: no more clients.
     ended: bool,
 }
 
+/// Why a client was not added.
+enum AttachRefused {
+    Ended,
+    TooMany,
+}
+
 impl Attachers {
-    /// Adds a client; false once the process ended.
-    fn add(&self, tx: std::sync::mpsc::SyncSender<Frame<AgentMessage>>) -> bool {
+    /// Adds a client with its queue's byte count.
+    fn add(
+        &self,
+        tx: std::sync::mpsc::SyncSender<Frame<AgentMessage>>,
+        queued: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Result<(), AttachRefused> {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !list.ended {
-            list.clients.push(tx);
+        if list.ended {
+            return Err(AttachRefused::Ended);
         }
-        !list.ended
+        if list.clients.len() >= MAX_ATTACHED {
+            return Err(AttachRefused::TooMany);
+        }
+        list.clients.push(AttachClient { tx, queued });
+        Ok(())
     }
 
     fn broadcast(list: &mut AttachList, frame: &Frame<AgentMessage>) {
+        use std::sync::atomic::Ordering;
         use std::sync::mpsc::TrySendError;
-        list.clients.retain(|tx| match tx.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        let bytes = match frame {
+            Frame::Data { data, .. } => data.len(),
+            Frame::Control(_) => 0,
+        };
+        list.clients.retain(|c| {
+            if c.queued.load(Ordering::Relaxed) + bytes > ATTACH_QUEUE_BYTES {
                 tracing::warn!("dropping an attached client that does not read its output");
-                false
+                return false;
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            match c.tx.try_send(frame.clone()) {
+                Ok(()) => {
+                    c.queued.fetch_add(bytes, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!("dropping an attached client that does not read its output");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
         });
     }
 
@@ -432,11 +485,18 @@ fn serve_control(listener: &UnixListener, ctl: &Control) {
 fn attach_client(conn: std::io::Result<UnixStream>, ctl: &Control) -> Result<(), String> {
     let conn = conn.map_err(|e| e.to_string())?;
     let out = conn.try_clone().map_err(|e| e.to_string())?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Frame<AgentMessage>>(ATTACH_QUEUE);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Frame<AgentMessage>>(ATTACH_QUEUE_FRAMES);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Registered before the answer: nothing written after `ok` can be lost, and a process
     // that has ended is refused with an `error` line instead.
-    if !ctl.attachers.add(tx) {
-        return Err("the container's process has ended".into());
+    match ctl.attachers.add(tx, queued.clone()) {
+        Ok(()) => {}
+        Err(AttachRefused::Ended) => return Err("the container's process has ended".into()),
+        Err(AttachRefused::TooMany) => {
+            return Err(format!(
+                "too many clients attached ({MAX_ATTACHED}): detach one first"
+            ));
+        }
     }
     (&conn)
         .write_all(b"ok\n")
@@ -445,6 +505,9 @@ fn attach_client(conn: std::io::Result<UnixStream>, ctl: &Control) -> Result<(),
         let mut w = FrameWriter::new(std::io::BufWriter::new(&out));
         // Ends when the process ended (after its last message) or the client was dropped.
         for frame in rx {
+            if let Frame::Data { data, .. } = &frame {
+                queued.fetch_sub(data.len(), std::sync::atomic::Ordering::Relaxed);
+            }
             if w.write_frame(&frame).and_then(|()| w.flush()).is_err() {
                 break;
             }

@@ -224,6 +224,23 @@ pub struct VmHandle {
     child: Child,
     helpers: Vec<Child>,
     log: PathBuf,
+    /// The threads copying the processes' output into their bounded logs.
+    pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A pipe for a VM process's stdout or stderr whose read end is copied into the bounded log
+/// `path` ([`crate::logfile::pump`]); the write end goes to the process.
+pub fn log_pipe(
+    path: &Path,
+    pumps: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<std::process::Stdio, String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe for {}: {e}", path.display()))?;
+    pumps.push(
+        crate::logfile::pump(fs::File::from(r), path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+    );
+    Ok(std::process::Stdio::from(w))
 }
 
 impl VmHandle {
@@ -253,13 +270,17 @@ impl VmHandle {
         }
     }
 
-    /// Stops everything: the hypervisor (SIGKILL) and the helpers, and reaps them.
+    /// Stops everything: the hypervisor (SIGKILL) and the helpers, and reaps them; their
+    /// logs are complete when this returns.
     pub fn kill(&mut self) {
         if self.try_wait().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
         self.stop_helpers();
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
     }
 
     fn stop_helpers(&mut self) {
@@ -302,6 +323,42 @@ pub fn log_tail(path: &Path) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+/// The guest kernel's panic line in a console log (`Kernel panic - not syncing: ...`), without
+/// its timestamp, with the line before it when that names the cause (`..MP-BIOS bug: ...`).
+/// Reads at most the log's last 256 KiB: the console is the guest's, of any size.
+pub fn console_panic(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 256 << 10;
+    let mut f = fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut bytes = Vec::new();
+    f.take(TAIL).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let strip = |l: &str| -> String {
+        let l = l.trim();
+        let l = match l.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or(l, |(_, after)| after.trim()),
+            None => l,
+        };
+        l.chars().filter(|c| !c.is_control()).take(300).collect()
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("Kernel panic - not syncing"))?;
+    let panic = strip(lines[at]);
+    let before = at
+        .checked_sub(1)
+        .map(|i| strip(lines[i]))
+        .unwrap_or_default();
+    if before.contains("bug") || before.contains("BUG") || before.contains("error") {
+        Some(format!("{before} ... {panic}"))
+    } else {
+        Some(panic)
+    }
 }
 
 /// A command for a VM process: its own process group (a Ctrl-C at the terminal goes to `mvm`,
@@ -349,6 +406,28 @@ pub fn start(kind: Kind, spec: &VmSpec) -> Result<VmHandle, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_panic_line_is_found_with_its_cause() {
+        let dir = std::env::temp_dir().join(format!("mvm-console-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("console.log");
+        fs::write(
+            &p,
+            "[    0.1] booting\n[    0.2] ..MP-BIOS bug: 8254 timer not connected to IO-APIC\n\
+             [    0.3] Kernel panic - not syncing: IO-APIC + timer doesn't work!\n\
+             [    0.4] ---[ end Kernel panic ]---\n",
+        )
+        .unwrap();
+        assert_eq!(
+            console_panic(&p).unwrap(),
+            "..MP-BIOS bug: 8254 timer not connected to IO-APIC ... Kernel panic - not syncing: IO-APIC + timer doesn't work!"
+        );
+        fs::write(&p, "[ 1.0] all fine\n").unwrap();
+        assert_eq!(console_panic(&p), None);
+        assert_eq!(console_panic(&dir.join("missing")), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn forced_backends() {

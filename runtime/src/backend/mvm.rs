@@ -1,9 +1,8 @@
 //! The `mvm` backend: our own VMM, one `mvm-vmm` process per VM, configured by a JSON file.
 
-use std::fs::File;
 use std::process::Stdio;
 
-use super::{VmHandle, VmSpec, vm_command};
+use super::{VmHandle, VmSpec, log_pipe, vm_command};
 use crate::paths;
 
 pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
@@ -17,7 +16,8 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
             "path": d.path, "read_only": d.read_only, "id": d.id,
         })).collect::<Vec<_>>(),
         "vsock": { "guest_cid": 3, "uds_path": spec.vsock_path() },
-        "serial": { "kind": "file", "path": spec.console_path() },
+        // Both go to pipes that keep console.log and vmm.log bounded (logfile::pump).
+        "serial": { "kind": "stdout" },
         "exit_record": spec.vm_dir().join("exit.json"),
     });
     let mut config = config;
@@ -38,13 +38,14 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let config_path = spec.run_dir.join("vmm.json");
     std::fs::write(&config_path, config.to_string())
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-    let log =
-        File::create(spec.vmm_log_path()).map_err(|e| format!("cannot create the VMM log: {e}"))?;
+    let mut pumps = Vec::new();
+    let console = log_pipe(&spec.console_path(), &mut pumps)?;
+    let log = log_pipe(&spec.vmm_log_path(), &mut pumps)?;
     let child = vm_command(&vmm)
         .arg("--config")
         .arg(&config_path)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(console)
         .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
@@ -52,5 +53,6 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         child,
         helpers: Vec::new(),
         log: spec.vmm_log_path(),
+        pumps,
     })
 }

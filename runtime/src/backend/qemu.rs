@@ -2,12 +2,11 @@
 //! virtio-vsock through `vhost-device-vsock`, whose host side is the same hybrid-vsock unix
 //! socket our VMM offers (reference/qemu-vsock.md).
 
-use std::fs::File;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{VmHandle, VmSpec, vm_command};
+use super::{VmHandle, VmSpec, log_pipe, vm_command};
 use crate::paths;
 
 /// How long vhost-device-vsock may take to create its socket.
@@ -36,8 +35,8 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         "vhost-device-vsock not found: `cargo install vhost-device-vsock` (scripts/setup.sh does)",
     )?;
     let vhost_sock = spec.run_dir.join("vhost.sock");
-    let helper_log = File::create(spec.run_dir.join("vhost-vsock.log"))
-        .map_err(|e| format!("cannot create log: {e}"))?;
+    let mut pumps = Vec::new();
+    let helper_log = log_pipe(&spec.run_dir.join("vhost-vsock.log"), &mut pumps)?;
     let mut helper = vm_command(&vhost)
         .arg("--vm")
         .arg(format!(
@@ -82,8 +81,13 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
             "none",
             "-no-reboot",
         ])
-        .arg("-serial")
-        .arg(format!("file:{}", spec.console_path().display()));
+        // The console goes to our pipe, which keeps console.log bounded (logfile::pump).
+        .args([
+            "-chardev",
+            "stdio,id=con,signal=off",
+            "-serial",
+            "chardev:con",
+        ]);
     for (i, d) in spec.disks.iter().enumerate() {
         cmd.arg("-drive").arg(format!(
             "id=d{i},file={},format=raw,if=none,readonly={},discard=unmap",
@@ -111,13 +115,9 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
     cmd.arg("-chardev")
         .arg(format!("socket,id=vsock,path={}", vhost_sock.display()))
         .args(["-device", "vhost-user-vsock-device,chardev=vsock"]);
-    let log = File::create(spec.vmm_log_path()).map_err(|e| format!("cannot create log: {e}"))?;
-    let child = match cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-    {
+    let console = log_pipe(&spec.console_path(), &mut pumps)?;
+    let log = log_pipe(&spec.vmm_log_path(), &mut pumps)?;
+    let child = match cmd.stdin(Stdio::null()).stdout(console).stderr(log).spawn() {
         Ok(c) => c,
         Err(e) => {
             let _ = helper.kill();
@@ -129,5 +129,6 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         child,
         helpers: vec![helper],
         log: spec.vmm_log_path(),
+        pumps,
     })
 }

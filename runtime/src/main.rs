@@ -765,7 +765,9 @@ fn main() -> ExitCode {
         _ => None,
     }
     .unwrap_or_else(|| tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr));
+    let to_file = matches!(cli.command, Command::Monitor { .. });
     tracing_subscriber::fmt()
+        .with_ansi(!to_file && terminal::is_tty(2))
         .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log_level)

@@ -947,6 +947,15 @@ fn run_container(
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
         .map_err(CliError::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
+    // From here, the death of any of the VM's processes ends the session at once (its reason
+    // goes to the record) rather than leaving an "Up" container nobody can reach.
+    let cut = stream.try_clone().map_err(CliError::runtime)?;
+    let mut watched = vm.watched();
+    watched.extend(daemons.iter().map(|d| d.watched()));
+    let watch = backend::watch::start(watched, move || {
+        let _ = cut.shutdown(std::net::Shutdown::Both);
+    })
+    .map_err(|e| CliError::runtime(format!("cannot watch the VM's processes: {e}")))?;
     let vm_pids = vm.pids();
     let mark_running = move || {
         if let Err(e) = dirs.update(|r| {
@@ -1008,7 +1017,19 @@ fn run_container(
     );
     drop(raw);
     tracing::debug!("phase process_exited {:?}", t0.elapsed());
-    vm.finish(POWEROFF_TIMEOUT);
+    let died = if result.is_err() {
+        watch.wait_death(Duration::from_millis(500))
+    } else {
+        watch.death()
+    };
+    drop(watch);
+    if result.is_ok() && died.is_none() {
+        vm.finish(POWEROFF_TIMEOUT);
+    } else {
+        // The session broke (a process of the VM died, or the agent went away): nothing will
+        // power the VM off cleanly; end it now.
+        vm.kill();
+    }
     // Taken out: the control thread's hook still holds the mutex's Arc.
     drop(net.lock().unwrap_or_else(|e| e.into_inner()).take());
     drop(daemons);
@@ -1018,6 +1039,11 @@ fn run_container(
     }
     match result {
         Ok(code) => Ok(code),
+        // As a container whose processes were killed: 137, with the reason.
+        Err(_) if let Some(why) = died => Err(CliError::with_code(
+            137,
+            format!("the microVM ended: {why}"),
+        )),
         Err(session::SessionError::StartFailed { code, message }) => {
             Err(CliError::with_code(code, message))
         }

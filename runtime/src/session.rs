@@ -67,6 +67,10 @@ pub fn accept_agent(
         if let Some(status) = vm.try_wait() {
             return Err(vm_exited(vm, status, console));
         }
+        if let Some(why) = vm.helper_died() {
+            vm.kill();
+            return Err(SessionError::VmExited(format!(": {why}")));
+        }
         if Instant::now() >= deadline {
             return Err(SessionError::Timeout(timeout));
         }

@@ -7,6 +7,7 @@
 
 mod mvm;
 mod qemu;
+pub mod watch;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -223,6 +224,8 @@ pub fn select(forced: Option<&str>) -> Result<Selection, String> {
 pub struct VmHandle {
     child: Child,
     helpers: Vec<Child>,
+    /// The hypervisor's name, then each helper's, for a reason when one dies.
+    names: Vec<&'static str>,
     log: PathBuf,
     /// The threads copying the processes' output into their bounded logs.
     pumps: Vec<std::thread::JoinHandle<()>>,
@@ -249,6 +252,28 @@ impl VmHandle {
         std::iter::once(self.child.id())
             .chain(self.helpers.iter().map(Child::id))
             .collect()
+    }
+
+    /// The VM's processes for a [`watch`].
+    pub fn watched(&self) -> Vec<watch::Watched> {
+        self.pids()
+            .into_iter()
+            .zip(&self.names)
+            .map(|(pid, name)| watch::Watched {
+                pid,
+                name: (*name).to_string(),
+            })
+            .collect()
+    }
+
+    /// A helper (not the hypervisor) that has already ended, and how.
+    pub fn helper_died(&mut self) -> Option<String> {
+        for (h, name) in self.helpers.iter_mut().zip(self.names.iter().skip(1)) {
+            if let Ok(Some(status)) = h.try_wait() {
+                return Some(format!("{name} (pid {}) ended: {status}", h.id()));
+            }
+        }
+        None
     }
 
     /// Whether the hypervisor has exited (without blocking).

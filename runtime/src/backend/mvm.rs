@@ -52,6 +52,7 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     Ok(VmHandle {
         child,
         helpers: Vec::new(),
+        names: vec!["mvm-vmm"],
         log: spec.vmm_log_path(),
         pumps,
     })

@@ -128,6 +128,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
     Ok(VmHandle {
         child,
         helpers: vec![helper],
+        names: vec!["qemu-system-x86_64", "vhost-device-vsock"],
         log: spec.vmm_log_path(),
         pumps,
     })

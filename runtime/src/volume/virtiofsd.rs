@@ -17,6 +17,16 @@ pub struct Daemon {
     pub socket: PathBuf,
 }
 
+impl Daemon {
+    /// The daemon for a [`crate::backend::watch`].
+    pub fn watched(&self) -> crate::backend::watch::Watched {
+        crate::backend::watch::Watched {
+            pid: self.child.id(),
+            name: "virtiofsd".into(),
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {

@@ -433,24 +433,45 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         )))?),
         None => None,
     };
+    // Built before the jail: the pid the filters let signals go to is ours.
+    let filters = Arc::new(crate::seccomp::Filters::new(config.seccomp)?);
+    let identity = config.jail_identity();
     if crate::jail::wanted(config.jail) {
         // The vsock socket's directory is the root: the host's `_PORT` sockets are there.
         let root = config
             .vsock
             .as_ref()
             .and_then(|v| v.uds_path.parent().map(Path::to_path_buf));
-        crate::jail::enter(root.as_deref())?;
+        if let (Some(id), Some(file)) = (identity, &exit_file) {
+            // So that the unprivileged VMM may rename it into place, also in a sticky
+            // directory.
+            file.chown(id.uid, id.gid)
+                .map_err(io_err("cannot give the exit record to the jail's uid"))?;
+        }
+        let limits = crate::jail::Limits::for_vm(
+            config.vcpus,
+            config.vsock.is_some(),
+            largest_disk(config)?,
+        );
+        crate::jail::enter(root.as_deref(), identity, &limits)?;
         if let (Some(root), Some(dev), Some(v)) = (&root, &vsock_dev, &config.vsock)
             && let Some(p) = crate::jail::inside(root, &v.uds_path)
         {
             lock(dev).set_uds_path(p);
         }
+    } else if identity.is_some() {
+        return Err(BuildError::Config(ConfigError::Invalid(
+            "jail_uid and jail_gid need the jail, which runs only as root in mode auto".into(),
+        )));
     }
+    // Each vCPU thread installs its own filter before it runs the guest; then this thread
+    // installs the event loop's, before it serves the first device queue. Without TSYNC:
+    // neither filter is laid over the other's threads.
     for vcpu in vcpus {
-        vcpu.spawn().map_err(io_err("spawn vCPU thread"))?;
+        vcpu.spawn(filters.clone())
+            .map_err(io_err("spawn vCPU thread"))?;
     }
-    // From here on the guest runs: only the system calls that needs.
-    crate::seccomp::install(config.seccomp)?;
+    filters.apply(crate::seccomp::ThreadKind::Vmm)?;
 
     while !lock(&watcher).done {
         if let Err(e) = event_manager.run() {
@@ -474,6 +495,17 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     }
     // The vCPU threads are not joined: the caller exits the process, which stops them.
     Ok(record)
+}
+
+/// The size of the largest disk (the jail's file-size limit must not cut it short).
+fn largest_disk(config: &VmConfig) -> Result<u64, BuildError> {
+    let mut largest = 0;
+    for disk in &config.disks {
+        let meta = std::fs::metadata(&disk.path)
+            .map_err(io_err(format!("disk {}", disk.path.display())))?;
+        largest = largest.max(meta.len());
+    }
+    Ok(largest)
 }
 
 /// KVM with the capabilities the monitor needs (for `--check`).

@@ -111,6 +111,12 @@ impl ExitRecordFile {
         })
     }
 
+    /// Gives the temporary file to `uid` and `gid` (a jailed VMM that is no longer root must
+    /// be able to rename it into place).
+    pub fn chown(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid))
+    }
+
     /// Writes `record`, syncs it and renames it into place.
     pub fn write(mut self, record: &ExitRecord) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;

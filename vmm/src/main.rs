@@ -15,8 +15,8 @@ const EXIT_BUILD_FAILED: u8 = 1;
 #[command(name = "mvm-vmm", version, about = "Run one KVM microVM")]
 struct Args {
     /// JSON config file (fields: kernel, initrd, cmdline, vcpus, mem_mib, disks, net, fs,
-    /// vsock, serial, exit_record); flags given too override its values (--disk, --net and
-    /// --fs add to its lists).
+    /// vsock, serial, exit_record, seccomp, jail, jail_uid, jail_gid); flags given too
+    /// override its values (--disk, --net and --fs add to its lists).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Guest kernel (ELF vmlinux or bzImage).
@@ -54,12 +54,19 @@ struct Args {
     /// Where to write the exit record (JSON).
     #[arg(long = "exit-record")]
     exit_record: Option<PathBuf>,
-    /// The seccomp filter once the VM runs: kill (default), log or off.
+    /// The seccomp filters once the VM runs: kill (default), log (violations allowed and
+    /// logged to the kernel's audit log, to diagnose) or off.
     #[arg(long)]
     seccomp: Option<mvm_vmm::seccomp::SeccompMode>,
     /// The jail once the VM is built: auto (when root; default), on or off.
     #[arg(long)]
     jail: Option<mvm_vmm::jail::JailMode>,
+    /// The uid the jailed VMM runs as once everything is open (with --gid).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// The gid the jailed VMM runs as once everything is open (with --uid).
+    #[arg(long)]
+    gid: Option<u32>,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long = "log-level", default_value = "warn")]
     log_level: String,
@@ -195,6 +202,12 @@ fn build_config(args: &Args) -> Result<VmConfig, String> {
     }
     if let Some(m) = args.jail {
         cfg.jail = m;
+    }
+    if let Some(uid) = args.uid {
+        cfg.jail_uid = Some(uid);
+    }
+    if let Some(gid) = args.gid {
+        cfg.jail_gid = Some(gid);
     }
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)

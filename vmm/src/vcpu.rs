@@ -9,6 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::Bus;
 use crate::exit::ExitReason;
+use crate::seccomp::{Filters, ThreadKind};
 
 /// The first reason any part of the VM gave for stopping; later ones are ignored.
 #[derive(Default)]
@@ -67,25 +68,35 @@ impl Vcpu {
         }
     }
 
-    /// Starts the vCPU on its own thread.
-    pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+    /// Starts the vCPU on its own thread, which installs the vCPU seccomp filter of `filters`
+    /// on itself before it runs the guest.
+    pub fn spawn(self, filters: Arc<Filters>) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
-            .spawn(move || self.run())
+            .spawn(move || self.run(&filters))
     }
 
-    fn run(mut self) {
-        let reason = loop {
-            match self.run_once() {
-                Ok(None) => continue,
-                Ok(Some(reason)) => break reason,
-                Err(reason) => break reason,
-            }
+    fn run(mut self, filters: &Filters) {
+        // Before the first KVM_RUN: nothing the guest does reaches this thread unfiltered. A
+        // vCPU that cannot be confined never runs.
+        let reason = match filters.apply(ThreadKind::Vcpu) {
+            Err(e) => ExitReason::VcpuError(format!("vcpu{}: {e}", self.id)),
+            Ok(()) => self.run_guest(),
         };
         tracing::debug!("vcpu{} stopped: {reason:?}", self.id);
         self.latch.set(reason);
         if let Err(e) = self.exit_evt.write(1) {
             tracing::error!("vcpu{}: cannot signal exit: {e}", self.id);
+        }
+    }
+
+    fn run_guest(&mut self) -> ExitReason {
+        loop {
+            match self.run_once() {
+                Ok(None) => continue,
+                Ok(Some(reason)) => break reason,
+                Err(reason) => break reason,
+            }
         }
     }
 

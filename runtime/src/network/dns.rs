@@ -1,15 +1,17 @@
 //! The DNS server containers use (their resolv.conf names their network's gateway): names of
-//! containers on a user-defined network resolve to their addresses; anything else goes to the
-//! host's resolvers. Every monitor with a container on a network serves that network's
+//! containers on a user-defined network resolve to their addresses, for askers on that
+//! network only; anything else goes to the host's resolvers, asynchronously and with a bound
+//! on queries in flight (`dns/server.rs`), so a guest asking random names cannot stall
+//! resolution for the others. Every monitor with a container on a network serves that network's
 //! gateway address:53 with SO_REUSEPORT, so the service lives exactly as long as some
 //! container on the network does, with no daemon.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+mod server;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+
+use super::Subnet;
 
 /// Header flags of a response: QR, and RD copied; RA set.
 const QR: u16 = 0x8000;
@@ -18,12 +20,11 @@ const RD: u16 = 0x0100;
 const RCODE_SERVFAIL: u16 = 2;
 const RCODE_NXDOMAIN: u16 = 3;
 const RCODE_NOTIMP: u16 = 4;
+const RCODE_REFUSED: u16 = 5;
 const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
 /// TTL of answers about containers: short, they come and go.
 const TTL: u32 = 10;
-/// How often the server thread looks at its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// A parsed question.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +119,7 @@ pub struct Names {
 }
 
 impl Names {
-    /// Names of running containers on network `network_id`, read from the state at each query.
+    /// Names of running containers on network `network_id`, read from the state.
     pub fn new(root: &Path, network_id: &str) -> Self {
         Self {
             root: root.to_path_buf(),
@@ -126,49 +127,79 @@ impl Names {
         }
     }
 
-    /// What the asker at `from` can know of `name`, from one read of the container records:
-    /// the addresses of running containers it names (name, alias or short ID) on this
-    /// network and on every other network the asking container is on (as Docker's embedded
-    /// DNS answers for all of a container's networks, whichever server it asks), and whether
-    /// any container there, running or not, has that name.
-    pub fn lookup(&self, from: Option<Ipv4Addr>, name: &str) -> Lookup {
-        let mut out = Lookup::default();
-        let all = crate::container::list(&self.root);
-        let mut networks = vec![self.network_id.as_str()];
-        if let Some(from) = from.map(|a| a.to_string())
-            && let Some(asker) = all.iter().find(|c| {
-                c.is_running()
-                    && c.endpoints
-                        .iter()
-                        .any(|e| e.network_id == self.network_id && e.ip == from)
-            })
-        {
-            networks.extend(asker.endpoints.iter().map(|e| e.network_id.as_str()));
-        }
-        for c in &all {
-            let here = c
+    /// The network's range: only askers inside it get answers.
+    pub fn subnet(&self) -> Result<Subnet, String> {
+        super::list(&self.root)
+            .into_iter()
+            .find(|n| n.id == self.network_id)
+            .ok_or_else(|| format!("network {} not found", self.network_id))?
+            .subnet()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The containers on this network, from one read of their records.
+    pub fn table(&self) -> Table {
+        let mut entries = Vec::new();
+        for c in crate::container::list(&self.root) {
+            let running = c.is_running();
+            for e in c
                 .endpoints
                 .iter()
-                .filter(|e| networks.contains(&e.network_id.as_str()));
-            let named = c.name.eq_ignore_ascii_case(name);
-            for e in here {
-                out.known |= named;
-                if !c.is_running() {
-                    continue;
-                }
-                let matches = named
-                    || c.id.get(..12).is_some_and(|s| s == name)
-                    || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name));
-                if matches && let Ok(ip) = e.ip.parse() {
-                    out.addrs.push(ip);
-                }
+                .filter(|e| e.network_id == self.network_id)
+            {
+                entries.push(Entry {
+                    name: c.name.to_ascii_lowercase(),
+                    short_id: c.id.get(..12).unwrap_or_default().to_string(),
+                    aliases: e.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+                    ip: e.ip.parse().ok(),
+                    running,
+                });
+            }
+        }
+        Table { entries }
+    }
+}
+
+/// One container's endpoint on the served network.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    short_id: String,
+    aliases: Vec<String>,
+    ip: Option<Ipv4Addr>,
+    running: bool,
+}
+
+/// A snapshot of the containers on one network. Only that network's: a guest learns nothing
+/// about networks it is not on from its network's server (unlike Docker, which also answers
+/// for a container's other networks; here the asker's address is all the server has, and a
+/// guest can claim any address on its own network).
+#[derive(Debug, Default)]
+pub struct Table {
+    entries: Vec<Entry>,
+}
+
+impl Table {
+    /// What `name` (lower case) stands for on the network.
+    pub fn lookup(&self, name: &str) -> Lookup {
+        let mut out = Lookup::default();
+        for e in &self.entries {
+            let named = e.name == name;
+            out.known |= named;
+            if !e.running {
+                continue;
+            }
+            if (named || e.short_id == name || e.aliases.iter().any(|a| a == name))
+                && let Some(ip) = e.ip
+            {
+                out.addrs.push(ip);
             }
         }
         out
     }
 }
 
-/// The result of [`Names::lookup`].
+/// The result of [`Table::lookup`].
 #[derive(Debug, Default)]
 pub struct Lookup {
     /// Addresses of running containers the name stands for.
@@ -189,38 +220,34 @@ fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Asks the host's resolvers; `None` when none answers.
-fn forward(query: &[u8], servers: &[SocketAddr]) -> Option<Vec<u8>> {
-    for s in servers {
-        let bind: SocketAddr = if s.is_ipv4() {
-            "0.0.0.0:0".parse().ok()?
-        } else {
-            "[::]:0".parse().ok()?
-        };
-        let Ok(sock) = UdpSocket::bind(bind) else {
-            continue;
-        };
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
-        if sock.connect(s).is_err() || sock.send(query).is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; 4096];
-        if let Ok(n) = sock.recv(&mut buf) {
-            buf.truncate(n);
-            return Some(buf);
-        }
-    }
-    None
+/// What the server does with a query it parsed as `q`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this answer.
+    Reply(Vec<u8>),
+    /// Ask the upstream resolvers.
+    Forward,
 }
 
-/// The answer to one query packet from `from`, or `None` to stay silent (not a query).
-pub fn answer(query: &[u8], from: Option<Ipv4Addr>, names: &Names) -> Option<Vec<u8>> {
-    let q = parse_query(query)?;
-    if q.qclass != CLASS_IN {
-        return Some(response(query, &q, RCODE_NOTIMP, &[]));
+/// The server's decision on `query` (parsed as `q`) from `from`, knowing `table`.
+pub fn decide(
+    query: &[u8],
+    q: &Question,
+    from: Option<Ipv4Addr>,
+    subnet: &Subnet,
+    table: &Table,
+) -> Action {
+    // Only the network's own guests use its server: nothing about its containers, and no
+    // free recursion, for anyone else. (The answer is no larger than the query: no use for
+    // reflection.)
+    if !from.is_some_and(|a| subnet.contains_host(a)) {
+        return Action::Reply(response(query, q, RCODE_REFUSED, &[]));
     }
-    // Container names are single labels (Docker also answers `name.network`? no: plain names).
-    let known = names.lookup(from, &q.name);
+    if q.qclass != CLASS_IN {
+        return Action::Reply(response(query, q, RCODE_NOTIMP, &[]));
+    }
+    let known = table.lookup(&q.name);
+    // Container names are single labels (Docker does not answer `name.network` either).
     let found = if q.name.contains('.') {
         Vec::new()
     } else {
@@ -228,77 +255,36 @@ pub fn answer(query: &[u8], from: Option<Ipv4Addr>, names: &Names) -> Option<Vec
     };
     if !found.is_empty() || known.known {
         let addrs = if q.qtype == TYPE_A { found } else { Vec::new() };
-        return Some(response(query, &q, 0, &addrs));
+        return Action::Reply(response(query, q, 0, &addrs));
     }
-    match forward(query, &upstreams()) {
-        Some(reply) => Some(reply),
-        None if q.name.contains('.') => Some(response(query, &q, RCODE_SERVFAIL, &[])),
-        // A single label nobody knows: no such container, and no resolver to ask.
-        None => Some(response(query, &q, RCODE_NXDOMAIN, &[])),
-    }
+    Action::Forward
+}
+
+/// The answer when no upstream answered: SERVFAIL, or NXDOMAIN for a single label (no such
+/// container, and no resolver to ask).
+pub fn failure(query: &[u8], q: &Question) -> Vec<u8> {
+    let rcode = if q.name.contains('.') {
+        RCODE_SERVFAIL
+    } else {
+        RCODE_NXDOMAIN
+    };
+    response(query, q, rcode, &[])
 }
 
 /// A running DNS server; dropping it stops it.
-pub struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub type Server = server::Server;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // The thread sees the flag within one read timeout. (A shutdown(2) would wake it at
-        // once, but recvfrom then returns an empty address, which std's recv_from rejects
-        // with a panic.)
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Serves `names` on `addr`:53 (UDP), shared with other monitors through SO_REUSEPORT.
+/// Serves `names` on `addr`:53 (UDP), shared with other monitors through SO_REUSEPORT,
+/// forwarding other names to the host's resolvers.
 pub fn serve(addr: Ipv4Addr, names: Names) -> Result<Server, String> {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    let config = server::Config {
+        listen: SocketAddrV4::new(addr, 53),
+        subnet: names.subnet()?,
+        upstreams: upstreams(),
+        max_in_flight: server::MAX_IN_FLIGHT,
+        timeout: server::FORWARD_TIMEOUT,
     };
-    let fd: OwnedFd = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| format!("DNS socket: {e}"))?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| format!("DNS socket: {e}"))?;
-    setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("DNS socket: {e}"))?;
-    bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(addr, 53)),
-    )
-    .map_err(|e| format!("cannot serve DNS on {addr}:53: {e}"))?;
-    let sock = UdpSocket::from(fd);
-    sock.set_read_timeout(Some(STOP_POLL))
-        .map_err(|e| format!("DNS socket: {e}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 4096];
-        while !flag.load(Ordering::SeqCst) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let asker = match from.ip() {
-                std::net::IpAddr::V4(a) => Some(a),
-                std::net::IpAddr::V6(_) => None,
-            };
-            if let Some(reply) = answer(&buf[..n], asker, &names) {
-                let _ = sock.send_to(&reply, from);
-            }
-        }
-    });
-    Ok(Server {
-        stop,
-        thread: Some(thread),
-    })
+    server::serve(config, names)
 }
 
 #[cfg(test)]

@@ -445,6 +445,8 @@ mod tests {
             uid: 100_077,
             gid: 100_078,
         };
+        // Opened before the jail, as the serial log is.
+        let log = std::fs::File::create(dir.join("serial.log")).unwrap();
         let limits = Limits::for_vm(3, true, 1 << 30);
         assert_eq!(limits.threads, 5);
         assert_eq!(limits.file_size, 1 << 30);
@@ -456,7 +458,10 @@ mod tests {
             let code = if enter(Some(&dir), Some(id), &limits).is_err() {
                 2
             } else {
-                check_identity_and_limits(id, &limits)
+                match check_identity_and_limits(id, &limits) {
+                    0 => check_file_size_limit(&log, limits.file_size),
+                    n => n,
+                }
             };
             // SAFETY: ending the forked child.
             unsafe { libc::_exit(code) };
@@ -469,6 +474,19 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "child status {status:#x}"
         );
+    }
+
+    /// 0 when a write up to `limit` lands and one past it fails with EFBIG, without the
+    /// SIGXFSZ that would end the process.
+    fn check_file_size_limit(file: &std::fs::File, limit: u64) -> i32 {
+        use std::os::unix::fs::FileExt;
+        if file.write_at(b"x", limit - 1).is_err() {
+            return 20;
+        }
+        match file.write_at(b"y", limit) {
+            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => 0,
+            _ => 21,
+        }
     }
 
     /// 0 when the calling process is jailed as `id` within `limits`; the failed check's number

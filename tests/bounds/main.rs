@@ -109,14 +109,13 @@ fn killing_any_process_of_a_vm_ends_its_container_with_the_reason() {
         } else {
             let pids = record(&r, &id)["vm_pids"].clone();
             let pids: Vec<u32> = serde_json::from_value(pids).unwrap();
-            let pid = *pids
+            *pids
                 .iter()
                 .find(|p| {
                     std::fs::read_to_string(format!("/proc/{p}/comm"))
                         .is_ok_and(|c| victim.starts_with(c.trim()))
                 })
-                .unwrap_or_else(|| panic!("no {victim} among {pids:?}"));
-            pid
+                .unwrap_or_else(|| panic!("no {victim} among {pids:?}"))
         };
         kill_helper_and_expect_exit(&r, &id, victim, pid);
     }

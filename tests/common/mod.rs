@@ -178,26 +178,55 @@ impl Drop for TestRoot {
     }
 }
 
-/// PIDs and command lines of processes that mention `needle` in their arguments.
+/// PIDs and command lines of processes that mention `needle` in their arguments, and of
+/// their descendants (a jailed hypervisor sees only paths inside its jail, so its command
+/// line does not name the root; its parent, the monitor, does).
 pub fn processes_mentioning(needle: &Path) -> Vec<String> {
     let needle = needle.to_string_lossy().into_owned();
-    let me = std::process::id().to_string();
-    let mut out = Vec::new();
+    let me = std::process::id();
+    // (pid, ppid, command line) of every process.
+    let mut all: Vec<(u32, u32, String)> = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let pid = e.file_name().to_string_lossy().into_owned();
-            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == me {
                 continue;
             }
+            let ppid = std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    let (_, rest) = s.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse().ok()
+                })
+                .unwrap_or(0);
             if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.contains(&needle) {
-                    out.push(format!("{pid}: {cmd}"));
-                }
+                all.push((pid, ppid, cmd));
             }
         }
     }
-    out
+    let mut found: Vec<u32> = all
+        .iter()
+        .filter(|(_, _, cmd)| cmd.contains(&needle))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    loop {
+        let more: Vec<u32> = all
+            .iter()
+            .filter(|(pid, ppid, _)| found.contains(ppid) && !found.contains(pid))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        found.extend(more);
+    }
+    all.iter()
+        .filter(|(pid, _, _)| found.contains(pid))
+        .map(|(pid, _, cmd)| format!("{pid}: {cmd}"))
+        .collect()
 }
 
 pub fn stdout(o: &Output) -> String {

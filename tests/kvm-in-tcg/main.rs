@@ -114,6 +114,10 @@ echo "VMM-SECCOMP=$(awk '/^Seccomp:/ {{print $2}}' /proc/$vp/status)"
 echo "VMM-CAPEFF=$(awk '/^CapEff:/ {{print $2}}' /proc/$vp/status)"
 echo "VMM-ROOT=$(ls /proc/$vp/root/ | sort | tr '\n' ' ')"
 echo "VMM-NETNS=$([ "$(readlink /proc/$vp/ns/net)" = "$(readlink /proc/self/ns/net)" ] && echo shared || echo own)"
+echo "VMM-PIDNS=$([ "$(readlink /proc/$vp/ns/pid)" = "$(readlink /proc/self/ns/pid)" ] && echo shared || echo own)"
+echo "VMM-UID=$(awk '/^Uid:/ {{print $2}}' /proc/$vp/status)"
+echo "VMM-NNP=$(awk '/^NoNewPrivs:/ {{print $2}}' /proc/$vp/status)"
+echo "VMM-NPROC=$(awk '/^Max processes/ {{print $3}}' /proc/$vp/limits)"
 {MVM} exec $id sh -c 'echo from-exec; exit 5' >exec.txt 2>&1; echo "EXECRC=$?"
 echo "EXEC<<"; cat exec.txt; echo ">>"
 {MVM} pause $id >/dev/null; echo "PAUSE=$?"
@@ -414,10 +418,22 @@ fn mvm_lifecycle_detached_exec_pause_stop_rm() {
     if value(o, "EXECRC") != Some("5") || section(o, "EXEC") != "from-exec\n" {
         fail(o, "exec should print from-exec and exit 5");
     }
+    // Its own uid from the runtime's range (jail.rs), its own PID namespace, no way back.
+    let uid: u64 = value(o, "VMM-UID")
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
+    if uid < 2_000_000_000 {
+        fail(o, "the VMM should run as a uid of the VM's own");
+    }
+    if value(o, "VMM-NPROC").is_none_or(|n| n == "unlimited") {
+        fail(o, "the VMM should have an NPROC limit");
+    }
     for (key, want) in [
         ("VMM-SECCOMP", "2"),
         ("VMM-CAPEFF", "0000000000000000"),
         ("VMM-NETNS", "own"),
+        ("VMM-PIDNS", "own"),
+        ("VMM-NNP", "1"),
         ("PAUSE", "0"),
         ("PAUSED", "paused"),
         ("UNPAUSE", "0"),

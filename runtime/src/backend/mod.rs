@@ -5,6 +5,7 @@
 //!   `vhost-device-vsock` (the same hybrid unix socket as our VMM); TCG where /dev/kvm is
 //!   missing or is PVM (which cannot run a stock guest kernel), KVM otherwise.
 
+pub mod jail;
 mod mvm;
 mod qemu;
 pub mod watch;
@@ -12,7 +13,7 @@ pub mod watch;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// A disk attached to the VM.
@@ -222,13 +223,17 @@ pub fn select(forced: Option<&str>) -> Result<Selection, String> {
 
 /// A started VM: its hypervisor process and any helper daemons.
 pub struct VmHandle {
-    child: Child,
-    helpers: Vec<Child>,
+    child: jail::Proc,
+    helpers: Vec<jail::Proc>,
     /// The hypervisor's name, then each helper's, for a reason when one dies.
     names: Vec<&'static str>,
     log: PathBuf,
     /// The threads copying the processes' output into their bounded logs.
     pumps: Vec<std::thread::JoinHandle<()>>,
+    /// The VM's own uid, held while it runs (jailed backends).
+    _uid: Option<jail::UidSlot>,
+    /// The VM's cgroups, removed after its processes.
+    _cgroups: Option<jail::Cgroups>,
 }
 
 /// A pipe for a VM process's stdout or stderr whose read end is copied into the bounded log
@@ -236,21 +241,21 @@ pub struct VmHandle {
 pub fn log_pipe(
     path: &Path,
     pumps: &mut Vec<std::thread::JoinHandle<()>>,
-) -> Result<std::process::Stdio, String> {
+) -> Result<std::os::fd::OwnedFd, String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("cannot make a pipe for {}: {e}", path.display()))?;
     pumps.push(
         crate::logfile::pump(fs::File::from(r), path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
     );
-    Ok(std::process::Stdio::from(w))
+    Ok(w)
 }
 
 impl VmHandle {
     /// PIDs of the hypervisor (first) and its helper daemons, for `pause` and `stats`.
     pub fn pids(&self) -> Vec<u32> {
         std::iter::once(self.child.id())
-            .chain(self.helpers.iter().map(Child::id))
+            .chain(self.helpers.iter().map(jail::Proc::id))
             .collect()
     }
 
@@ -269,7 +274,7 @@ impl VmHandle {
     /// A helper (not the hypervisor) that has already ended, and how.
     pub fn helper_died(&mut self) -> Option<String> {
         for (h, name) in self.helpers.iter_mut().zip(self.names.iter().skip(1)) {
-            if let Ok(Some(status)) = h.try_wait() {
+            if let Some(status) = h.try_wait() {
                 return Some(format!("{name} (pid {}) ended: {status}", h.id()));
             }
         }
@@ -278,7 +283,7 @@ impl VmHandle {
 
     /// Whether the hypervisor has exited (without blocking).
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.try_wait()
     }
 
     /// Waits up to `timeout` for the hypervisor to exit.
@@ -299,8 +304,8 @@ impl VmHandle {
     /// logs are complete when this returns.
     pub fn kill(&mut self) {
         if self.try_wait().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.child.kill();
+            self.child.wait();
         }
         self.stop_helpers();
         for p in self.pumps.drain(..) {
@@ -310,10 +315,10 @@ impl VmHandle {
 
     fn stop_helpers(&mut self) {
         for h in &mut self.helpers {
-            if h.try_wait().ok().flatten().is_none() {
-                let _ = h.kill();
+            if h.try_wait().is_none() {
+                h.kill();
             }
-            let _ = h.wait();
+            h.wait();
         }
         self.helpers.clear();
     }

@@ -1,12 +1,30 @@
 //! The `mvm` backend: our own VMM, one `mvm-vmm` process per VM, configured by a JSON file.
 
-use std::process::Stdio;
-
-use super::{VmHandle, VmSpec, log_pipe, vm_command};
+use super::{VmHandle, VmSpec, log_pipe};
 use crate::paths;
+
+/// Memory our VMM may use beyond the guest's RAM.
+const VMM_OVERHEAD: u64 = 64 << 20;
 
 pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let vmm = paths::vmm()?;
+    let vm_dir = spec.vm_dir();
+    let run_name = spec
+        .run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The VMM opens its devices as root, then jails itself (vmm/src/jail.rs) and drops to the
+    // VM's own uid; what it reaches after that (its chroot, the callback sockets the guest
+    // dials, the exit record) is handed to that uid here.
+    let slot = super::jail::take_uid(&run_name)?;
+    let uid = slot.uid;
+    super::qemu::hand_vm_dir(&vm_dir, uid)?;
+    let cgroups = super::jail::Cgroups::make(
+        &format!("{run_name}-{uid}"),
+        (spec.mem_mib << 20) + VMM_OVERHEAD,
+        u64::from(spec.vcpus) + 16,
+    );
     let config = serde_json::json!({
         "kernel": spec.kernel,
         "cmdline": format!("{} reboot=k", spec.cmdline),
@@ -18,7 +36,9 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         "vsock": { "guest_cid": 3, "uds_path": spec.vsock_path() },
         // Both go to pipes that keep console.log and vmm.log bounded (logfile::pump).
         "serial": { "kind": "stdout" },
-        "exit_record": spec.vm_dir().join("exit.json"),
+        "exit_record": vm_dir.join("exit.json"),
+        "jail_uid": uid,
+        "jail_gid": uid,
     });
     let mut config = config;
     if !spec.nics.is_empty() {
@@ -41,19 +61,34 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let mut pumps = Vec::new();
     let console = log_pipe(&spec.console_path(), &mut pumps)?;
     let log = log_pipe(&spec.vmm_log_path(), &mut pumps)?;
-    let child = vm_command(&vmm)
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(console)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
+    // A PID namespace of its own and the VM's cgroups from the start; the VMM makes its
+    // other namespaces itself once its TAPs (which live in the host's network namespace)
+    // are open.
+    let child = super::jail::spawn(super::jail::JailSpec {
+        name: "mvm-vmm",
+        program: vmm,
+        args: vec![
+            "--config".into(),
+            config_path.to_string_lossy().into_owned(),
+        ],
+        root: None,
+        binds: Vec::new(),
+        devices: Vec::new(),
+        uid: None,
+        new_net: false,
+        rlimits: Vec::new(),
+        keep_fds: Vec::new(),
+        stdout: console,
+        stderr: log,
+        cgroup_procs: cgroups.procs_files(),
+    })?;
     Ok(VmHandle {
         child,
         helpers: Vec::new(),
         names: vec!["mvm-vmm"],
         log: spec.vmm_log_path(),
         pumps,
+        _uid: Some(slot),
+        _cgroups: Some(cgroups),
     })
 }

@@ -131,7 +131,7 @@ pub fn serve(config: Config, names: Names) -> Result<Server, String> {
         match up {
             Ok(u) => upstreams.push(Some(u)),
             Err(e) => {
-                tracing::warn!("DNS: cannot use resolver {addr}: {e}");
+                tracing::debug!("DNS: cannot use resolver {addr}: {e}");
                 upstreams.push(None);
             }
         }

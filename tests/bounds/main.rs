@@ -94,6 +94,128 @@ fn kill_helper_and_expect_exit(r: &TestRoot, id: &str, name: &str, pid: u32) {
     r.ok(&["rm", id]);
 }
 
+/// One line of /proc/PID/status.
+fn status_field(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// The soft limit of /proc/PID/limits' line starting with `name`.
+fn limit(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| {
+            l[name.len()..]
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn qemu_and_its_vsock_helper_run_confined_under_a_uid_of_their_vm() {
+    let r = TestRoot::with_busybox(MVM);
+    let a = run_d(&r, &["busybox", "sleep", "1000"]);
+    let b = run_d(&r, &["busybox", "sleep", "1000"]);
+    let pids = |id: &str| -> Vec<u32> {
+        serde_json::from_value(record(&r, id)["vm_pids"].clone()).unwrap()
+    };
+    let monitor = record(&r, &a)["pid"].as_u64().unwrap() as u32;
+    let ns = |pid: u32, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    let mut uids = Vec::new();
+    for id in [&a, &b] {
+        let vm = pids(id);
+        assert_eq!(vm.len(), 2, "qemu and vhost-device-vsock: {vm:?}");
+        let uid_of = |p: u32| {
+            status_field(p, "Uid:")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let uid = uid_of(vm[0]);
+        // Real, effective, saved and filesystem uid: all the VM's own, from the range.
+        assert!(uid.iter().all(|u| u == &uid[0]), "{uid:?}");
+        assert!(uid[0].parse::<u64>().unwrap() >= 2_000_000_000, "{uid:?}");
+        for &p in &vm {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
+            assert_eq!(
+                uid_of(p),
+                uid,
+                "{comm}: both processes of a VM share its uid"
+            );
+            assert_eq!(status_field(p, "CapEff:"), "0000000000000000", "{comm}");
+            assert_eq!(status_field(p, "CapBnd:"), "0000000000000000", "{comm}");
+            assert_eq!(status_field(p, "NoNewPrivs:"), "1", "{comm}");
+            assert_eq!(status_field(p, "Groups:"), "", "{comm}");
+            // Its own PID namespace (PID 1 there), mount and network namespaces.
+            assert!(
+                status_field(p, "NSpid:").ends_with("\t1")
+                    || status_field(p, "NSpid:").ends_with(" 1"),
+                "{comm}: {}",
+                status_field(p, "NSpid:")
+            );
+            for kind in ["pid", "mnt", "net", "ipc", "uts"] {
+                assert_ne!(
+                    ns(p, kind),
+                    ns(monitor, kind),
+                    "{comm}: {kind} namespace shared with the monitor"
+                );
+            }
+            assert_eq!(limit(p, "Max open files"), "4096", "{comm}");
+            assert_eq!(limit(p, "Max processes"), "512", "{comm}");
+            assert_eq!(limit(p, "Max core file size"), "0", "{comm}");
+            assert_ne!(limit(p, "Max file size"), "unlimited", "{comm}");
+            // Its root is the jail: /usr, its sockets' directory and device nodes, not the
+            // host's tree.
+            let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{p}/root"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            root.sort();
+            for host_only in ["home", "root", "var", "tmp", "proc", "sys", "boot"] {
+                assert!(
+                    !root.contains(&host_only.to_string()),
+                    "{comm}: jail root has {host_only}: {root:?}"
+                );
+            }
+            assert!(
+                root.contains(&"usr".to_string()) && root.contains(&"vm".to_string()),
+                "{comm}: {root:?}"
+            );
+            // Nothing of the state root is open but what the VM needs (its disks).
+            for fd in std::fs::read_dir(format!("/proc/{p}/fd"))
+                .unwrap()
+                .flatten()
+            {
+                let target = std::fs::read_link(fd.path()).unwrap_or_default();
+                let t = target.to_string_lossy();
+                assert!(
+                    !t.starts_with(&*r.path.to_string_lossy())
+                        || t.ends_with(".ext4")
+                        || t.ends_with(".erofs")
+                        || t.ends_with(".img")
+                        || t.contains("/vm/"),
+                    "{comm} holds {t}"
+                );
+            }
+        }
+        // QEMU also behind its own seccomp filter (-sandbox).
+        assert_eq!(status_field(vm[0], "Seccomp:"), "2");
+        uids.push(uid[0].clone());
+    }
+    assert_ne!(uids[0], uids[1], "two VMs share a uid");
+    // Confinement does not get in the way: exec, and the VM's vsock both ways.
+    assert_eq!(r.ok(&["exec", &a, "echo", "in-a"]), "in-a\n");
+    r.ok(&["rm", "-f", &a, &b]);
+    r.assert_clean();
+}
+
 #[test]
 fn killing_any_process_of_a_vm_ends_its_container_with_the_reason() {
     let r = TestRoot::with_busybox(MVM);

@@ -109,6 +109,73 @@ fn is_opaque(dir: BorrowedFd<'_>) -> bool {
     n == 1 && buf[0] == b'y'
 }
 
+/// Extended attributes a layer carries, as the host's unpacker keeps them: file
+/// capabilities and `user.*` (`trusted.*` is overlayfs' own, security labels are the host's).
+fn kept_xattr(name: &[u8]) -> bool {
+    name == b"security.capability" || name.starts_with(b"user.")
+}
+
+/// Most bytes of extended attributes written for one file.
+const XATTR_BUDGET: usize = 64 << 10;
+
+/// The kept extended attributes of an open file or directory, names sorted.
+fn xattrs_of(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut names = vec![0u8; 4096];
+    // SAFETY: flistxattr writes at most names.len() bytes into names; the descriptor is open.
+    let n = unsafe { libc::flistxattr(fd.as_raw_fd(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    let mut total = 0;
+    for name in names
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty() && kept_xattr(n))
+    {
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            continue;
+        };
+        let mut value = vec![0u8; 4096];
+        // SAFETY: fgetxattr writes at most value.len() bytes into value; the name is a
+        // NUL-terminated string that lives across the call.
+        let len = unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len < 0 {
+            continue;
+        }
+        value.truncate(len as usize);
+        total += name.len() + value.len();
+        if total > XATTR_BUDGET {
+            break;
+        }
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    out
+}
+
+/// One PAX record, `LEN KEY=VALUE\n`, whose length counts its own digits.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let base = key.len() + value.len() + 3;
+    let mut len = base + 1;
+    while base + len.to_string().len() != len {
+        len = base + len.to_string().len();
+    }
+    let mut r = format!("{len} ").into_bytes();
+    r.extend_from_slice(key);
+    r.push(b'=');
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
 fn is_runtime_file(rel: &Path) -> bool {
     RUNTIME_FILES.iter().any(|f| rel == Path::new(f))
 }
@@ -131,6 +198,26 @@ struct LayerWalk<W: Write> {
 }
 
 impl<W: Write> LayerWalk<W> {
+    /// A PAX extended header with `SCHILY.xattr.NAME` records for the entry that follows
+    /// (what the host's unpacker and Docker's read back as the file's xattrs).
+    fn xattrs_for_next(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let attrs = xattrs_of(fd);
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        for (k, v) in &attrs {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k);
+            body.extend(pax_record(&key, v));
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        self.tar.append_data(&mut h, "PaxHeader", &body[..])
+    }
+
     fn dir(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
         for name in names(dir)? {
             let path = rel.join(&name);
@@ -161,9 +248,10 @@ impl<W: Write> LayerWalk<W> {
                 .append_data(&mut h, path.with_file_name(wh), io::empty());
         }
         if k == SFlag::S_IFDIR {
+            let sub = open_dir_at(dir, name)?;
+            self.xattrs_for_next(sub.as_fd())?;
             let mut h = header_for(st, tar::EntryType::Directory);
             self.tar.append_data(&mut h, path, io::empty())?;
-            let sub = open_dir_at(dir, name)?;
             if is_opaque(sub.as_fd()) {
                 let mut o = header_for(st, tar::EntryType::Regular);
                 o.set_mode(0o644);
@@ -193,6 +281,7 @@ impl<W: Write> LayerWalk<W> {
                 OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
+            self.xattrs_for_next(fd.as_fd())?;
             let file = std::fs::File::from(fd);
             let mut h = header_for(st, tar::EntryType::Regular);
             // The size the header promises is what is read: a file that grows meanwhile
@@ -325,6 +414,21 @@ impl Drop for Frozen {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pax_records_count_their_own_length() {
+        for (k, v) in [
+            (&b"a"[..], &b"b"[..]),
+            (b"SCHILY.xattr.user.x", &[7u8; 90][..]),
+            (b"k", &[0u8; 994][..]),
+        ] {
+            let r = pax_record(k, v);
+            let (len, _) = std::str::from_utf8(&r[..r.iter().position(|&b| b == b' ').unwrap()])
+                .map(|s| (s.parse::<usize>().unwrap(), ()))
+                .unwrap();
+            assert_eq!(len, r.len(), "{:?}", String::from_utf8_lossy(&r));
+        }
+    }
+
     fn open(p: &Path) -> OwnedFd {
         nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap()
     }
@@ -336,6 +440,17 @@ mod tests {
         let upper = root.join("upper");
         std::fs::create_dir_all(upper.join("etc")).unwrap();
         std::fs::write(upper.join("etc/new"), "n").unwrap();
+        // A file's capabilities and user xattrs go into the layer (PAX SCHILY.xattr.*).
+        std::fs::write(upper.join("etc/caps"), "c").unwrap();
+        let set = |p: &Path, k: &std::ffi::CStr, v: &[u8]| {
+            let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+            // SAFETY: setxattr with NUL-terminated strings and a live buffer.
+            let r =
+                unsafe { libc::setxattr(cp.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+            assert_eq!(r, 0, "setxattr {k:?}: {}", std::io::Error::last_os_error());
+        };
+        set(&upper.join("etc/caps"), c"user.mvm-test", b"v1");
+        set(&upper.join("etc"), c"user.dir-attr", b"d");
         std::fs::write(upper.join("etc/hostname"), "runtime").unwrap();
         std::fs::hard_link(upper.join("etc/new"), upper.join("etc/link")).unwrap();
         std::os::unix::fs::symlink("new", upper.join("etc/sym")).unwrap();
@@ -351,8 +466,20 @@ mod tests {
         write_layer(open(&upper).as_fd(), &mut tar).unwrap();
         let mut a = tar::Archive::new(&tar[..]);
         let mut names = Vec::new();
+        let mut attrs = Vec::new();
         for e in a.entries().unwrap() {
-            let e = e.unwrap();
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            if let Ok(Some(exts)) = e.pax_extensions() {
+                for x in exts {
+                    let x = x.unwrap();
+                    attrs.push((
+                        path.clone(),
+                        x.key().unwrap().to_string(),
+                        x.value_bytes().to_vec(),
+                    ));
+                }
+            }
             names.push((
                 e.path().unwrap().display().to_string(),
                 e.header().entry_type(),
@@ -363,6 +490,26 @@ mod tests {
             "{names:?}"
         );
         assert!(names.contains(&("etc/sym".into(), tar::EntryType::Symlink)));
+        assert!(
+            attrs.contains(&(
+                "etc/caps".into(),
+                "SCHILY.xattr.user.mvm-test".into(),
+                b"v1".to_vec()
+            )),
+            "{attrs:?}"
+        );
+        assert!(
+            attrs.contains(&(
+                "etc".into(),
+                "SCHILY.xattr.user.dir-attr".into(),
+                b"d".to_vec()
+            )),
+            "{attrs:?}"
+        );
+        assert!(
+            !names.iter().any(|(n, _)| n.contains("PaxHeader")),
+            "{names:?}"
+        );
         assert!(!names.iter().any(|(n, _)| n == "etc/hostname"), "{names:?}");
         let links = names
             .iter()

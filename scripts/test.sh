@@ -13,10 +13,12 @@ echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy"
 cargo clippy --release --workspace --all-targets -q -- -D warnings
-echo "test: building the workspace, the static guest agent and the test guest"
+echo "test: building the workspace, the static guest agents and the test guest"
 # The end-to-end tiers run target/release/mvm and mvm-vmm beside it: build them first.
 cargo build --release --workspace -q
 scripts/build-agent.sh release >/dev/null
+# The hostile test agent tests/bounds boots in place of the real one (it rebuilds it too).
+scripts/build-hostile-agent.sh release >/dev/null
 tests/guest/build.sh >/dev/null
 echo "test: cargo test"
 cargo test --release --workspace

@@ -223,13 +223,21 @@ pub fn run_process(
         let w = writer.clone();
         std::thread::spawn(move || pump_stdin(&w));
     }
-    {
+    let stop_signals = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signals = {
         let w = writer.clone();
         let tty = stdio.tty;
-        std::thread::spawn(move || forward_signals(&w, tty));
-    }
+        let stop = stop_signals.clone();
+        std::thread::spawn(move || forward_signals(&w, tty, &stop))
+    };
     let attachers = Attachers::default();
+    let mut cleanup = SessionCleanup {
+        signals: Some((signals, stop_signals)),
+        control: None,
+        attachers: attachers.clone(),
+    };
     if let Some((listener, on_networks)) = control {
+        cleanup.control = listener.try_clone().ok();
         let ctl = Control {
             writer: writer.clone(),
             attachers: attachers.clone(),
@@ -314,6 +322,50 @@ pub fn run_process(
     }
 }
 
+/// Ends what [`run_process`] started for one session, however it returns: a monitor runs
+/// one session per restart of its container, and a session that ended (an agent that broke
+/// the protocol, say) must not leave its signal-forwarding and control threads behind, each
+/// holding a listener and the old connection: a guest that fails its session every few
+/// seconds under `--restart always` would grow the monitor's threads and descriptors
+/// without bound.
+struct SessionCleanup {
+    signals: Option<(
+        std::thread::JoinHandle<()>,
+        Arc<std::sync::atomic::AtomicBool>,
+    )>,
+    /// A handle on the control socket's listener, to wake its accept.
+    control: Option<UnixListener>,
+    attachers: Attachers,
+}
+
+impl Drop for SessionCleanup {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::thread::JoinHandleExt;
+        // Clients still attached get a last word (after `Exited` this changes nothing).
+        self.attachers.end(AgentMessage::Error {
+            message: "the session with the container's agent ended".into(),
+        });
+        if let Some(listener) = &self.control {
+            // A listening socket shut down for reading fails its accept (EINVAL), which ends
+            // serve_control's loop.
+            let _ =
+                nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Read);
+        }
+        if let Some((thread, stop)) = self.signals.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // SAFETY: pthread_kill on a thread we hold the JoinHandle of (not yet joined or
+            // detached, so its pthread_t is valid even if it has exited). SIGWINCH is in the
+            // set every thread blocks, so it stays pending on that thread until its sigwait
+            // takes it, sees `stop` and returns.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), libc::SIGWINCH) };
+            // Not joined: the thread may be waiting for the writer's lock behind a write to
+            // an agent that does not read; it ends once that write fails.
+            drop(thread);
+        }
+    }
+}
+
 /// The changes of a build step's container, asked for after its process exited: to a
 /// temporary file, renamed to `path` once the agent said they are complete.
 fn export_layer_to(
@@ -364,6 +416,20 @@ struct Attachers(Arc<Mutex<AttachList>>);
 struct AttachClient {
     tx: std::sync::mpsc::SyncSender<Frame<AgentMessage>>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Its connection, shut down when it is dropped for not reading.
+    conn: UnixStream,
+}
+
+impl AttachClient {
+    /// Drops a client that does not read. Taking it off the list is not enough: its writer
+    /// thread sits in a write to the client's full socket, holding up to a queue of frames,
+    /// and its reader thread waits for input; both stay as long as the client does, so a
+    /// client attaching again and again without reading would pile them up. Shutting the
+    /// connection down fails that write and ends that read.
+    fn drop_stuck(&self) {
+        tracing::warn!("dropping an attached client that does not read its output");
+        let _ = self.conn.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 #[derive(Default)]
@@ -385,6 +451,7 @@ impl Attachers {
         &self,
         tx: std::sync::mpsc::SyncSender<Frame<AgentMessage>>,
         queued: Arc<std::sync::atomic::AtomicUsize>,
+        conn: UnixStream,
     ) -> Result<(), AttachRefused> {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if list.ended {
@@ -393,7 +460,7 @@ impl Attachers {
         if list.clients.len() >= MAX_ATTACHED {
             return Err(AttachRefused::TooMany);
         }
-        list.clients.push(AttachClient { tx, queued });
+        list.clients.push(AttachClient { tx, queued, conn });
         Ok(())
     }
 
@@ -406,7 +473,7 @@ impl Attachers {
         };
         list.clients.retain(|c| {
             if c.queued.load(Ordering::Relaxed) + bytes > ATTACH_QUEUE_BYTES {
-                tracing::warn!("dropping an attached client that does not read its output");
+                c.drop_stuck();
                 return false;
             }
             match c.tx.try_send(frame.clone()) {
@@ -415,7 +482,7 @@ impl Attachers {
                     true
                 }
                 Err(TrySendError::Full(_)) => {
-                    tracing::warn!("dropping an attached client that does not read its output");
+                    c.drop_stuck();
                     false
                 }
                 Err(TrySendError::Disconnected(_)) => false,
@@ -454,7 +521,12 @@ struct Control {
 /// client, its stdin, signals and terminal size from it.
 fn serve_control(listener: &UnixListener, ctl: &Control) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let conn = match conn {
+            Ok(conn) => conn,
+            // The session is over: SessionCleanup shut the listener down.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(_) => continue,
+        };
         // A client that never sends its request must not hold up the next one.
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         // After an `attach` line the frames follow on the same stream. A request cut short
@@ -493,7 +565,8 @@ fn attach_client(conn: std::io::Result<UnixStream>, ctl: &Control) -> Result<(),
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Registered before the answer: nothing written after `ok` can be lost, and a process
     // that has ended is refused with an `error` line instead.
-    match ctl.attachers.add(tx, queued.clone()) {
+    let handle = conn.try_clone().map_err(|e| e.to_string())?;
+    match ctl.attachers.add(tx, queued.clone(), handle) {
         Ok(()) => {}
         Err(AttachRefused::Ended) => return Err("the container's process has ended".into()),
         Err(AttachRefused::TooMany) => {
@@ -600,9 +673,12 @@ fn pump_stdin(writer: &SharedWriter) {
     }
 }
 
-fn forward_signals(writer: &SharedWriter, tty: bool) {
+fn forward_signals(writer: &SharedWriter, tty: bool, stop: &std::sync::atomic::AtomicBool) {
     let set = forwarded_signals();
     while let Ok(sig) = set.wait() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let msg = if sig == Signal::SIGWINCH {
             if !tty {
                 continue;

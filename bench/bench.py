@@ -13,6 +13,9 @@
   bench/bench.py commit  `mvm commit` of a container with 100 MiB of changes: the agent's
                        stream (running container; stopped one through a helper VM) beside what
                        main did before (loop-mount the guest's disk on the host, tar its upper/)
+  bench/bench.py stress  BENCH_STRESS_N (50) `mvm run --rm busybox echo` at once, each in a network
+                       namespace of its own (default bridge network); counts failures, of which 0 is
+                       the only passing figure, and says why each failed
   bench/bench.py all   all of them
 
 `net` and `fs` use the `bench-tools` image (busybox + iperf3 + fio), built by
@@ -309,6 +312,49 @@ def bench_run():
     rows.append(["ratio to bare QEMU boot", f"{tot / statistics.median(bare):.2f}x", "", "1.0x"])
     table(f"`mvm run` on this host (backend: {backend}; the `mvm` backend needs hardware KVM)",
           [f"mvm ({backend})", "podman + runc", "bare QEMU microvm (TCG), same kernel"], rows)
+
+
+def bench_stress():
+    """N `mvm run --rm` started at once on this 2-core host: every one must succeed."""
+    need(MVM, "cargo build --release")
+    need(BUSYBOX_TAR, "scripts/setup.sh (scripts/make-busybox-rootfs.sh)")
+    n = int(os.environ.get("BENCH_STRESS_N", "50"))
+    work = tempfile.mkdtemp(prefix="mvms-")
+    root = os.path.join(work, "r")
+    try:
+        subprocess.run([MVM, "--root", root, "import", BUSYBOX_TAR, "busybox"], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run([MVM, "--root", root, "run", "--rm", "--network", "none", "busybox", "true"],
+                       check=True)  # warm the image disk cache
+        t0 = time.monotonic()
+        procs = []
+        for i in range(n):
+            # Each in a network namespace of its own: its bridge, TAP and DNS server stay there.
+            cmd = ["unshare", "-n", MVM, "--root", root, "run", "--rm", "busybox", "echo", f"n{i}"]
+            procs.append((i, time.monotonic(), subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                                  stderr=subprocess.PIPE)))
+        times, failures = [], []
+        for i, start, p in procs:
+            out, err = p.communicate()
+            times.append(time.monotonic() - start)
+            if p.returncode != 0 or out.decode() != f"n{i}\n":
+                failures.append(f"{i}: exit {p.returncode}: {err.decode().strip().splitlines()[-1:] }")
+        wall = time.monotonic() - t0
+        left = subprocess.run([MVM, "--root", root, "ps", "-aq"], stdout=subprocess.PIPE, text=True).stdout.split()
+    finally:
+        subprocess.run(["rm", "-rf", work])
+    rows = [
+        [f"`run --rm busybox echo`, {n} at once: failures", f"{len(failures)} of {n}"],
+        ["wall time for all of them", fmt(wall, "s")],
+        ["each run, start to exit", cell(times, "s")],
+        ["containers left behind", str(len(left))],
+    ]
+    table(f"Stress: {n} containers started at once on {os.cpu_count()} cores (backend: {backend_name()})",
+          ["figure", "mvm"], rows)
+    for f in failures:
+        print(f"- failed {f}")
+    if failures or left:
+        sys.exit(1)
 
 
 def tree_rss_kib(pid):
@@ -1103,8 +1149,8 @@ def bench_images():
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|all|nested]")
+    if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "stress", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|all|nested]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -1122,5 +1168,7 @@ if __name__ == "__main__":
         bench_commit()
     if what in ("images", "all"):
         bench_images()
+    if what in ("stress", "all"):
+        bench_stress()
     if what == "nested":  # not in "all": it boots the KVM-in-TCG machine
         bench_nested()

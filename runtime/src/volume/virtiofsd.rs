@@ -2,7 +2,6 @@
 //! own sandbox (mount namespace with the shared directory as its root, seccomp), read-only on
 //! the host side for `:ro` mounts.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -41,8 +40,10 @@ impl Drop for Daemon {
 pub fn start(dir: &Path, socket: &Path, read_only: bool, log: &Path) -> Result<Daemon, String> {
     let bin = crate::paths::on_path("virtiofsd")
         .ok_or("virtiofsd not found: `cargo install --locked virtiofsd` (scripts/setup.sh does)")?;
-    let log_file =
-        File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    // Its stderr goes through a pump that keeps the log bounded (logfile::pump); the thread
+    // ends when the daemon (and its sandboxed child) close the pipe.
+    let mut pumps = Vec::new();
+    let log_file = crate::backend::log_pipe(log, &mut pumps)?;
     let _ = std::fs::remove_file(socket);
     // Like the hypervisor: its own process group, killed if its owner dies.
     let mut cmd = crate::backend::vm_command(&bin);
@@ -53,7 +54,7 @@ pub fn start(dir: &Path, socket: &Path, read_only: bool, log: &Path) -> Result<D
         .args(["--sandbox", "namespace", "--cache", "auto", "--xattr"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log_file);
+        .stderr(Stdio::from(log_file));
     if read_only {
         cmd.arg("--readonly");
     }

@@ -386,3 +386,330 @@ fn twenty_containers_started_at_once_all_run() {
     );
     r.assert_clean();
 }
+
+// A hostile agent (issue 15): the guest kernel and the agent are the attacker's. These run the
+// container with `MVM_AGENT` set to agent/examples/hostile-agent.rs, built static, which
+// boots as the real agent does, does the handshake, and then misbehaves as the container's
+// first argument says.
+
+/// The hostile agent, built (or brought up to date) once per test run by its script; a
+/// failed build fails the test, with the command to run.
+fn hostile_agent() -> PathBuf {
+    static AGENT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("the runtime crate lives in the workspace");
+            // The profile of the mvm under test: target/<profile>/mvm.
+            let profile = Path::new(MVM)
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .unwrap_or("release")
+                .to_string();
+            let o = std::process::Command::new(repo.join("scripts/build-hostile-agent.sh"))
+                .arg(&profile)
+                .current_dir(repo)
+                .output()
+                .expect("cannot run scripts/build-hostile-agent.sh");
+            assert!(
+                o.status.success(),
+                "building the hostile agent failed; run `scripts/build-hostile-agent.sh {profile}`: {}",
+                stderr(&o)
+            );
+            let p = repo.join(stdout(&o).lines().last().unwrap_or_default().trim());
+            assert!(
+                p.is_file(),
+                "{} is missing after scripts/build-hostile-agent.sh {profile}",
+                p.display()
+            );
+            p
+        })
+        .clone()
+}
+
+/// `mvm args...` with the hostile agent in the guest.
+fn hostile_cmd(r: &TestRoot, args: &[&str]) -> std::process::Command {
+    let mut c = r.cmd(args);
+    c.env("MVM_AGENT", hostile_agent());
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+/// Runs `mvm args...` with the hostile agent to its end, failing the test (and killing it)
+/// if it has not ended after a minute: a hostile agent must not make `mvm` hang.
+fn hostile_mvm(r: &TestRoot, args: &[&str]) -> std::process::Output {
+    let child = hostile_cmd(r, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mvm");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(o) => o.expect("wait for mvm"),
+        Err(_) => {
+            // SAFETY: kill(2) on the mvm this test started, not yet reaped (its waiter
+            // thread has not returned).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("mvm {args:?} did not end within a minute");
+        }
+    }
+}
+
+fn hostile_run_d(r: &TestRoot, args: &[&str]) -> String {
+    let mut a = vec!["run", "-d"];
+    a.extend_from_slice(args);
+    let o = hostile_mvm(r, &a);
+    assert_eq!(o.status.code(), Some(0), "run -d failed: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// The ID of the container named `name`.
+fn id_of(r: &TestRoot, name: &str) -> String {
+    std::fs::read_dir(r.path.join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| !id.starts_with('.'))
+        .find(|id| record(r, id)["name"] == name)
+        .unwrap_or_else(|| panic!("no container named {name}"))
+}
+
+fn monitor_pid(r: &TestRoot, id: &str) -> u32 {
+    record(r, id)["pid"].as_u64().expect("no monitor pid") as u32
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The largest VmRSS (kB) and thread count of `pid` seen once a second for `secs` seconds.
+fn watch_monitor(pid: u32, secs: u64) -> (u64, u64) {
+    let (mut rss, mut threads) = (0, 0);
+    for _ in 0..secs {
+        std::thread::sleep(Duration::from_secs(1));
+        rss = rss.max(proc_status(pid, "VmRSS:"));
+        threads = threads.max(proc_status(pid, "Threads:"));
+    }
+    (rss, threads)
+}
+
+/// monitor.log and its rotated files: within 4 files of 1 MiB (logfile.rs).
+fn assert_monitor_log_bounded(dir: &Path) -> u64 {
+    let files = log_and_rotated(&dir.join("monitor.log"));
+    for f in &files {
+        let n = files_size([f.clone()]);
+        assert!(n <= 1 << 20, "{} holds {n} bytes", f.display());
+    }
+    assert!(!files[4].exists(), "a fifth monitor.log file was kept");
+    files_size(files)
+}
+
+#[test]
+fn a_hostile_agent_flooding_maximal_error_messages_is_bounded() {
+    let r = TestRoot::with_busybox(MVM);
+    let id = hostile_run_d(&r, &["busybox", "error-flood"]);
+    let dir = r.path.join("containers").join(&id);
+    let pid = monitor_pid(&r, &id);
+    // Each message is a whole 1 MiB frame: long enough for an unbounded path to show.
+    let (rss, threads) = watch_monitor(pid, 12);
+    let fds = open_fds(pid);
+    let monitor = assert_monitor_log_bounded(&dir);
+    let log = files_size(log_and_rotated(&dir.join("container.log")));
+    println!(
+        "error flood: monitor VmRSS max {rss} kB, {threads} threads, {fds} fds; monitor.log {monitor} bytes, container.log {log} bytes"
+    );
+    assert!(rss < 64 * 1024, "monitor VmRSS {rss} kB");
+    assert!(threads < 32, "monitor has {threads} threads");
+    assert!(fds < 64, "monitor has {fds} descriptors");
+    assert_eq!(log, 0, "agent errors went to the container's log");
+    let text =
+        String::from_utf8_lossy(&std::fs::read(dir.join("monitor.log")).unwrap()).into_owned();
+    assert!(
+        text.contains("agent: "),
+        "the errors were not logged at all"
+    );
+    assert!(
+        text.contains("log rate limit reached"),
+        "the monitor's log was not rate-limited"
+    );
+    // Each message is cut to a line; the newlines and escapes it carries cannot forge one.
+    for line in text.lines() {
+        assert!(
+            line.len() < 1024,
+            "a {}-byte line in monitor.log",
+            line.len()
+        );
+        assert!(!line.starts_with("2099-01-01"), "a forged line: {line}");
+        assert!(!line.contains('\x1b'), "an escape sequence reached the log");
+    }
+    assert_eq!(state(&r, &id).0, "running");
+    r.ok(&["rm", "-f", &id]);
+    r.assert_clean();
+}
+
+#[test]
+fn a_hostile_agent_flooding_output_drops_a_stuck_attach_client() {
+    let r = TestRoot::with_busybox(MVM);
+    let id = hostile_run_d(
+        &r,
+        &[
+            "--log-opt",
+            "max-size=1m",
+            "--log-opt",
+            "max-file=2",
+            "busybox",
+            "data-flood",
+        ],
+    );
+    let dir = r.path.join("containers").join(&id);
+    let pid = monitor_pid(&r, &id);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = proc_status(pid, "Threads:");
+    // A client whose output nobody reads: its pipes fill, it stops reading its socket.
+    let mut client = hostile_cmd(&r, &["attach", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mvm attach");
+    let dropped = std::panic::catch_unwind(|| {
+        common::eventually("the monitor drops the stuck client", || {
+            std::fs::read_to_string(dir.join("monitor.log"))
+                .ok()?
+                .contains("dropping an attached client that does not read")
+                .then_some(())
+        });
+        // Dropped means gone: its two threads end although the client still does not read.
+        common::eventually("the dropped client's threads end", || {
+            (proc_status(pid, "Threads:") <= before).then_some(())
+        });
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+    if let Err(e) = dropped {
+        std::panic::resume_unwind(e);
+    }
+    // The monitor keeps going: the log still moves, within its bounds.
+    let sizes = || {
+        log_and_rotated(&dir.join("container.log"))[..3]
+            .iter()
+            .map(|f| files_size([f.clone()]))
+            .collect::<Vec<_>>()
+    };
+    let first = sizes();
+    let (rss, threads) = watch_monitor(pid, 6);
+    let then = sizes();
+    assert_ne!(first, then, "the monitor stopped copying the output");
+    let log = files_size(log_and_rotated(&dir.join("container.log")));
+    let monitor = assert_monitor_log_bounded(&dir);
+    println!(
+        "data flood: monitor VmRSS max {rss} kB, {threads} threads ({before} before attaching); container.log {log} bytes, monitor.log {monitor} bytes"
+    );
+    assert!(
+        log <= 2 * 1_000_000,
+        "container.log and its files hold {log}"
+    );
+    assert!(!dir.join("container.log.2").exists());
+    assert!(rss < 64 * 1024, "monitor VmRSS {rss} kB");
+    assert!(threads < 32, "monitor has {threads} threads");
+    assert_eq!(state(&r, &id).0, "running");
+    r.ok(&["rm", "-f", &id]);
+    r.assert_clean();
+}
+
+#[test]
+fn garbage_from_a_hostile_agent_ends_the_session_with_a_clear_error() {
+    let r = TestRoot::with_busybox(MVM);
+    for (mode, want) in [
+        ("oversize", "exceeds the limit"),
+        ("garbage", "exceeds the limit"),
+        ("bad-kind", "unknown frame kind 0x7f"),
+        ("bad-json", "malformed control message"),
+    ] {
+        let o = hostile_mvm(&r, &["run", "--name", mode, "busybox", mode]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{mode}: {e}");
+        assert_eq!(e.lines().count(), 1, "{mode}: {e}");
+        assert!(e.contains(want), "{mode}: {e}");
+        let id = id_of(&r, mode);
+        let (status, error) = state(&r, &id);
+        assert_eq!(status, "exited", "{mode}");
+        assert!(error.contains(want), "{mode}: recorded {error:?}");
+        assert_eq!(record(&r, &id)["exit_code"], 125, "{mode}");
+        r.ok(&["rm", mode]);
+    }
+    // Detached, the monitor records the same and goes.
+    let id = hostile_run_d(&r, &["busybox", "bad-kind"]);
+    common::eventually("the container ends", || {
+        (state(&r, &id).0 == "exited").then_some(())
+    });
+    assert!(
+        state(&r, &id).1.contains("unknown frame kind"),
+        "{:?}",
+        state(&r, &id)
+    );
+    let ps = stdout(&r.mvm(&["ps", "-a"]));
+    assert!(ps.contains("Exited (125)"), "{ps}");
+    r.ok(&["rm", &id]);
+    r.assert_clean();
+}
+
+#[test]
+fn absurd_exit_values_from_a_hostile_agent_give_255() {
+    let r = TestRoot::with_busybox(MVM);
+    for mode in ["exit-signal", "exit-negative", "exit-both"] {
+        let o = hostile_mvm(&r, &["run", "--name", mode, "busybox", mode]);
+        assert_eq!(o.status.code(), Some(255), "{mode}: {}", stderr(&o));
+        assert_eq!(record(&r, &id_of(&r, mode))["exit_code"], 255, "{mode}");
+        let ps = stdout(&r.mvm(&["ps", "-a"]));
+        let line = ps
+            .lines()
+            .find(|l| l.trim_end().ends_with(mode))
+            .unwrap_or_default();
+        assert!(line.contains("Exited (255)"), "{mode}: {ps}");
+        r.ok(&["rm", mode]);
+    }
+    r.assert_clean();
+}
+
+#[test]
+fn a_hostile_agent_that_stalls_mid_frame_is_stopped_and_removed() {
+    let r = TestRoot::with_busybox(MVM);
+    let id = hostile_run_d(&r, &["busybox", "stall"]);
+    // Half a frame, then silence: the container "runs"; it ignores signals.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&r, &id).0, "running");
+    let o = hostile_mvm(&r, &["stop", "-t", "1", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(state(&r, &id).0, "exited");
+    let id2 = hostile_run_d(&r, &["busybox", "stall"]);
+    let o = hostile_mvm(&r, &["rm", "-f", &id, &id2]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    r.assert_clean();
+}
+
+#[test]
+fn a_hostile_agent_under_a_restart_policy_does_not_grow_its_monitor() {
+    let r = TestRoot::with_busybox(MVM);
+    // Each run ends at once with a protocol error, and the policy starts the next.
+    let id = hostile_run_d(&r, &["--restart", "always", "busybox", "bad-kind"]);
+    let pid = monitor_pid(&r, &id);
+    let (mut threads, mut fds) = (0, 0);
+    common::eventually("six restarts", || {
+        threads = threads.max(proc_status(pid, "Threads:"));
+        fds = fds.max(open_fds(pid));
+        (record(&r, &id)["restart_count"].as_u64() >= Some(6)).then_some(())
+    });
+    println!("six restarts: monitor at most {threads} threads, {fds} descriptors");
+    // One run needs about ten threads; each run used to leave two behind (its signal
+    // forwarder and its control socket's), with their descriptors.
+    assert!(threads <= 12, "monitor grew to {threads} threads");
+    assert!(fds < 48, "monitor grew to {fds} descriptors");
+    r.ok(&["rm", "-f", &id]);
+    r.assert_clean();
+}

@@ -350,7 +350,7 @@ def bench_stress():
         ["containers left behind", str(len(left))],
     ]
     table(f"Stress: {n} containers started at once on {os.cpu_count()} cores (backend: {backend_name()})",
-          ["figure", "mvm"], rows)
+          ["mvm"], rows)
     for f in failures:
         print(f"- failed {f}")
     if failures or left:

@@ -898,6 +898,7 @@ fn run_container(
     lock: Option<container::CommandLock>,
 ) -> Result<i32, CliError> {
     let rec = dirs.load().map_err(CliError::runtime)?;
+    raise_nofile();
     // The writable disk is made once and kept across restarts, as a container's layer is.
     let upper = dirs.dir.join("upper.ext4");
     if !upper.exists() {
@@ -1048,6 +1049,21 @@ fn run_container(
             Err(CliError::with_code(code, message))
         }
         Err(e) => Err(CliError::runtime(e)),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (at most 65536): the published-port
+/// proxies hold two descriptors per connection up to their cap (1024 per port), more than a
+/// default soft limit of 1024 allows. Nothing else in the monitor is bounded by it.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65536);
+        if soft < want
+            && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
+        {
+            tracing::debug!("cannot raise the open-file limit: {e}");
+        }
     }
 }
 

@@ -674,3 +674,84 @@ fn default_bridge_and_none() {
     ns.ok(&r, &["rm", "-f", "w"]);
     assert_clean(&ns, &r);
 }
+
+/// `Threads:` and `VmRSS:` (kB) of a process, from /proc.
+fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+#[test]
+fn five_thousand_connections_to_a_published_port_leave_the_monitor_bounded() {
+    let ns = Netns::new();
+    let r = root();
+    let id = ns.ok(
+        &r,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1:18090:8080",
+            "busybox",
+            "sh",
+            "-c",
+            &httpd("still-serving", 8080),
+        ],
+    );
+    let id = id.trim().to_string();
+    eventually("published port answers", || {
+        http_get(&ns, "127.0.0.1:18090")
+    });
+    let monitor = inspect(&ns, &r, &id)["State"]["Pid"].as_u64().unwrap() as u32;
+    let (threads0, rss0) = threads_and_rss(monitor);
+    // 5,000 connections in waves of 1,250 held open at once (past the proxy's cap of 1,024
+    // per port), each sending a request; the monitor is sampled while a wave is open.
+    let path = format!("/run/netns/{}", ns.name);
+    let peak = std::thread::spawn(move || {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) with a valid namespace fd moves only this thread, which ends here.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let mut peak = (0, 0);
+        let mut connected = 0;
+        for _ in 0..4 {
+            let mut open = Vec::new();
+            for _ in 0..1250 {
+                if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:18090") {
+                    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    open.push(s);
+                    connected += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let (t, m) = threads_and_rss(monitor);
+            peak = (peak.0.max(t), peak.1.max(m));
+            drop(open);
+        }
+        (peak, connected)
+    })
+    .join()
+    .unwrap();
+    let ((threads, rss), connected) = peak;
+    println!(
+        "5,000 connections ({connected} accepted by the kernel): monitor threads {threads0} -> {threads} at peak, VmRSS {rss0} -> {rss} kB"
+    );
+    assert!(connected >= 4000, "only {connected} connections were made");
+    // One event loop serves every connection: no thread per connection, bounded memory.
+    assert!(threads <= threads0 + 2, "threads {threads0} -> {threads}");
+    assert!(rss < rss0 + 64 * 1024, "VmRSS {rss0} -> {rss} kB");
+    // The container keeps serving.
+    let body = eventually("the published port answers after the flood", || {
+        http_get(&ns, "127.0.0.1:18090")
+    });
+    assert_eq!(body, "still-serving\n");
+    ns.ok(&r, &["rm", "-f", &id]);
+    assert_clean(&ns, &r);
+}

@@ -16,6 +16,11 @@
   bench/bench.py stress  BENCH_STRESS_N (50) `mvm run --rm busybox echo` at once, each in a network
                        namespace of its own (default bridge network); counts failures, of which 0 is
                        the only passing figure, and says why each failed
+  bench/bench.py proxy  the published-port proxy (runtime/src/network/ports.rs): 64 B round trips
+                       and bulk MB/s with 1 and 100 concurrent loopback connections to an echo
+                       "guest", and the proxy process's threads and RSS; today's mio loop beside
+                       the thread-per-connection proxy it replaced (711f1e7^, built in a git
+                       worktree in /tmp with bench/proxy_bench.patch) and no proxy at all
   bench/bench.py all   all of them
 
 `net` and `fs` use the `bench-tools` image (busybox + iperf3 + fio), built by
@@ -25,6 +30,8 @@ per iperf3 run, BENCH_NET_REQS requests per latency figure, BENCH_FS_N runs per 
 BENCH_FS_MIB file size and BENCH_FS_SECONDS runtime cap per fio job, BENCH_FS_DIRECT (1: O_DIRECT
 in the guests and the host's first column), BENCH_FS_DIR (where the state root and the host's fio
 directory go; /var/tmp). The defaults keep `net` and `fs` under ~4 minutes each under TCG.
+BENCH_PROXY_N runs per proxy figure (5); MVM_PROXY_BENCH_TRIPS round trips per connection (300),
+MVM_PROXY_BENCH_MIB1 and MVM_PROXY_BENCH_MIB100 MiB per bulk connection (512, 16).
 
 Needs the release build, the static agent, the test guest and the kernel (scripts/setup.sh,
 scripts/build-agent.sh, tests/guest/build.sh). Every figure is a median of N runs with min and
@@ -1147,10 +1154,118 @@ def bench_images():
           ["mvm", "peer", "mvm / peer"], rows)
 
 
+# ---------------------------------------------------------------- published-port proxy
+PROXY_OLD = "711f1e7^"  # the last commit with the thread-per-connection proxy
+PROXY_PATCH = os.path.join(REPO, "bench", "proxy_bench.patch")
+PROXY_TEST = "network::ports::tests::proxy_bench"
+PROXY_FN = "    /// Benchmark, run by `bench/bench.py proxy`"
+
+
+def test_exe(cwd, env=None):
+    """Builds mvm-runtime's unit tests (release) in `cwd`; the test binary's path."""
+    p = subprocess.run(["cargo", "test", "--release", "-p", "mvm-runtime", "--bin", "mvm", "--no-run",
+                        "--message-format=json"], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench: cargo test --no-run failed in {cwd}")
+    for line in p.stdout.splitlines():
+        j = json.loads(line)
+        if j.get("reason") == "compiler-artifact" and j.get("executable") and j["target"]["name"] == "mvm":
+            return j["executable"]
+    sys.exit(f"bench: no test binary for mvm in {cwd}")
+
+
+def proxy_bench_fn(text):
+    """The bench test's source in ports.rs (the patch must add the very same to the old one)."""
+    start = text.find(PROXY_FN)
+    end = text.find("\n    }\n", start)
+    return text[start:end] if start >= 0 and end >= 0 else None
+
+
+def bench_proxy():
+    import resource
+    n = int(os.environ.get("BENCH_PROXY_N", "5"))
+    # Four descriptors per connection in the load process; the default soft limit may be 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    with open(os.path.join(REPO, "runtime", "src", "network", "ports.rs")) as f:
+        now_fn = proxy_bench_fn(f.read())
+    with open(PROXY_PATCH) as f:
+        added = "".join(l[1:] for l in f.read().splitlines(True)
+                        if l.startswith("+") and not l.startswith("+++"))
+    if not now_fn or now_fn not in added:
+        sys.exit("bench: bench/proxy_bench.patch does not add the proxy_bench of runtime/src/network/ports.rs: "
+                 "regenerate it (see its header)")
+    new_exe = test_exe(REPO)
+    tree = os.environ.get("BENCH_PROXY_TREE", "/tmp/mvm-proxy-old")
+    target = os.environ.get("BENCH_PROXY_TARGET", "/tmp/mvm-proxy-old-target")
+    git = ["git", "-C", REPO]
+    if os.path.exists(tree):
+        subprocess.run(git + ["worktree", "remove", "--force", tree], stderr=subprocess.DEVNULL)
+        shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(git + ["worktree", "prune"], check=True)
+    subprocess.run(git + ["worktree", "add", "--detach", "--quiet", tree, PROXY_OLD], check=True)
+    try:
+        subprocess.run(["git", "-C", tree, "apply", PROXY_PATCH], check=True)
+        if not os.path.exists(target) and os.path.isdir(REL):
+            # The old tree differs in few crates: start from this tree's compiled dependencies.
+            os.makedirs(target)
+            subprocess.run(["cp", "-a", REL, target], check=True)
+        old_exe = test_exe(tree, dict(os.environ, CARGO_TARGET_DIR=target))
+        shutil.copy(old_exe, os.path.join(target, "proxy-bench-old"))
+        old_exe = os.path.join(target, "proxy-bench-old")
+    finally:
+        subprocess.run(git + ["worktree", "remove", "--force", tree])
+
+    runs = {"now": [], "old": [], "direct": []}
+    for i in range(n):
+        for which, exe in (("old", old_exe), ("now", new_exe), ("direct", new_exe)):
+            env = dict(os.environ, MVM_PROXY_BENCH_DIRECT="1" if which == "direct" else "0")
+            p = subprocess.run([exe, PROXY_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+            m = re.search(r'^\{"lat1_p50_us".*\}$', p.stdout, re.M)
+            if p.returncode != 0 or not m:
+                sys.exit(f"bench: proxy_bench ({which}) failed: {p.stdout[-2000:]}{p.stderr[-2000:]}")
+            runs[which].append(json.loads(m.group(0)))
+            print(f"bench: proxy run {i + 1}/{n} {which}: {m.group(0)}", file=sys.stderr)
+
+    def col(which, key, scale):
+        return [r[key] * scale for r in runs[which]]
+
+    def row(label, key, unit, scale=1.0, direct=True):
+        now, old = col("now", key, scale), col("old", key, scale)
+        return [label, cell(now, unit), cell(old, unit), cell(col("direct", key, scale), unit) if direct else "n/a",
+                ratio(now, old)]
+
+    trips = os.environ.get("MVM_PROXY_BENCH_TRIPS", "300")
+    mib1 = os.environ.get("MVM_PROXY_BENCH_MIB1", "512")
+    mib100 = os.environ.get("MVM_PROXY_BENCH_MIB100", "16")
+    rows = [
+        row(f"64 B round trip, 1 connection ({int(trips) * 10} trips): median", "lat1_p50_us", "us", 1e-6),
+        row("same: p99", "lat1_p99_us", "us", 1e-6),
+        row(f"64 B round trip, 100 connections at once ({trips} trips each): median", "lat100_p50_us", "us", 1e-6),
+        row("same: p90", "lat100_p90_us", "us", 1e-6),
+        row("same: p99", "lat100_p99_us", "us", 1e-6),
+        row("same: round trips per second, all connections", "trips100_per_s", "trips/s"),
+        row(f"bulk guest -> client, 1 connection ({mib1} MiB)", "tput1_mbs", "MB/s1", 1e6),
+        row(f"bulk guest -> client, 100 connections at once ({mib100} MiB each), aggregate", "tput100_mbs",
+            "MB/s1", 1e6),
+        row("proxy process: threads, idle", "threads_idle", "threads", direct=False),
+        row("proxy process: threads, peak during the run", "threads_peak", "threads", direct=False),
+        row("proxy process: RSS, idle", "rss_idle_kib", "MiB", 1 / 1024, direct=False),
+        row("proxy process: RSS, peak during the run", "rss_peak_kib", "MiB", 1 / 1024, direct=False),
+    ]
+    table(f"Published-port proxy on loopback, 100 concurrent connections (median of {n} runs, min-max)",
+          ["mvm now: one mio loop (711f1e7)", "before: 2 threads per connection (711f1e7^)",
+           "no proxy (loopback direct)", "now / before"], rows)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "stress", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|all|nested]")
+    if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "stress", "proxy",
+                    "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|all|nested]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -1170,5 +1285,7 @@ if __name__ == "__main__":
         bench_images()
     if what in ("stress", "all"):
         bench_stress()
+    if what in ("proxy", "all"):
+        bench_proxy()
     if what == "nested":  # not in "all": it boots the KVM-in-TCG machine
         bench_nested()

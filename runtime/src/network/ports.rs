@@ -667,4 +667,232 @@ mod tests {
         // Three peers seen by the "guest": one upstream socket per flow.
         assert_eq!(server.join().unwrap(), 3);
     }
+
+    /// Benchmark, run by `bench/bench.py proxy` (never a timed assertion): latency and
+    /// throughput of 100 concurrent connections through the published-port proxy to a loopback
+    /// echo server standing in for the guest; prints one JSON line. The proxy runs in a child
+    /// process (this test again, in the proxy role) so that its threads and RSS are its own.
+    /// std only, so that bench/proxy_bench.patch adds this same function to the
+    /// thread-per-connection proxy of 711f1e7^. MVM_PROXY_BENCH_DIRECT=1 skips the proxy.
+    #[test]
+    #[ignore = "benchmark: bench/bench.py proxy"]
+    fn proxy_bench() {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::{Arc, Barrier, atomic::AtomicBool};
+        use std::time::{Duration, Instant};
+        const CONNS: usize = 100;
+        const MSG: usize = 64;
+        let knob = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        if let Ok(guest) = std::env::var("MVM_PROXY_BENCH_GUEST_PORT") {
+            // The proxy role: serve until the parent closes our stdin.
+            let mut maps = vec![PortMapping {
+                host_ip: Ipv4Addr::LOCALHOST,
+                host_port: 0,
+                container_port: guest.parse().unwrap(),
+                proto: Proto::Tcp,
+            }];
+            let proxies = start(bind_all(&mut maps).unwrap(), &maps, Ipv4Addr::LOCALHOST);
+            let mut out = std::io::stdout();
+            writeln!(out, "PROXY_PORT {}", maps[0].host_port).unwrap();
+            out.flush().unwrap();
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            drop(proxies);
+            return;
+        }
+        // The "guest": a request is b'e' (echo until EOF) or b'd' and a u64 (send that many
+        // bytes, then close); a thread per connection, in this process, not the proxy's.
+        let guest = TcpListener::bind("127.0.0.1:0").unwrap();
+        let guest_port = guest.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in guest.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let _ = c.set_nodelay(true);
+                    let mut head = [0u8; 9];
+                    let mut buf = vec![0u8; 64 << 10];
+                    if c.read_exact(&mut head).is_err() {
+                        return;
+                    }
+                    if head[0] == b'd' {
+                        let mut left = u64::from_be_bytes(head[1..].try_into().unwrap());
+                        while left > 0 {
+                            let n = left.min(buf.len() as u64) as usize;
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                            left -= n as u64;
+                        }
+                    } else {
+                        while let Ok(n @ 1..) = c.read(&mut buf) {
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let direct = std::env::var("MVM_PROXY_BENCH_DIRECT").is_ok_and(|v| v == "1");
+        let mut child = None;
+        let port = if direct {
+            guest_port
+        } else {
+            // Test names leave out the crate's name.
+            let tests = module_path!().split_once("::").unwrap().1;
+            let mut c = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([&format!("{tests}::proxy_bench"), "--exact", "--ignored"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("MVM_PROXY_BENCH_GUEST_PORT", guest_port.to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+            let mut line = String::new();
+            let port = loop {
+                line.clear();
+                assert!(out.read_line(&mut line).unwrap() > 0, "the proxy exited");
+                // After libtest's "test ... " on the same line.
+                if let Some((_, p)) = line.trim().split_once("PROXY_PORT ") {
+                    break p.parse().unwrap();
+                }
+            };
+            child = Some((c, out));
+            port
+        };
+        // The proxy process's threads and RSS, sampled through the run.
+        let pid = child.as_ref().map(|(c, _)| c.id());
+        let sample = move || -> Option<(u64, u64)> {
+            let s = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+            let field = |f: &str| -> Option<u64> {
+                let v = s.lines().find_map(|l| l.strip_prefix(f))?;
+                v.split_whitespace().next()?.parse().ok()
+            };
+            Some((field("Threads:")?, field("VmRSS:")?))
+        };
+        let idle = sample();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = (0, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some((t, r)) = sample() {
+                        peak = (peak.0.max(t), peak.1.max(r));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                peak
+            })
+        };
+        let connect = || {
+            let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_nodelay(true).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            c
+        };
+        let request = |c: &mut TcpStream, mode: u8, arg: u64| {
+            let mut head = [mode; 9];
+            head[1..].copy_from_slice(&arg.to_be_bytes());
+            c.write_all(&head).unwrap();
+        };
+        // `conns` clients at once, each: connect, `warm` (untimed), barrier, `run` (timed);
+        // returns what each run gave and the time from the first start to the last end.
+        let at_once = |conns: usize,
+                       warm: &(dyn Fn(&mut TcpStream) + Sync),
+                       run: &(dyn Fn(TcpStream) -> Vec<f64> + Sync)| {
+            let go = Barrier::new(conns + 1);
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..conns)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut c = connect();
+                            warm(&mut c);
+                            go.wait();
+                            // Each thread's own clock: this one may run long before main does.
+                            let t = Instant::now();
+                            let got = run(c);
+                            (t, Instant::now(), got)
+                        })
+                    })
+                    .collect();
+                go.wait();
+                let (mut first, mut last, mut all) = (None::<Instant>, None::<Instant>, vec![]);
+                for h in hs {
+                    let (t, end, got) = h.join().unwrap();
+                    first = Some(first.map_or(t, |f| f.min(t)));
+                    last = Some(last.map_or(end, |l| l.max(end)));
+                    all.extend(got);
+                }
+                (all, (last.unwrap() - first.unwrap()).as_secs_f64())
+            })
+        };
+        let rtt = |c: &mut TcpStream| {
+            let (msg, mut back) = ([7u8; MSG], [0u8; MSG]);
+            let t = Instant::now();
+            c.write_all(&msg).unwrap();
+            c.read_exact(&mut back).unwrap();
+            t.elapsed().as_secs_f64()
+        };
+        let trips = knob("MVM_PROXY_BENCH_TRIPS", 300);
+        let warm = |c: &mut TcpStream| {
+            request(c, b'e', 0);
+            for _ in 0..20 {
+                rtt(c);
+            }
+        };
+        let timed = |mut c: TcpStream| (0..trips).map(|_| rtt(&mut c)).collect::<Vec<_>>();
+        let pct = |xs: &mut Vec<f64>, p: f64| {
+            xs.sort_by(f64::total_cmp);
+            xs[((xs.len() - 1) as f64 * p).round() as usize] * 1e6
+        };
+        let (mut lat1, _) = at_once(1, &warm, &|mut c| {
+            (0..trips * 10).map(|_| rtt(&mut c)).collect()
+        });
+        let (mut lat100, lat100_wall) = at_once(CONNS, &warm, &timed);
+        // Bulk: the guest sends, each client reads to the end.
+        let bulk = |conns: usize, bytes: u64| {
+            let (_, wall) = at_once(conns, &|_: &mut TcpStream| {}, &|mut c| {
+                request(&mut c, b'd', bytes);
+                let (mut buf, mut got) = (vec![0u8; 64 << 10], 0u64);
+                while let Ok(n @ 1..) = c.read(&mut buf) {
+                    got += n as u64;
+                }
+                assert_eq!(got, bytes, "short transfer");
+                vec![]
+            });
+            (conns as u64 * bytes) as f64 / wall / 1e6
+        };
+        let mib = 1u64 << 20;
+        let tput1 = bulk(1, knob("MVM_PROXY_BENCH_MIB1", 512) as u64 * mib);
+        let tput100 = bulk(CONNS, knob("MVM_PROXY_BENCH_MIB100", 16) as u64 * mib);
+        stop.store(true, Ordering::SeqCst);
+        let peak = sampler.join().unwrap();
+        if let Some((mut c, mut out)) = child {
+            drop(c.stdin.take());
+            let _ = out.read_to_end(&mut Vec::new());
+            let _ = c.wait();
+        }
+        let (idle_t, idle_r) = idle.unwrap_or((0, 0));
+        println!(
+            "\n{{\"lat1_p50_us\": {:.1}, \"lat1_p99_us\": {:.1}, \"lat100_p50_us\": {:.1}, \
+             \"lat100_p90_us\": {:.1}, \"lat100_p99_us\": {:.1}, \"trips100_per_s\": {:.0}, \
+             \"tput1_mbs\": {tput1:.1}, \"tput100_mbs\": {tput100:.1}, \"threads_idle\": {idle_t}, \
+             \"threads_peak\": {}, \"rss_idle_kib\": {idle_r}, \"rss_peak_kib\": {}}}",
+            pct(&mut lat1, 0.5),
+            pct(&mut lat1, 0.99),
+            pct(&mut lat100, 0.5),
+            pct(&mut lat100, 0.9),
+            pct(&mut lat100, 0.99),
+            (CONNS * trips) as f64 / lat100_wall,
+            peak.0,
+            peak.1,
+        );
+    }
 }

@@ -944,6 +944,9 @@ fn run_container(
         ..spec
     };
     let mut vm = backend::start(kind, &spec).map_err(CliError::runtime)?;
+    for d in &daemons {
+        vm.adopt(d.watched().pid);
+    }
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
         .map_err(CliError::runtime)?;

@@ -226,11 +226,14 @@ fn prepare(spec: &JailSpec) -> Result<Prepared, String> {
             .ok_or_else(|| format!("{}: not a program", spec.program.display()))?;
         format!("/{}", name.to_string_lossy())
     };
-    let mut binds: Vec<Bind> = vec![Bind {
-        src: "/usr".into(),
-        dst: "/usr".into(),
-        writable: false,
-    }];
+    let mut binds: Vec<Bind> = Vec::new();
+    if Path::new("/usr").is_dir() {
+        binds.push(Bind {
+            src: "/usr".into(),
+            dst: "/usr".into(),
+            writable: false,
+        });
+    }
     if Path::new("/etc/ld.so.cache").exists() {
         binds.push(Bind {
             src: "/etc/ld.so.cache".into(),
@@ -274,16 +277,23 @@ fn prepare(spec: &JailSpec) -> Result<Prepared, String> {
             bind.writable,
         ));
     }
-    let symlinks = [
-        ("usr/bin", "/bin"),
-        ("usr/lib", "/lib"),
-        ("usr/lib64", "/lib64"),
-        ("usr/sbin", "/sbin"),
-    ]
-    .iter()
-    .filter(|(t, _)| Path::new("/").join(t).exists())
-    .map(|(t, l)| Ok((cstr(t)?, inside(l)?)))
-    .collect::<Result<Vec<_>, String>>()?;
+    // /bin, /lib, /lib64 and /sbin as the host has them: links into /usr on a merged-/usr
+    // host (the same links in the jail), directories elsewhere (bound read-only), so that the
+    // program's loader and libraries are found either way.
+    let mut symlinks = Vec::new();
+    for top in ["/bin", "/lib", "/lib64", "/sbin"] {
+        match fs::symlink_metadata(top) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(top).map_err(|e| format!("{top}: {e}"))?;
+                symlinks.push((cstr(target.as_os_str().as_bytes())?, inside(top)?));
+            }
+            Ok(m) if m.is_dir() => {
+                dirs.push(top.to_string());
+                b.push((cstr(top)?, inside(top)?, false, false));
+            }
+            _ => {}
+        }
+    }
     let devices = devices_wanted
         .iter()
         .map(|d| {
@@ -676,6 +686,33 @@ pub struct Cgroups {
     dirs: Vec<PathBuf>,
 }
 
+/// Removes the cgroups of VMs whose owner died without cleaning up (a monitor killed with -9):
+/// each is named `<container>-<uid>`, and a uid whose slot nobody holds has no VM running.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(uid) = name
+            .rsplit_once('-')
+            .and_then(|(_, u)| u.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(slot) = uid.checked_sub(UID_BASE).filter(|s| *s < UID_SLOTS) else {
+            continue;
+        };
+        let Ok(f) = fs::File::open(Path::new(SLOT_DIR).join(slot.to_string())) else {
+            continue;
+        };
+        // SAFETY: flock(2) on a descriptor we own; the lock goes with it below.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let _ = fs::remove_dir(e.path());
+        }
+    }
+}
+
 impl Cgroups {
     /// Makes the cgroups of a VM named `name` with `mem_bytes` of memory and at most `tasks`
     /// tasks; hosts without writable cgroups get none (and a debug line).
@@ -703,6 +740,9 @@ impl Cgroups {
             ]
         };
         for (dir, settings) in wanted {
+            if let Some(parent) = dir.parent() {
+                sweep_stale(parent);
+            }
             let made = fs::create_dir_all(&dir).and_then(|()| {
                 for (file, value) in &settings {
                     fs::write(dir.join(file), value)?;
@@ -718,6 +758,35 @@ impl Cgroups {
             }
         }
         Self { dirs }
+    }
+
+    /// Moves a process started elsewhere (a virtiofsd of the VM) and its children into the
+    /// VM's cgroups.
+    pub fn adopt(&self, pid: u32) {
+        let mut pids = vec![pid];
+        let mut i = 0;
+        while i < pids.len() && pids.len() < 64 {
+            let p = pids[i];
+            if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+                for t in tasks.flatten() {
+                    let children =
+                        fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                    pids.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+            i += 1;
+        }
+        for f in self.procs_files() {
+            for p in &pids {
+                if let Err(e) = fs::write(&f, p.to_string()) {
+                    tracing::debug!("cannot move {p} into {}: {e}", f.display());
+                }
+            }
+        }
     }
 
     /// The `cgroup.procs` files a process of the VM joins.

@@ -271,6 +271,13 @@ impl VmHandle {
             .collect()
     }
 
+    /// Puts a process of the VM started before it (a virtiofsd) into the VM's cgroups.
+    pub fn adopt(&self, pid: u32) {
+        if let Some(c) = &self._cgroups {
+            c.adopt(pid);
+        }
+    }
+
     /// A helper (not the hypervisor) that has already ended, and how.
     pub fn helper_died(&mut self) -> Option<String> {
         for (h, name) in self.helpers.iter_mut().zip(self.names.iter().skip(1)) {

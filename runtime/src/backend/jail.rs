@@ -183,30 +183,32 @@ struct Prepared {
 }
 
 fn prepare(spec: &JailSpec) -> Result<Prepared, String> {
+    let mut argv = vec![cstr(spec.name)?];
+    for a in &spec.args {
+        argv.push(cstr(a)?);
+    }
+    // What every start needs; the jail's filesystem is filled in below when there is one.
+    let mut p = Prepared {
+        root: cstr("/")?,
+        dirs: Vec::new(),
+        symlinks: Vec::new(),
+        binds: Vec::new(),
+        devices: Vec::new(),
+        cgroups: spec
+            .cgroup_procs
+            .iter()
+            .map(|p| cstr(p.as_os_str().as_bytes()))
+            .collect::<Result<_, _>>()?,
+        dot: cstr(".")?,
+        slash: cstr("/")?,
+        tmpfs: cstr("tmpfs")?,
+        tmpfs_opts: cstr("mode=0755,size=1m,nr_inodes=256")?,
+        program: cstr(spec.program.as_os_str().as_bytes())?,
+        argv,
+        envp: vec![cstr("PATH=/usr/bin")?],
+    };
     let Some(root) = &spec.root else {
-        let mut argv = vec![cstr(spec.name)?];
-        for a in &spec.args {
-            argv.push(cstr(a)?);
-        }
-        return Ok(Prepared {
-            root: cstr("/")?,
-            dirs: Vec::new(),
-            symlinks: Vec::new(),
-            binds: Vec::new(),
-            devices: Vec::new(),
-            cgroups: spec
-                .cgroup_procs
-                .iter()
-                .map(|p| cstr(p.as_os_str().as_bytes()))
-                .collect::<Result<_, _>>()?,
-            dot: cstr(".")?,
-            slash: cstr("/")?,
-            tmpfs: cstr("tmpfs")?,
-            tmpfs_opts: cstr("")?,
-            program: cstr(spec.program.as_os_str().as_bytes())?,
-            argv,
-            envp: vec![cstr("PATH=/usr/bin")?],
-        });
+        return Ok(p);
     };
     let root = root.as_os_str().as_bytes().to_vec();
     let inside = |p: &str| -> Result<CString, String> {
@@ -303,29 +305,13 @@ fn prepare(spec: &JailSpec) -> Result<Prepared, String> {
             ))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let mut argv = vec![cstr(spec.name)?];
-    for a in &spec.args {
-        argv.push(cstr(a)?);
-    }
-    Ok(Prepared {
-        root: cstr(&root)?,
-        dirs: dirs.iter().map(|d| inside(d)).collect::<Result<_, _>>()?,
-        symlinks,
-        binds: b,
-        devices,
-        cgroups: spec
-            .cgroup_procs
-            .iter()
-            .map(|p| cstr(p.as_os_str().as_bytes()))
-            .collect::<Result<_, _>>()?,
-        dot: cstr(".")?,
-        slash: cstr("/")?,
-        tmpfs: cstr("tmpfs")?,
-        tmpfs_opts: cstr("mode=0755,size=1m,nr_inodes=256")?,
-        program: cstr(program_in_jail)?,
-        argv,
-        envp: vec![cstr("PATH=/usr/bin")?],
-    })
+    p.root = cstr(&root)?;
+    p.dirs = dirs.iter().map(|d| inside(d)).collect::<Result<_, _>>()?;
+    p.symlinks = symlinks;
+    p.binds = b;
+    p.devices = devices;
+    p.program = cstr(program_in_jail)?;
+    Ok(p)
 }
 
 /// A process started by [`spawn`]: the monitor's child, reaped by [`Proc::wait`].

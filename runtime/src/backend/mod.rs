@@ -76,6 +76,13 @@ impl VmSpec {
     pub fn vsock_path(&self) -> PathBuf {
         self.vm_dir().join("vsock.sock")
     }
+    /// The VM's name: its run directory's (the container's short ID, or a helper VM's).
+    pub fn name(&self) -> String {
+        self.run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
     /// The guest's serial console log.
     pub fn console_path(&self) -> PathBuf {
         self.run_dir.join("console.log")

@@ -9,11 +9,7 @@ const VMM_OVERHEAD: u64 = 64 << 20;
 pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let vmm = paths::vmm()?;
     let vm_dir = spec.vm_dir();
-    let run_name = spec
-        .run_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run_name = spec.name();
     // The VMM opens its devices as root, then jails itself (vmm/src/jail.rs) and drops to the
     // VM's own uid; what it reaches after that (its chroot, the callback sockets the guest
     // dials, the exit record) is handed to that uid here.

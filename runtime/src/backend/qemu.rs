@@ -83,11 +83,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         "vhost-device-vsock not found: `cargo install vhost-device-vsock` (scripts/setup.sh does)",
     )?;
     let vm_dir = spec.vm_dir();
-    let run_name = spec
-        .run_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run_name = spec.name();
     let slot = jail::take_uid(&run_name)?;
     let uid = slot.uid;
     hand_vm_dir(&vm_dir, uid)?;

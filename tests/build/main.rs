@@ -1009,18 +1009,89 @@ fn mount_calls(r: &TestRoot, args: &[&str]) -> Vec<String> {
     let _ = std::fs::remove_file(&trace);
     log.lines()
         .filter(|l| !l.contains("+++") && !l.contains("---"))
+        .filter(|l| parses_a_filesystem(l))
         .map(str::to_string)
         .collect()
 }
 
-/// Loop devices bound to a file, and the mounts of every mount namespace, as one string.
+/// Whether a traced call makes the kernel read a filesystem: any `fsopen`, or a `mount` with
+/// a filesystem type other than the jail's own `tmpfs` (binds and remounts, which the
+/// hypervisors' jails make of host paths in their private mount namespaces, read none).
+fn parses_a_filesystem(line: &str) -> bool {
+    if line.contains("fsopen(") {
+        return true;
+    }
+    let Some(args) = line.split_once("mount(").map(|(_, a)| a) else {
+        return false;
+    };
+    if line.contains("umount2(") {
+        return false;
+    }
+    // mount(SOURCE, TARGET, FSTYPE, ...): each of the first three is NULL or "quoted".
+    let mut rest = args;
+    let mut fields = Vec::new();
+    for _ in 0..3 {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("NULL") {
+            fields.push(None);
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').unwrap_or(r.len());
+            fields.push(Some(&r[..end]));
+            rest = &r[end.saturating_add(1).min(r.len())..];
+        } else {
+            return true; // not understood: count it
+        }
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    !matches!(fields[2], None | Some("tmpfs"))
+}
+
+#[test]
+fn the_mount_filter_tells_a_filesystem_from_a_bind() {
+    for (line, parses) in [
+        (
+            r#"1 mount("/dev/loop3", "/tmp/x", "ext4", MS_RDONLY, NULL) = 0"#,
+            true,
+        ),
+        (
+            r#"1 mount("/tmp/d.ext4", "/tmp/x", "ext4", 0, NULL) = -1 EPERM"#,
+            true,
+        ),
+        (r#"1 fsopen("erofs", 0) = 3"#, true),
+        (
+            r#"1 mount("tmpfs", "/r/jail", "tmpfs", MS_NOSUID, "mode=0755") = 0"#,
+            false,
+        ),
+        (
+            r#"1 mount("/usr", "/r/jail/usr", NULL, MS_BIND|MS_REC, NULL) = 0"#,
+            false,
+        ),
+        (
+            r#"1 mount(NULL, "/", NULL, MS_REC|MS_PRIVATE, NULL) = 0"#,
+            false,
+        ),
+        (r#"1 umount2(".", MNT_DETACH) = 0"#, false),
+    ] {
+        assert_eq!(parses_a_filesystem(line), parses, "{line}");
+    }
+}
+
+/// Loop devices bound to a file, and the filesystems mounted in every mount namespace (device,
+/// type and source), as one string. A tmpfs is left out: the hypervisors' jails each mount one
+/// as their root in a private namespace, with binds of host paths (whose device, type and
+/// source are the host's own, already in the set); a guest's disk would show up as a new
+/// device.
 fn host_mounts() -> String {
     let mut seen = std::collections::BTreeSet::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(m) = std::fs::read_to_string(e.path().join("mountinfo")) {
-            seen.extend(m.lines().map(|l| {
-                // Mount ID and parent first; the rest says what is mounted where.
-                l.splitn(3, ' ').nth(2).unwrap_or("").to_string()
+            seen.extend(m.lines().filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let dev = left.split(' ').nth(2)?;
+                let mut r = right.split(' ');
+                let (fstype, source) = (r.next()?, r.next()?);
+                (fstype != "tmpfs").then(|| format!("{dev} {fstype} {source}"))
             }));
         }
     }

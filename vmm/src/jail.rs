@@ -149,8 +149,8 @@ pub fn enter(
     // SAFETY: unshare takes flags only.
     check(unsafe { libc::unshare(flags) }, "unshare namespaces")?;
     // Nothing mounted in our namespace may propagate back to the host's.
-    // SAFETY: null source/type/data are allowed for a propagation change; "/" is a C string.
     check(
+        // SAFETY: null source/type/data are allowed for a propagation change; "/" is a C string.
         unsafe {
             libc::mount(
                 std::ptr::null(),
@@ -167,8 +167,8 @@ pub fn enter(
             step: format!("chroot to {}", root.display()),
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
-        // SAFETY: both take a valid C string.
         check(
+            // SAFETY: both take a valid C string.
             unsafe { libc::chroot(dir.as_ptr()) },
             format!("chroot to {}", root.display()),
         )?;
@@ -181,14 +181,14 @@ pub fn enter(
     }
     drop_capabilities()?;
     set_limits(highest_fd, limits)?;
-    // SAFETY: prctl with integer arguments.
     check(
+        // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
         "set no_new_privs",
     )?;
     // Not dumpable: no core, no ptrace or /proc/PID/mem from its uid, /proc files root's.
-    // SAFETY: prctl with integer arguments.
     check(
+        // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         "clear dumpable",
     )?;
@@ -217,18 +217,18 @@ fn highest_open_fd() -> Result<u64, JailError> {
 
 /// Drops every supplementary group, then the gid, then the uid (real, effective, saved).
 fn become_user(id: Identity) -> Result<(), JailError> {
-    // SAFETY: setgroups with a count of 0 reads no memory.
     check(
+        // SAFETY: setgroups with a count of 0 reads no memory.
         unsafe { libc::setgroups(0, std::ptr::null()) },
         "setgroups []",
     )?;
-    // SAFETY: integer arguments only.
     check(
+        // SAFETY: integer arguments only.
         unsafe { libc::setresgid(id.gid, id.gid, id.gid) },
         format!("setresgid {}", id.gid),
     )?;
-    // SAFETY: integer arguments only.
     check(
+        // SAFETY: integer arguments only.
         unsafe { libc::setresuid(id.uid, id.uid, id.uid) },
         format!("setresuid {}", id.uid),
     )
@@ -239,8 +239,8 @@ fn become_user(id: Identity) -> Result<(), JailError> {
 fn limit(resource: libc::__rlimit_resource_t, value: u64, name: &str) -> Result<(), JailError> {
     // SAFETY: rlimit is plain old data; getrlimit fills it.
     let mut current: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `current` is a valid, writable rlimit.
     check(
+        // SAFETY: `current` is a valid, writable rlimit.
         unsafe { libc::getrlimit(resource, &mut current) },
         format!("get {name}"),
     )?;
@@ -249,8 +249,8 @@ fn limit(resource: libc::__rlimit_resource_t, value: u64, name: &str) -> Result<
         rlim_cur: value,
         rlim_max: value,
     };
-    // SAFETY: `new` is a valid rlimit, read only.
     check(
+        // SAFETY: `new` is a valid rlimit, read only.
         unsafe { libc::setrlimit(resource, &new) },
         format!("set {name} to {value}"),
     )
@@ -290,8 +290,8 @@ fn drop_bounding_set() -> Result<(), JailError> {
             });
         }
     }
-    // SAFETY: prctl with integer arguments.
     check(
+        // SAFETY: prctl with integer arguments.
         unsafe {
             libc::prctl(
                 libc::PR_CAP_AMBIENT,
@@ -330,9 +330,9 @@ fn drop_capabilities() -> Result<(), JailError> {
         permitted: 0,
         inheritable: 0,
     }; 2];
-    // SAFETY: capset reads one header and two data structs (version 3), both valid for the
-    // call and laid out as the kernel's.
     check(
+        // SAFETY: capset reads one header and two data structs (version 3), both valid for the
+        // call and laid out as the kernel's.
         unsafe {
             libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
                 as libc::c_int
@@ -345,9 +345,9 @@ fn drop_capabilities() -> Result<(), JailError> {
         permitted: u32::MAX,
         inheritable: u32::MAX,
     }; 2];
-    // SAFETY: capget writes two data structs (version 3) into `now`, which has room for
-    // them, and may write the header's version; both are ours and valid.
     check(
+        // SAFETY: capget writes two data structs (version 3) into `now`, which has room for
+        // them, and may write the header's version; both are ours and valid.
         unsafe {
             libc::syscall(
                 libc::SYS_capget,

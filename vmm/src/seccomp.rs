@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_main_thread_makes_unix_sockets_only() {
-        // SAFETY (both closures): plain system calls with valid arguments.
+        // SAFETY: (both closures): plain system calls with valid arguments.
         let ok = in_filtered_child(ThreadKind::Vmm, || unsafe {
             let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
             if fd < 0 {
@@ -420,6 +420,7 @@ mod tests {
             0
         });
         assert!(exited_ok(ok), "status {ok:#x}");
+        // SAFETY: as above.
         let inet = in_filtered_child(ThreadKind::Vmm, || unsafe {
             libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
             0
@@ -511,7 +512,7 @@ mod tests {
         let victim = Victim::start();
         let other = victim.0;
         for kind in [ThreadKind::Vmm, ThreadKind::Vcpu] {
-            // SAFETY (all closures): signal 0 only checks that the target exists.
+            // SAFETY: (all closures): signal 0 only checks that the target exists.
             let own = in_filtered_child(kind, || unsafe {
                 let pid = libc::getpid();
                 let tid = libc::gettid();
@@ -525,13 +526,18 @@ mod tests {
             });
             assert!(exited_ok(own), "{kind:?}: status {own:#x}");
             let calls: [fn(libc::pid_t) -> i64; 6] = [
-                // SAFETY (all): signals to a child of the test at worst; signal 0 only checks
+                // SAFETY: (all): signals to a child of the test at worst; signal 0 only checks
                 // that the target exists.
                 |other| unsafe { libc::kill(other, 0).into() },
+                // SAFETY: as above.
                 |other| unsafe { libc::kill(other, libc::SIGKILL).into() },
+                // SAFETY: as above.
                 |_| unsafe { libc::kill(-1, 0).into() },
+                // SAFETY: as above.
                 |_| unsafe { libc::kill(0, 0).into() },
+                // SAFETY: as above.
                 |other| unsafe { libc::syscall(libc::SYS_tgkill, other, other, libc::SIGKILL) },
+                // SAFETY: as above.
                 |other| unsafe { libc::syscall(libc::SYS_tkill, other, libc::SIGKILL) },
             ];
             for call in calls {

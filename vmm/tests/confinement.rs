@@ -22,8 +22,8 @@ use mvm_vmm::seccomp::{self, Filters, SeccompMode, ThreadKind};
 const VMM: &str = env!("CARGO_BIN_EXE_mvm-vmm");
 
 fn require_root() {
-    // SAFETY: geteuid has no failure modes.
     assert_eq!(
+        // SAFETY: geteuid has no failure modes.
         unsafe { libc::geteuid() },
         0,
         "these tests must run as root (the runtime starts the VMM as root)"
@@ -436,7 +436,7 @@ fn from_inside_the_confinement_another_process_cannot_be_signalled() {
     let sigsys = |s: i32| libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGSYS;
     let exit0 = |s: i32| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0;
     for kind in [ThreadKind::Vmm, ThreadKind::Vcpu] {
-        // SAFETY (all bodies): signal 0 only checks that the target exists; a SIGKILL that
+        // SAFETY: (all bodies): signal 0 only checks that the target exists; a SIGKILL that
         // got through would hit our own child only.
         let own = confined_child(&d.0, id, kind, SeccompMode::Kill, || unsafe {
             let (pid, tid) = (libc::getpid(), libc::gettid());
@@ -446,11 +446,13 @@ fn from_inside_the_confinement_another_process_cannot_be_signalled() {
             0
         });
         assert!(exit0(own), "{kind:?}: status {own:#x}");
+        // SAFETY: a signal to a child of the test at worst (the filter should stop it).
         let kill = confined_child(&d.0, id, kind, SeccompMode::Kill, || unsafe {
             libc::kill(other, libc::SIGKILL);
             0
         });
         assert!(sigsys(kill), "{kind:?}: kill: status {kill:#x}");
+        // SAFETY: as above.
         let tgkill = confined_child(&d.0, id, kind, SeccompMode::Kill, || unsafe {
             libc::syscall(libc::SYS_tgkill, other, other, libc::SIGKILL);
             0

@@ -499,7 +499,7 @@ unsafe fn child(
         }
     };
     let null: *const libc::c_char = std::ptr::null();
-    // SAFETY (whole body): plain system calls on NUL-terminated strings and arrays prepared
+    // SAFETY: (whole body): plain system calls on NUL-terminated strings and arrays prepared
     // before the clone, in a process that is ours alone.
     unsafe {
         if libc::mount(

@@ -19,40 +19,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Whether to jail the VMM.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JailMode {
-    /// When running as root (the runtime's case). The default.
-    #[default]
-    Auto,
-    /// Always; fails if it cannot.
-    On,
-    /// Never (debugging only).
-    Off,
-}
-
-impl std::str::FromStr for JailMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "on" => Ok(Self::On),
-            "off" => Ok(Self::Off),
-            _ => Err(format!("invalid jail mode {s:?}: use auto, on or off")),
-        }
-    }
-}
-
-/// The unprivileged identity the jailed VMM takes (the runtime gives each VM its own uid,
-/// so that one VM's VMM cannot signal, trace or share files with another's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// The user ID (real, effective and saved).
-    pub uid: u32,
-    /// The group ID (real, effective and saved); supplementary groups are dropped.
-    pub gid: u32,
-}
+pub use mvm_vmm_config::{Identity, JailMode};
 
 /// Resource limits of the jailed VMM (soft and hard, so they cannot be raised again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

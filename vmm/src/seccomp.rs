@@ -30,30 +30,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-/// What the filter does with a system call that is not on the list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeccompMode {
-    /// Kill the process (SIGSYS). The default.
-    #[default]
-    Kill,
-    /// Allow it, and log it to the kernel's audit log (to find what a new feature needs).
-    Log,
-    /// No filter (debugging only).
-    Off,
-}
-
-impl std::str::FromStr for SeccompMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "kill" => Ok(Self::Kill),
-            "log" => Ok(Self::Log),
-            "off" => Ok(Self::Off),
-            _ => Err(format!("invalid seccomp mode {s:?}: use kill, log or off")),
-        }
-    }
-}
+pub use mvm_vmm_config::SeccompMode;
 
 /// Why a filter could not be built or installed.
 #[derive(Debug, thiserror::Error)]

@@ -116,7 +116,7 @@ impl Kind {
     /// (vmm/src/arch/x86_64/layout.rs); QEMU's microvm machine has 8 virtio-mmio transports.
     pub fn virtio_slots(self) -> usize {
         match self {
-            Kind::Mvm => 19,
+            Kind::Mvm => mvm_vmm_config::MAX_VIRTIO_DEVICES,
             Kind::QemuTcg | Kind::QemuKvm => 8,
         }
     }

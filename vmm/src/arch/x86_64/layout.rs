@@ -53,8 +53,8 @@ pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 pub const SERIAL_IRQ: u32 = 4;
 /// GSI of the first virtio-mmio device; each further device takes the next one.
 pub const VIRTIO_IRQ_BASE: u32 = 5;
-/// The IOAPIC has 24 pins; virtio devices use 5..=23.
-pub const MAX_VIRTIO_DEVICES: usize = 19;
+/// The IOAPIC has 24 pins; virtio devices use 5..=23. Defined with the config it limits.
+pub use mvm_vmm_config::MAX_VIRTIO_DEVICES;
 /// Port of COM1.
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// Ports of the i8042 keyboard controller: data at 0x60, command/status at 0x64.

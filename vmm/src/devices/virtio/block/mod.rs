@@ -10,8 +10,8 @@ pub use request::{Request, RequestError, RequestType};
 
 /// Bytes in a virtio-blk sector (fixed by the specification, independent of the disk).
 pub const SECTOR_SIZE: u64 = 512;
-/// Length of the serial returned to GET_ID.
-pub const BLOCK_ID_BYTES: usize = 20;
+/// Length of the serial returned to GET_ID (defined with the config it limits).
+pub use mvm_vmm_config::BLOCK_ID_BYTES;
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
 

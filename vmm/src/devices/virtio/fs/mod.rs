@@ -9,8 +9,6 @@ mod device;
 
 pub use device::{Fs, FsError};
 
-/// Longest tag, in bytes (the config space field is 36 bytes, NUL-padded).
-pub const TAG_BYTES: usize = 36;
 /// Request queues offered besides the high-priority queue.
 pub const NUM_REQUEST_QUEUES: u32 = 1;
 /// Queues: the high-priority queue (0), then the request queues.
@@ -20,32 +18,8 @@ pub const QUEUE_SIZE: u16 = 1024;
 /// Length of the configuration space: the tag, then `num_request_queues` (le32).
 pub const CONFIG_SIZE: usize = TAG_BYTES + 4;
 
-/// Why a tag cannot be used.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TagError {
-    /// Empty.
-    #[error("fs tag is empty")]
-    Empty,
-    /// Longer than the config space field.
-    #[error("fs tag {0:?} is longer than {TAG_BYTES} bytes")]
-    TooLong(String),
-    /// Contains a NUL byte (the guest reads the tag up to the first NUL).
-    #[error("fs tag {0:?} contains a NUL byte")]
-    Nul(String),
-}
-
-/// Checks that `tag` fits the configuration space and reads back the same.
-pub fn check_tag(tag: &str) -> Result<(), TagError> {
-    if tag.is_empty() {
-        Err(TagError::Empty)
-    } else if tag.len() > TAG_BYTES {
-        Err(TagError::TooLong(tag.to_string()))
-    } else if tag.contains('\0') {
-        Err(TagError::Nul(tag.to_string()))
-    } else {
-        Ok(())
-    }
-}
+/// The tag's limits, defined with the config they check.
+pub use mvm_vmm_config::{TAG_BYTES, TagError, check_tag};
 
 /// The device's configuration space for `tag` (checked with [`check_tag`]).
 pub fn config_space(tag: &str) -> Result<[u8; CONFIG_SIZE], TagError> {

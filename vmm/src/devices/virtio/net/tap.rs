@@ -42,16 +42,8 @@ pub enum TapError {
     },
 }
 
-/// Whether `name` is a valid Linux interface name (the kernel's `dev_valid_name`).
-pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < libc::IFNAMSIZ
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
-}
+/// Whether a name is a valid Linux interface name (defined with the config it checks).
+pub use mvm_vmm_config::valid_ifname;
 
 /// An open TAP queue in non-blocking mode.
 pub struct Tap {

@@ -112,8 +112,8 @@ impl Kind {
             .find(|k| k.name() == name)
     }
 
-    /// How many virtio devices a VM of this kind can have: our VMM's IOAPIC pins 5-23
-    /// (vmm/src/arch/x86_64/layout.rs); QEMU's microvm machine has 8 virtio-mmio transports.
+    /// How many virtio devices a VM of this kind can have: our VMM's (IOAPIC pins 5-23, from
+    /// the config crate both use); QEMU's microvm machine has 8 virtio-mmio transports.
     pub fn virtio_slots(self) -> usize {
         match self {
             Kind::Mvm => mvm_vmm_config::MAX_VIRTIO_DEVICES,

@@ -16,6 +16,7 @@
 //! Two ways to read frames: [`FrameReader`] pulls from a blocking [`std::io::Read`];
 //! [`FrameDecoder`] is fed bytes by an event loop and yields whole frames.
 
+pub mod boot;
 mod decoder;
 mod error;
 mod frame;

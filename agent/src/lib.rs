@@ -9,7 +9,6 @@
 
 pub mod boot;
 pub mod changes;
-pub mod cmdline;
 pub mod console;
 pub mod exec_path;
 pub mod init;

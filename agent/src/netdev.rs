@@ -8,8 +8,8 @@ mod ioctl;
 
 use std::io;
 
-use crate::cmdline::{MacAddr, NetConfig};
 use crate::log_debug;
+use mvm_agent_protocol::boot::{MacAddr, NetConfig};
 
 pub use ioctl::IfSocket;
 

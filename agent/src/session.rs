@@ -17,11 +17,11 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 
-use crate::cmdline::{MAX_MTU, MIN_MTU, MacAddr, NetConfig};
 use crate::pty::set_window_size;
 use crate::reaper::{ExitInfo, Reaper, pidfd_open};
 use crate::spawn::{SpawnContext, Spawned, spawn};
 use crate::{log_debug, log_error};
+use mvm_agent_protocol::boot::{MAX_MTU, MIN_MTU, MacAddr, NetConfig};
 
 /// How much stdin the agent holds for a process that is not reading it before it stops
 /// reading the connection (back-pressure on the host).

@@ -11,6 +11,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mvm_agent_protocol::boot::BootConfig;
 use mvm_agent_protocol::{
     AgentMessage, DEFAULT_CALLBACK_PORT, DEFAULT_VSOCK_PORT, Export, ExportKind, Frame,
     FrameReader, FrameWriter, HostMessage, Stream, host_handshake,
@@ -159,13 +160,15 @@ fn export_stopped(
     let _ = std::fs::remove_dir_all(&run_dir);
     let spec = VmSpec {
         kernel: rec.kernel.clone(),
-        // no_timer_check: a helper boots on a host that may be busy; its timer check gives
-        // up when a starved guest's ticks come late.
-        cmdline: format!(
-            "{} no_timer_check mvm.export=1{}",
-            crate::run::boot_args(false),
-            if rec.debug { " mvm.debug=1" } else { "" }
-        ),
+        // The kernel stays quiet even when the agent logs (`verbose` false).
+        cmdline: crate::run::kernel_cmdline(
+            &BootConfig {
+                export: true,
+                ..crate::run::boot_config(rec.debug)
+            },
+            false,
+        )
+        .map_err(|e| ChangesError::Helper(e.to_string()))?,
         vcpus: 1,
         mem_mib: HELPER_MEM_MIB,
         disks: crate::run::container_disks(rec, upper_disk(dirs), true),

@@ -4,6 +4,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mvm_agent_protocol::boot::{self, BootConfig};
 use mvm_agent_protocol::{DEFAULT_CALLBACK_PORT, ProcessSpec};
 use mvm_rootfs::{ImageRecord, Store};
 
@@ -183,11 +184,25 @@ pub fn process_args(
     entry.into_iter().chain(cmd).collect()
 }
 
-/// What every VM of a container boots with (its own or a helper that reads its disk): the
-/// agent as init on vda, the image disk on vdb, the writable disk on vdc (see
-/// [`container_disks`]), and the callback port the agent dials once ready.
-pub fn boot_args(debug: bool) -> String {
-    let quiet = if debug {
+/// The boot configuration every VM of a container starts from (its own or a helper that
+/// reads its disk): the image disk and the writable disk where [`container_disks`] attaches
+/// them, and the callback port the agent dials once ready.
+pub fn boot_config(debug: bool) -> BootConfig {
+    BootConfig {
+        lower: boot::DISK_IMAGE.to_string(),
+        lower_fs: boot::LowerFs::Erofs,
+        upper: Some(boot::DISK_UPPER.to_string()),
+        callback: Some(DEFAULT_CALLBACK_PORT),
+        debug,
+        ..BootConfig::default()
+    }
+}
+
+/// The guest kernel's command line: the kernel's own words, then `boot` encoded by
+/// agent-protocol. `verbose` is the kernel's log level (the helper VM keeps a quiet kernel
+/// even when its agent logs).
+pub fn kernel_cmdline(boot: &BootConfig, verbose: bool) -> Result<String, boot::EncodeError> {
+    let quiet = if verbose {
         "loglevel=7"
     } else {
         "quiet loglevel=1"
@@ -195,14 +210,15 @@ pub fn boot_args(debug: bool) -> String {
     // no_timer_check: the kernel's IO-APIC timer check counts ticks against a busy loop and
     // panics ("IO-APIC + timer doesn't work!") when a starved host runs the guest late; the
     // timer is QEMU's or ours and known to work, so a loaded host must not fail the boot.
-    format!(
-        "console=ttyS0 panic=-1 {quiet} no_timer_check 8250.nr_uarts=1 root=/dev/vda ro rootfstype=erofs \
-         init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs mvm.upper=/dev/vdc \
-         mvm.callback={DEFAULT_CALLBACK_PORT}"
-    )
+    Ok(format!(
+        "console=ttyS0 panic=-1 {quiet} no_timer_check 8250.nr_uarts=1 root={} ro \
+         rootfstype=erofs init=/mvm-agent {}",
+        boot::DISK_AGENT,
+        boot.encode()?
+    ))
 }
 
-/// The disks of a container's VM, in the order [`boot_args`] names them: the agent's, the
+/// The disks of a container's VM, in agent-protocol's [`boot::DISK_ORDER`]: the agent's, the
 /// image's (both read-only) and the container's writable disk `upper`.
 pub fn container_disks(rec: &ContainerRecord, upper: PathBuf, upper_read_only: bool) -> Vec<Disk> {
     vec![
@@ -224,61 +240,79 @@ pub fn container_disks(rec: &ContainerRecord, upper: PathBuf, upper_read_only: b
     ]
 }
 
-/// The guest kernel's command line for a container.
-fn kernel_cmdline(
+/// The boot configuration of a container's own VM.
+fn container_boot_config(
     hostname: &str,
     debug: bool,
     endpoints: &[network::Endpoint],
     mounts: &[volume::mounts::MountSpec],
-) -> String {
-    let mut c = format!("{} mvm.hostname={hostname}", boot_args(debug));
+) -> Result<BootConfig, CliError> {
+    let bad = |what: &str, value: &str, why: &str| {
+        CliError::runtime(format!("the container's {what} {value:?}: {why}"))
+    };
+    let mut c = boot_config(debug);
+    c.hostname = Some(hostname.to_string());
     // Interfaces by MAC, address, gateway (the first one's is the default route) and MTU;
     // the gateway also serves DNS.
     for (i, e) in endpoints.iter().enumerate() {
-        let gw = if i == 0 { e.gateway.as_str() } else { "-" };
-        c.push_str(&format!(
-            " mvm.net={},{}/{},{gw},{}",
-            e.mac,
-            e.ip,
-            e.prefix,
-            network::MTU
-        ));
+        let mac = boot::MacAddr::parse(&e.mac).map_err(|why| bad("MAC address", &e.mac, why))?;
+        let addr =
+            e.ip.parse()
+                .map_err(|_| bad("address", &e.ip, "not an IPv4 address"))?;
+        let gateway = if i == 0 {
+            Some(
+                e.gateway
+                    .parse()
+                    .map_err(|_| bad("gateway", &e.gateway, "not an IPv4 address"))?,
+            )
+        } else {
+            None
+        };
+        c.net.push(boot::NetConfig {
+            mac,
+            addr,
+            prefix: e.prefix,
+            gateway,
+            mtu: Some(network::MTU),
+        });
     }
     if let Some(first) = endpoints.first() {
-        c.push_str(&format!(" mvm.dns={}", first.gateway));
+        c.dns = vec![
+            first
+                .gateway
+                .parse()
+                .map_err(|_| bad("gateway", &first.gateway, "not an IP address"))?,
+        ];
     }
-    // Shares are numbered in mount order, as run_container starts their daemons.
+    // Shares are numbered in mount order, as start_shares starts their daemons.
     let mut share = 0;
     for m in mounts {
-        let mode = if m.read_only { "ro" } else { "rw" };
         match m.kind {
             volume::mounts::Kind::Tmpfs => {
-                c.push_str(&format!(" mvm.tmpfs={}", m.target));
-                if !m.options.is_empty() {
-                    c.push_str(&format!(",{}", m.options));
-                }
+                let value = if m.options.is_empty() {
+                    m.target.clone()
+                } else {
+                    format!("{},{}", m.target, m.options)
+                };
+                let tmpfs = boot::parse_tmpfs(&value).map_err(|why| bad("tmpfs", &value, why))?;
+                c.mounts.push(boot::ContainerMount::Tmpfs(tmpfs));
             }
             kind => {
-                // A new volume takes the image's files at its target (the agent copies only
-                // into an empty volume); a read-only one cannot be written, so it is not seeded.
-                let seed = if kind == volume::mounts::Kind::Volume && !m.read_only {
-                    ",seed"
-                } else {
-                    ""
-                };
-                c.push_str(&format!(
-                    " mvm.mount={},{},{mode}{seed}",
-                    share_tag(share),
-                    m.target
-                ));
+                c.mounts
+                    .push(boot::ContainerMount::Virtiofs(boot::VirtiofsMount {
+                        tag: boot::share_tag(share),
+                        target: m.target.clone(),
+                        read_only: m.read_only,
+                        // A new volume takes the image's files at its target (the agent copies
+                        // only into an empty volume); a read-only one cannot be written, so it is
+                        // not seeded.
+                        seed: kind == volume::mounts::Kind::Volume && !m.read_only,
+                    }));
                 share += 1;
             }
         }
     }
-    if debug {
-        c.push_str(" mvm.debug=1");
-    }
-    c
+    Ok(c)
 }
 
 /// Runs a container to its end; returns its exit code.
@@ -909,7 +943,11 @@ fn run_container(
     }
     let spec = VmSpec {
         kernel: rec.kernel.clone(),
-        cmdline: kernel_cmdline(&rec.hostname, rec.debug, &rec.endpoints, &rec.mounts),
+        cmdline: kernel_cmdline(
+            &container_boot_config(&rec.hostname, rec.debug, &rec.endpoints, &rec.mounts)?,
+            rec.debug,
+        )
+        .map_err(CliError::runtime)?,
         vcpus: rec.vcpus,
         mem_mib: rec.mem_mib,
         disks: container_disks(&rec, upper, false),
@@ -1092,11 +1130,6 @@ fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, CliEr
     Ok(network::spare_nic_count().min(slots - fixed))
 }
 
-/// The tag of the `i`th virtio-fs share.
-fn share_tag(i: usize) -> String {
-    format!("mvmfs{i}")
-}
-
 /// Starts a virtiofsd for each volume and bind mount of the container (host-side read-only
 /// for `:ro`), in mount order.
 fn start_shares(
@@ -1130,7 +1163,7 @@ fn start_shares(
             .map_err(CliError::runtime)?;
         shares.push(backend::Share {
             socket: d.socket.clone(),
-            tag: share_tag(i),
+            tag: boot::share_tag(i),
         });
         daemons.push(d);
     }
@@ -1266,6 +1299,78 @@ impl Drop for NetworkUp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The command line a container boots with: the same words as before the boot
+    /// configuration moved to agent-protocol (a tmpfs size now in bytes), and the agent's
+    /// parser reads back what the runtime built.
+    #[test]
+    fn container_command_line() {
+        use volume::mounts::{Kind, MountSpec};
+        let ep = |ip: &str, gw: &str, mac: &str| network::Endpoint {
+            ip: ip.into(),
+            prefix: 16,
+            gateway: gw.into(),
+            mac: mac.into(),
+            ..network::Endpoint::default()
+        };
+        let mount = |kind, target: &str, read_only, options: &str| MountSpec {
+            kind,
+            source: "src".into(),
+            target: target.into(),
+            read_only,
+            options: options.into(),
+            anonymous: false,
+        };
+        let boot = container_boot_config(
+            "web",
+            true,
+            &[
+                ep("10.88.0.2", "10.88.0.1", "02:42:0a:58:00:02"),
+                ep("10.89.0.2", "10.89.0.1", "02:42:0a:59:00:02"),
+            ],
+            &[
+                mount(Kind::Volume, "/data", false, ""),
+                mount(Kind::Tmpfs, "/data/tmp", false, "size=64m,mode=755"),
+                mount(Kind::Bind, "/conf", true, ""),
+                mount(Kind::Volume, "/ro", true, ""),
+                mount(Kind::Tmpfs, "/run", false, ""),
+            ],
+        )
+        .unwrap();
+        let line = kernel_cmdline(&boot, true).unwrap();
+        assert_eq!(
+            line,
+            "console=ttyS0 panic=-1 loglevel=7 no_timer_check 8250.nr_uarts=1 root=/dev/vda ro \
+             rootfstype=erofs init=/mvm-agent mvm.lower=/dev/vdb mvm.lowerfs=erofs \
+             mvm.upper=/dev/vdc mvm.callback=1025 mvm.hostname=web \
+             mvm.net=02:42:0a:58:00:02,10.88.0.2/16,10.88.0.1,1500 \
+             mvm.net=02:42:0a:59:00:02,10.89.0.2/16,-,1500 mvm.dns=10.88.0.1 \
+             mvm.mount=mvmfs0,/data,rw,seed mvm.tmpfs=/data/tmp,size=67108864,mode=755 \
+             mvm.mount=mvmfs1,/conf,ro mvm.mount=mvmfs2,/ro,ro mvm.tmpfs=/run mvm.debug=1"
+        );
+        assert_eq!(boot::parse_cmdline(&line).unwrap(), boot);
+
+        let helper = BootConfig {
+            export: true,
+            ..boot_config(false)
+        };
+        assert_eq!(
+            kernel_cmdline(&helper, false).unwrap(),
+            "console=ttyS0 panic=-1 quiet loglevel=1 no_timer_check 8250.nr_uarts=1 \
+             root=/dev/vda ro rootfstype=erofs init=/mvm-agent mvm.lower=/dev/vdb \
+             mvm.lowerfs=erofs mvm.upper=/dev/vdc mvm.callback=1025 mvm.export=1"
+        );
+
+        // What the agent would refuse fails on the host, before a VM boots.
+        assert!(
+            container_boot_config("a b", false, &[], &[])
+                .and_then(|c| { kernel_cmdline(&c, false).map_err(CliError::runtime) })
+                .is_err()
+        );
+        assert!(
+            container_boot_config("w", false, &[ep("10.88.0.2", "10.88.0.1", "x")], &[]).is_err()
+        );
+    }
 
     #[test]
     fn memory_sizes() {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use super::{BootError, io_err};
-use crate::cmdline::{BootConfig, HostEntry};
+use mvm_agent_protocol::boot::{BootConfig, HostEntry};
 
 /// The container's /etc/hosts: localhost, the container's own name on its first address (on
 /// loopback without a network), then the extra entries (`mvm.hosts`).
@@ -120,8 +120,8 @@ pub fn write_etc_files(root: &Path, config: &BootConfig) -> Result<(), BootError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmdline::parse_cmdline;
     use crate::test_util::TempDir;
+    use mvm_agent_protocol::boot::parse_cmdline;
 
     #[test]
     fn nameservers_replaced_search_kept() {

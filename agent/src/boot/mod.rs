@@ -13,9 +13,9 @@ use std::io;
 
 pub use etc_files::{hosts_content, resolv_content, write_etc_files};
 
-use crate::cmdline::{BootConfig, CmdlineError, parse_cmdline};
 use crate::netdev::{self, NetError};
 use crate::{console, log_debug, log_error};
+use mvm_agent_protocol::boot::{BootConfig, CmdlineError, parse_cmdline};
 
 /// A boot step that failed; the agent logs it and powers off.
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@ use nix::unistd::{chdir, pivot_root};
 
 use super::mounts::mount_fs;
 use super::{BootError, io_err, sys};
-use crate::cmdline::BootConfig;
 use crate::log_debug;
+use mvm_agent_protocol::boot::BootConfig;
 
 const RUN: &str = "/run";
 const LOWER: &str = "/run/mvm/lower";

@@ -12,8 +12,8 @@ use nix::mount::{MsFlags, mount};
 
 use super::seed::copy_tree;
 use super::{BootError, io_err, sys};
-use crate::cmdline::{ContainerMount, TmpfsMount, VirtiofsMount, in_kernel_dir};
 use crate::log_debug;
+use mvm_agent_protocol::boot::{ContainerMount, TmpfsMount, VirtiofsMount, in_kernel_dir};
 
 /// Mounts `mounts` in the container whose root directory is `root` (`/` at boot).
 pub(crate) fn mount_all(root: &Path, mounts: &[ContainerMount]) -> Result<(), BootError> {
@@ -179,8 +179,8 @@ mod tests {
     use nix::sched::{CloneFlags, unshare};
 
     use super::*;
-    use crate::cmdline::parse_cmdline;
     use crate::test_util::TempDir;
+    use mvm_agent_protocol::boot::parse_cmdline;
 
     /// The mount points of the mount namespace of `/proc/<who>`.
     fn mount_points(who: &str) -> Vec<String> {

@@ -1,17 +1,44 @@
-//! The boot configuration the host passes on the kernel command line (`mvm.*` keys).
+//! The agent's boot configuration, which the host passes on the guest kernel's command line
+//! as `mvm.*` words: the typed [`BootConfig`], its one encoder ([`BootConfig::encode`]) and
+//! its one parser ([`parse_cmdline`]), with the disk order and the virtio-fs tag scheme both
+//! ends rely on.
+//!
+//! The parser is strict: the words come from the host, but every value ends up in a mount, an
+//! ioctl or a file of the container, so a value that would need guessing is refused with the
+//! key, the value and the reason. The encoder checks its output with the parser, so the host
+//! never boots a VM whose agent would refuse (or misread) its configuration.
 
 mod net;
 mod volume;
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use mvm_agent_protocol::DEFAULT_VSOCK_PORT;
+use crate::DEFAULT_VSOCK_PORT;
 
 pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig};
 pub use volume::{
     ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
-    in_kernel_dir,
+    in_kernel_dir, parse_mount, parse_tmpfs,
 };
+
+/// The agent's disk, the guest's read-only EROFS root holding `/mvm-agent`: the VM's first
+/// virtio-blk device.
+pub const DISK_AGENT: &str = "/dev/vda";
+/// The image disk (`mvm.lower`), the overlay's read-only layer: the second virtio-blk device.
+pub const DISK_IMAGE: &str = "/dev/vdb";
+/// The container's writable ext4 disk (`mvm.upper`): the third virtio-blk device.
+pub const DISK_UPPER: &str = "/dev/vdc";
+/// The guest's device names in the order the host attaches the disks: the kernel names
+/// virtio-blk devices `vda`, `vdb`, ... in probe order, which is the order the VMM adds them.
+pub const DISK_ORDER: [&str; 3] = [DISK_AGENT, DISK_IMAGE, DISK_UPPER];
+
+/// The virtio-fs tag of the container's `i`th share (volume or bind mount, counted in mount
+/// order, tmpfs mounts skipped): the host gives the device this tag and names it in
+/// `mvm.mount`. At most 25 bytes, within [`MAX_TAG_LEN`].
+pub fn share_tag(i: usize) -> String {
+    format!("mvmfs{i}")
+}
 
 /// File system types the image disk may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +99,7 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> BootConfig {
         BootConfig {
-            lower: "/dev/vdb".to_string(),
+            lower: DISK_IMAGE.to_string(),
             lower_fs: LowerFs::Ext4,
             upper: None,
             hostname: None,
@@ -222,6 +249,113 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
         }
     }
     Ok(config)
+}
+
+/// A [`BootConfig`] that cannot be passed to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A value the agent's parser refuses.
+    #[error("the agent would refuse its boot configuration: {0}")]
+    Refused(#[from] CmdlineError),
+    /// A value that reads back differently, e.g. one with whitespace or a quote, which would
+    /// split into other words.
+    #[error("the boot configuration does not survive the kernel command line: {0:?}")]
+    Changed(String),
+}
+
+impl BootConfig {
+    /// The `mvm.*` words of the kernel command line that [`parse_cmdline`] reads back as this
+    /// configuration, separated by spaces. Keys at their default value are left out, except
+    /// the disks, which are always written down.
+    pub fn encode(&self) -> Result<String, EncodeError> {
+        let mut words = vec![
+            format!("mvm.lower={}", self.lower),
+            format!("mvm.lowerfs={}", self.lower_fs.fstype()),
+        ];
+        if let Some(upper) = &self.upper {
+            words.push(format!("mvm.upper={upper}"));
+        }
+        if self.port != DEFAULT_VSOCK_PORT {
+            words.push(format!("mvm.port={}", self.port));
+        }
+        if let Some(callback) = self.callback {
+            words.push(format!("mvm.callback={callback}"));
+        }
+        if let Some(hostname) = &self.hostname {
+            words.push(format!("mvm.hostname={hostname}"));
+        }
+        for nic in &self.net {
+            let mut w = format!("mvm.net={},{}/{},", nic.mac, nic.addr, nic.prefix);
+            match nic.gateway {
+                Some(gw) => write!(w, "{gw}"),
+                None => write!(w, "-"),
+            }
+            .ok();
+            if let Some(mtu) = nic.mtu {
+                write!(w, ",{mtu}").ok();
+            }
+            words.push(w);
+        }
+        let join = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
+        if !self.dns.is_empty() {
+            words.push(format!(
+                "mvm.dns={}",
+                join(&mut self.dns.iter().map(IpAddr::to_string))
+            ));
+        }
+        if !self.dns_search.is_empty() {
+            words.push(format!("mvm.search={}", self.dns_search.join(",")));
+        }
+        if !self.dns_options.is_empty() {
+            words.push(format!("mvm.dnsopt={}", self.dns_options.join(",")));
+        }
+        if !self.extra_hosts.is_empty() {
+            words.push(format!(
+                "mvm.hosts={}",
+                join(
+                    &mut self
+                        .extra_hosts
+                        .iter()
+                        .map(|h| format!("{}:{}", h.name, h.addr))
+                )
+            ));
+        }
+        for mount in &self.mounts {
+            words.push(match mount {
+                ContainerMount::Virtiofs(m) => format!(
+                    "mvm.mount={},{},{}{}",
+                    m.tag,
+                    m.target,
+                    if m.read_only { "ro" } else { "rw" },
+                    if m.seed { ",seed" } else { "" }
+                ),
+                ContainerMount::Tmpfs(t) => {
+                    let mut w = format!("mvm.tmpfs={}", t.target);
+                    if let Some(size) = t.size {
+                        write!(w, ",size={size}").ok();
+                    }
+                    if t.mode != DEFAULT_TMPFS_MODE {
+                        write!(w, ",mode={:o}", t.mode).ok();
+                    }
+                    if t.read_only {
+                        w.push_str(",ro");
+                    }
+                    w
+                }
+            });
+        }
+        if self.debug {
+            words.push("mvm.debug=1".to_string());
+        }
+        if self.export {
+            words.push("mvm.export=1".to_string());
+        }
+        let line = words.join(" ");
+        if parse_cmdline(&line)? != *self {
+            return Err(EncodeError::Changed(line));
+        }
+        Ok(line)
+    }
 }
 
 /// A second mount on the same target would hide the first: that is a mistake of the host's.
@@ -445,6 +579,275 @@ mod tests {
             assert_eq!(err.key, key, "{bad}");
             assert!(err.reason.contains(why), "{bad}: {err}");
         }
+    }
+
+    fn nic(
+        mac: [u8; 6],
+        addr: [u8; 4],
+        prefix: u8,
+        gw: Option<[u8; 4]>,
+        mtu: Option<u32>,
+    ) -> NetConfig {
+        NetConfig {
+            mac: MacAddr(mac),
+            addr: addr.into(),
+            prefix,
+            gateway: gw.map(Into::into),
+            mtu,
+        }
+    }
+
+    fn round_trip(c: &BootConfig) {
+        let line = c.encode().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert!(line.split(' ').all(|w| w.starts_with("mvm.")), "{line}");
+        // Surrounded by the kernel's own words, as in /proc/cmdline.
+        let full = format!("console=ttyS0 root={DISK_AGENT} ro {line} quiet\n");
+        assert_eq!(parse_cmdline(&full).as_ref(), Ok(c), "{line}");
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        round_trip(&BootConfig::default());
+        // A container's VM as the host boots it, with two networks, volumes, binds and tmpfs.
+        round_trip(&BootConfig {
+            lower: DISK_IMAGE.into(),
+            lower_fs: LowerFs::Erofs,
+            upper: Some(DISK_UPPER.into()),
+            hostname: Some("web-1.example_x".into()),
+            dns: vec![
+                "10.88.0.1".parse().unwrap(),
+                "2606:4700::1111".parse().unwrap(),
+            ],
+            dns_search: vec!["example.com".into(), "corp".into()],
+            dns_options: vec!["ndots:0".into(), "rotate".into()],
+            net: vec![
+                nic(
+                    [2, 0x42, 10, 88, 0, 2],
+                    [10, 88, 0, 2],
+                    16,
+                    Some([10, 88, 0, 1]),
+                    Some(1500),
+                ),
+                nic([2, 0x42, 10, 89, 0, 2], [10, 89, 0, 2], 24, None, None),
+                nic(
+                    [0xfe, 0, 0, 0, 0, 1],
+                    [192, 168, 1, 7],
+                    32,
+                    None,
+                    Some(MAX_MTU),
+                ),
+            ],
+            extra_hosts: vec![
+                HostEntry {
+                    name: "db".into(),
+                    addr: "10.88.0.5".parse().unwrap(),
+                },
+                HostEntry {
+                    name: "v6".into(),
+                    addr: "fd00::1".parse().unwrap(),
+                },
+            ],
+            mounts: vec![
+                ContainerMount::Virtiofs(VirtiofsMount {
+                    tag: share_tag(0),
+                    target: "/data".into(),
+                    read_only: false,
+                    seed: true,
+                }),
+                ContainerMount::Tmpfs(TmpfsMount {
+                    target: "/data/tmp".into(),
+                    size: Some(64 << 20),
+                    mode: 0o755,
+                    read_only: true,
+                }),
+                ContainerMount::Virtiofs(VirtiofsMount {
+                    tag: share_tag(1),
+                    target: "/srv/conf".into(),
+                    read_only: true,
+                    seed: false,
+                }),
+                ContainerMount::Tmpfs(TmpfsMount {
+                    target: "/run".into(),
+                    size: None,
+                    mode: DEFAULT_TMPFS_MODE,
+                    read_only: false,
+                }),
+                ContainerMount::Tmpfs(TmpfsMount {
+                    target: "/t0".into(),
+                    size: Some(0),
+                    mode: 0,
+                    read_only: false,
+                }),
+                ContainerMount::Virtiofs(VirtiofsMount {
+                    tag: share_tag(0),
+                    target: "/data2".into(),
+                    read_only: false,
+                    seed: false,
+                }),
+            ],
+            port: 2000,
+            callback: Some(crate::DEFAULT_CALLBACK_PORT),
+            debug: true,
+            export: false,
+        });
+        // The export helper: no network, no mounts.
+        round_trip(&BootConfig {
+            lower_fs: LowerFs::Erofs,
+            upper: Some(DISK_UPPER.into()),
+            callback: Some(crate::DEFAULT_CALLBACK_PORT),
+            export: true,
+            ..BootConfig::default()
+        });
+    }
+
+    #[test]
+    fn encode_refuses_what_the_agent_would_refuse_or_misread() {
+        let refused = |c: BootConfig| match c.encode() {
+            Err(EncodeError::Refused(e)) => e,
+            other => panic!("{c:?}: {other:?}"),
+        };
+        let e = refused(BootConfig {
+            hostname: Some("a/b".into()),
+            ..BootConfig::default()
+        });
+        assert_eq!(e.key, "mvm.hostname");
+        let e = refused(BootConfig {
+            lower: "vdb".into(),
+            ..BootConfig::default()
+        });
+        assert_eq!(e.key, "mvm.lower");
+        let e = refused(BootConfig {
+            port: 0,
+            ..BootConfig::default()
+        });
+        assert_eq!(e.key, "mvm.port");
+        let e = refused(BootConfig {
+            mounts: vec![ContainerMount::Tmpfs(TmpfsMount {
+                target: "/run".into(),
+                size: None,
+                mode: 0o10000,
+                read_only: false,
+            })],
+            ..BootConfig::default()
+        });
+        assert_eq!(e.key, "mvm.tmpfs");
+        let e = refused(BootConfig {
+            net: vec![nic([1, 0, 0, 0, 0, 1], [10, 0, 0, 2], 8, None, None)],
+            ..BootConfig::default()
+        });
+        assert!(e.reason.contains("multicast"), "{e}");
+        // A value with a space would smuggle in another key.
+        let c = BootConfig {
+            upper: Some("/dev/vdc mvm.export=1".into()),
+            ..BootConfig::default()
+        };
+        assert!(matches!(c.encode(), Err(EncodeError::Changed(_))), "{c:?}");
+        let c = BootConfig {
+            lower: "/dev/\"vdb\"".into(),
+            ..BootConfig::default()
+        };
+        assert!(matches!(c.encode(), Err(EncodeError::Changed(_))), "{c:?}");
+        // An empty search domain list entry, or a repeated MAC.
+        assert!(
+            BootConfig {
+                dns_search: vec![String::new()],
+                ..BootConfig::default()
+            }
+            .encode()
+            .is_err()
+        );
+        let n = nic([2, 0, 0, 0, 0, 1], [10, 0, 0, 2], 8, None, None);
+        assert!(
+            BootConfig {
+                net: vec![n.clone(), n],
+                ..BootConfig::default()
+            }
+            .encode()
+            .is_err()
+        );
+    }
+
+    /// Generated configurations (a fixed-seed xorshift, so a failure reproduces) all survive
+    /// the round trip.
+    #[test]
+    fn encode_round_trips_generated() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..2000 {
+            let mut c = BootConfig {
+                lower_fs: if next(2) == 0 {
+                    LowerFs::Ext4
+                } else {
+                    LowerFs::Erofs
+                },
+                upper: (next(2) == 0).then(|| DISK_UPPER.to_string()),
+                hostname: (next(2) == 0).then(|| format!("h-{}.x_y", next(1000))),
+                port: 1 + next(u64::from(u32::MAX) - 2) as u32,
+                callback: (next(2) == 0).then(|| 1 + next(100_000) as u32),
+                debug: next(2) == 0,
+                export: next(2) == 0,
+                ..BootConfig::default()
+            };
+            for i in 0..next(4) {
+                let prefix = 8 + next(23) as u8;
+                let gw = (next(2) == 0).then_some([10, i as u8, 0, 1]);
+                c.net.push(nic(
+                    [2, 0, 0, 0, 0, i as u8],
+                    [10, i as u8, 0, 2],
+                    prefix,
+                    gw,
+                    (next(2) == 0).then(|| MIN_MTU + next(u64::from(MAX_MTU - MIN_MTU + 1)) as u32),
+                ));
+            }
+            for _ in 0..next(3) {
+                c.dns.push(IpAddr::from([10, next(256) as u8, 0, 1]));
+            }
+            if next(4) == 0 {
+                c.dns.push("fd00::53".parse().unwrap());
+            }
+            for i in 0..next(3) {
+                c.dns_search.push(format!("d{i}.example"));
+                c.dns_options.push(format!("ndots:{}", next(16)));
+                c.extra_hosts.push(HostEntry {
+                    name: format!("host{i}"),
+                    addr: IpAddr::from([192, 168, 0, next(256) as u8]),
+                });
+            }
+            for i in 0..next(6) {
+                let target = format!("/m{i}/x");
+                c.mounts.push(if next(2) == 0 {
+                    let read_only = next(2) == 0;
+                    ContainerMount::Virtiofs(VirtiofsMount {
+                        tag: share_tag(next(40) as usize),
+                        target,
+                        read_only,
+                        seed: !read_only && next(2) == 0,
+                    })
+                } else {
+                    ContainerMount::Tmpfs(TmpfsMount {
+                        target,
+                        size: (next(2) == 0).then(|| next(u64::MAX)),
+                        mode: next(0o10000) as u32,
+                        read_only: next(2) == 0,
+                    })
+                });
+            }
+            round_trip(&c);
+        }
+    }
+
+    #[test]
+    fn share_tags_are_valid_tags() {
+        for i in [0, 1, 9, 10, usize::MAX] {
+            let tag = share_tag(i);
+            assert!(parse_mount(&format!("{tag},/x,rw")).is_ok(), "{tag}");
+        }
+        assert_eq!(share_tag(3), "mvmfs3");
     }
 
     #[test]

@@ -5,69 +5,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+#[path = "../../vmm/tests/support/mod.rs"]
+mod support;
+
+use support::{Dir, Vm, guest, wait_for_line};
 
 const VMM: &str = env!("CARGO_BIN_EXE_mvm-vmm");
-
-/// Builds the test guest once per test run (tests/guest/build.sh) and returns its ELF.
-fn guest() -> &'static Path {
-    static GUEST: OnceLock<PathBuf> = OnceLock::new();
-    GUEST.get_or_init(|| {
-        assert!(
-            Path::new("/dev/kvm").exists(),
-            "/dev/kvm is missing: these tests need KVM"
-        );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guest/build.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .output()
-            .expect("run tests/guest/build.sh");
-        assert!(
-            out.status.success(),
-            "building the test guest failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
-        assert!(
-            path.exists(),
-            "test guest {} missing after build",
-            path.display()
-        );
-        path
-    })
-}
-
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let p = PathBuf::from(format!("/tmp/mvmvt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-    fn join(&self, s: &str) -> PathBuf {
-        self.0.join(s)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Kills the VMM if a test fails while it runs.
-struct Vm(Child);
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn vmm(args: &[&str]) -> Command {
     let mut c = Command::new(VMM);
@@ -275,21 +222,6 @@ fn virtio_blk_reads_writes_flushes_and_refuses_bad_requests() {
         );
     }
     assert_eq!(std::fs::read(&c).unwrap(), c_before);
-}
-
-fn wait_for_line(path: &Path, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {needle:?}; serial:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

@@ -157,8 +157,8 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
             reason,
         };
         match name {
-            "lower" => config.lower = device(value).ok_or_else(|| bad("expected a path"))?,
-            "upper" => config.upper = Some(device(value).ok_or_else(|| bad("expected a path"))?),
+            "lower" => config.lower = device(value).ok_or_else(|| bad(DEVICE))?,
+            "upper" => config.upper = Some(device(value).ok_or_else(|| bad(DEVICE))?),
             "lowerfs" => {
                 config.lower_fs = match value {
                     Some("ext4") => LowerFs::Ext4,
@@ -366,8 +366,16 @@ fn check_new_mount(earlier: &[ContainerMount], target: &str) -> Result<(), &'sta
     Ok(())
 }
 
+const DEVICE: &str = "expected an absolute path without whitespace or control characters";
+
+/// An absolute device path. Whitespace can only come from quotes (e.g. an unterminated one
+/// that swallows the rest of the line, `mvm.*` words included) and the encoder could not write
+/// it back; control characters are refused as in mount targets. No disk the host attaches has
+/// either.
 fn device(value: Option<&str>) -> Option<String> {
-    value.filter(|v| v.starts_with('/')).map(str::to_string)
+    value
+        .filter(|v| v.starts_with('/') && !v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .map(str::to_string)
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -461,6 +469,12 @@ mod tests {
             "mvm.lowerfs=xfs",
             "mvm.lower=vdb",
             "mvm.upper",
+            // Found by the boot_cmdline fuzz target: an unterminated quote made the rest of
+            // the line, `mvm.*` words included, the upper disk's path, which did not encode.
+            "mvm.upper=\"/dev/vdc mvm.export=1",
+            "mvm.lower=\"/dev/vd b\"",
+            "mvm.lower=\"/dev/vdb\u{85}\"",
+            "mvm.upper=/dev/vdc\u{1}",
             "mvm.hostname=",
             "mvm.hostname=a/b",
             "mvm.dns=1.2.3",

@@ -455,23 +455,7 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
     drop(held);
 
     let after = world::snapshot(&base, None);
-    if before != after {
-        let changed: Vec<_> = after
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(v))
-            .map(|(k, v)| format!("{}: {v}\n   was {:?}", k.display(), before.get(k)))
-            .chain(
-                before
-                    .keys()
-                    .filter(|k| !after.contains_key(*k))
-                    .map(|k| format!("{} removed", k.display())),
-            )
-            .collect();
-        panic!(
-            "walking the context changed the host:\n{}",
-            changed.join("\n")
-        );
-    }
+    world::assert_unchanged(&before, &after, "walking the context changed the host");
     world::check_host();
     std::fs::remove_dir_all(&base).expect("removing the fuzz base directory");
 });

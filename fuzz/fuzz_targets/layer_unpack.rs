@@ -290,23 +290,7 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
         let _ = apply_layer(&root, &bytes[..], &limits, &mut totals);
     }
     let after = world::snapshot(&base, Some(&root));
-    if before != after {
-        let changed: Vec<_> = after
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(v))
-            .map(|(k, v)| format!("{}: {v}\n   was {:?}", k.display(), before.get(k)))
-            .chain(
-                before
-                    .keys()
-                    .filter(|k| !after.contains_key(*k))
-                    .map(|k| format!("{} removed", k.display())),
-            )
-            .collect();
-        panic!(
-            "a layer changed the host outside its root:\n{}",
-            changed.join("\n")
-        );
-    }
+    world::assert_unchanged(&before, &after, "a layer changed the host outside its root");
     world::check_host();
     std::fs::remove_dir_all(&base).expect("removing the fuzz base directory");
 });

@@ -170,6 +170,29 @@ pub fn snapshot(top: &Path, skip: Option<&Path>) -> BTreeMap<PathBuf, String> {
     out
 }
 
+/// Fails with every entry that changed, appeared or went between two [`snapshot`]s.
+pub fn assert_unchanged(
+    before: &BTreeMap<PathBuf, String>,
+    after: &BTreeMap<PathBuf, String>,
+    what: &str,
+) {
+    if before == after {
+        return;
+    }
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| format!("{}: {v}\n   was {:?}", k.display(), before.get(k)))
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|k| format!("{} removed", k.display())),
+        )
+        .collect();
+    panic!("{what}:\n{}", changed.join("\n"));
+}
+
 /// Host paths an escape through the alphabet below would most likely create: every name of
 /// it in the scratch directory and each of its ancestors up to `/`, and in the temporary
 /// directory. Whether each existed when the process started.

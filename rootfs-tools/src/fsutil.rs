@@ -1,9 +1,21 @@
-//! Small filesystem helpers: atomic writes and advisory locks.
+//! Small filesystem helpers: atomic writes, advisory locks and the open-file limit.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+/// Raises this process's soft limit on open files to its hard limit, or to `max` if that is
+/// lower (the soft limit is often 1024 while the hard one is far higher); never lowers it.
+pub fn raise_nofile(max: u64) -> nix::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let want = hard.min(max);
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard)?;
+    }
+    Ok(())
+}
 
 /// Writes `data` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {

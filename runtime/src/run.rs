@@ -1097,14 +1097,8 @@ fn run_container(
 /// proxies hold two descriptors per connection up to their cap (1024 per port), more than a
 /// default soft limit of 1024 allows. Nothing else in the monitor is bounded by it.
 fn raise_nofile() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let want = hard.min(65536);
-        if soft < want
-            && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard)
-        {
-            tracing::debug!("cannot raise the open-file limit: {e}");
-        }
+    if let Err(e) = mvm_rootfs::fsutil::raise_nofile(65536) {
+        tracing::debug!("cannot raise the open-file limit: {e}");
     }
 }
 

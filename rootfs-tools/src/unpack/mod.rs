@@ -186,12 +186,7 @@ fn resolve_error(raw: &Path, e: ResolveError) -> UnpackError {
 fn raise_nofile() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-            && soft < hard
-        {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
+        let _ = crate::fsutil::raise_nofile(u64::MAX);
     });
 }
 

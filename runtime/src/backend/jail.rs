@@ -16,6 +16,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// First uid (and gid) of the range VMs get theirs from: far above any real account's and
@@ -63,6 +64,27 @@ pub fn take_uid(seed: &str) -> Result<UidSlot, String> {
         }
     }
     Err("no free uid for a microVM: too many VMs on this host".into())
+}
+
+/// Gives `path` (not what a link there points to) to the VM's uid and gid.
+pub fn chown(path: &Path, uid: u32) -> Result<(), String> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+        .map_err(|e| format!("cannot hand {} to the VM's uid: {e}", path.display()))
+}
+
+/// Gives the VM's socket directory to the VM's uid, with what the monitor put there (the
+/// callback socket the agent dials, which the VM's vsock side connects to).
+pub fn hand_vm_dir(vm_dir: &Path, uid: u32) -> Result<(), String> {
+    chown(vm_dir, uid)?;
+    std::fs::set_permissions(vm_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", vm_dir.display()))?;
+    for e in std::fs::read_dir(vm_dir)
+        .map_err(|e| format!("cannot read {}: {e}", vm_dir.display()))?
+        .flatten()
+    {
+        chown(&e.path(), uid)?;
+    }
+    Ok(())
 }
 
 /// A bind mount into the jail.

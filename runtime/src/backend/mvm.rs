@@ -24,7 +24,7 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     // dials, the exit record) is handed to that uid here.
     let slot = super::jail::take_uid(&run_name)?;
     let uid = slot.uid;
-    super::qemu::hand_vm_dir(&vm_dir, uid)?;
+    super::jail::hand_vm_dir(&vm_dir, uid)?;
     let cgroups = super::jail::Cgroups::make(
         &format!("{run_name}-{uid}"),
         (spec.mem_mib << 20) + VMM_OVERHEAD,

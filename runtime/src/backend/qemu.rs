@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -44,26 +43,6 @@ fn wait_for_socket(path: &Path, helper: &mut Proc) -> Result<(), String> {
     Ok(())
 }
 
-fn chown(path: &Path, uid: u32) -> Result<(), String> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
-        .map_err(|e| format!("cannot hand {} to the VM's uid: {e}", path.display()))
-}
-
-/// Gives the VM's socket directory to the VM's uid, with what the monitor put there (the
-/// callback socket the agent dials, which the VM's vsock side connects to).
-pub(super) fn hand_vm_dir(vm_dir: &Path, uid: u32) -> Result<(), String> {
-    chown(vm_dir, uid)?;
-    std::fs::set_permissions(vm_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", vm_dir.display()))?;
-    for e in std::fs::read_dir(vm_dir)
-        .map_err(|e| format!("cannot read {}: {e}", vm_dir.display()))?
-        .flatten()
-    {
-        chown(&e.path(), uid)?;
-    }
-    Ok(())
-}
-
 /// rlimits of a jailed VM process.
 fn rlimits(max_file: u64) -> Vec<(libc::__rlimit_resource_t, u64)> {
     vec![
@@ -86,7 +65,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
     let run_name = spec.name();
     let slot = jail::take_uid(&run_name)?;
     let uid = slot.uid;
-    hand_vm_dir(&vm_dir, uid)?;
+    jail::hand_vm_dir(&vm_dir, uid)?;
     let overhead = if kvm { OVERHEAD_KVM } else { OVERHEAD_TCG };
     let cgroups = jail::Cgroups::make(
         &format!("{run_name}-{uid}"),
@@ -238,7 +217,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         },
     ];
     for (i, f) in spec.shares.iter().enumerate() {
-        chown(&f.socket, uid)?;
+        jail::chown(&f.socket, uid)?;
         let inside = format!("/fs{i}.sock");
         binds.push(Bind {
             src: f.socket.clone(),

@@ -16,7 +16,7 @@
   bench/bench.py stress  BENCH_STRESS_N (50) `mvm run --rm busybox echo` at once, each in a network
                        namespace of its own (default bridge network); counts failures, of which 0 is
                        the only passing figure, and says why each failed
-  bench/bench.py proxy  the published-port proxy (runtime/src/network/ports.rs): 64 B round trips
+  bench/bench.py proxy  the published-port proxy (engine/src/network/ports.rs): 64 B round trips
                        and bulk MB/s with 1 and 100 concurrent loopback connections to an echo
                        "guest", and the proxy process's threads and RSS; today's mio loop beside
                        the thread-per-connection proxy it replaced (711f1e7^, built in a git
@@ -1162,16 +1162,20 @@ PROXY_FN = "    /// Benchmark, run by `bench/bench.py proxy`"
 
 
 def test_exe(cwd, env=None):
-    """Builds mvm-runtime's unit tests (release) in `cwd`; the test binary's path."""
-    p = subprocess.run(["cargo", "test", "--release", "-p", "mvm-runtime", "--bin", "mvm", "--no-run",
+    """Builds the unit tests (release) holding the proxy in `cwd`: the engine library's, or the
+    `mvm` binary's in trees from before the engine was a library. The test binary's path."""
+    engine = os.path.isdir(os.path.join(cwd, "engine"))
+    which = ["-p", "mvm-engine", "--lib"] if engine else ["-p", "mvm-runtime", "--bin", "mvm"]
+    name = "mvm_engine" if engine else "mvm"
+    p = subprocess.run(["cargo", "test", "--release", *which, "--no-run",
                         "--message-format=json"], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
     if p.returncode != 0:
         sys.exit(f"bench: cargo test --no-run failed in {cwd}")
     for line in p.stdout.splitlines():
         j = json.loads(line)
-        if j.get("reason") == "compiler-artifact" and j.get("executable") and j["target"]["name"] == "mvm":
+        if j.get("reason") == "compiler-artifact" and j.get("executable") and j["target"]["name"] == name:
             return j["executable"]
-    sys.exit(f"bench: no test binary for mvm in {cwd}")
+    sys.exit(f"bench: no test binary for {name} in {cwd}")
 
 
 def proxy_bench_fn(text):
@@ -1189,13 +1193,13 @@ def bench_proxy():
     want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    with open(os.path.join(REPO, "runtime", "src", "network", "ports.rs")) as f:
+    with open(os.path.join(REPO, "engine", "src", "network", "ports.rs")) as f:
         now_fn = proxy_bench_fn(f.read())
     with open(PROXY_PATCH) as f:
         added = "".join(l[1:] for l in f.read().splitlines(True)
                         if l.startswith("+") and not l.startswith("+++"))
     if not now_fn or now_fn not in added:
-        sys.exit("bench: bench/proxy_bench.patch does not add the proxy_bench of runtime/src/network/ports.rs: "
+        sys.exit("bench: bench/proxy_bench.patch does not add the proxy_bench of engine/src/network/ports.rs: "
                  "regenerate it (see its header)")
     new_exe = test_exe(REPO)
     tree = os.environ.get("BENCH_PROXY_TREE", "/tmp/mvm-proxy-old")

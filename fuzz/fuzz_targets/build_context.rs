@@ -1,4 +1,4 @@
-//! A hostile build context walked the way COPY walks it (`runtime/src/build/copy.rs`, whose
+//! A hostile build context walked the way COPY walks it (`engine/src/build/copy.rs`, whose
 //! crate has no library target): every source pattern's components resolved under the context
 //! with `mvm_rootfs::beneath` (`open_dir` + `list_dir` and a glob matcher for `*` and `?`,
 //! `open(.., false)` for literal names), each match then looked at before it is opened (a fifo

@@ -118,22 +118,6 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// For `run`: the image `name`, pulled first when the store lacks it (as `docker run` does).
-pub fn resolve_or_pull(root: &Path, store: &Store, name: &str) -> Result<ImageRecord, CliError> {
-    match catalog::resolve(store, name) {
-        Ok(img) => Ok(img),
-        Err(StoreError::NotFound(_)) => {
-            let reference = Reference::parse(name).map_err(CliError::runtime)?;
-            eprintln!("Unable to find image '{reference}' locally");
-            let image = registry::pull(store, &reference, &PullOptions::for_root(root))
-                .map_err(CliError::runtime)?;
-            eprintln!("Digest: {}", image.manifest_digest);
-            Ok(image)
-        }
-        Err(e) => Err(CliError::runtime(e)),
-    }
-}
-
 /// `push` arguments.
 #[derive(Args, Debug)]
 pub struct PushArgs {

@@ -1,28 +1,19 @@
 //! `mvm`: containers in KVM microVMs, with Docker's interface.
 
-mod agent_disk;
 mod attach;
-mod backend;
-mod build;
-mod changes;
 mod commit;
-mod container;
 mod control;
-mod error;
 mod image_cmds;
 mod lifecycle;
-mod logfile;
-mod logs;
-mod network;
 mod network_cmds;
-mod paths;
 mod ps;
-mod run;
-mod session;
 mod stats;
-mod terminal;
-mod volume;
 mod volume_cmds;
+
+use mvm_engine::{
+    backend, build, changes, container, error, logfile, logs, network, paths, report, run, session,
+    terminal, volume,
+};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -578,7 +569,25 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         command: a.command.clone(),
     };
     let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
-    run::run(&cli.root, &sel, opts, debug)
+    match run::run(&cli.root, &sel, opts, debug, &Terminal)? {
+        run::RunOutcome::Created(id) | run::RunOutcome::Detached(id) => {
+            println!("{id}");
+            Ok(0)
+        }
+        run::RunOutcome::Exited(code) => Ok(code),
+    }
+}
+
+/// The engine's progress lines, where Docker's CLI prints them.
+struct Terminal;
+
+impl report::Reporter for Terminal {
+    fn notice(&self, line: &str) {
+        eprintln!("{line}");
+    }
+    fn output(&self, line: &str) {
+        println!("{line}");
+    }
 }
 
 fn dispatch(cli: &Cli) -> Result<i32, CliError> {
@@ -644,7 +653,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
             }
             let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
             let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
-            build::build(
+            let built = build::build(
                 &cli.root,
                 &sel,
                 &build::BuildOptions {
@@ -658,7 +667,17 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                     network: network.clone(),
                 },
                 debug,
-            )
+                &Terminal,
+            )?;
+            if *quiet {
+                println!("{}", built.id);
+            } else {
+                println!("Successfully built {}", &built.id.hex()[..12]);
+                for t in &built.tags {
+                    println!("Successfully tagged {t}");
+                }
+            }
+            Ok(0)
         }
         Command::Attach {
             sig_proxy,

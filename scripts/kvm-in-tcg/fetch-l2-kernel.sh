@@ -16,7 +16,7 @@ die() { echo "fetch-l2-kernel.sh: error: $*" >&2; exit 1; }
 
 cache="${MVM_CACHE:-/var/cache/mvm}/l2"
 # KVM (kvm_amd), a virtio-blk disk for the outer machine, and what `mvm run`'s networks need
-# (runtime/src/network/host.rs): TAP devices (tun), a Linux bridge (bridge, needing stp and
+# (engine/src/network/host.rs): TAP devices (tun), a Linux bridge (bridge, needing stp and
 # llc), and nftables with a `type nat hook postrouting` chain that masquerades plus a filter
 # forward chain (nf_tables over nfnetlink; nft_chain_nat and nft_masq over nf_nat, nf_conntrack
 # and its defrag modules; libcrc32c for conntrack and nf_tables; its crc32c algorithm is built

@@ -35,7 +35,7 @@ use crate::cpio;
 
 /// Modules the L2 kernel loads, in dependency order (file names under `modules/`; the cloud
 /// kernel package's modules.dep, or `modinfo -F depends`, gives the order): KVM, then what
-/// `mvm run`'s networks need (runtime/src/network/host.rs): TAP devices, a bridge, and
+/// `mvm run`'s networks need (engine/src/network/host.rs): TAP devices, a bridge, and
 /// nftables with a masquerading NAT chain and a filter forward chain. There is no modprobe
 /// in the machine, so whatever `ip` or `nft` would make the kernel load on demand is here.
 const MODULES: &[&str] = &[
@@ -248,7 +248,7 @@ impl Inputs {
             on_path("nft"),
             "apt-get install nftables (scripts/setup.sh does)",
         );
-        // For volumes (runtime/src/volume/virtiofsd.rs looks for it on PATH).
+        // For volumes (engine/src/volume/virtiofsd.rs looks for it on PATH).
         let virtiofsd = need(
             "virtiofsd",
             on_path("virtiofsd"),

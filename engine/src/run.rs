@@ -11,6 +11,7 @@ use mvm_rootfs::{ImageRecord, Store};
 use crate::backend::{self, Disk, Selection, VmSpec};
 use crate::container::{self, ContainerDirs, ContainerRecord};
 use crate::error::CliError;
+use crate::report::Reporter;
 use crate::session::{self, Stdio};
 use crate::{agent_disk, network, paths, volume};
 
@@ -315,13 +316,26 @@ fn container_boot_config(
     Ok(c)
 }
 
-/// Runs a container to its end; returns its exit code.
+/// How [`run`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// `create`: the container (this ID) exists and has not started.
+    Created(String),
+    /// `run -d`: the container (this ID) runs under its monitor.
+    Detached(String),
+    /// The process ran attached and ended with this code.
+    Exited(i32),
+}
+
+/// Creates a container and, unless `opts.create_only`, runs it: detached under a monitor
+/// (`opts.detach`) or attached to the caller's standard streams until it ends.
 pub fn run(
     root: &Path,
     selection: &Selection,
     opts: RunOptions,
     debug: bool,
-) -> Result<i32, CliError> {
+    report: &dyn Reporter,
+) -> Result<RunOutcome, CliError> {
     let started = std::time::Instant::now();
     // Validate everything the user gave before creating anything.
     let mem_mib = opts
@@ -433,7 +447,7 @@ pub fn run(
     let agent = paths::agent().map_err(CliError::runtime)?;
 
     let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
-    let image = crate::image_cmds::resolve_or_pull(root, &store, &opts.image)?;
+    let image = crate::image::resolve_or_pull(root, &store, &opts.image, report)?;
     if opts.publish_all {
         for key in image
             .config
@@ -608,11 +622,11 @@ pub fn run(
     };
     tracing::debug!("container {id} ({name})");
     if opts.create_only {
-        println!("{id}");
-        return Ok(0);
+        return Ok(RunOutcome::Created(id));
     }
     if opts.detach {
-        return start_monitor(root, &dirs, Start::New);
+        start_monitor(root, &dirs, Start::New)?;
+        return Ok(RunOutcome::Detached(id));
     }
     // Until it runs, no other command may start or remove it.
     let lock = dirs.command_lock().map_err(CliError::runtime)?;
@@ -630,7 +644,7 @@ pub fn run(
     if !hand_to_monitor(root, &dirs, code) {
         finish(&dirs, opts.rm, &result);
     }
-    result
+    result.map(RunOutcome::Exited)
 }
 
 /// After an attached run whose process ran and ended with `code`: if the restart policy brings
@@ -780,7 +794,7 @@ fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Chil
 /// `run -d`, `start`: hands the container to a monitor process that outlives this command,
 /// and returns once the container runs (or failed to start).
 pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, CliError> {
-    let id = prepare_start(dirs)?.id;
+    prepare_start(dirs)?;
     let gave_up = |err: CliError| {
         match kind {
             Start::New => dirs.remove(),
@@ -806,9 +820,6 @@ pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i
             return gave_up(CliError::with_code(rec.exit_code.unwrap_or(125), err));
         }
         if rec.status != "created" {
-            if kind == Start::New {
-                println!("{id}");
-            }
             // The monitor is reaped by init once we exit.
             return Ok(0);
         }

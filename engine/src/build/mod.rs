@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::backend::Selection;
 use crate::error::CliError;
+use crate::report::Reporter;
 
 /// Exit code of a failed build (Docker's CLI gives 1).
 const EXIT_BUILD: i32 = 1;
@@ -41,7 +42,7 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--target`.
     pub target: Option<String>,
-    /// `-q`: print only the image ID.
+    /// `-q`: report no steps (the front end prints only the image ID).
     pub quiet: bool,
     /// The build context directory.
     pub context: PathBuf,
@@ -77,6 +78,7 @@ impl StageState {
 
 struct Builder<'a> {
     root: &'a Path,
+    report: &'a dyn Reporter,
     selection: &'a Selection,
     store: Store,
     opts: &'a BuildOptions,
@@ -95,13 +97,23 @@ struct Builder<'a> {
     id_files: HashMap<String, (String, String)>,
 }
 
-/// `mvm build`.
+/// What a build made.
+#[derive(Debug)]
+pub struct Built {
+    /// The image's ID.
+    pub id: mvm_rootfs::Digest,
+    /// The tags it was given (`-t`), as normalised names.
+    pub tags: Vec<String>,
+}
+
+/// Builds the Dockerfile of `opts.context`; steps go to `report` unless `opts.quiet`.
 pub fn build(
     root: &Path,
     selection: &Selection,
     opts: &BuildOptions,
     debug: bool,
-) -> Result<i32, CliError> {
+    report: &dyn Reporter,
+) -> Result<Built, CliError> {
     let context = opts.context.canonicalize().map_err(|e| {
         CliError::usage(format!(
             "unable to prepare context: path {:?} not found: {e}",
@@ -169,6 +181,7 @@ pub fn build(
     let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
     let mut b = Builder {
         root,
+        report,
         selection,
         store,
         opts,
@@ -207,21 +220,13 @@ pub fn build(
             .set_tag(t, &image.manifest_digest)
             .map_err(CliError::runtime)?;
     }
-    if opts.quiet {
-        println!("{}", image.id);
-    } else {
-        println!("Successfully built {}", &image.id.hex()[..12]);
-        for t in &tags {
-            println!("Successfully tagged {t}");
-        }
-    }
-    Ok(0)
+    Ok(Built { id: image.id, tags })
 }
 
 impl Builder<'_> {
     fn say(&self, line: &str) {
         if !self.opts.quiet {
-            println!("{line}");
+            self.report.output(line);
         }
     }
 
@@ -265,7 +270,7 @@ impl Builder<'_> {
             img
         } else {
             Some(
-                crate::image_cmds::resolve_or_pull(self.root, &self.store, &from)
+                crate::image::resolve_or_pull(self.root, &self.store, &from, self.report)
                     .map_err(|e| failed(e.to_string()))?,
             )
         };
@@ -636,7 +641,7 @@ impl Builder<'_> {
         };
         let layer = opts.export_layer.clone().unwrap_or_default();
         let quiet = self.opts.quiet.then(crate::terminal::SilenceStdout::start);
-        let result = crate::run::run(self.root, self.selection, opts, self.debug);
+        let result = crate::run::run(self.root, self.selection, opts, self.debug, self.report);
         drop(quiet);
         let shown = argv.join(" ");
         let found = crate::container::resolve(self.root, &name);
@@ -646,7 +651,13 @@ impl Builder<'_> {
             }
         };
         let code = match result {
-            Ok(c) => c,
+            Ok(crate::run::RunOutcome::Exited(c)) => c,
+            Ok(other) => {
+                cleanup();
+                return Err(CliError::runtime(format!(
+                    "the step's container did not run attached: {other:?}"
+                )));
+            }
             Err(e) => {
                 cleanup();
                 return Err(failed(format!("The command '{shown}' could not run: {e}")));
@@ -770,7 +781,7 @@ impl Builder<'_> {
                             "Dockerfile:{line}: COPY --from={f}: that stage is empty (FROM scratch)"
                         )));
                     }
-                    None => crate::image_cmds::resolve_or_pull(self.root, &self.store, &f)
+                    None => crate::image::resolve_or_pull(self.root, &self.store, &f, self.report)
                         .map_err(|e| failed(format!("Dockerfile:{line}: COPY --from={f}: {e}")))?,
                 };
                 // The image's files, unpacked privately and read under its own root: its

@@ -159,12 +159,12 @@ fn export_stopped(
     let run_dir = dirs.run.with_file_name(name);
     let _ = std::fs::remove_dir_all(&run_dir);
     let spec = VmSpec {
-        kernel: rec.kernel.clone(),
+        kernel: rec.vm.kernel.clone(),
         // The kernel stays quiet even when the agent logs (`verbose` false).
         cmdline: crate::run::kernel_cmdline(
             &BootConfig {
                 export: true,
-                ..crate::run::boot_config(rec.debug)
+                ..crate::run::boot_config(rec.vm.debug)
             },
             false,
         )
@@ -218,13 +218,10 @@ pub fn export(
         }
         return Ok(0);
     }
-    if rec.effective().0 == "running" {
+    if rec.effective().0 == crate::container::Status::Running {
         return export_running(dirs, export, out);
     }
-    let kind = backend::Kind::from_name(&rec.backend)
-        .or_else(|| backend::select(None).ok().map(|s| s.kind))
-        .ok_or_else(|| ChangesError::Helper("no hypervisor backend for a helper VM".into()))?;
-    export_stopped(dirs, rec, kind, export, out)
+    export_stopped(dirs, rec, rec.vm.backend, export, out)
 }
 
 /// Writes the container's layer (an OCI layer tar) to the file `path`.

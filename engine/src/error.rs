@@ -1,51 +1,67 @@
-//! The CLI's errors: one line for the user and Docker's exit codes.
+//! The engine's errors, each with the exit code Docker's CLI gives for it.
 
 use std::fmt;
 
-/// Exit code when mvm itself fails (Docker's 125).
+use crate::container::{ContainerError, SpecError};
+
+/// Exit code when the runtime itself fails (Docker's 125).
 pub const EXIT_RUNTIME: i32 = 125;
 
-/// An error ending the command.
-#[derive(Debug)]
-pub struct CliError {
-    /// Exit code.
-    pub code: i32,
-    /// One line for the user.
-    pub message: String,
+/// Exit code of a failed operation on an existing container or a failed build (Docker's
+/// CLI gives 1).
+pub const EXIT_FAILED: i32 = 1;
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value the caller gave is refused before anything was done.
+    #[error("{0}")]
+    Invalid(String),
+    /// The container's description is refused.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The engine itself failed: the store, a disk, the VM, the agent.
+    #[error("{0}")]
+    Runtime(String),
+    /// An operation on an existing container failed.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// A build failed.
+    #[error("{0}")]
+    Build(String),
+    /// The container's process could not start (the agent's 126 for not executable, 127
+    /// for not found), or its run ended with a code the monitor recorded.
+    #[error("{message}")]
+    Exit {
+        /// The exit code.
+        code: i32,
+        /// What happened.
+        message: String,
+    },
 }
 
-impl CliError {
-    /// A failure of mvm itself (exit 125).
+impl Error {
+    /// A failure of the engine itself.
     pub fn runtime(e: impl fmt::Display) -> Self {
-        Self {
-            code: EXIT_RUNTIME,
-            message: e.to_string(),
-        }
+        Self::Runtime(e.to_string())
     }
 
-    /// A bad flag or value (exit 125, as Docker).
+    /// A bad value from the caller.
     pub fn usage(message: String) -> Self {
-        Self {
-            code: EXIT_RUNTIME,
-            message,
-        }
+        Self::Invalid(message)
     }
 
-    /// An error with a specific exit code (126/127 from the agent).
+    /// An error with a specific exit code.
     pub fn with_code(code: i32, message: String) -> Self {
-        Self { code, message }
+        Self::Exit { code, message }
     }
-}
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line, whatever the source said.
-        let line = self
-            .message
-            .lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" ");
-        f.write_str(&line)
+    /// The exit code Docker's CLI gives for this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Invalid(_) | Self::Spec(_) | Self::Runtime(_) => EXIT_RUNTIME,
+            Self::Container(_) | Self::Build(_) => EXIT_FAILED,
+            Self::Exit { code, .. } => *code,
+        }
     }
 }

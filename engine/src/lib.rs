@@ -21,3 +21,5 @@ pub mod run;
 pub mod session;
 pub mod terminal;
 pub mod volume;
+
+pub use error::Error;

@@ -9,16 +9,12 @@ use mvm_agent_protocol::{DEFAULT_CALLBACK_PORT, ProcessSpec};
 use mvm_rootfs::{ImageRecord, Store};
 
 use crate::backend::{self, Disk, Selection, VmSpec};
-use crate::container::{self, ContainerDirs, ContainerRecord};
-use crate::error::CliError;
+use crate::container::{self, ContainerDirs, ContainerRecord, ContainerSpec, NetworkMode};
+use crate::error::Error;
 use crate::report::Reporter;
 use crate::session::{self, Stdio};
 use crate::{agent_disk, network, paths, volume};
 
-/// Default guest memory: enough for the agent and a small service; `-m` changes it.
-pub const DEFAULT_MEM_MIB: u64 = 512;
-/// Smallest memory a guest kernel and agent boot in.
-pub const MIN_MEM_MIB: u64 = 64;
 /// Writable disk size (sparse: only what is written takes space).
 pub const UPPER_DISK_BYTES: u64 = 8 << 30;
 /// How long the agent may take to answer after the VM starts (TCG is slow; CI is busy).
@@ -29,125 +25,6 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(10);
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between restarts.
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// Options of `mvm run`, already parsed.
-#[derive(Debug, Default)]
-pub struct RunOptions {
-    /// Remove the container when it exits.
-    pub rm: bool,
-    /// Keep stdin open.
-    pub interactive: bool,
-    /// Allocate a terminal.
-    pub tty: bool,
-    /// `-e` values.
-    pub env: Vec<String>,
-    /// `--env-file` paths.
-    pub env_files: Vec<PathBuf>,
-    /// `-w`.
-    pub workdir: Option<String>,
-    /// `-u`.
-    pub user: Option<String>,
-    /// `--entrypoint`.
-    pub entrypoint: Option<String>,
-    /// `--hostname`.
-    pub hostname: Option<String>,
-    /// `-m`.
-    pub memory: Option<String>,
-    /// `--cpus`.
-    pub cpus: Option<String>,
-    /// `--name`.
-    pub name: Option<String>,
-    /// `-d`: run in the background under a monitor process.
-    pub detach: bool,
-    /// `--restart`.
-    pub restart: Option<String>,
-    /// `--log-driver`.
-    pub log_driver: Option<String>,
-    /// `--log-opt`.
-    pub log_opts: Vec<String>,
-    /// `mvm create`: make the container and stop there.
-    pub create_only: bool,
-    /// `--network`.
-    pub network: Option<String>,
-    /// `--network-alias`.
-    pub network_aliases: Vec<String>,
-    /// `-p`.
-    pub publish: Vec<String>,
-    /// `-P`.
-    pub publish_all: bool,
-    /// `-v`.
-    pub volumes: Vec<String>,
-    /// `--mount`.
-    pub mounts: Vec<String>,
-    /// `--tmpfs`.
-    pub tmpfs: Vec<String>,
-    /// Image.
-    pub image: String,
-    /// Command and arguments.
-    pub command: Vec<String>,
-    /// A build step: the layer of the container's changes, written here by its agent when
-    /// the process exits with 0.
-    pub export_layer: Option<PathBuf>,
-}
-
-/// Parses Docker's memory syntax (`512m`, `1g`, `1073741824`) into MiB.
-pub fn parse_memory(s: &str) -> Result<u64, CliError> {
-    let bad = || CliError::usage(format!("invalid memory size {s:?}: use e.g. 512m or 2g"));
-    let lower = s.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (num, mult) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
-        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
-        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
-        Some(c) if c.is_ascii_digit() => (lower, 1),
-        _ => return Err(bad()),
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mib = n.checked_mul(mult).ok_or_else(bad)? >> 20;
-    if mib < MIN_MEM_MIB {
-        return Err(CliError::usage(format!(
-            "minimum memory for a microVM is {MIN_MEM_MIB}m, got {s}"
-        )));
-    }
-    if mib > 1 << 20 {
-        return Err(bad());
-    }
-    Ok(mib)
-}
-
-/// Parses `--cpus` (a decimal, rounded up to whole vCPUs).
-pub fn parse_cpus(s: &str) -> Result<u8, CliError> {
-    let n: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| CliError::usage(format!("invalid --cpus {s:?}: expected a number")))?;
-    if !(n > 0.0 && n <= 32.0) {
-        return Err(CliError::usage(format!(
-            "--cpus must be between 0.01 and 32, got {s}"
-        )));
-    }
-    Ok(n.ceil() as u8)
-}
-
-fn read_env_file(path: &Path) -> Result<Vec<String>, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::usage(format!("open {}: {e}", path.display())))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(resolve_env_word)
-        .collect())
-}
-
-/// `K=V` as is; a bare `K` takes the host's value, or is dropped when unset (as Docker).
-fn resolve_env_word(w: &str) -> Option<String> {
-    if w.contains('=') {
-        Some(w.to_string())
-    } else {
-        std::env::var(w).ok().map(|v| format!("{w}={v}"))
-    }
-}
 
 /// Merges environment lists, later keys replacing earlier ones.
 fn merge_env(layers: &[Vec<String>]) -> Vec<String> {
@@ -165,13 +42,12 @@ fn merge_env(layers: &[Vec<String>]) -> Vec<String> {
 /// The process's argv from the image's Entrypoint/Cmd and the user's overrides.
 pub fn process_args(
     image: &ImageRecord,
-    entrypoint: Option<&str>,
+    entrypoint: Option<&[String]>,
     command: &[String],
 ) -> Vec<String> {
     let cfg = &image.config.config;
     let entry: Vec<String> = match entrypoint {
-        Some("") => Vec::new(),
-        Some(e) => vec![e.to_string()],
+        Some(e) => e.to_vec(),
         None => cfg.entrypoint.clone().unwrap_or_default(),
     };
     // As Docker: a new entrypoint drops the image's Cmd.
@@ -224,12 +100,12 @@ pub fn kernel_cmdline(boot: &BootConfig, verbose: bool) -> Result<String, boot::
 pub fn container_disks(rec: &ContainerRecord, upper: PathBuf, upper_read_only: bool) -> Vec<Disk> {
     vec![
         Disk {
-            path: rec.agent_disk.clone(),
+            path: rec.vm.agent_disk.clone(),
             read_only: true,
             id: "mvm-agent".into(),
         },
         Disk {
-            path: rec.image_disk.clone(),
+            path: rec.vm.image_disk.clone(),
             read_only: true,
             id: "mvm-image".into(),
         },
@@ -247,9 +123,9 @@ fn container_boot_config(
     debug: bool,
     endpoints: &[network::Endpoint],
     mounts: &[volume::mounts::MountSpec],
-) -> Result<BootConfig, CliError> {
+) -> Result<BootConfig, Error> {
     let bad = |what: &str, value: &str, why: &str| {
-        CliError::runtime(format!("the container's {what} {value:?}: {why}"))
+        Error::runtime(format!("the container's {what} {value:?}: {why}"))
     };
     let mut c = boot_config(debug);
     c.hostname = Some(hostname.to_string());
@@ -327,128 +203,37 @@ pub enum RunOutcome {
     Exited(i32),
 }
 
-/// Creates a container and, unless `opts.create_only`, runs it: detached under a monitor
-/// (`opts.detach`) or attached to the caller's standard streams until it ends.
-pub fn run(
+/// What [`run`] does once the container exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Nothing more (`create`).
+    Create,
+    /// Start it under a monitor that outlives the caller (`run -d`).
+    Detach,
+    /// Run it attached to the caller's standard streams until it ends.
+    Attach,
+}
+
+/// Creates the container `spec` describes, resolved against its image (pulled first when
+/// the store lacks it): its record, name, network endpoint and volumes. `export_layer`
+/// makes it a build step's container. Returns its directories.
+pub fn create(
     root: &Path,
     selection: &Selection,
-    opts: RunOptions,
+    spec: ContainerSpec,
+    export_layer: Option<PathBuf>,
     debug: bool,
     report: &dyn Reporter,
-) -> Result<RunOutcome, CliError> {
-    let started = std::time::Instant::now();
-    // Validate everything the user gave before creating anything.
-    let mem_mib = opts
-        .memory
-        .as_deref()
-        .map(parse_memory)
-        .transpose()?
-        .unwrap_or(DEFAULT_MEM_MIB);
-    let vcpus = opts
-        .cpus
-        .as_deref()
-        .map(parse_cpus)
-        .transpose()?
-        .unwrap_or(1);
-    let restart_policy = opts
-        .restart
-        .as_deref()
-        .map(container::RestartPolicy::parse)
-        .transpose()
-        .map_err(CliError::usage)?
-        .unwrap_or_default();
-    let log_opts = match opts.log_driver.as_deref() {
-        None | Some("json-file") => {
-            Some(crate::logs::LogOptions::parse(&opts.log_opts).map_err(CliError::usage)?)
-        }
-        Some("none") if opts.log_opts.is_empty() => None,
-        Some("none") => {
-            return Err(CliError::usage(
-                "the none log driver takes no --log-opt".into(),
-            ));
-        }
-        Some(other) => {
-            return Err(CliError::usage(format!(
-                "unknown log driver {other:?}: use json-file or none"
-            )));
-        }
-    };
-    let network_mode = opts
-        .network
-        .clone()
-        .unwrap_or_else(|| network::DEFAULT_NETWORK.to_string());
-    match network_mode.as_str() {
-        "host" => {
-            return Err(CliError::usage(
-                "--network host cannot share the host's network stack with a microVM (it has its own kernel): publish ports with -p instead".into(),
-            ));
-        }
-        "none" if !opts.publish.is_empty() || opts.publish_all => {
-            return Err(CliError::usage(
-                "published ports need a network: --network none has none".into(),
-            ));
-        }
-        "none" | network::DEFAULT_NETWORK if !opts.network_aliases.is_empty() => {
-            return Err(CliError::usage(
-                "network-scoped aliases are supported only for containers in user-defined networks"
-                    .into(),
-            ));
-        }
-        _ => {}
-    }
-    for a in &opts.network_aliases {
-        if !container::valid_name(a) {
-            return Err(CliError::usage(format!("invalid network alias {a:?}")));
-        }
-    }
-    let mut ports = opts
-        .publish
-        .iter()
-        .map(|p| network::ports::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(CliError::usage)?;
-    let mut mounts = Vec::new();
-    for v in &opts.volumes {
-        mounts.push(volume::mounts::parse_volume(v).map_err(CliError::usage)?);
-    }
-    for m in &opts.mounts {
-        mounts.push(volume::mounts::parse_mount(m).map_err(CliError::usage)?);
-    }
-    for t in &opts.tmpfs {
-        mounts.push(volume::mounts::parse_tmpfs(t).map_err(CliError::usage)?);
-    }
-    volume::mounts::check_duplicates(&mounts).map_err(CliError::usage)?;
-    if opts.rm && !restart_policy.is_none() {
-        return Err(CliError::usage(
-            "Conflicting options: --restart and --rm".to_string(),
-        ));
-    }
-    if let Some(n) = &opts.name
-        && !container::valid_name(n)
-    {
-        return Err(CliError::usage(format!(
-            "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
-    }
-    if let Some(h) = &opts.hostname
-        && (h.is_empty()
-            || h.len() > 63
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
-    {
-        return Err(CliError::usage(format!("invalid hostname {h:?}")));
-    }
-    let mut env_layers = Vec::new();
-    for f in &opts.env_files {
-        env_layers.push(read_env_file(f)?);
-    }
-    let kernel = paths::kernel().map_err(CliError::runtime)?;
-    let agent = paths::agent().map_err(CliError::runtime)?;
+) -> Result<ContainerDirs, Error> {
+    // Validate everything the caller gave before creating anything.
+    spec.validate().map_err(|e| Error::usage(e.to_string()))?;
+    let kernel = paths::kernel().map_err(Error::runtime)?;
+    let agent = paths::agent().map_err(Error::runtime)?;
 
-    let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
-    let image = crate::image::resolve_or_pull(root, &store, &opts.image, report)?;
-    if opts.publish_all {
+    let store = Store::open(&root.join("images")).map_err(Error::runtime)?;
+    let image = crate::image::resolve_or_pull(root, &store, &spec.image, report)?;
+    let mut ports = spec.ports.clone();
+    if spec.publish_all {
         for key in image
             .config
             .config
@@ -456,12 +241,13 @@ pub fn run(
             .iter()
             .flat_map(|m| m.keys())
         {
-            let m = network::ports::parse_exposed(key).map_err(CliError::runtime)?;
+            let m = network::ports::parse_exposed(key).map_err(Error::runtime)?;
             if !ports.iter().any(|p| p.key() == m.key()) {
                 ports.push(m);
             }
         }
     }
+    let mut mounts = spec.mounts.clone();
     // The image's VOLUMEs get anonymous volumes, unless the user mounted something there.
     for target in image.config.config.volumes.iter().flat_map(|m| m.keys()) {
         let target = target.trim_end_matches('/');
@@ -478,9 +264,9 @@ pub fn run(
             });
         }
     }
-    let args = process_args(&image, opts.entrypoint.as_deref(), &opts.command);
+    let args = process_args(&image, spec.entrypoint.as_deref(), &spec.command);
     if args.is_empty() {
-        return Err(CliError::runtime("No command specified".to_string()));
+        return Err(Error::runtime("No command specified".to_string()));
     }
     let cfg = &image.config.config;
     let mut base_env = cfg.env.clone().unwrap_or_default();
@@ -490,159 +276,149 @@ pub fn run(
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
     }
-    let cli_env: Vec<String> = opts
-        .env
-        .iter()
-        .filter_map(|w| resolve_env_word(w))
-        .collect();
-    let mut layers = vec![base_env];
-    layers.extend(env_layers);
-    layers.push(cli_env);
-    let mut env = merge_env(&layers);
-    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+    let mut env = merge_env(&[base_env, spec.env.clone()]);
+    if spec.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
 
-    let image_disk =
-        mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(CliError::runtime)?;
-    let agent_disk = agent_disk::ensure(&agent, &root.join("cache")).map_err(CliError::runtime)?;
+    let image_disk = mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(Error::runtime)?;
+    let agent_disk = agent_disk::ensure(&agent, &root.join("cache")).map_err(Error::runtime)?;
 
     // Claim an ID and a name under the containers lock, then build the container's disk.
-    std::fs::create_dir_all(root.join("containers")).map_err(CliError::runtime)?;
-    let (id, name, dirs) = {
-        let _lock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
-            .map_err(CliError::runtime)?;
-        let taken: Vec<String> = container::list(root).into_iter().map(|c| c.name).collect();
-        let id = container::new_id().map_err(CliError::runtime)?;
-        let name = match &opts.name {
-            Some(n) if taken.contains(n) => {
-                return Err(CliError::runtime(format!(
-                    "Conflict. The container name \"/{n}\" is already in use. Remove it or pick another name."
-                )));
-            }
-            Some(n) => n.clone(),
-            None => container::generate_name(&id, &taken),
-        };
-        let endpoints = if network_mode == "none" {
-            Vec::new()
-        } else {
-            let _net_lock = network::lock(root).map_err(CliError::runtime)?;
-            let net = if network_mode == network::DEFAULT_NETWORK {
-                network::default_locked(root)
-            } else {
-                network::find(root, &network_mode)
-            }
-            .map_err(CliError::runtime)?;
-            vec![
-                network::allocate_locked(root, &net, &id, 0, opts.network_aliases.clone(), &[])
-                    .map_err(CliError::runtime)?,
-            ]
-        };
-        // Volumes named here are made now (as `docker run` does); bind sources too.
-        {
-            let _vol_lock = volume::lock(root).map_err(CliError::runtime)?;
-            for m in &mut mounts {
-                match m.kind {
-                    volume::mounts::Kind::Volume => {
-                        let name = (!m.source.is_empty()).then_some(m.source.as_str());
-                        let v = volume::create_locked(root, name, Default::default(), m.anonymous)
-                            .map_err(CliError::runtime)?;
-                        m.source = v.name;
-                    }
-                    volume::mounts::Kind::Bind => {
-                        std::fs::create_dir_all(&m.source).map_err(|e| {
-                            CliError::runtime(format!(
-                                "cannot create bind source {}: {e}",
-                                m.source
-                            ))
-                        })?;
-                    }
-                    volume::mounts::Kind::Tmpfs => {}
+    std::fs::create_dir_all(root.join("containers")).map_err(Error::runtime)?;
+    let _lock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
+        .map_err(Error::runtime)?;
+    let taken: Vec<String> = container::list(root).into_iter().map(|c| c.name).collect();
+    let id = container::new_id().map_err(Error::runtime)?;
+    let name = match &spec.name {
+        Some(n) if taken.contains(n) => {
+            return Err(Error::runtime(format!(
+                "Conflict. The container name \"/{n}\" is already in use. Remove it or pick another name."
+            )));
+        }
+        Some(n) => n.clone(),
+        None => container::generate_name(&id, &taken),
+    };
+    let endpoints = if spec.network == NetworkMode::None {
+        Vec::new()
+    } else {
+        let _net_lock = network::lock(root).map_err(Error::runtime)?;
+        let net = match &spec.network {
+            NetworkMode::Named(n) => network::find(root, n),
+            _ => network::default_locked(root),
+        }
+        .map_err(Error::runtime)?;
+        vec![
+            network::allocate_locked(root, &net, &id, 0, spec.network_aliases.clone(), &[])
+                .map_err(Error::runtime)?,
+        ]
+    };
+    // Volumes named here are made now (as `docker run` does); bind sources too.
+    {
+        let _vol_lock = volume::lock(root).map_err(Error::runtime)?;
+        for m in &mut mounts {
+            match m.kind {
+                volume::mounts::Kind::Volume => {
+                    let name = (!m.source.is_empty()).then_some(m.source.as_str());
+                    let v = volume::create_locked(root, name, Default::default(), m.anonymous)
+                        .map_err(Error::runtime)?;
+                    m.source = v.name;
                 }
+                volume::mounts::Kind::Bind => {
+                    std::fs::create_dir_all(&m.source).map_err(|e| {
+                        Error::runtime(format!("cannot create bind source {}: {e}", m.source))
+                    })?;
+                }
+                volume::mounts::Kind::Tmpfs => {}
             }
         }
-        let dirs = ContainerDirs::new(root, &id);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dirs.dir)
-            .map_err(CliError::runtime)?;
-        let record = ContainerRecord {
-            id: id.clone(),
-            name: name.clone(),
-            image: opts.image.clone(),
-            image_id: image.id.to_string(),
-            created: mvm_rootfs::time::now(),
-            args: args.clone(),
-            env: env.clone(),
-            cwd: opts
+    }
+    let dirs = ContainerDirs::new(root, &id);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dirs.dir)
+        .map_err(Error::runtime)?;
+    let record = ContainerRecord {
+        id: id.clone(),
+        name,
+        created: mvm_rootfs::time::now(),
+        image_id: image.id.to_string(),
+        process: container::Process {
+            args,
+            env,
+            cwd: spec
                 .workdir
                 .clone()
                 .unwrap_or_else(|| cfg.working_dir.clone()),
-            user: opts.user.clone().unwrap_or_else(|| cfg.user.clone()),
-            hostname: opts
+            user: spec.user.clone().unwrap_or_else(|| cfg.user.clone()),
+            hostname: spec
                 .hostname
                 .clone()
                 .unwrap_or_else(|| id[..12].to_string()),
-            tty: opts.tty,
-            mem_mib,
-            vcpus,
-            auto_remove: opts.rm,
-            status: "created".into(),
-            exit_code: None,
-            backend: selection.kind.name().into(),
-            interactive: opts.interactive,
-            pid: None,
-            started_at: None,
-            finished_at: None,
-            error: None,
-            stop_signal: parse_signal(&cfg.stop_signal),
-            kernel: kernel.clone(),
-            image_disk: image_disk.clone(),
-            agent_disk: agent_disk.clone(),
+            stop_signal: container::spec::parse_signal(&cfg.stop_signal),
+        },
+        vm: container::VmSetup {
+            backend: selection.kind,
+            kernel,
+            image_disk,
+            agent_disk,
             debug,
-            restart_policy,
-            log: log_opts,
-            restart_count: 0,
-            manual_stop: false,
-            paused: false,
-            vm_pids: Vec::new(),
-            network_mode: network_mode.clone(),
-            endpoints,
-            nics: Vec::new(),
-            ports: ports.clone(),
-            mounts: mounts.clone(),
-            export_layer: opts.export_layer.clone(),
-        };
-        if let Err(e) = dirs.save(&record) {
-            dirs.remove();
-            return Err(CliError::runtime(e));
-        }
-        (id, name, dirs)
+        },
+        ports,
+        mounts,
+        endpoints,
+        nics: Vec::new(),
+        export_layer,
+        spec,
+        state: container::State::default(),
     };
-    tracing::debug!("container {id} ({name})");
-    if opts.create_only {
-        return Ok(RunOutcome::Created(id));
+    if let Err(e) = dirs.save(&record) {
+        dirs.remove();
+        return Err(Error::runtime(e));
     }
-    if opts.detach {
-        start_monitor(root, &dirs, Start::New)?;
-        return Ok(RunOutcome::Detached(id));
+    tracing::debug!("container {id} ({})", record.name);
+    Ok(dirs)
+}
+
+/// Creates a container and, as `mode` says, starts it: detached under a monitor or attached
+/// to the caller's standard streams until it ends.
+pub fn run(
+    root: &Path,
+    selection: &Selection,
+    spec: ContainerSpec,
+    mode: RunMode,
+    export_layer: Option<PathBuf>,
+    debug: bool,
+    report: &dyn Reporter,
+) -> Result<RunOutcome, Error> {
+    let started = std::time::Instant::now();
+    let (interactive, rm) = (spec.interactive, spec.auto_remove);
+    let dirs = create(root, selection, spec, export_layer, debug, report)?;
+    let id = dirs.id.clone();
+    match mode {
+        RunMode::Create => return Ok(RunOutcome::Created(id)),
+        RunMode::Detach => {
+            start_monitor(root, &dirs, Start::New)?;
+            return Ok(RunOutcome::Detached(id));
+        }
+        RunMode::Attach => {}
     }
     // Until it runs, no other command may start or remove it.
-    let lock = dirs.command_lock().map_err(CliError::runtime)?;
+    let lock = dirs.command_lock().map_err(Error::runtime)?;
     let result = run_container(
         started,
         selection.kind,
         &dirs,
         true,
-        opts.interactive,
+        interactive,
         Some(lock),
     );
-    let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
+    let code = result.as_ref().map_or_else(|e| e.code(), |c| *c);
     // A process that ran and whose policy brings it back is handed to a monitor, as
     // Docker's daemon would take over after an attached `run`.
     if !hand_to_monitor(root, &dirs, code) {
-        finish(&dirs, opts.rm, &result);
+        finish(&dirs, rm, &result);
     }
     result.map(RunOutcome::Exited)
 }
@@ -652,10 +428,11 @@ pub fn run(
 /// `run`) and returns true; false when the caller is to finish the container itself.
 fn hand_to_monitor(root: &Path, dirs: &ContainerDirs, code: i32) -> bool {
     let restarts = dirs.load().is_ok_and(|rec| {
-        rec.started_at.is_some()
+        rec.state.ran()
             && rec
-                .restart_policy
-                .should_restart(code, rec.restart_count, rec.manual_stop)
+                .spec
+                .restart
+                .should_restart(code, rec.state.restart_count, rec.state.manual_stop)
     });
     if !restarts {
         return false;
@@ -672,34 +449,20 @@ fn hand_to_monitor(root: &Path, dirs: &ContainerDirs, code: i32) -> bool {
 
 /// Resets a container's record for a new start: no error, not stopped by the user, not
 /// paused, not started yet.
-fn prepare_start(dirs: &ContainerDirs) -> Result<ContainerRecord, CliError> {
-    dirs.update(|r| {
-        r.status = "created".into();
-        r.error = None;
-        r.manual_stop = false;
-        r.paused = false;
-        r.vm_pids.clear();
-        r.started_at = None;
-    })
-    .map_err(CliError::runtime)
+fn prepare_start(dirs: &ContainerDirs) -> Result<ContainerRecord, Error> {
+    dirs.update(|r| r.state.prepare_start())
+        .map_err(Error::runtime)
 }
 
 /// Records that the policy restarts the container after its process ended with `code`.
 fn mark_restarting(dirs: &ContainerDirs, code: i32) {
-    let _ = dirs.update(|r| {
-        r.status = "restarting".into();
-        r.exit_code = Some(code);
-        r.restart_count += 1;
-        r.finished_at = Some(mvm_rootfs::time::now());
-        r.paused = false;
-        r.vm_pids.clear();
-    });
+    let _ = dirs.update(|r| r.state.restarting(code, mvm_rootfs::time::now()));
 }
 
 /// Records how a container ended, or removes it (`--rm`, or it never ran).
-fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, CliError>) {
+fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, Error>) {
     let rec = dirs.load().ok();
-    let ran = rec.as_ref().is_some_and(|r| r.started_at.is_some());
+    let ran = rec.as_ref().is_some_and(|r| r.state.ran());
     if auto_remove || !ran {
         // With --rm, or when the container never ran, nothing is left behind: not even the
         // anonymous volumes made for it.
@@ -711,46 +474,10 @@ fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, CliError
     }
     let (code, error) = match result {
         Ok(code) => (*code, None),
-        Err(e) => (e.code, Some(e.to_string())),
+        Err(e) => (e.code(), Some(e.to_string())),
     };
-    let _ = dirs.update(|rec| {
-        rec.status = "exited".into();
-        rec.exit_code = Some(code);
-        rec.finished_at = Some(mvm_rootfs::time::now());
-        rec.error = error;
-        rec.paused = false;
-        rec.vm_pids.clear();
-    });
+    let _ = dirs.update(|rec| rec.state.exited(code, error, mvm_rootfs::time::now()));
     let _ = std::fs::remove_dir_all(&dirs.run);
-}
-
-/// Parses a signal as images and users write it: `SIGTERM`, `TERM` or `15`.
-pub fn parse_signal(s: &str) -> Option<i32> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let name = s.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "WINCH" => libc::SIGWINCH,
-        "ALRM" => libc::SIGALRM,
-        "PIPE" => libc::SIGPIPE,
-        _ => return None,
-    };
-    Some(n)
 }
 
 /// Whether `start_monitor` starts a container just created by `run -d` (removed if it cannot
@@ -764,11 +491,11 @@ pub enum Start {
 }
 
 /// Spawns the container's monitor, detached from our session so it outlives this command.
-fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Child, CliError> {
+fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Child, Error> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(CliError::runtime)?;
-    let id = dirs.load().map_err(CliError::runtime)?.id;
-    let log = std::fs::File::create(dirs.dir.join("monitor.log")).map_err(CliError::runtime)?;
+    let exe = std::env::current_exe().map_err(Error::runtime)?;
+    let id = dirs.load().map_err(Error::runtime)?.id;
+    let log = std::fs::File::create(dirs.dir.join("monitor.log")).map_err(Error::runtime)?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
         .arg(root)
@@ -788,23 +515,21 @@ fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Chil
         });
     }
     cmd.spawn()
-        .map_err(|e| CliError::runtime(format!("cannot start the monitor: {e}")))
+        .map_err(|e| Error::runtime(format!("cannot start the monitor: {e}")))
 }
 
 /// `run -d`, `start`: hands the container to a monitor process that outlives this command,
 /// and returns once the container runs (or failed to start).
-pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, CliError> {
+pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, Error> {
     prepare_start(dirs)?;
-    let gave_up = |err: CliError| {
+    let gave_up = |err: Error| {
         match kind {
             Start::New => dirs.remove(),
             Start::Existing => {
                 let msg = err.to_string();
                 let _ = dirs.update(|r| {
-                    r.status = "exited".into();
-                    r.error = Some(msg);
-                    r.exit_code = Some(err.code);
-                    r.finished_at = Some(mvm_rootfs::time::now());
+                    r.state
+                        .exited(err.code(), Some(msg), mvm_rootfs::time::now())
                 });
                 let _ = std::fs::remove_dir_all(&dirs.run);
             }
@@ -814,25 +539,25 @@ pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i
     let mut child = spawn_monitor(root, dirs)?;
     let deadline = std::time::Instant::now() + AGENT_TIMEOUT + Duration::from_secs(10);
     loop {
-        let rec = dirs.load().map_err(CliError::runtime)?;
-        if let Some(err) = rec.error {
+        let rec = dirs.load().map_err(Error::runtime)?;
+        if let Some(err) = rec.state.error {
             let _ = child.wait();
-            return gave_up(CliError::with_code(rec.exit_code.unwrap_or(125), err));
+            return gave_up(Error::with_code(rec.state.exit_code.unwrap_or(125), err));
         }
-        if rec.status != "created" {
+        if rec.state.status != container::Status::Created {
             // The monitor is reaped by init once we exit.
             return Ok(0);
         }
         if let Ok(Some(status)) = child.try_wait() {
             let why = backend::log_tail(&dirs.dir.join("monitor.log"));
-            return gave_up(CliError::runtime(format!(
+            return gave_up(Error::runtime(format!(
                 "the container's monitor exited ({status}): {why}"
             )));
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return gave_up(CliError::runtime("timed out starting the container"));
+            return gave_up(Error::runtime("timed out starting the container"));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -845,9 +570,9 @@ pub fn start_attached(
     dirs: &ContainerDirs,
     interactive: bool,
     lock: container::CommandLock,
-) -> Result<i32, CliError> {
+) -> Result<i32, Error> {
     let rec = prepare_start(dirs)?;
-    let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
+    let kind = rec.vm.backend;
     let result = run_container(
         std::time::Instant::now(),
         kind,
@@ -856,26 +581,23 @@ pub fn start_attached(
         interactive,
         Some(lock),
     );
-    let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
+    let code = result.as_ref().map_or_else(|e| e.code(), |c| *c);
     if hand_to_monitor(root, dirs, code) {
         return result;
     }
-    if dirs.load().is_ok_and(|r| r.started_at.is_none()) {
+    if dirs.load().is_ok_and(|r| !r.state.ran()) {
         // It never ran: keep the container (it existed before this command), record why.
         let (code, msg) = match &result {
             Ok(c) => (*c, None),
-            Err(e) => (e.code, Some(e.to_string())),
+            Err(e) => (e.code(), Some(e.to_string())),
         };
         let _ = dirs.update(|r| {
-            r.status = "exited".into();
-            r.exit_code = Some(code);
-            r.error = msg;
-            r.finished_at = Some(mvm_rootfs::time::now());
+            r.state.exited(code, msg, mvm_rootfs::time::now());
         });
         let _ = std::fs::remove_dir_all(&dirs.run);
         return result;
     }
-    finish(dirs, rec.auto_remove, &result);
+    finish(dirs, rec.spec.auto_remove, &result);
     result
 }
 
@@ -886,7 +608,7 @@ pub fn monitor(root: &Path, id: &str) -> i32 {
     let Ok(rec) = dirs.load() else {
         return 125;
     };
-    let kind = backend::Kind::from_name(&rec.backend).unwrap_or(backend::Kind::QemuTcg);
+    let kind = rec.vm.backend;
     let mut backoff = RESTART_BACKOFF_MIN;
     loop {
         let t0 = std::time::Instant::now();
@@ -896,22 +618,23 @@ pub fn monitor(root: &Path, id: &str) -> i32 {
             Err(_) => return 125,
         };
         if let Err(e) = &result
-            && rec.status == "created"
+            && rec.state.status == container::Status::Created
         {
             // It never started: tell the waiting command why; it decides what stays.
-            let (msg, code) = (e.to_string(), e.code);
+            let (msg, code) = (e.to_string(), e.code());
             let _ = dirs.update(|r| {
-                r.error = Some(msg);
-                r.exit_code = Some(code);
+                r.state.error = Some(msg);
+                r.state.exit_code = Some(code);
             });
             return code;
         }
-        let code = result.as_ref().map_or_else(|e| e.code, |c| *c);
+        let code = result.as_ref().map_or_else(|e| e.code(), |c| *c);
         if !rec
-            .restart_policy
-            .should_restart(code, rec.restart_count, rec.manual_stop)
+            .spec
+            .restart
+            .should_restart(code, rec.state.restart_count, rec.state.manual_stop)
         {
-            finish(&dirs, rec.auto_remove, &result);
+            finish(&dirs, rec.spec.auto_remove, &result);
             return code;
         }
         mark_restarting(&dirs, code);
@@ -922,8 +645,8 @@ pub fn monitor(root: &Path, id: &str) -> i32 {
         let wake = std::time::Instant::now() + backoff;
         backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
         while std::time::Instant::now() < wake {
-            if dirs.load().is_ok_and(|r| r.manual_stop) {
-                finish(&dirs, rec.auto_remove, &result);
+            if dirs.load().is_ok_and(|r| r.state.manual_stop) {
+                finish(&dirs, rec.spec.auto_remove, &result);
                 return code;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -941,26 +664,30 @@ fn run_container(
     attached: bool,
     interactive: bool,
     lock: Option<container::CommandLock>,
-) -> Result<i32, CliError> {
-    let rec = dirs.load().map_err(CliError::runtime)?;
+) -> Result<i32, Error> {
+    let rec = dirs.load().map_err(Error::runtime)?;
     raise_nofile();
     // The writable disk is made once and kept across restarts, as a container's layer is.
     let upper = dirs.dir.join("upper.ext4");
     if !upper.exists() {
         let tmp = dirs.dir.join("upper.ext4.tmp");
-        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES)
-            .map_err(CliError::runtime)?;
-        std::fs::rename(&tmp, &upper).map_err(CliError::runtime)?;
+        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES).map_err(Error::runtime)?;
+        std::fs::rename(&tmp, &upper).map_err(Error::runtime)?;
     }
     let spec = VmSpec {
-        kernel: rec.kernel.clone(),
+        kernel: rec.vm.kernel.clone(),
         cmdline: kernel_cmdline(
-            &container_boot_config(&rec.hostname, rec.debug, &rec.endpoints, &rec.mounts)?,
-            rec.debug,
+            &container_boot_config(
+                &rec.process.hostname,
+                rec.vm.debug,
+                &rec.endpoints,
+                &rec.mounts,
+            )?,
+            rec.vm.debug,
         )
-        .map_err(CliError::runtime)?,
-        vcpus: rec.vcpus,
-        mem_mib: rec.mem_mib,
+        .map_err(Error::runtime)?,
+        vcpus: rec.spec.resources.vcpus,
+        mem_mib: rec.spec.resources.memory_mib,
         disks: container_disks(&rec, upper, false),
         run_dir: dirs.run.clone(),
         // Filled in once the TAPs exist.
@@ -971,19 +698,19 @@ fn run_container(
     // forwarding thread receives them (children unblock them in pre_exec).
     session::forwarded_signals()
         .thread_block()
-        .map_err(|e| CliError::runtime(format!("cannot block signals: {e}")))?;
+        .map_err(|e| Error::runtime(format!("cannot block signals: {e}")))?;
     tracing::debug!("phase prepared {:?}", started.elapsed());
     let t0 = std::time::Instant::now();
     // Sockets of an earlier run of this container are stale: start from an empty directory.
     let _ = std::fs::remove_dir_all(&spec.run_dir);
-    std::fs::create_dir_all(spec.vm_dir()).map_err(CliError::runtime)?;
+    std::fs::create_dir_all(spec.vm_dir()).map_err(Error::runtime)?;
     let callback = spec
         .vsock_path()
         .with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
     let listener = std::os::unix::net::UnixListener::bind(&callback)
-        .map_err(|e| CliError::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
+        .map_err(|e| Error::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
     let control = std::os::unix::net::UnixListener::bind(dirs.control_path())
-        .map_err(|e| CliError::runtime(format!("cannot create the control socket: {e}")))?;
+        .map_err(|e| Error::runtime(format!("cannot create the control socket: {e}")))?;
     let spares = spare_nics(kind, &rec)?;
     let net = NetworkUp::bring_up(dirs, &rec, spares)?;
     let (daemons, shares) = start_shares(dirs, &rec)?;
@@ -992,55 +719,53 @@ fn run_container(
         nics: net.nics.clone(),
         ..spec
     };
-    let mut vm = backend::start(kind, &spec).map_err(CliError::runtime)?;
+    let mut vm = backend::start(kind, &spec).map_err(Error::runtime)?;
     for d in &daemons {
         vm.adopt(d.watched().pid);
     }
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
-        .map_err(CliError::runtime)?;
+        .map_err(Error::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
     // From here, the death of any of the VM's processes ends the session at once (its reason
     // goes to the record) rather than leaving an "Up" container nobody can reach.
-    let cut = stream.try_clone().map_err(CliError::runtime)?;
+    let cut = stream.try_clone().map_err(Error::runtime)?;
     let mut watched = vm.watched();
     watched.extend(daemons.iter().map(|d| d.watched()));
     let watch = backend::watch::start(watched, move || {
         let _ = cut.shutdown(std::net::Shutdown::Both);
     })
-    .map_err(|e| CliError::runtime(format!("cannot watch the VM's processes: {e}")))?;
+    .map_err(|e| Error::runtime(format!("cannot watch the VM's processes: {e}")))?;
     let vm_pids = vm.pids();
     let mark_running = move || {
         if let Err(e) = dirs.update(|r| {
-            r.status = "running".into();
-            r.pid = Some(std::process::id());
-            r.started_at = Some(mvm_rootfs::time::now());
-            r.vm_pids = vm_pids;
+            r.state
+                .started(std::process::id(), vm_pids, mvm_rootfs::time::now())
         }) {
             tracing::warn!("cannot record the container as running: {e}");
         }
         drop(lock);
     };
     let process = ProcessSpec {
-        args: rec.args.clone(),
-        env: rec.env.clone(),
-        cwd: rec.cwd.clone(),
-        user: rec.user.clone(),
-        terminal: rec.tty,
+        args: rec.process.args.clone(),
+        env: rec.process.env.clone(),
+        cwd: rec.process.cwd.clone(),
+        user: rec.process.user.clone(),
+        terminal: rec.spec.tty,
         // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
-        stdin: rec.interactive || (attached && interactive),
+        stdin: rec.spec.interactive || (attached && interactive),
         rlimits: Vec::new(),
     };
-    let raw = if attached && rec.tty && interactive && crate::terminal::is_tty(0) {
+    let raw = if attached && rec.spec.tty && interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()
     } else {
         None
     };
     let log = rec
-        .log
+        .log()
         .map(|opts| crate::logs::LogWriter::open(&dirs.log_path(), opts))
         .transpose()
-        .map_err(|e| CliError::runtime(format!("cannot open the container log: {e}")))?;
+        .map_err(|e| Error::runtime(format!("cannot open the container log: {e}")))?;
     // `network connect`/`disconnect` ask us, through the control socket, to follow the record.
     let net = std::sync::Arc::new(std::sync::Mutex::new(Some(net.start_proxies())));
     let on_networks: session::NetworksHook = {
@@ -1059,8 +784,8 @@ fn run_container(
         process,
         Stdio {
             stdin: attached && interactive,
-            open_stdin: rec.interactive || (attached && interactive),
-            tty: rec.tty,
+            open_stdin: rec.spec.interactive || (attached && interactive),
+            tty: rec.spec.tty,
             attached,
             export_layer: rec.export_layer.clone(),
         },
@@ -1087,20 +812,19 @@ fn run_container(
     drop(net.lock().unwrap_or_else(|e| e.into_inner()).take());
     drop(daemons);
     tracing::debug!("phase vm_ended {:?}", t0.elapsed());
-    if rec.debug {
+    if rec.vm.debug {
         let _ = std::fs::copy(spec.console_path(), dirs.root.join("last-console.log"));
     }
     match result {
         Ok(code) => Ok(code),
         // As a container whose processes were killed: 137, with the reason.
-        Err(_) if let Some(why) = died => Err(CliError::with_code(
-            137,
-            format!("the microVM ended: {why}"),
-        )),
-        Err(session::SessionError::StartFailed { code, message }) => {
-            Err(CliError::with_code(code, message))
+        Err(_) if let Some(why) = died => {
+            Err(Error::with_code(137, format!("the microVM ended: {why}")))
         }
-        Err(e) => Err(CliError::runtime(e)),
+        Err(session::SessionError::StartFailed { code, message }) => {
+            Err(Error::with_code(code, message))
+        }
+        Err(e) => Err(Error::runtime(e)),
     }
 }
 
@@ -1116,7 +840,7 @@ fn raise_nofile() {
 /// How many spare interfaces the container's VM gets for `network connect`: what
 /// `MVM_SPARE_NICS` asks, as far as the backend's virtio devices go once the disks, vsock,
 /// networks and shares have theirs; an error when even those do not fit.
-fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, CliError> {
+fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, Error> {
     let shares = rec
         .mounts
         .iter()
@@ -1126,7 +850,7 @@ fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, CliEr
     let fixed = 4 + rec.endpoints.len() + shares;
     let slots = kind.virtio_slots();
     if fixed > slots {
-        return Err(CliError::runtime(format!(
+        return Err(Error::runtime(format!(
             "the container needs {fixed} virtio devices ({} networks, {shares} volumes or bind mounts, 3 disks and vsock), and a microVM on the {} backend has {slots}",
             rec.endpoints.len(),
             kind.name()
@@ -1140,7 +864,7 @@ fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, CliEr
 fn start_shares(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
-) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), CliError> {
+) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), Error> {
     let root = dirs.root.as_path();
     let mut daemons = Vec::new();
     let mut shares = Vec::new();
@@ -1155,7 +879,7 @@ fn start_shares(
             _ => PathBuf::from(&m.source),
         };
         if !dir.is_dir() {
-            return Err(CliError::runtime(format!(
+            return Err(Error::runtime(format!(
                 "cannot mount {} at {}: {} is not a directory",
                 m.source,
                 m.target,
@@ -1164,8 +888,8 @@ fn start_shares(
         }
         let socket = dirs.run.join(format!("fs{i}.sock"));
         let log = dirs.run.join(format!("virtiofsd-{i}.log"));
-        let d = volume::virtiofsd::start(&dir, &socket, m.read_only, &log)
-            .map_err(CliError::runtime)?;
+        let d =
+            volume::virtiofsd::start(&dir, &socket, m.read_only, &log).map_err(Error::runtime)?;
         shares.push(backend::Share {
             socket: d.socket.clone(),
             tag: boot::share_tag(i),
@@ -1192,11 +916,7 @@ struct NetworkUp {
 impl NetworkUp {
     /// Before the VM starts: bridges, TAPs, DNS, and the published ports bound (so a port in
     /// use fails the start with Docker's message).
-    fn bring_up(
-        dirs: &ContainerDirs,
-        rec: &ContainerRecord,
-        spares: usize,
-    ) -> Result<Self, CliError> {
+    fn bring_up(dirs: &ContainerDirs, rec: &ContainerRecord, spares: usize) -> Result<Self, Error> {
         let mut up = NetworkUp {
             taps: Vec::new(),
             nics: Vec::new(),
@@ -1209,22 +929,22 @@ impl NetworkUp {
         let root = dirs.root.as_path();
         for e in &rec.endpoints {
             {
-                let _lock = network::lock(root).map_err(CliError::runtime)?;
+                let _lock = network::lock(root).map_err(Error::runtime)?;
                 let all = network::list(root);
                 let net = all
                     .iter()
                     .find(|n| n.id == e.network_id)
-                    .ok_or_else(|| CliError::runtime(format!("network {} not found", e.network)))?;
-                network::host::ensure_bridge(net, &all).map_err(CliError::runtime)?;
-                network::host::create_tap(&e.tap, &net.bridge).map_err(CliError::runtime)?;
+                    .ok_or_else(|| Error::runtime(format!("network {} not found", e.network)))?;
+                network::host::ensure_bridge(net, &all).map_err(Error::runtime)?;
+                network::host::create_tap(&e.tap, &net.bridge).map_err(Error::runtime)?;
                 up.taps.push(e.tap.clone());
                 let gw: std::net::Ipv4Addr = net.gateway.parse().map_err(|_| {
-                    CliError::runtime(format!("network {} has a bad gateway", net.name))
+                    Error::runtime(format!("network {} has a bad gateway", net.name))
                 })?;
                 let names = network::dns::Names::new(root, &net.id);
                 up.dns.push((
                     net.id.clone(),
-                    network::dns::serve(gw, names).map_err(CliError::runtime)?,
+                    network::dns::serve(gw, names).map_err(Error::runtime)?,
                 ));
             }
         }
@@ -1232,17 +952,16 @@ impl NetworkUp {
         let nics = network::vm_nics(rec, spares);
         for n in &nics {
             if !up.taps.contains(&n.tap) {
-                network::host::create_spare_tap(&n.tap).map_err(CliError::runtime)?;
+                network::host::create_spare_tap(&n.tap).map_err(Error::runtime)?;
                 up.taps.push(n.tap.clone());
             }
         }
         up.nics = nics.clone();
-        dirs.update(|r| r.nics = nics).map_err(CliError::runtime)?;
-        up.bound = network::ports::bind_all(&mut up.ports).map_err(CliError::runtime)?;
+        dirs.update(|r| r.nics = nics).map_err(Error::runtime)?;
+        up.bound = network::ports::bind_all(&mut up.ports).map_err(Error::runtime)?;
         if !up.ports.is_empty() {
             let ports = up.ports.clone();
-            dirs.update(|r| r.ports = ports)
-                .map_err(CliError::runtime)?;
+            dirs.update(|r| r.ports = ports).map_err(Error::runtime)?;
         }
         Ok(up)
     }
@@ -1369,32 +1088,12 @@ mod tests {
         // What the agent would refuse fails on the host, before a VM boots.
         assert!(
             container_boot_config("a b", false, &[], &[])
-                .and_then(|c| { kernel_cmdline(&c, false).map_err(CliError::runtime) })
+                .and_then(|c| { kernel_cmdline(&c, false).map_err(Error::runtime) })
                 .is_err()
         );
         assert!(
             container_boot_config("w", false, &[ep("10.88.0.2", "10.88.0.1", "x")], &[]).is_err()
         );
-    }
-
-    #[test]
-    fn memory_sizes() {
-        assert_eq!(parse_memory("512m").unwrap(), 512);
-        assert_eq!(parse_memory("1g").unwrap(), 1024);
-        assert_eq!(parse_memory("1GB").unwrap(), 1024);
-        assert_eq!(parse_memory("134217728").unwrap(), 128);
-        assert!(parse_memory("10m").is_err());
-        assert!(parse_memory("lots").is_err());
-        assert!(parse_memory("99999999999999999g").is_err());
-    }
-
-    #[test]
-    fn cpus() {
-        assert_eq!(parse_cpus("1.5").unwrap(), 2);
-        assert_eq!(parse_cpus("2").unwrap(), 2);
-        assert!(parse_cpus("0").is_err());
-        assert!(parse_cpus("x").is_err());
-        assert!(parse_cpus("64").is_err());
     }
 
     #[test]

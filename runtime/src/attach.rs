@@ -15,7 +15,7 @@ use mvm_agent_protocol::{
 };
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::container;
+use crate::container::{self, Status};
 use crate::error::CliError;
 
 /// Docker's default sequence that detaches a client and leaves the container running.
@@ -132,13 +132,13 @@ pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliEr
         .map_err(CliError::usage)?;
     let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
     match rec.effective().0 {
-        "running" => {}
-        "paused" => {
+        Status::Running => {}
+        Status::Paused => {
             return Err(failed(
                 "You cannot attach to a paused container, unpause it first",
             ));
         }
-        "restarting" => {
+        Status::Restarting => {
             return Err(failed(
                 "You cannot attach to a restarting container, wait until it is running",
             ));
@@ -153,8 +153,8 @@ pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliEr
     let writer: Writer = Arc::new(Mutex::new(FrameWriter::new(
         conn.try_clone().map_err(failed)?,
     )));
-    let stdin_on = rec.interactive && !opts.no_stdin;
-    let tty = rec.tty;
+    let stdin_on = rec.spec.interactive && !opts.no_stdin;
+    let tty = rec.spec.tty;
 
     // With a terminal, ^C is a key for the process; without, --sig-proxy forwards signals.
     let proxy = opts.sig_proxy && !tty;
@@ -270,7 +270,10 @@ pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliEr
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         match dirs.load() {
-            Ok(r) if r.effective().0 == "running" && r.started_at == rec.started_at => {
+            Ok(r)
+                if r.effective().0 == Status::Running
+                    && r.state.started_at == rec.state.started_at =>
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Ok(r) => return Ok(exit.or(r.effective().1).unwrap_or(0)),

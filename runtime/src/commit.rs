@@ -46,12 +46,18 @@ fn with_agent_awake<R>(
     rec: &ContainerRecord,
     f: impl FnOnce(&ContainerRecord) -> Result<R, changes::ChangesError>,
 ) -> Result<R, CliError> {
-    let paused = rec.effective().0 == "running" && rec.paused;
-    if paused {
-        crate::control::set_paused(dirs, rec, false).map_err(CliError::runtime)?;
-    }
+    let paused = rec.effective().0 == mvm_engine::container::Status::Paused;
+    let resumed;
+    let rec = if paused {
+        mvm_engine::container::signal::set_paused(dirs, rec, false).map_err(CliError::runtime)?;
+        // Read as running, so its changes come from its agent, not from its disk.
+        resumed = dirs.load().map_err(CliError::runtime)?;
+        &resumed
+    } else {
+        rec
+    };
     let result = f(rec);
-    if paused && let Err(e) = crate::control::set_paused(dirs, rec, true) {
+    if paused && let Err(e) = mvm_engine::container::signal::set_paused(dirs, rec, true) {
         tracing::warn!("pausing the container again: {e}");
     }
     result.map_err(|e| CliError::runtime(format!("cannot read the container's changes: {e}")))
@@ -60,7 +66,7 @@ fn with_agent_awake<R>(
 /// The image a container was made from.
 pub fn base_image(store: &Store, rec: &ContainerRecord) -> Result<ImageRecord, CliError> {
     catalog::resolve(store, &rec.image_id)
-        .or_else(|_| catalog::resolve(store, &rec.image))
+        .or_else(|_| catalog::resolve(store, &rec.spec.image))
         .map_err(|e| CliError::runtime(format!("the container's image is gone: {e}")))
 }
 
@@ -92,15 +98,15 @@ pub fn commit(
     let base = base_image(&store, &rec)?;
     let mut config = base.config.config.clone();
     // The container's own settings become the image's defaults, as Docker's commit does.
-    config.env = Some(rec.env.clone());
-    config.working_dir = rec.cwd.clone();
-    config.user = rec.user.clone();
+    config.env = Some(rec.process.env.clone());
+    config.working_dir = rec.process.cwd.clone();
+    config.user = rec.process.user.clone();
     let entry = config.entrypoint.clone().unwrap_or_default();
-    if !entry.is_empty() && rec.args.starts_with(&entry) {
-        config.cmd = Some(rec.args[entry.len()..].to_vec());
+    if !entry.is_empty() && rec.process.args.starts_with(&entry) {
+        config.cmd = Some(rec.process.args[entry.len()..].to_vec());
     } else {
         config.entrypoint = None;
-        config.cmd = Some(rec.args.clone());
+        config.cmd = Some(rec.process.args.clone());
     }
     for c in opts.changes {
         mvm_rootfs::import::apply_change(&mut config, c)
@@ -108,7 +114,7 @@ pub fn commit(
     }
     // Docker's --pause: the container's processes stop while its files are read (in the
     // guest: the agent must keep running to read them).
-    let freeze = opts.pause || rec.paused;
+    let freeze = opts.pause || rec.effective().0 == mvm_engine::container::Status::Paused;
     let tmp = store.temp_path("commit-layer");
     let made = with_agent_awake(&dirs, &rec, |rec| {
         changes::layer_to_file(&dirs, rec, freeze, &tmp)
@@ -122,7 +128,7 @@ pub fn commit(
         .and_then(Reference::tagged_name)
         .into_iter()
         .collect();
-    let created_by = format!("mvm commit {}", rec.args.join(" "));
+    let created_by = format!("mvm commit {}", rec.process.args.join(" "));
     let mut file = std::fs::File::open(&tmp).map_err(CliError::runtime)?;
     let comment = match (opts.message, opts.author) {
         (Some(m), _) => Some(m.to_string()),

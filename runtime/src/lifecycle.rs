@@ -4,12 +4,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::container::{self, ContainerDirs, ContainerRecord, pid_alive};
+use crate::container::{self, ContainerRecord, Status};
 use crate::error::CliError;
-use crate::run::parse_signal;
-use crate::session::request_signal;
+use mvm_engine::container::spec::parse_signal;
 
 /// Exit code of a failed command on a container (Docker's CLI gives 1).
 const EXIT_FAILED: i32 = 1;
@@ -61,22 +60,24 @@ pub fn since(t: Option<&str>) -> u64 {
 }
 
 pub fn status_text(rec: &ContainerRecord) -> String {
+    let st = &rec.state;
     match rec.effective() {
-        ("running", _) => format!("Up {}", human(since(rec.started_at.as_deref()))),
-        ("paused", _) => format!("Up {} (Paused)", human(since(rec.started_at.as_deref()))),
-        ("restarting", code) => format!(
+        (Status::Running, _) => format!("Up {}", human(since(st.started_at.as_deref()))),
+        (Status::Paused, _) => format!("Up {} (Paused)", human(since(st.started_at.as_deref()))),
+        (Status::Restarting, code) => format!(
             "Restarting ({}) {} ago",
             code.unwrap_or(0),
-            human(since(rec.finished_at.as_deref()))
+            human(since(st.finished_at.as_deref()))
         ),
-        ("exited", code) => format!(
+        (Status::Exited, code) => format!(
             "Exited ({}) {} ago",
             code.unwrap_or(0),
             human(since(
-                rec.finished_at.as_deref().or(rec.started_at.as_deref())
+                st.finished_at.as_deref().or(st.started_at.as_deref())
             ))
         ),
-        _ => "Created".into(),
+        (Status::Dead, _) => "Dead".into(),
+        (Status::Created, _) => "Created".into(),
     }
 }
 
@@ -182,7 +183,7 @@ pub fn logs(
     window: &LogWindow,
 ) -> Result<i32, CliError> {
     let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    if rec.log.is_none() {
+    if rec.log().is_none() {
         return Err(failed(
             "configured logging driver does not support reading: the container runs with --log-driver none",
         ));
@@ -220,72 +221,18 @@ pub fn logs(
     Ok(0)
 }
 
-fn wait_stopped(dirs: &ContainerDirs, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match dirs.load() {
-            Ok(r) if r.is_running() => std::thread::sleep(Duration::from_millis(20)),
-            _ => return true,
-        }
-    }
-    false
-}
-
-/// Ends the process owning the container's VM; its children (the hypervisor) die with it.
-fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
-    if let Some(pid) = rec.pid.filter(|p| pid_alive(*p)) {
-        // SAFETY: signalling a PID recorded as this container's owner and checked alive.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pid_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let _ = dirs.update(|r| {
-        if r.status == "running" || r.status == "restarting" {
-            r.status = "exited".into();
-            r.exit_code = Some(137);
-            r.finished_at = Some(mvm_rootfs::time::now());
-        }
-        r.paused = false;
-        r.vm_pids.clear();
-    });
-    let _ = std::fs::remove_dir_all(&dirs.run);
-}
-
 /// `mvm stop`: the stop signal, then SIGKILL after the timeout, then the VM goes.
 pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
-        stop_one(&dirs, &rec, timeout);
-        Ok(())
+        container::stop::stop(root, key, Duration::from_secs(timeout))
     })
-}
-
-/// Stops one container if it runs: no restart by its policy, the stop signal, SIGKILL after
-/// `timeout` seconds, and its monitor killed if even that does not end it.
-pub fn stop_one(dirs: &ContainerDirs, rec: &ContainerRecord, timeout: u64) {
-    if !rec.is_running() {
-        return;
-    }
-    // The policy must not bring it back, and a paused VM must run to stop.
-    let _ = dirs.update(|r| r.manual_stop = true);
-    crate::control::resume_vm(dirs, rec);
-    let sig = rec.stop_signal.unwrap_or(libc::SIGTERM);
-    let _ = request_signal(&dirs.control_path(), sig);
-    if !wait_stopped(dirs, Duration::from_secs(timeout)) {
-        let _ = request_signal(&dirs.control_path(), libc::SIGKILL);
-        if !wait_stopped(dirs, Duration::from_secs(5)) {
-            kill_owner(dirs, rec);
-        }
-    }
 }
 
 /// Runs `f` on each container named, printing the name on success and the error otherwise,
 /// as Docker's multi-container commands do; fails if any one failed.
 pub fn each_container(
     keys: &[String],
-    mut f: impl FnMut(&str) -> Result<(), String>,
+    mut f: impl FnMut(&str) -> Result<(), container::ContainerError>,
 ) -> Result<i32, CliError> {
     let mut code = 0;
     for key in keys {
@@ -304,45 +251,13 @@ pub fn each_container(
 pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError> {
     let sig =
         parse_signal(signal).ok_or_else(|| CliError::usage(format!("invalid signal: {signal}")))?;
-    each_container(keys, |key| {
-        let (dirs, rec) = container::resolve(root, key)?;
-        if !rec.is_running() {
-            return Err(format!("Container {key} is not running"));
-        }
-        if rec.paused {
-            return Err(format!(
-                "Container {key} is paused. Unpause the container before sending a signal"
-            ));
-        }
-        if matches!(sig, libc::SIGKILL | libc::SIGTERM | libc::SIGINT) {
-            let _ = dirs.update(|r| r.manual_stop = true);
-        }
-        if rec.effective().0 == "restarting" {
-            // Between two runs there is no process to signal; the policy stops here.
-            return Ok(());
-        }
-        request_signal(&dirs.control_path(), sig)
-    })
+    each_container(keys, |key| container::signal::kill(root, key, sig))
 }
 
 /// `mvm rm` (`-v`: with the container's anonymous volumes).
 pub fn rm(root: &Path, keys: &[String], force: bool, volumes: bool) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        let (dirs, rec, _lock) = container::resolve_locked(root, key)?;
-        if rec.is_running() {
-            if !force {
-                return Err(format!(
-                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                    rec.id
-                ));
-            }
-            kill_owner(&dirs, &rec);
-        }
-        dirs.remove();
-        if volumes {
-            crate::volume::remove_anonymous(root, &rec.mounts);
-        }
-        Ok(())
+        container::stop::remove(root, key, force, volumes)
     })
 }
 
@@ -350,14 +265,8 @@ pub fn rm(root: &Path, keys: &[String], force: bool, volumes: bool) -> Result<i3
 pub fn wait(root: &Path, keys: &[String]) -> Result<i32, CliError> {
     let mut code = 0;
     for key in keys {
-        match container::resolve(root, key) {
-            Ok((dirs, _)) => {
-                while dirs.load().is_ok_and(|r| r.is_running()) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let exit = dirs.load().ok().and_then(|r| r.effective().1).unwrap_or(0);
-                println!("{exit}");
-            }
+        match container::stop::wait(root, key) {
+            Ok(exit) => println!("{exit}"),
             Err(e) => {
                 eprintln!("mvm: {e}");
                 code = EXIT_FAILED;
@@ -375,47 +284,49 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
         match container::resolve(root, key) {
             Ok((dirs, rec)) => {
                 let (status, exit) = rec.effective();
+                let (spec, process, st) = (&rec.spec, &rec.process, &rec.state);
                 out.push(serde_json::json!({
                     "Id": rec.id,
                     "Created": rec.created,
-                    "Path": rec.args.first(),
-                    "Args": rec.args.get(1..).unwrap_or(&[]),
-                    "RestartCount": rec.restart_count,
+                    "Path": process.args.first(),
+                    "Args": process.args.get(1..).unwrap_or(&[]),
+                    "RestartCount": st.restart_count,
                     "State": {
                         "Status": status,
-                        "Running": matches!(status, "running" | "paused"),
-                        "Paused": status == "paused",
-                        "Restarting": status == "restarting",
-                        "Pid": if status == "running" { rec.pid.unwrap_or(0) } else { 0 },
+                        "Running": matches!(status, Status::Running | Status::Paused),
+                        "Paused": status == Status::Paused,
+                        "Restarting": status == Status::Restarting,
+                        "Dead": status == Status::Dead,
+                        "Pid": if status == Status::Running { st.pid.unwrap_or(0) } else { 0 },
                         "ExitCode": exit.unwrap_or(0),
-                        "Error": rec.error.clone().unwrap_or_default(),
-                        "StartedAt": rec.started_at.clone().unwrap_or_default(),
-                        "FinishedAt": rec.finished_at.clone().unwrap_or_default(),
+                        "Error": st.error.clone().unwrap_or_default(),
+                        "StartedAt": st.started_at.clone().unwrap_or_default(),
+                        "FinishedAt": st.finished_at.clone().unwrap_or_default(),
                     },
                     "Image": rec.image_id,
                     "LogPath": dirs.log_path(),
                     "Name": format!("/{}", rec.name),
                     "Driver": "mvm",
                     "HostConfig": {
-                        "Memory": rec.mem_mib << 20,
-                        "NanoCpus": u64::from(rec.vcpus) * 1_000_000_000,
-                        "AutoRemove": rec.auto_remove,
-                        "Runtime": rec.backend,
-                        "NetworkMode": rec.network_mode,
+                        "Memory": spec.resources.memory_mib << 20,
+                        "NanoCpus": u64::from(spec.resources.vcpus) * 1_000_000_000,
+                        "AutoRemove": spec.auto_remove,
+                        "Runtime": rec.vm.backend,
+                        "NetworkMode": spec.network.to_string(),
                         "RestartPolicy": {
-                            "Name": rec.restart_policy.display_name(),
-                            "MaximumRetryCount": rec.restart_policy.max_retries,
+                            "Name": spec.restart.name(),
+                            "MaximumRetryCount": spec.restart.max_retries(),
                         },
                     },
                     "Config": {
-                        "Hostname": rec.hostname,
-                        "User": rec.user,
-                        "Tty": rec.tty,
-                        "OpenStdin": rec.interactive,
-                        "Env": rec.env,
-                        "Cmd": rec.args,
-                        "Image": rec.image,
-                        "WorkingDir": rec.cwd,
+                        "Hostname": process.hostname,
+                        "User": process.user,
+                        "Tty": spec.tty,
+                        "OpenStdin": spec.interactive,
+                        "Env": process.env,
+                        "Cmd": process.args,
+                        "Image": spec.image,
+                        "WorkingDir": process.cwd,
                     },
                     "Mounts": crate::volume_cmds::mounts_json(root, &rec),
                     "NetworkSettings": crate::network_cmds::network_settings(&rec),
@@ -468,7 +379,7 @@ const EXEC_READY_FD: i32 = 3;
 
 /// `exec -d`: re-runs this command as a child in its own session that holds the exec session
 /// until the process ends, and returns once the agent reports the process started.
-fn exec_detached(dirs: &ContainerDirs) -> Result<i32, CliError> {
+fn exec_detached(dirs: &container::ContainerDirs) -> Result<i32, CliError> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -529,20 +440,10 @@ pub fn exec(
     use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
     let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
     match rec.effective().0 {
-        "running" => {}
-        "paused" => {
-            return Err(failed(format!(
-                "Container {} is paused, unpause the container before exec",
-                rec.id
-            )));
-        }
-        "restarting" => {
-            return Err(failed(format!(
-                "Container {} is restarting, wait until the container is running",
-                rec.id
-            )));
-        }
-        _ => return Err(failed(format!("Container {} is not running", rec.id))),
+        Status::Running => {}
+        Status::Paused => return Err(failed(container::ContainerError::PausedExec(rec.id))),
+        Status::Restarting => return Err(failed(container::ContainerError::Restarting(rec.id))),
+        _ => return Err(failed(container::ContainerError::NotRunning(rec.id))),
     }
     if command.is_empty() {
         return Err(CliError::usage("exec needs a command".into()));
@@ -551,7 +452,7 @@ pub fn exec(
     if opts.detach && !detached_child {
         return exec_detached(&dirs);
     }
-    let mut env = rec.env.clone();
+    let mut env = rec.process.env.clone();
     for kv in &opts.env {
         let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
         env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
@@ -560,8 +461,14 @@ pub fn exec(
     let spec = ProcessSpec {
         args: command.to_vec(),
         env,
-        cwd: opts.workdir.clone().unwrap_or_else(|| rec.cwd.clone()),
-        user: opts.user.clone().unwrap_or_else(|| rec.user.clone()),
+        cwd: opts
+            .workdir
+            .clone()
+            .unwrap_or_else(|| rec.process.cwd.clone()),
+        user: opts
+            .user
+            .clone()
+            .unwrap_or_else(|| rec.process.user.clone()),
         terminal: opts.tty,
         stdin: opts.interactive,
         rlimits: Vec::new(),

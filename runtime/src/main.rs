@@ -3,15 +3,17 @@
 mod attach;
 mod commit;
 mod control;
+mod error;
 mod image_cmds;
 mod lifecycle;
 mod network_cmds;
 mod ps;
+mod run_flags;
 mod stats;
 mod volume_cmds;
 
 use mvm_engine::{
-    backend, build, changes, container, error, logfile, logs, network, paths, report, run, session,
+    backend, build, changes, container, logfile, logs, network, paths, report, run, session,
     terminal, volume,
 };
 
@@ -23,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use mvm_rootfs::{Reference, Store};
 
 use crate::error::CliError;
+use crate::run_flags::RunArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -382,85 +385,6 @@ struct ContainersArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(trailing_var_arg = true)]
-struct RunArgs {
-    /// Remove the container when it exits.
-    #[arg(long)]
-    rm: bool,
-    /// Run in the background and print the container ID.
-    #[arg(short = 'd', long)]
-    detach: bool,
-    /// Keep stdin open.
-    #[arg(short = 'i', long)]
-    interactive: bool,
-    /// Allocate a pseudo-terminal.
-    #[arg(short = 't', long)]
-    tty: bool,
-    /// Set environment variables.
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Read environment variables from a file.
-    #[arg(long = "env-file")]
-    env_file: Vec<PathBuf>,
-    /// Working directory inside the container.
-    #[arg(short = 'w', long)]
-    workdir: Option<String>,
-    /// User (name|uid[:group|gid]).
-    #[arg(short = 'u', long)]
-    user: Option<String>,
-    /// Overwrite the image's entrypoint.
-    #[arg(long)]
-    entrypoint: Option<String>,
-    /// Container host name.
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Memory of the microVM (e.g. 512m, 1g).
-    #[arg(short = 'm', long)]
-    memory: Option<String>,
-    /// Number of CPUs (rounded up to whole vCPUs).
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Assign a name to the container.
-    #[arg(long)]
-    name: Option<String>,
-    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
-    #[arg(long)]
-    restart: Option<String>,
-    /// Logging driver: json-file (the default and only one with `logs`) or none.
-    #[arg(long = "log-driver")]
-    log_driver: Option<String>,
-    /// Log driver options: max-size=SIZE (default 20m), max-file=N (default 5).
-    #[arg(long = "log-opt")]
-    log_opt: Vec<String>,
-    /// Connect a container to a network (bridge, none, or a network's name).
-    #[arg(long = "network", visible_alias = "net")]
-    network: Option<String>,
-    /// Add network-scoped alias for the container.
-    #[arg(long = "network-alias")]
-    network_alias: Vec<String>,
-    /// Publish a container's port(s) to the host: [IP:][HOST:]CONTAINER[/tcp|udp].
-    #[arg(short = 'p', long = "publish")]
-    publish: Vec<String>,
-    /// Publish all exposed ports to random ports.
-    #[arg(short = 'P', long = "publish-all")]
-    publish_all: bool,
-    /// Bind mount a volume: [NAME|/HOST/DIR:]/CONTAINER/PATH[:ro|rw].
-    #[arg(short = 'v', long = "volume")]
-    volume: Vec<String>,
-    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=..,target=..[,readonly].
-    #[arg(long = "mount")]
-    mount: Vec<String>,
-    /// Mount a tmpfs directory: /PATH[:size=64m,mode=1777].
-    #[arg(long = "tmpfs")]
-    tmpfs: Vec<String>,
-    /// Image.
-    image: String,
-    /// Command and arguments.
-    #[arg(allow_hyphen_values = true)]
-    command: Vec<String>,
-}
-
-#[derive(Args, Debug)]
 struct ImportArgs {
     /// Apply Dockerfile instructions to the image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...).
     #[arg(short = 'c', long = "change")]
@@ -532,44 +456,21 @@ fn info(cli: &Cli) -> Result<i32, CliError> {
 
 /// `mvm run` and `mvm create`, which take the same options.
 fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliError> {
+    if create_only && a.detach {
+        return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
+    }
+    let spec = a.spec().map_err(|e| CliError::usage(e.to_string()))?;
     let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
     if let Some(w) = &sel.warning {
         eprintln!("mvm: warning: {w}");
     }
-    if create_only && a.detach {
-        return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
-    }
-    let opts = run::RunOptions {
-        export_layer: None,
-        rm: a.rm,
-        interactive: a.interactive,
-        tty: a.tty,
-        env: a.env.clone(),
-        env_files: a.env_file.clone(),
-        workdir: a.workdir.clone(),
-        user: a.user.clone(),
-        entrypoint: a.entrypoint.clone(),
-        hostname: a.hostname.clone(),
-        memory: a.memory.clone(),
-        cpus: a.cpus.clone(),
-        name: a.name.clone(),
-        detach: a.detach,
-        restart: a.restart.clone(),
-        log_driver: a.log_driver.clone(),
-        log_opts: a.log_opt.clone(),
-        create_only,
-        network: a.network.clone(),
-        network_aliases: a.network_alias.clone(),
-        publish: a.publish.clone(),
-        publish_all: a.publish_all,
-        volumes: a.volume.clone(),
-        mounts: a.mount.clone(),
-        tmpfs: a.tmpfs.clone(),
-        image: a.image.clone(),
-        command: a.command.clone(),
+    let mode = match (create_only, a.detach) {
+        (true, _) => run::RunMode::Create,
+        (false, true) => run::RunMode::Detach,
+        (false, false) => run::RunMode::Attach,
     };
     let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
-    match run::run(&cli.root, &sel, opts, debug, &Terminal)? {
+    match run::run(&cli.root, &sel, spec, mode, None, debug, &Terminal)? {
         run::RunOutcome::Created(id) | run::RunOutcome::Detached(id) => {
             println!("{id}");
             Ok(0)
@@ -651,6 +552,12 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                     "invalid --progress {progress:?}: use plain or tty"
                 )));
             }
+            let network = match network {
+                Some(n) => n
+                    .parse()
+                    .map_err(|e: container::SpecError| CliError::usage(e.to_string()))?,
+                None => container::NetworkMode::default(),
+            };
             let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
             let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
             let built = build::build(
@@ -664,7 +571,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                     target: target.clone(),
                     quiet: *quiet,
                     context: context.clone(),
-                    network: network.clone(),
+                    network,
                 },
                 debug,
                 &Terminal,

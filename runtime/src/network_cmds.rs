@@ -313,14 +313,14 @@ fn connect(
     aliases: &[String],
 ) -> Result<i32, CliError> {
     let (dirs, rec, _cmd) = container::resolve_locked(root, container_key).map_err(failed)?;
-    if rec.network_mode == "none" {
+    if rec.spec.network == container::NetworkMode::None {
         return Err(failed(format!(
             "container {} has --network none: it cannot join a network",
             rec.name
         )));
     }
     let running = rec.is_running();
-    if running && rec.effective().0 != "running" {
+    if running && rec.effective().0 != container::Status::Running {
         return Err(failed(format!(
             "container {} is {}: connect it once it runs, or stop it first",
             rec.name,
@@ -404,7 +404,7 @@ fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<i32, Cl
         )));
     };
     if rec.is_running() {
-        if rec.effective().0 != "running" {
+        if rec.effective().0 != container::Status::Running {
             return Err(failed(format!(
                 "container {} is {}: disconnect it once it runs, or stop it first",
                 rec.name,

@@ -76,14 +76,17 @@ fn passes(rec: &ContainerRecord, filters: &[Filter]) -> bool {
     let mut by_kind: BTreeMap<&str, bool> = BTreeMap::new();
     for f in filters {
         let (kind, ok) = match f {
-            Filter::Status(s) => ("status", s == status),
+            Filter::Status(s) => ("status", *s == status.as_str()),
             Filter::Name(n) => ("name", rec.name.contains(n.as_str())),
             Filter::Id(p) => ("id", rec.id.starts_with(p.as_str())),
-            Filter::Exited(c) => ("exited", status == "exited" && code == Some(*c)),
+            Filter::Exited(c) => (
+                "exited",
+                status == container::Status::Exited && code == Some(*c),
+            ),
             Filter::Ancestor(a) => (
                 "ancestor",
-                rec.image == *a
-                    || rec.image.strip_suffix(":latest") == Some(a.as_str())
+                rec.spec.image == *a
+                    || rec.spec.image.strip_suffix(":latest") == Some(a.as_str())
                     || rec
                         .image_id
                         .trim_start_matches("sha256:")
@@ -96,7 +99,7 @@ fn passes(rec: &ContainerRecord, filters: &[Filter]) -> bool {
 }
 
 fn command_column(rec: &ContainerRecord, no_trunc: bool) -> String {
-    let cmd = format!("\"{}\"", rec.args.join(" "));
+    let cmd = format!("\"{}\"", rec.process.args.join(" "));
     if !no_trunc && cmd.chars().count() > 22 {
         let cut: String = cmd.chars().take(20).collect();
         return format!("{cut}…\"");
@@ -113,7 +116,7 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
     };
     BTreeMap::from([
         ("ID", id),
-        ("Image", rec.image.clone()),
+        ("Image", rec.spec.image.clone()),
         ("Command", command_column(rec, no_trunc)),
         ("CreatedAt", rec.created.clone()),
         (

@@ -59,9 +59,10 @@ fn read_counters(pids: &[u32]) -> Counters {
 
 /// The processes that make up a running container on the host: its monitor and its VM's.
 fn host_pids(rec: &ContainerRecord) -> Vec<u32> {
-    rec.pid
+    rec.state
+        .pid
         .into_iter()
-        .chain(crate::control::vm_pids(rec))
+        .chain(mvm_engine::container::signal::vm_pids(rec))
         .collect()
 }
 
@@ -95,7 +96,7 @@ fn row(
     } else {
         0.0
     };
-    let limit = rec.mem_mib << 20;
+    let limit = rec.spec.resources.memory_mib << 20;
     let mem = if running { after.rss } else { 0 };
     BTreeMap::from([
         ("Container", rec.id[..12].to_string()),
@@ -161,7 +162,7 @@ pub fn stats(
                 .map(|k| {
                     container::resolve(root, k)
                         .map(|(_, r)| r)
-                        .map_err(|e| CliError::with_code(1, e))
+                        .map_err(|e| CliError::with_code(1, e.to_string()))
                 })
                 .collect::<Result<_, _>>()?
         };
@@ -191,8 +192,9 @@ pub fn stats(
 
 /// `mvm top CONTAINER [ps OPTIONS]`: `ps` inside the guest, through the agent.
 pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> {
-    let (_, rec) = container::resolve(root, key).map_err(|e| CliError::with_code(1, e))?;
-    if rec.effective().0 != "running" {
+    let (_, rec) =
+        container::resolve(root, key).map_err(|e| CliError::with_code(1, e.to_string()))?;
+    if rec.effective().0 != container::Status::Running {
         return Err(CliError::with_code(
             1,
             format!("Container {} is not running", rec.id),

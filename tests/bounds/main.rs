@@ -28,8 +28,14 @@ fn record(r: &TestRoot, id: &str) -> serde_json::Value {
 fn state(r: &TestRoot, id: &str) -> (String, String) {
     let rec = record(r, id);
     (
-        rec["status"].as_str().unwrap_or_default().to_string(),
-        rec["error"].as_str().unwrap_or_default().to_string(),
+        rec["state"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        rec["state"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -124,9 +130,9 @@ fn qemu_and_its_vsock_helper_run_confined_under_a_uid_of_their_vm() {
     let a = run_d(&r, &["busybox", "sleep", "1000"]);
     let b = run_d(&r, &["busybox", "sleep", "1000"]);
     let pids = |id: &str| -> Vec<u32> {
-        serde_json::from_value(record(&r, id)["vm_pids"].clone()).unwrap()
+        serde_json::from_value(record(&r, id)["state"]["vm_pids"].clone()).unwrap()
     };
-    let monitor = record(&r, &a)["pid"].as_u64().unwrap() as u32;
+    let monitor = record(&r, &a)["state"]["pid"].as_u64().unwrap() as u32;
     let ns = |pid: u32, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
     let mut uids = Vec::new();
     for id in [&a, &b] {
@@ -229,7 +235,7 @@ fn killing_any_process_of_a_vm_ends_its_container_with_the_reason() {
                 .and_then(|l| l.split(':').next()?.parse().ok())
                 .expect("no virtiofsd for the volume")
         } else {
-            let pids = record(&r, &id)["vm_pids"].clone();
+            let pids = record(&r, &id)["state"]["vm_pids"].clone();
             let pids: Vec<u32> = serde_json::from_value(pids).unwrap();
             *pids
                 .iter()
@@ -249,12 +255,14 @@ fn killing_any_process_of_a_vm_ends_its_container_with_the_reason() {
 fn a_restart_policy_brings_back_a_container_whose_hypervisor_was_killed() {
     let r = TestRoot::with_busybox(MVM);
     let id = run_d(&r, &["--restart", "always", "busybox", "sleep", "1000"]);
-    let pids: Vec<u32> = serde_json::from_value(record(&r, &id)["vm_pids"].clone()).unwrap();
+    let pids: Vec<u32> =
+        serde_json::from_value(record(&r, &id)["state"]["vm_pids"].clone()).unwrap();
     // SAFETY: kill(2) on this test's own container's hypervisor.
     assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
     common::eventually("the container comes back", || {
         let rec = record(&r, &id);
-        (rec["status"] == "running" && rec["restart_count"].as_u64() >= Some(1)).then_some(())
+        (rec["state"]["status"] == "running" && rec["state"]["restart_count"].as_u64() >= Some(1))
+            .then_some(())
     });
     assert_eq!(r.ok(&["exec", &id, "echo", "back"]), "back\n");
     r.ok(&["rm", "-f", &id]);
@@ -296,7 +304,7 @@ fn a_guest_that_writes_without_end_cannot_fill_the_hosts_disk() {
     let monitor = files_size(log_and_rotated(&dir.join("monitor.log")));
     assert!(monitor <= 4 << 20, "monitor.log holds {monitor} bytes");
     // The monitor holds little memory and few threads while copying the flood.
-    let pid = record(&r, &id)["pid"].as_u64().unwrap() as u32;
+    let pid = record(&r, &id)["state"]["pid"].as_u64().unwrap() as u32;
     let rss = proc_status(pid, "VmRSS:");
     let threads = proc_status(pid, "Threads:");
     println!("monitor under a flood: VmRSS {rss} kB, {threads} threads, log {log} bytes");
@@ -481,7 +489,9 @@ fn id_of(r: &TestRoot, name: &str) -> String {
 }
 
 fn monitor_pid(r: &TestRoot, id: &str) -> u32 {
-    record(r, id)["pid"].as_u64().expect("no monitor pid") as u32
+    record(r, id)["state"]["pid"]
+        .as_u64()
+        .expect("no monitor pid") as u32
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -640,7 +650,7 @@ fn garbage_from_a_hostile_agent_ends_the_session_with_a_clear_error() {
         let (status, error) = state(&r, &id);
         assert_eq!(status, "exited", "{mode}");
         assert!(error.contains(want), "{mode}: recorded {error:?}");
-        assert_eq!(record(&r, &id)["exit_code"], 125, "{mode}");
+        assert_eq!(record(&r, &id)["state"]["exit_code"], 125, "{mode}");
         r.ok(&["rm", mode]);
     }
     // Detached, the monitor records the same and goes.
@@ -665,7 +675,11 @@ fn absurd_exit_values_from_a_hostile_agent_give_255() {
     for mode in ["exit-signal", "exit-negative", "exit-both"] {
         let o = hostile_mvm(&r, &["run", "--name", mode, "busybox", mode]);
         assert_eq!(o.status.code(), Some(255), "{mode}: {}", stderr(&o));
-        assert_eq!(record(&r, &id_of(&r, mode))["exit_code"], 255, "{mode}");
+        assert_eq!(
+            record(&r, &id_of(&r, mode))["state"]["exit_code"],
+            255,
+            "{mode}"
+        );
         let ps = stdout(&r.mvm(&["ps", "-a"]));
         let line = ps
             .lines()
@@ -703,7 +717,7 @@ fn a_hostile_agent_under_a_restart_policy_does_not_grow_its_monitor() {
     common::eventually("six restarts", || {
         threads = threads.max(proc_status(pid, "Threads:"));
         fds = fds.max(open_fds(pid));
-        (record(&r, &id)["restart_count"].as_u64() >= Some(6)).then_some(())
+        (record(&r, &id)["state"]["restart_count"].as_u64() >= Some(6)).then_some(())
     });
     println!("six restarts: monitor at most {threads} threads, {fds} descriptors");
     // One run needs about ten threads; each run used to leave two behind (its signal

@@ -180,7 +180,7 @@ fn kill_dash_9_of_the_monitor_is_reported_and_cleaned_up() {
         &std::fs::read_to_string(r.path.join("containers").join(&id).join("config.json")).unwrap(),
     )
     .unwrap();
-    let pid = rec["pid"].as_u64().unwrap() as i32;
+    let pid = rec["state"]["pid"].as_u64().unwrap() as i32;
     // SAFETY: the monitor is a process of this test's own container.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -94,13 +94,16 @@ impl VmSpec {
 }
 
 /// Which backend, and for QEMU which accelerator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// Our VMM.
+    #[serde(rename = "mvm")]
     Mvm,
     /// QEMU with TCG (software emulation).
+    #[serde(rename = "qemu (tcg)")]
     QemuTcg,
     /// QEMU with KVM.
+    #[serde(rename = "qemu (kvm)")]
     QemuKvm,
 }
 

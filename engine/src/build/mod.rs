@@ -19,14 +19,11 @@ use mvm_rootfs::{ImageRecord, Reference, Store};
 use serde_json::{Value, json};
 
 use crate::backend::Selection;
-use crate::error::CliError;
+use crate::error::Error;
 use crate::report::Reporter;
 
-/// Exit code of a failed build (Docker's CLI gives 1).
-const EXIT_BUILD: i32 = 1;
-
-fn failed(msg: impl std::fmt::Display) -> CliError {
-    CliError::with_code(EXIT_BUILD, msg.to_string())
+fn failed(msg: impl std::fmt::Display) -> Error {
+    Error::Build(msg.to_string())
 }
 
 /// Options of `mvm build`.
@@ -46,8 +43,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// The build context directory.
     pub context: PathBuf,
-    /// `--network` for RUN instructions (default: the default network).
-    pub network: Option<String>,
+    /// `--network` for RUN instructions.
+    pub network: crate::container::NetworkMode,
 }
 
 /// One stage's state while it builds.
@@ -113,15 +110,15 @@ pub fn build(
     opts: &BuildOptions,
     debug: bool,
     report: &dyn Reporter,
-) -> Result<Built, CliError> {
+) -> Result<Built, Error> {
     let context = opts.context.canonicalize().map_err(|e| {
-        CliError::usage(format!(
+        Error::usage(format!(
             "unable to prepare context: path {:?} not found: {e}",
             opts.context
         ))
     })?;
     if !context.is_dir() {
-        return Err(CliError::usage(format!(
+        return Err(Error::usage(format!(
             "unable to prepare context: {} is not a directory",
             context.display()
         )));
@@ -129,7 +126,7 @@ pub fn build(
     // The context is hostile: its Dockerfile and .dockerignore are read inside it, links
     // followed only within it. A `-f` file is the user's own choice of host path.
     let ctx_root = mvm_rootfs::beneath::open_root(&context).map_err(|e| {
-        CliError::usage(format!(
+        Error::usage(format!(
             "unable to prepare context: {}: {e}",
             context.display()
         ))
@@ -167,7 +164,7 @@ pub fn build(
             Reference::parse(t)
                 .ok()
                 .and_then(|r| r.tagged_name())
-                .ok_or_else(|| CliError::usage(format!("invalid tag {t:?}: use NAME[:TAG]")))
+                .ok_or_else(|| Error::usage(format!("invalid tag {t:?}: use NAME[:TAG]")))
         })
         .collect::<Result<_, _>>()?;
     let last = match &opts.target {
@@ -178,7 +175,7 @@ pub fn build(
             .ok_or_else(|| failed(format!("failed to reach build target {t} in Dockerfile")))?,
         None => df.stages.len().saturating_sub(1),
     };
-    let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
+    let store = Store::open(&root.join("images")).map_err(Error::runtime)?;
     let mut b = Builder {
         root,
         report,
@@ -210,15 +207,15 @@ pub fn build(
         ));
     };
     {
-        let _lock = b.store.lock().map_err(CliError::runtime)?;
+        let _lock = b.store.lock().map_err(Error::runtime)?;
         // The result is an image of its own, listed by `images` even without a tag.
         mvm_rootfs::catalog::set_intermediate(&b.store, &image.manifest_digest, false)
-            .map_err(CliError::runtime)?;
+            .map_err(Error::runtime)?;
     }
     for t in &tags {
         b.store
             .set_tag(t, &image.manifest_digest)
-            .map_err(CliError::runtime)?;
+            .map_err(Error::runtime)?;
     }
     Ok(Built { id: image.id, tags })
 }
@@ -230,7 +227,7 @@ impl Builder<'_> {
         }
     }
 
-    fn expand(&self, st: &StageState, word: &str, line: usize) -> Result<String, CliError> {
+    fn expand(&self, st: &StageState, word: &str, line: usize) -> Result<String, Error> {
         dockerfile::expand(word, &|n| st.env_value(n), self.escape)
             .map_err(|e| failed(format!("Dockerfile:{line}: {e}")))
     }
@@ -239,7 +236,7 @@ impl Builder<'_> {
         &mut self,
         df: &Dockerfile,
         stage: &dockerfile::Stage,
-    ) -> Result<Option<ImageRecord>, CliError> {
+    ) -> Result<Option<ImageRecord>, Error> {
         // FROM sees the global ARGs (defaults overridden by --build-arg).
         let mut globals = BTreeMap::new();
         for a in &df.global_args {
@@ -341,7 +338,7 @@ impl Builder<'_> {
         config: ContainerConfig,
         layer: Option<&Path>,
         created_by: &str,
-    ) -> Result<(), CliError> {
+    ) -> Result<(), Error> {
         let step = mvm_rootfs::derive::Step {
             config,
             created_by,
@@ -353,7 +350,7 @@ impl Builder<'_> {
         let image = match layer {
             Some(tmp) => {
                 let image = std::fs::File::open(tmp)
-                    .map_err(CliError::runtime)
+                    .map_err(Error::runtime)
                     .and_then(|mut f| {
                         mvm_rootfs::derive::derive(
                             &self.store,
@@ -361,13 +358,13 @@ impl Builder<'_> {
                             Some(&mut f),
                             &step,
                         )
-                        .map_err(CliError::runtime)
+                        .map_err(Error::runtime)
                     });
                 let _ = std::fs::remove_file(tmp);
                 image?
             }
             None => mvm_rootfs::derive::derive(&self.store, st.image.as_ref(), None, &step)
-                .map_err(CliError::runtime)?,
+                .map_err(Error::runtime)?,
         };
         self.commit_step(st, key, image);
         Ok(())
@@ -385,7 +382,7 @@ impl Builder<'_> {
         st: &mut StageState,
         ins: &Instruction,
         globals: &BTreeMap<String, String>,
-    ) -> Result<(), CliError> {
+    ) -> Result<(), Error> {
         let line = ins.line;
         let mut cfg = st.config.clone();
         match &ins.kind {
@@ -523,7 +520,7 @@ impl Builder<'_> {
             }
             InstructionKind::StopSignal(s) => {
                 let s = self.expand(st, s, line)?;
-                if crate::run::parse_signal(&s).is_none() {
+                if crate::container::spec::parse_signal(&s).is_none() {
                     return Err(failed(format!(
                         "Dockerfile:{line}: invalid STOPSIGNAL {s:?}"
                     )));
@@ -608,7 +605,7 @@ impl Builder<'_> {
         st: &mut StageState,
         ins: &Instruction,
         cmd: &ShellOrExec,
-    ) -> Result<(), CliError> {
+    ) -> Result<(), Error> {
         let Some(base) = st.image.clone() else {
             return Err(failed(format!(
                 "Dockerfile:{}: RUN needs a base image with a shell (the stage is FROM scratch with no files)",
@@ -626,22 +623,29 @@ impl Builder<'_> {
         }
         let name = format!(
             "mvm-build-{}",
-            &crate::container::new_id().map_err(CliError::runtime)?[..16]
+            &crate::container::new_id().map_err(Error::runtime)?[..16]
         );
         self.say(&format!(" ---> Running in {name}"));
-        let opts = crate::run::RunOptions {
+        let spec = crate::container::ContainerSpec {
             name: Some(name.clone()),
             image: base.id.to_string(),
-            entrypoint: Some(String::new()),
+            entrypoint: Some(Vec::new()),
             command: argv.clone(),
             env,
             network: self.opts.network.clone(),
-            export_layer: Some(self.store.temp_path("build-layer")),
             ..Default::default()
         };
-        let layer = opts.export_layer.clone().unwrap_or_default();
+        let layer = self.store.temp_path("build-layer");
         let quiet = self.opts.quiet.then(crate::terminal::SilenceStdout::start);
-        let result = crate::run::run(self.root, self.selection, opts, self.debug, self.report);
+        let result = crate::run::run(
+            self.root,
+            self.selection,
+            spec,
+            crate::run::RunMode::Attach,
+            Some(layer.clone()),
+            self.debug,
+            self.report,
+        );
         drop(quiet);
         let shown = argv.join(" ");
         let found = crate::container::resolve(self.root, &name);
@@ -654,7 +658,7 @@ impl Builder<'_> {
             Ok(crate::run::RunOutcome::Exited(c)) => c,
             Ok(other) => {
                 cleanup();
-                return Err(CliError::runtime(format!(
+                return Err(Error::runtime(format!(
                     "the step's container did not run attached: {other:?}"
                 )));
             }
@@ -736,7 +740,7 @@ impl Builder<'_> {
         chown: Option<&str>,
         chmod: Option<&str>,
         add: bool,
-    ) -> Result<(), CliError> {
+    ) -> Result<(), Error> {
         let line = ins.line;
         let what = if add { "ADD" } else { "COPY" };
         let sources: Vec<String> = sources

@@ -353,7 +353,7 @@ pub fn vm_nics(rec: &container::ContainerRecord, spares: usize) -> Vec<crate::ba
             mac: e.mac.clone(),
         })
         .collect();
-    if rec.network_mode == "none" {
+    if rec.spec.network == crate::container::NetworkMode::None {
         return nics;
     }
     let mut index = 0;

@@ -480,20 +480,25 @@ mod tests {
         ip: &str,
     ) {
         let id = crate::container::new_id().unwrap();
-        let rec = serde_json::json!({
-            "id": id, "name": name, "image": "", "image_id": "", "created": "",
-            "args": [], "env": [], "cwd": "/", "user": "", "hostname": name, "tty": false,
-            "mem_mib": 64, "vcpus": 1, "auto_remove": false, "status": "running",
-            "pid": std::process::id(),
-            "endpoints": [{
-                "network": net.name, "network_id": net.id, "ip": ip, "prefix": 16,
-                "gateway": net.gateway, "mac": "", "tap": "", "bridge": "",
-                "aliases": if name == "web" { vec!["www"] } else { vec![] },
-            }],
-        });
+        let mut rec = crate::container::ContainerRecord::for_tests(&id, name);
+        rec.state.status = crate::container::Status::Running;
+        rec.state.pid = Some(std::process::id());
+        rec.endpoints = vec![crate::network::Endpoint {
+            network: net.name.clone(),
+            network_id: net.id.clone(),
+            ip: ip.into(),
+            prefix: 16,
+            gateway: net.gateway.clone(),
+            aliases: if name == "web" {
+                vec!["www".into()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }];
         let dir = root.join("containers").join(&id);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.json"), rec.to_string()).unwrap();
+        std::fs::write(dir.join("config.json"), serde_json::to_vec(&rec).unwrap()).unwrap();
     }
 
     fn state(tag: &str) -> State {

@@ -6,205 +6,105 @@
 //! <root>/run/<12-hex id>/                     sockets and logs (short: unix socket paths)
 //! ```
 
+mod error;
+pub mod prune;
+pub mod rename;
+pub mod signal;
+pub mod spec;
+pub mod start;
+pub mod state;
+pub mod stop;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A container's record, written atomically to `config.json`.
+pub use error::ContainerError;
+pub use spec::{ContainerSpec, LogConfig, NetworkMode, Resources, RestartPolicy, SpecError};
+pub use state::{State, Status};
+
+use crate::backend::{Kind, Nic};
+use crate::network::Endpoint;
+use crate::network::ports::PortMapping;
+use crate::volume::mounts::MountSpec;
+
+/// The process a container runs: its spec resolved against its image when it was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment, `K=V`.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// User (`name|uid[:group|gid]`, empty: root).
+    pub user: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Signal `stop` sends first (the image's StopSignal, SIGTERM when `None`).
+    pub stop_signal: Option<i32>,
+}
+
+/// What the container's VM boots: chosen when it was created, kept across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSetup {
+    /// The backend that runs it.
+    pub backend: Kind,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// The image's read-only disk.
+    pub image_disk: PathBuf,
+    /// The agent's disk.
+    pub agent_disk: PathBuf,
+    /// Boot with the guest's console and the agent's log on (`--log-level debug`).
+    pub debug: bool,
+}
+
+/// A container's record, written atomically to `config.json`: what was asked for
+/// ([`ContainerSpec`]), what that became once resolved against the image and the host, and,
+/// apart, the live [`State`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerRecord {
     /// 64 hex digits.
     pub id: String,
     /// Unique name.
     pub name: String,
-    /// The image as the user named it.
-    pub image: String,
-    /// The image ID.
-    pub image_id: String,
     /// Creation time (RFC 3339).
     pub created: String,
-    /// The process.
-    pub args: Vec<String>,
-    /// Its environment.
-    pub env: Vec<String>,
-    /// Working directory.
-    pub cwd: String,
-    /// User.
-    pub user: String,
-    /// Hostname.
-    pub hostname: String,
-    /// TTY.
-    pub tty: bool,
-    /// Memory in MiB.
-    pub mem_mib: u64,
-    /// vCPUs.
-    pub vcpus: u8,
-    /// Remove when it exits.
-    pub auto_remove: bool,
-    /// `created`, `running` or `exited`.
-    pub status: String,
-    /// Exit code once exited.
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// The backend that ran it.
-    #[serde(default)]
-    pub backend: String,
-    /// Keep stdin open (`-i`).
-    #[serde(default)]
-    pub interactive: bool,
-    /// PID of the process that owns the VM (the monitor, or `mvm run` when attached).
-    #[serde(default)]
-    pub pid: Option<u32>,
-    /// When it started (RFC 3339).
-    #[serde(default)]
-    pub started_at: Option<String>,
-    /// When it stopped (RFC 3339).
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    /// Why it could not start, when it could not.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Signal `stop` sends first (the image's StopSignal, SIGTERM by default).
-    #[serde(default)]
-    pub stop_signal: Option<i32>,
-    /// Guest kernel the VM boots.
-    #[serde(default)]
-    pub kernel: PathBuf,
-    /// The image's read-only disk.
-    #[serde(default)]
-    pub image_disk: PathBuf,
-    /// The agent's disk.
-    #[serde(default)]
-    pub agent_disk: PathBuf,
-    /// Boot the guest with its console and the agent's log on (`--log-level debug`).
-    #[serde(default)]
-    pub debug: bool,
-    /// `--restart`.
-    #[serde(default)]
-    pub restart_policy: RestartPolicy,
-    /// The json-file log's bounds (`--log-opt`); `None` with `--log-driver none`. Records
-    /// from before these options get the default bounds.
-    #[serde(default = "default_log")]
-    pub log: Option<crate::logs::LogOptions>,
-    /// A build step's container: where its agent's layer of changes goes when it exits 0.
-    #[serde(default)]
-    pub export_layer: Option<PathBuf>,
-    /// How often the monitor restarted the process.
-    #[serde(default)]
-    pub restart_count: u32,
-    /// Stopped by `stop` or `kill`: the restart policy does not bring it back.
-    #[serde(default)]
-    pub manual_stop: bool,
-    /// vCPUs stopped by `pause`.
-    #[serde(default)]
-    pub paused: bool,
-    /// The hypervisor's PID and its helpers' while the VM runs (`pause`, `stats`).
-    #[serde(default)]
-    pub vm_pids: Vec<u32>,
-    /// `--network`: `bridge` (default), `none`, or a network's name.
-    #[serde(default)]
-    pub network_mode: String,
+    /// The image ID.
+    pub image_id: String,
+    /// What was asked for.
+    pub spec: ContainerSpec,
+    /// The process, resolved against the image.
+    pub process: Process,
+    /// What its VM boots.
+    pub vm: VmSetup,
+    /// Published ports (the spec's and, with `-P`, the image's exposed ones); host ports
+    /// filled in once bound.
+    pub ports: Vec<PortMapping>,
+    /// Volumes, bind mounts and tmpfs mounts in the order they are mounted (the spec's and
+    /// an anonymous volume per image VOLUME), volume names filled in.
+    pub mounts: Vec<MountSpec>,
     /// The container's interfaces, in the guest's order (eth0, eth1, ...).
     #[serde(default)]
-    pub endpoints: Vec<crate::network::Endpoint>,
+    pub endpoints: Vec<Endpoint>,
     /// The running VM's network interfaces: the endpoints' and spare ones (a TAP on no
     /// bridge, an unconfigured interface in the guest) that `network connect` can take up.
     #[serde(default)]
-    pub nics: Vec<crate::backend::Nic>,
-    /// Published ports (`-p`, `-P`); host ports filled in once bound.
+    pub nics: Vec<Nic>,
+    /// A build step's container: where its agent's layer of changes goes when it exits 0.
     #[serde(default)]
-    pub ports: Vec<crate::network::ports::PortMapping>,
-    /// Volumes, bind mounts and tmpfs mounts, in the order they are mounted.
-    #[serde(default)]
-    pub mounts: Vec<crate::volume::mounts::MountSpec>,
-}
-
-fn default_log() -> Option<crate::logs::LogOptions> {
-    Some(crate::logs::LogOptions::default())
-}
-
-/// Docker's `--restart` policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartPolicy {
-    /// `no`, `on-failure`, `always` or `unless-stopped` (empty means `no`).
-    #[serde(default)]
-    pub name: String,
-    /// For `on-failure`: at most this many restarts (0 is no limit).
-    #[serde(default)]
-    pub max_retries: u32,
-}
-
-impl RestartPolicy {
-    /// Parses `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (name, count) = match s.split_once(':') {
-            Some((n, c)) => (n, Some(c)),
-            None => (s, None),
-        };
-        let max_retries = match (name, count) {
-            ("on-failure", Some(c)) => c.parse::<u32>().map_err(|_| {
-                format!("invalid restart policy {s:?}: maximum retry count must be a number")
-            })?,
-            (_, Some(_)) => {
-                return Err(format!(
-                    "invalid restart policy {s:?}: maximum retry count can only be used with 'on-failure'"
-                ));
-            }
-            _ => 0,
-        };
-        match name {
-            "no" | "always" | "unless-stopped" | "on-failure" => Ok(Self {
-                name: if name == "no" {
-                    String::new()
-                } else {
-                    name.into()
-                },
-                max_retries,
-            }),
-            _ => Err(format!(
-                "invalid restart policy {s:?}: use no, always, unless-stopped or on-failure[:N]"
-            )),
-        }
-    }
-
-    /// Whether there is a policy at all.
-    pub fn is_none(&self) -> bool {
-        self.name.is_empty() || self.name == "no"
-    }
-
-    /// Whether a process that ended with `code`, after `restarts` restarts, comes back.
-    pub fn should_restart(&self, code: i32, restarts: u32, manual_stop: bool) -> bool {
-        if manual_stop {
-            return false;
-        }
-        match self.name.as_str() {
-            "always" | "unless-stopped" => true,
-            "on-failure" => code != 0 && (self.max_retries == 0 || restarts < self.max_retries),
-            _ => false,
-        }
-    }
-
-    /// The policy's name as `inspect` shows it.
-    pub fn display_name(&self) -> &str {
-        if self.is_none() { "no" } else { &self.name }
-    }
+    pub export_layer: Option<PathBuf>,
+    /// The live state.
+    pub state: State,
 }
 
 impl ContainerRecord {
-    /// Status as `ps` shows it: a record that says running but whose owner is gone is reported
-    /// as exited with 137 (killed), which is what happened to its VM.
-    pub fn effective(&self) -> (&'static str, Option<i32>) {
-        let owner_alive = self.pid.is_some_and(pid_alive);
-        match self.status.as_str() {
-            "running" if owner_alive && self.paused => ("paused", None),
-            "running" if owner_alive => ("running", None),
-            "restarting" if owner_alive => ("restarting", self.exit_code),
-            "running" | "restarting" => ("exited", Some(137)),
-            "exited" => ("exited", self.exit_code),
-            _ => ("created", None),
-        }
+    /// Status as `ps` shows it (see [`State::effective`]).
+    pub fn effective(&self) -> (Status, Option<i32>) {
+        self.state.effective(self.state.pid.is_some_and(pid_alive))
     }
 
     /// The creation time as a key that sorts in time order (RFC 3339 times with fractions of
@@ -216,7 +116,38 @@ impl ContainerRecord {
     /// Whether the container has a live monitor: its VM runs, is paused, or is about to be
     /// restarted by its policy.
     pub fn is_running(&self) -> bool {
-        matches!(self.effective().0, "running" | "paused" | "restarting")
+        self.effective().0.is_live()
+    }
+
+    /// A record of a container that was never created, for tests of what reads records.
+    #[doc(hidden)]
+    pub fn for_tests(id: &str, name: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            name: name.to_string(),
+            created: String::new(),
+            image_id: String::new(),
+            spec: ContainerSpec::default(),
+            process: Process::default(),
+            vm: VmSetup {
+                backend: Kind::QemuTcg,
+                kernel: PathBuf::new(),
+                image_disk: PathBuf::new(),
+                agent_disk: PathBuf::new(),
+                debug: false,
+            },
+            ports: Vec::new(),
+            mounts: Vec::new(),
+            endpoints: Vec::new(),
+            nics: Vec::new(),
+            export_layer: None,
+            state: State::default(),
+        }
+    }
+
+    /// The json-file log's bounds; `None` with `--log-driver none`.
+    pub fn log(&self) -> Option<crate::logs::LogOptions> {
+        self.spec.log.json_file()
     }
 }
 
@@ -241,6 +172,8 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Paths of one container.
 pub struct ContainerDirs {
+    /// The container's ID.
+    pub id: String,
     /// The state root it lives under.
     pub root: PathBuf,
     /// Persistent directory.
@@ -253,6 +186,7 @@ impl ContainerDirs {
     /// Directories of container `id` under `root`.
     pub fn new(root: &Path, id: &str) -> Self {
         Self {
+            id: id.to_string(),
             root: root.to_path_buf(),
             dir: root.join("containers").join(id),
             run: root.join("run").join(&id[..12]),
@@ -276,9 +210,12 @@ impl ContainerDirs {
         // directory while it is being removed (then it finds no record and gives up).
         for _ in 0..3 {
             if fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
-                break;
+                return;
             }
         }
+        // Half removed (a file that will not go): what is left shows as dead, for `rm` to
+        // try again, rather than as the container it no longer is.
+        let _ = self.update(|r| r.state.dead());
     }
 
     /// Takes the container's [`CommandLock`], waiting for the command that holds it.
@@ -357,7 +294,7 @@ pub fn new_id() -> Result<String, String> {
 }
 
 /// Finds a container by full ID, unique ID prefix or name, as Docker does.
-pub fn resolve(root: &Path, key: &str) -> Result<(ContainerDirs, ContainerRecord), String> {
+pub fn resolve(root: &Path, key: &str) -> Result<(ContainerDirs, ContainerRecord), ContainerError> {
     let all = list(root);
     if let Some(rec) = all
         .iter()
@@ -373,8 +310,8 @@ pub fn resolve(root: &Path, key: &str) -> Result<(ContainerDirs, ContainerRecord
         };
     match matches.as_slice() {
         [one] => Ok((ContainerDirs::new(root, &one.id), (*one).clone())),
-        [] => Err(format!("No such container: {key}")),
-        _ => Err(format!("Multiple IDs found with provided prefix: {key}")),
+        [] => Err(ContainerError::NotFound(key.to_string())),
+        _ => Err(ContainerError::Ambiguous(key.to_string())),
     }
 }
 
@@ -391,9 +328,9 @@ pub struct CommandLock {
 pub fn resolve_locked(
     root: &Path,
     key: &str,
-) -> Result<(ContainerDirs, ContainerRecord, CommandLock), String> {
+) -> Result<(ContainerDirs, ContainerRecord, CommandLock), ContainerError> {
     let (dirs, _) = resolve(root, key)?;
-    let gone = || format!("No such container: {key}");
+    let gone = || ContainerError::NotFound(key.to_string());
     // Removed meanwhile: the lock file's directory is gone (ENOENT) or its record is.
     let lock = dirs.command_lock().map_err(|_| gone())?;
     let rec = dirs.load().map_err(|_| gone())?;
@@ -471,25 +408,5 @@ mod tests {
         let b = time_key("2026-12-01T00:00:05.12Z");
         let c = time_key("2026-12-01T00:00:05.123Z");
         assert!(a < b && b < c, "{a} {b} {c}");
-    }
-
-    #[test]
-    fn restart_policies() {
-        let no = RestartPolicy::parse("no").unwrap();
-        assert!(no.is_none());
-        assert!(!no.should_restart(1, 0, false));
-        let always = RestartPolicy::parse("always").unwrap();
-        assert!(always.should_restart(0, 100, false));
-        assert!(!always.should_restart(0, 0, true));
-        let f = RestartPolicy::parse("on-failure:2").unwrap();
-        assert_eq!(f.max_retries, 2);
-        assert!(f.should_restart(3, 1, false));
-        assert!(!f.should_restart(3, 2, false));
-        assert!(!f.should_restart(0, 0, false));
-        let unlimited = RestartPolicy::parse("on-failure").unwrap();
-        assert!(unlimited.should_restart(1, 1000, false));
-        assert!(RestartPolicy::parse("always:3").is_err());
-        assert!(RestartPolicy::parse("on-failure:x").is_err());
-        assert!(RestartPolicy::parse("sometimes").is_err());
     }
 }

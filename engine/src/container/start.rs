@@ -1,0 +1,49 @@
+//! Starting existing containers again: `start` (detached or attached) and `restart`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{ContainerError, resolve_locked};
+use crate::error::Error;
+use crate::run::{self, Start};
+
+/// `start` of one container: a created or exited one runs again under a monitor; a running
+/// one is left as it is (not an error, as Docker).
+pub fn start(root: &Path, key: &str) -> Result<(), ContainerError> {
+    let (dirs, rec, _lock) = resolve_locked(root, key)?;
+    if rec.is_running() {
+        return Ok(());
+    }
+    run::start_monitor(root, &dirs, Start::Existing)
+        .map(|_| ())
+        .map_err(|e| ContainerError::Start {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// `start -a`: runs one container attached to the caller's standard streams (`interactive`:
+/// with stdin) until it ends; its exit code.
+pub fn start_attached(root: &Path, key: &str, interactive: bool) -> Result<i32, Error> {
+    let (dirs, rec, lock) = resolve_locked(root, key)?;
+    if rec.is_running() {
+        return Err(ContainerError::AlreadyRunning(rec.id).into());
+    }
+    run::start_attached(root, &dirs, interactive, lock)
+}
+
+/// `restart`: stop (as `stop` with `timeout`), then start.
+pub fn restart(root: &Path, key: &str, timeout: Duration) -> Result<(), ContainerError> {
+    let (dirs, rec, _lock) = resolve_locked(root, key)?;
+    super::stop::stop_one(&dirs, &rec, timeout);
+    if !dirs.dir.exists() {
+        // It was started with --rm and went with its stop.
+        return Err(ContainerError::NotFound(key.to_string()));
+    }
+    run::start_monitor(root, &dirs, Start::Existing)
+        .map(|_| ())
+        .map_err(|e| ContainerError::Start {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+}

@@ -1,0 +1,67 @@
+//! The CLI's errors: one line for the user and Docker's exit codes.
+
+use std::fmt;
+
+/// Exit code when mvm itself fails (Docker's 125).
+pub const EXIT_RUNTIME: i32 = 125;
+
+/// An error ending the command.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: i32,
+    /// One line for the user.
+    pub message: String,
+}
+
+impl CliError {
+    /// A failure of mvm itself (exit 125).
+    pub fn runtime(e: impl fmt::Display) -> Self {
+        Self {
+            code: EXIT_RUNTIME,
+            message: e.to_string(),
+        }
+    }
+
+    /// A bad flag or value (exit 125, as Docker).
+    pub fn usage(message: String) -> Self {
+        Self {
+            code: EXIT_RUNTIME,
+            message,
+        }
+    }
+
+    /// An error with a specific exit code (126/127 from the agent).
+    pub fn with_code(code: i32, message: String) -> Self {
+        Self { code, message }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One line, whatever the source said.
+        let line = self
+            .message
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        f.write_str(&line)
+    }
+}
+
+impl From<mvm_engine::Error> for CliError {
+    fn from(e: mvm_engine::Error) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<mvm_engine::container::ContainerError> for CliError {
+    /// A failed operation on an existing container: Docker's CLI exits 1.
+    fn from(e: mvm_engine::container::ContainerError) -> Self {
+        Self::with_code(1, e.to_string())
+    }
+}

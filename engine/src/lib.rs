@@ -6,6 +6,7 @@
 //! [`report::Reporter`] receives its progress lines).
 
 pub mod agent_disk;
+mod api;
 pub mod backend;
 pub mod build;
 pub mod changes;
@@ -22,4 +23,5 @@ pub mod session;
 pub mod terminal;
 pub mod volume;
 
+pub use api::{Engine, EngineOptions, RemoveOptions};
 pub use error::Error;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::container::{self, ContainerRecord, Status};
 use crate::error::CliError;
+use mvm_engine::Engine;
+use mvm_engine::container::logs::Window;
 use mvm_engine::container::spec::parse_signal;
 
 /// Exit code of a failed command on a container (Docker's CLI gives 1).
@@ -82,51 +84,34 @@ pub fn status_text(rec: &ContainerRecord) -> String {
 }
 
 /// `logs --since/--until`: entries with `since <= time < until`, compared as time keys.
-#[derive(Debug, Default)]
-pub struct LogWindow {
-    since: Option<String>,
-    until: Option<String>,
-}
-
-impl LogWindow {
-    /// From Docker's forms: an RFC 3339 time, Unix seconds (`1700000000[.5]`), or a duration
-    /// before now (`10m`, `1h30m`, `45s`).
-    pub fn parse(since: Option<&str>, until: Option<&str>) -> Result<Self, CliError> {
-        let key = |v: &str, flag: &str| -> Result<String, CliError> {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let bad = || {
-                CliError::usage(format!(
-                    "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
-                ))
-            };
-            let secs: f64 = if let Some(d) = parse_duration(v) {
-                now.as_secs_f64() - d
-            } else if let Ok(n) = v.parse::<f64>() {
-                n
-            } else {
-                crate::image_cmds::parse_rfc3339(v).ok_or_else(bad)? as f64
-            };
-            if !secs.is_finite() || secs < 0.0 {
-                return Err(bad());
-            }
-            let whole = secs.trunc() as u64;
-            let nanos = ((secs - secs.trunc()) * 1e9) as u32;
-            Ok(container::time_key(&mvm_rootfs::time::rfc3339(
-                whole, nanos,
-            )))
+/// `logs --since/--until` in Docker's forms: an RFC 3339 time, Unix seconds
+/// (`1700000000[.5]`), or a duration before now (`10m`, `1h30m`, `45s`).
+pub fn log_window(since: Option<&str>, until: Option<&str>) -> Result<Window, CliError> {
+    let secs = |v: &str, flag: &str| -> Result<f64, CliError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let bad = || {
+            CliError::usage(format!(
+                "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
+            ))
         };
-        Ok(Self {
-            since: since.map(|v| key(v, "since")).transpose()?,
-            until: until.map(|v| key(v, "until")).transpose()?,
-        })
-    }
-
-    fn contains(&self, e: &crate::logs::LogEntry) -> bool {
-        let t = container::time_key(&e.time);
-        self.since.as_ref().is_none_or(|s| t >= *s) && self.until.as_ref().is_none_or(|u| t < *u)
-    }
+        let secs: f64 = if let Some(d) = parse_duration(v) {
+            now.as_secs_f64() - d
+        } else if let Ok(n) = v.parse::<f64>() {
+            n
+        } else {
+            crate::image_cmds::parse_rfc3339(v).ok_or_else(bad)? as f64
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(bad());
+        }
+        Ok(secs)
+    };
+    Ok(Window::new(
+        since.map(|v| secs(v, "since")).transpose()?,
+        until.map(|v| secs(v, "until")).transpose()?,
+    ))
 }
 
 /// A Go-style duration (`1h30m`, `10m`, `45s`, `500ms`) in seconds.
@@ -175,48 +160,19 @@ fn print_entry(e: &crate::logs::LogEntry, timestamps: bool) {
 
 /// `mvm logs`.
 pub fn logs(
-    root: &Path,
+    engine: &Engine,
     key: &str,
     follow: bool,
     tail: Option<usize>,
     timestamps: bool,
-    window: &LogWindow,
+    window: Window,
 ) -> Result<i32, CliError> {
-    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    if rec.log().is_none() {
-        return Err(failed(
-            "configured logging driver does not support reading: the container runs with --log-driver none",
-        ));
+    let mut log = engine.logs(key, window).map_err(failed)?;
+    for e in log.backlog(tail).map_err(failed)? {
+        print_entry(&e, timestamps);
     }
-    let path = dirs.log_path();
-    let print = |e: &crate::logs::LogEntry| print_entry(e, timestamps);
-    // The current file is read through the follower, so `-f` goes on exactly where the
-    // first read ended.
-    let mut follower = crate::logs::Follower::at_start(&path);
-    let mut entries = crate::logs::read_rotated(&path).map_err(failed)?;
-    entries.extend(follower.poll().map_err(failed)?);
-    let shown: Vec<&crate::logs::LogEntry> =
-        entries.iter().filter(|e| window.contains(e)).collect();
-    let skip = tail.map_or(0, |n| shown.len().saturating_sub(n));
-    for e in &shown[skip..] {
-        print(e);
-    }
-    // --until in the past: nothing newer can match, so there is nothing to follow.
-    let follow = follow && window.until.is_none();
     if follow {
-        // Reads only what was added (across rotations), not the whole log each time.
-        loop {
-            let running = dirs.load().is_ok_and(|r| r.is_running());
-            for e in follower.poll().map_err(failed)? {
-                if window.contains(&e) {
-                    print(&e);
-                }
-            }
-            if !running {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        log.follow(|e| print_entry(e, timestamps)).map_err(failed)?;
     }
     Ok(0)
 }
@@ -432,93 +388,37 @@ fn exec_detached(dirs: &container::ContainerDirs) -> Result<i32, CliError> {
 
 /// `mvm exec`: one more process in the running container's VM, through its agent.
 pub fn exec(
-    root: &Path,
+    engine: &Engine,
     key: &str,
     command: &[String],
     opts: ExecOptions,
 ) -> Result<i32, CliError> {
-    use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
-    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    match rec.effective().0 {
-        Status::Running => {}
-        Status::Paused => return Err(failed(container::ContainerError::PausedExec(rec.id))),
-        Status::Restarting => return Err(failed(container::ContainerError::Restarting(rec.id))),
-        _ => return Err(failed(container::ContainerError::NotRunning(rec.id))),
-    }
     if command.is_empty() {
         return Err(CliError::usage("exec needs a command".into()));
     }
+    let (dirs, _) = container::exec::target(engine.root(), key).map_err(failed)?;
     let detached_child = opts.detach && std::env::var_os(EXEC_READY_FD_ENV).is_some();
     if opts.detach && !detached_child {
         return exec_detached(&dirs);
     }
-    let mut env = rec.process.env.clone();
-    for kv in &opts.env {
-        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-        env.push(kv.clone());
-    }
-    let spec = ProcessSpec {
+    let spec = container::exec::ExecSpec {
         args: command.to_vec(),
-        env,
-        cwd: opts
-            .workdir
-            .clone()
-            .unwrap_or_else(|| rec.process.cwd.clone()),
-        user: opts
-            .user
-            .clone()
-            .unwrap_or_else(|| rec.process.user.clone()),
-        terminal: opts.tty,
-        stdin: opts.interactive,
-        rlimits: Vec::new(),
+        env: opts.env,
+        workdir: opts.workdir,
+        user: opts.user,
+        tty: opts.tty,
+        interactive: opts.interactive,
     };
-    crate::session::forwarded_signals()
-        .thread_block()
-        .map_err(|e| failed(format!("cannot block signals: {e}")))?;
-    let stream = crate::session::connect_guest(
-        &dirs.vsock_path(),
-        DEFAULT_VSOCK_PORT,
-        Duration::from_secs(10),
-    )
-    .map_err(|e| failed(format!("cannot reach container {}: {e}", rec.id)))?;
-    let raw = if opts.tty && opts.interactive && crate::terminal::is_tty(0) {
-        crate::terminal::RawMode::enable()
-    } else {
-        None
-    };
-    let result = crate::session::run_process(
-        stream,
-        spec,
-        crate::session::Stdio {
-            stdin: opts.interactive && !detached_child,
-            open_stdin: false,
-            tty: opts.tty,
-            export_layer: None,
-            attached: !detached_child,
-        },
-        None,
-        None,
-        || {
-            if detached_child {
-                // SAFETY: fd 3 is the readiness pipe our parent gave us (see exec_detached);
-                // one write and a close, nothing else uses that fd.
-                unsafe {
-                    libc::write(EXEC_READY_FD, b"1".as_ptr().cast(), 1);
-                    libc::close(EXEC_READY_FD);
-                }
+    Ok(engine.exec(key, &spec, !detached_child, || {
+        if detached_child {
+            // SAFETY: fd 3 is the readiness pipe our parent gave us (see exec_detached);
+            // one write and a close, nothing else uses that fd.
+            unsafe {
+                libc::write(EXEC_READY_FD, b"1".as_ptr().cast(), 1);
+                libc::close(EXEC_READY_FD);
             }
-        },
-    );
-
-    drop(raw);
-    match result {
-        Ok(code) => Ok(code),
-        Err(crate::session::SessionError::StartFailed { code, message }) => {
-            Err(CliError::with_code(code, message))
         }
-        Err(e) => Err(failed(e)),
-    }
+    })?)
 }
 
 #[cfg(test)]
@@ -539,7 +439,7 @@ mod tests {
         assert_eq!(parse_duration("45s"), Some(45.0));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("5x"), None);
-        assert!(LogWindow::parse(Some("10m"), Some("2026-12-01T00:00:00Z")).is_ok());
-        assert!(LogWindow::parse(Some("yesterday"), None).is_err());
+        assert!(log_window(Some("10m"), Some("2026-12-01T00:00:00Z")).is_ok());
+        assert!(log_window(Some("yesterday"), None).is_err());
     }
 }

@@ -460,8 +460,8 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
     }
     let spec = a.spec().map_err(|e| CliError::usage(e.to_string()))?;
-    let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
-    if let Some(w) = &sel.warning {
+    let engine = engine(cli)?;
+    if let Some(w) = &engine.backend()?.warning {
         eprintln!("mvm: warning: {w}");
     }
     let mode = match (create_only, a.detach) {
@@ -469,14 +469,22 @@ fn run_or_create(cli: &Cli, a: &RunArgs, create_only: bool) -> Result<i32, CliEr
         (false, true) => run::RunMode::Detach,
         (false, false) => run::RunMode::Attach,
     };
-    let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
-    match run::run(&cli.root, &sel, spec, mode, None, debug, &Terminal)? {
+    match engine.run(spec, mode, &Terminal)? {
         run::RunOutcome::Created(id) | run::RunOutcome::Detached(id) => {
             println!("{id}");
             Ok(0)
         }
         run::RunOutcome::Exited(code) => Ok(code),
     }
+}
+
+/// The engine on the state root the flags name.
+fn engine(cli: &Cli) -> Result<mvm_engine::Engine, CliError> {
+    Ok(mvm_engine::Engine::open(mvm_engine::EngineOptions {
+        root: cli.root.clone(),
+        vmm: cli.vmm.clone(),
+        debug: matches!(cli.log_level.as_str(), "debug" | "trace"),
+    })?)
 }
 
 /// The engine's progress lines, where Docker's CLI prints them.
@@ -558,11 +566,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                     .map_err(|e: container::SpecError| CliError::usage(e.to_string()))?,
                 None => container::NetworkMode::default(),
             };
-            let sel = backend::select(cli.vmm.as_deref()).map_err(CliError::usage)?;
-            let debug = matches!(cli.log_level.as_str(), "debug" | "trace");
-            let built = build::build(
-                &cli.root,
-                &sel,
+            let built = engine(cli)?.build(
                 &build::BuildOptions {
                     tags: tag.clone(),
                     file: file.clone(),
@@ -573,7 +577,6 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                     context: context.clone(),
                     network,
                 },
-                debug,
                 &Terminal,
             )?;
             if *quiet {
@@ -626,14 +629,14 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                         .map_err(|_| CliError::usage(format!("invalid --tail {n:?}")))?,
                 ),
             };
-            let window = lifecycle::LogWindow::parse(a.since.as_deref(), a.until.as_deref())?;
+            let window = lifecycle::log_window(a.since.as_deref(), a.until.as_deref())?;
             lifecycle::logs(
-                &cli.root,
+                &engine(cli)?,
                 &a.container,
                 a.follow,
                 tail,
                 a.timestamps,
-                &window,
+                window,
             )
         }
         Command::Stop(a) => lifecycle::stop(&cli.root, &a.containers, a.time),
@@ -642,7 +645,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
         Command::Wait(a) => lifecycle::wait(&cli.root, &a.containers),
         Command::Inspect(a) => lifecycle::inspect(&cli.root, &a.containers),
         Command::Exec(a) => lifecycle::exec(
-            &cli.root,
+            &engine(cli)?,
             &a.container,
             &a.command,
             lifecycle::ExecOptions {
@@ -654,7 +657,7 @@ fn dispatch(cli: &Cli) -> Result<i32, CliError> {
                 detach: a.detach,
             },
         ),
-        Command::Monitor { id } => Ok(run::monitor(&cli.root, id)),
+        Command::Monitor { id } => Ok(engine(cli)?.monitor(id)),
         Command::Version => {
             println!("mvm version {}", env!("CARGO_PKG_VERSION"));
             Ok(0)

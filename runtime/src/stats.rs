@@ -192,29 +192,19 @@ pub fn stats(
 
 /// `mvm top CONTAINER [ps OPTIONS]`: `ps` inside the guest, through the agent.
 pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> {
-    let (_, rec) =
-        container::resolve(root, key).map_err(|e| CliError::with_code(1, e.to_string()))?;
+    let (_, rec) = container::resolve(root, key)?;
     if rec.effective().0 != container::Status::Running {
-        return Err(CliError::with_code(
-            1,
-            format!("Container {} is not running", rec.id),
-        ));
+        return Err(container::ContainerError::NotRunning(rec.id).into());
     }
-    let mut cmd = vec!["ps".to_string()];
-    cmd.extend(ps_args.iter().cloned());
-    crate::lifecycle::exec(
-        root,
-        key,
-        &cmd,
-        crate::lifecycle::ExecOptions {
-            interactive: false,
-            tty: false,
-            env: Vec::new(),
-            workdir: Some("/".into()),
-            user: Some("0".into()),
-            detach: false,
-        },
-    )
+    let spec = container::exec::ExecSpec {
+        args: std::iter::once("ps".to_string())
+            .chain(ps_args.iter().cloned())
+            .collect(),
+        workdir: Some("/".into()),
+        user: Some("0".into()),
+        ..Default::default()
+    };
+    Ok(container::exec::exec(root, key, &spec, true, || {})?)
 }
 
 #[cfg(test)]

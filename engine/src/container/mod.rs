@@ -7,6 +7,8 @@
 //! ```
 
 mod error;
+pub mod exec;
+pub mod logs;
 pub mod prune;
 pub mod rename;
 pub mod signal;

@@ -10,7 +10,10 @@ pub fn rename(root: &Path, old: &str, new: &str) -> Result<(), ContainerError> {
     if !valid_name(new) {
         return Err(ContainerError::InvalidName(new.to_string()));
     }
-    // Names are claimed under the lock `run` and `create` take.
+    // Names are claimed under the lock `run` and `create` take (its directory may not be
+    // there yet on a new root: then the container is not found below, not an I/O error).
+    let containers = root.join("containers");
+    std::fs::create_dir_all(&containers).map_err(|e| ContainerError::Record(e.to_string()))?;
     let _lock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
         .map_err(|e| ContainerError::Record(e.to_string()))?;
     let (dirs, rec) = resolve(root, old)?;

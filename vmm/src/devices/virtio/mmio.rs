@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{IrqTrigger, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VirtioDevice};
+use super::{
+    IrqTrigger, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING, VirtioDevice,
+};
 use crate::devices::bus::{BusDevice, lock};
 
 const MMIO_MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
@@ -20,22 +22,57 @@ const MMIO_VERSION: u32 = 2;
 pub const VENDOR_ID: u32 = 0x004d_564d;
 
 /// Offset of the QueueNotify register (KVM ioeventfds are registered on it).
-pub const NOTIFY_REG_OFFSET: u64 = 0x50;
+pub const NOTIFY_REG_OFFSET: u64 = reg::QUEUE_NOTIFY;
+
+/// Register offsets (virtio 1.x section 4.2.2), as u64 to match bus offsets.
+mod reg {
+    use virtio_bindings::virtio_mmio as m;
+
+    pub const MAGIC_VALUE: u64 = m::VIRTIO_MMIO_MAGIC_VALUE as u64;
+    pub const VERSION: u64 = m::VIRTIO_MMIO_VERSION as u64;
+    pub const DEVICE_ID: u64 = m::VIRTIO_MMIO_DEVICE_ID as u64;
+    pub const VENDOR_ID: u64 = m::VIRTIO_MMIO_VENDOR_ID as u64;
+    pub const DEVICE_FEATURES: u64 = m::VIRTIO_MMIO_DEVICE_FEATURES as u64;
+    pub const DEVICE_FEATURES_SEL: u64 = m::VIRTIO_MMIO_DEVICE_FEATURES_SEL as u64;
+    pub const DRIVER_FEATURES: u64 = m::VIRTIO_MMIO_DRIVER_FEATURES as u64;
+    pub const DRIVER_FEATURES_SEL: u64 = m::VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64;
+    pub const QUEUE_SEL: u64 = m::VIRTIO_MMIO_QUEUE_SEL as u64;
+    pub const QUEUE_NUM_MAX: u64 = m::VIRTIO_MMIO_QUEUE_NUM_MAX as u64;
+    pub const QUEUE_NUM: u64 = m::VIRTIO_MMIO_QUEUE_NUM as u64;
+    pub const QUEUE_READY: u64 = m::VIRTIO_MMIO_QUEUE_READY as u64;
+    pub const QUEUE_NOTIFY: u64 = m::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+    pub const INTERRUPT_STATUS: u64 = m::VIRTIO_MMIO_INTERRUPT_STATUS as u64;
+    pub const INTERRUPT_ACK: u64 = m::VIRTIO_MMIO_INTERRUPT_ACK as u64;
+    pub const STATUS: u64 = m::VIRTIO_MMIO_STATUS as u64;
+    pub const QUEUE_DESC_LOW: u64 = m::VIRTIO_MMIO_QUEUE_DESC_LOW as u64;
+    pub const QUEUE_DESC_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_DESC_HIGH as u64;
+    pub const QUEUE_AVAIL_LOW: u64 = m::VIRTIO_MMIO_QUEUE_AVAIL_LOW as u64;
+    pub const QUEUE_AVAIL_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_AVAIL_HIGH as u64;
+    pub const QUEUE_USED_LOW: u64 = m::VIRTIO_MMIO_QUEUE_USED_LOW as u64;
+    pub const QUEUE_USED_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_USED_HIGH as u64;
+    pub const SHM_LEN_LOW: u64 = m::VIRTIO_MMIO_SHM_LEN_LOW as u64;
+    pub const SHM_LEN_HIGH: u64 = m::VIRTIO_MMIO_SHM_LEN_HIGH as u64;
+    pub const CONFIG_GENERATION: u64 = m::VIRTIO_MMIO_CONFIG_GENERATION as u64;
+    /// The device-specific configuration space starts here.
+    pub const CONFIG: u64 = m::VIRTIO_MMIO_CONFIG as u64;
+}
 
 /// Device status bits.
 pub mod status {
+    use virtio_bindings::virtio_config as c;
+
     /// The guest found the device.
-    pub const ACKNOWLEDGE: u32 = 1;
+    pub const ACKNOWLEDGE: u32 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE;
     /// The guest has a driver for it.
-    pub const DRIVER: u32 = 2;
+    pub const DRIVER: u32 = c::VIRTIO_CONFIG_S_DRIVER;
     /// The driver is ready.
-    pub const DRIVER_OK: u32 = 4;
+    pub const DRIVER_OK: u32 = c::VIRTIO_CONFIG_S_DRIVER_OK;
     /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
+    pub const FEATURES_OK: u32 = c::VIRTIO_CONFIG_S_FEATURES_OK;
     /// The device hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const DEVICE_NEEDS_RESET: u32 = c::VIRTIO_CONFIG_S_NEEDS_RESET;
     /// The driver gave up on the device.
-    pub const FAILED: u32 = 0x80;
+    pub const FAILED: u32 = c::VIRTIO_CONFIG_S_FAILED;
 }
 
 /// One virtio device behind its MMIO register page.
@@ -177,11 +214,11 @@ impl MmioTransport {
 
     fn read_register(&mut self, offset: u64) -> u32 {
         match offset {
-            0x00 => MMIO_MAGIC_VALUE,
-            0x04 => MMIO_VERSION,
-            0x08 => lock(&self.device).device_type(),
-            0x0c => VENDOR_ID,
-            0x10 => {
+            reg::MAGIC_VALUE => MMIO_MAGIC_VALUE,
+            reg::VERSION => MMIO_VERSION,
+            reg::DEVICE_ID => lock(&self.device).device_type(),
+            reg::VENDOR_ID => VENDOR_ID,
+            reg::DEVICE_FEATURES => {
                 let features = lock(&self.device).avail_features();
                 match self.device_features_select {
                     0 => features as u32,
@@ -189,10 +226,10 @@ impl MmioTransport {
                     _ => 0,
                 }
             }
-            0x34 => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
-            0x44 => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
-            0x60 => self.irq.status(),
-            0x70 => {
+            reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
+            reg::INTERRUPT_STATUS => self.irq.status(),
+            reg::STATUS => {
                 // Only an initialised device can need a reset: after the driver's reset the
                 // status must read 0, or the driver would wait for it forever.
                 if self.device_status != 0 && lock(&self.device).needs_reset() {
@@ -202,8 +239,8 @@ impl MmioTransport {
                 }
             }
             // No shared memory regions: a length of all ones means "absent".
-            0xb0 | 0xb4 => u32::MAX,
-            0xfc => self.config_generation,
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH => u32::MAX,
+            reg::CONFIG_GENERATION => self.config_generation,
             _ => 0,
         }
     }
@@ -213,8 +250,8 @@ impl MmioTransport {
         let setting_features = self.status_is(DRIVER, FEATURES_OK | FAILED);
         let setting_queues = self.status_is(FEATURES_OK, DRIVER_OK | FAILED);
         match offset {
-            0x14 => self.device_features_select = value,
-            0x20 if setting_features => {
+            reg::DEVICE_FEATURES_SEL => self.device_features_select = value,
+            reg::DRIVER_FEATURES if setting_features => {
                 let offered = lock(&self.device).avail_features();
                 let shift = match self.driver_features_select {
                     0 => 0,
@@ -226,19 +263,19 @@ impl MmioTransport {
                 let acked = (u64::from(value) << shift) & offered;
                 self.acked_features = (self.acked_features & !mask) | acked;
             }
-            0x24 => self.driver_features_select = value,
-            0x30 => self.queue_select = value,
-            0x38 if setting_queues => {
+            reg::DRIVER_FEATURES_SEL => self.driver_features_select = value,
+            reg::QUEUE_SEL => self.queue_select = value,
+            reg::QUEUE_NUM if setting_queues => {
                 if let Some(q) = self.selected_queue() {
                     q.set_size(value as u16);
                 }
             }
-            0x44 if setting_queues => {
+            reg::QUEUE_READY if setting_queues => {
                 if let Some(q) = self.selected_queue() {
                     q.set_ready(value == 1);
                 }
             }
-            0x50 => {
+            reg::QUEUE_NOTIFY => {
                 // Normally KVM's ioeventfd catches this write; without one, forward it.
                 if let Some(evt) = lock(&self.device).queue_events().get(value as usize)
                     && let Err(e) = evt.write(1)
@@ -246,26 +283,26 @@ impl MmioTransport {
                     tracing::warn!("queue notify failed: {e}");
                 }
             }
-            0x64 => self
+            reg::INTERRUPT_ACK => self
                 .irq
-                .ack(value & (super::VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)),
-            0x70 => self.set_status(value),
-            0x80 if setting_queues => {
+                .ack(value & (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)),
+            reg::STATUS => self.set_status(value),
+            reg::QUEUE_DESC_LOW if setting_queues => {
                 self.with_queue(|q| q.set_desc_table_address(Some(value), None))
             }
-            0x84 if setting_queues => {
+            reg::QUEUE_DESC_HIGH if setting_queues => {
                 self.with_queue(|q| q.set_desc_table_address(None, Some(value)))
             }
-            0x90 if setting_queues => {
+            reg::QUEUE_AVAIL_LOW if setting_queues => {
                 self.with_queue(|q| q.set_avail_ring_address(Some(value), None))
             }
-            0x94 if setting_queues => {
+            reg::QUEUE_AVAIL_HIGH if setting_queues => {
                 self.with_queue(|q| q.set_avail_ring_address(None, Some(value)))
             }
-            0xa0 if setting_queues => {
+            reg::QUEUE_USED_LOW if setting_queues => {
                 self.with_queue(|q| q.set_used_ring_address(Some(value), None))
             }
-            0xa4 if setting_queues => {
+            reg::QUEUE_USED_HIGH if setting_queues => {
                 self.with_queue(|q| q.set_used_ring_address(None, Some(value)))
             }
             _ => tracing::debug!("ignored virtio-mmio write {offset:#x} = {value:#x}"),
@@ -281,8 +318,8 @@ impl MmioTransport {
 
 impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if offset >= 0x100 {
-            lock(&self.device).read_config(offset - 0x100, data);
+        if offset >= reg::CONFIG {
+            lock(&self.device).read_config(offset - reg::CONFIG, data);
             return;
         }
         if data.len() != 4 {
@@ -294,9 +331,9 @@ impl BusDevice for MmioTransport {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset >= 0x100 {
+        if offset >= reg::CONFIG {
             if self.status_is(status::DRIVER, status::FAILED) {
-                lock(&self.device).write_config(offset - 0x100, data);
+                lock(&self.device).write_config(offset - reg::CONFIG, data);
                 self.config_generation = self.config_generation.wrapping_add(1);
             }
             return;

@@ -19,21 +19,22 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-/// Feature bit every modern device offers and every driver must accept.
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-/// Device ID of virtio-net.
-pub const TYPE_NET: u32 = 1;
-/// Device ID of virtio-blk.
-pub const TYPE_BLOCK: u32 = 2;
-/// Device ID of virtio-vsock.
-pub const TYPE_VSOCK: u32 = 19;
-/// Device ID of virtio-fs.
-pub const TYPE_FS: u32 = 26;
+use virtio_bindings::{virtio_config, virtio_ids};
 
-/// Interrupt status bit: the device used buffers.
-pub const VIRTIO_MMIO_INT_VRING: u32 = 0x01;
-/// Interrupt status bit: the configuration changed (or the device needs a reset).
-pub const VIRTIO_MMIO_INT_CONFIG: u32 = 0x02;
+/// Feature bit every modern device offers and every driver must accept.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+/// Device ID of virtio-net.
+pub const TYPE_NET: u32 = virtio_ids::VIRTIO_ID_NET;
+/// Device ID of virtio-blk.
+pub const TYPE_BLOCK: u32 = virtio_ids::VIRTIO_ID_BLOCK;
+/// Device ID of virtio-vsock.
+pub const TYPE_VSOCK: u32 = virtio_ids::VIRTIO_ID_VSOCK;
+/// Device ID of virtio-fs.
+pub const TYPE_FS: u32 = virtio_ids::VIRTIO_ID_FS;
+
+/// Interrupt status bits: the device used buffers (VRING), the configuration changed or the
+/// device needs a reset (CONFIG).
+pub use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 
 /// Raises the device's interrupt: sets a bit in the transport's InterruptStatus register and
 /// signals the irqfd KVM injects from.

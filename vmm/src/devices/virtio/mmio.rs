@@ -353,46 +353,30 @@ mod tests {
     use vmm_sys_util::eventfd::EventFd;
 
     struct Dummy {
-        evts: Vec<EventFd>,
-        acked: u64,
-        active: bool,
+        common: super::super::VirtioCommon,
         failed: bool,
         config: [u8; 8],
     }
     impl VirtioDevice for Dummy {
-        fn device_type(&self) -> u32 {
-            42
+        fn common(&self) -> &super::super::VirtioCommon {
+            &self.common
         }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[16, 16]
-        }
-        fn queue_events(&self) -> &[EventFd] {
-            &self.evts
-        }
-        fn avail_features(&self) -> u64 {
-            VIRTIO_F_VERSION_1 | 1
-        }
-        fn set_acked_features(&mut self, f: u64) {
-            self.acked = f;
+        fn common_mut(&mut self) -> &mut super::super::VirtioCommon {
+            &mut self.common
         }
         fn read_config(&self, offset: u64, data: &mut [u8]) {
             super::super::read_config_bytes(&self.config, offset, data);
         }
-        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
         fn activate(
             &mut self,
-            _mem: GuestMemoryMmap,
-            _q: Vec<Queue>,
-            _irq: Arc<IrqTrigger>,
+            mem: GuestMemoryMmap,
+            q: Vec<Queue>,
+            irq: Arc<IrqTrigger>,
         ) -> Result<(), ActivateError> {
-            self.active = true;
-            Ok(())
+            self.common.activate(mem, q, irq, |_, _| Ok(()))
         }
         fn reset(&mut self) {
-            self.active = false;
-        }
-        fn is_activated(&self) -> bool {
-            self.active
+            self.common.reset();
         }
         fn needs_reset(&self) -> bool {
             self.failed
@@ -401,12 +385,8 @@ mod tests {
 
     fn transport() -> (MmioTransport, Arc<Mutex<Dummy>>) {
         let dev = Arc::new(Mutex::new(Dummy {
-            evts: vec![
-                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-            ],
-            acked: 0,
-            active: false,
+            common: super::super::VirtioCommon::new(42, VIRTIO_F_VERSION_1 | 1, &[16, 16], &[])
+                .unwrap(),
             failed: false,
             config: [1, 2, 3, 4, 5, 6, 7, 8],
         }));
@@ -462,14 +442,14 @@ mod tests {
             status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
         );
         assert_eq!(r(&mut t, 0x70) & status::FEATURES_OK, status::FEATURES_OK);
-        assert_eq!(dev.lock().unwrap().acked, VIRTIO_F_VERSION_1 | 1);
+        assert_eq!(dev.lock().unwrap().acked_features(), VIRTIO_F_VERSION_1 | 1);
         setup_queue(&mut t, 0, 0x1000);
         setup_queue(&mut t, 1, 0x2000);
         w(&mut t, 0x70, 0xf);
-        assert!(dev.lock().unwrap().active);
+        assert!(dev.lock().unwrap().is_activated());
         assert_eq!(r(&mut t, 0x70), 0xf);
         w(&mut t, 0x70, 0);
-        assert!(!dev.lock().unwrap().active);
+        assert!(!dev.lock().unwrap().is_activated());
         assert_eq!(r(&mut t, 0x70), 0);
     }
 
@@ -492,7 +472,7 @@ mod tests {
         w(&mut t, 0x70, 1);
         w(&mut t, 0x70, 3);
         w(&mut t, 0x70, 7); // DRIVER_OK without FEATURES_OK
-        assert!(!dev.lock().unwrap().active);
+        assert!(!dev.lock().unwrap().is_activated());
         // Narrow register accesses are ignored.
         t.write(0x70, &[0]);
         assert_eq!(r(&mut t, 0x70), 3);
@@ -515,7 +495,7 @@ mod tests {
         w(&mut t, 0x80, 0xffff_f000); // descriptor table far outside guest memory
         w(&mut t, 0x44, 1);
         w(&mut t, 0x70, 0xf);
-        assert!(!dev.lock().unwrap().active);
+        assert!(!dev.lock().unwrap().is_activated());
         assert_ne!(r(&mut t, 0x70) & status::DEVICE_NEEDS_RESET, 0);
         assert_ne!(r(&mut t, 0x60) & VIRTIO_MMIO_INT_CONFIG, 0);
     }
@@ -545,7 +525,7 @@ mod tests {
     fn notify_write_signals_queue_event() {
         let (mut t, dev) = transport();
         w(&mut t, 0x50, 1);
-        assert_eq!(dev.lock().unwrap().evts[1].read().unwrap(), 1);
+        assert_eq!(dev.lock().unwrap().queue_events()[1].read().unwrap(), 1);
         w(&mut t, 0x50, 7); // no such queue
     }
 }

@@ -12,7 +12,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::{
-    IrqTrigger, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING, VirtioDevice,
+    ActivateError, IrqTrigger, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
+    VirtioDevice,
 };
 use crate::devices::bus::{BusDevice, lock};
 
@@ -186,9 +187,7 @@ impl MmioTransport {
             .iter()
             .position(|q| q.ready() && !q.is_valid(&self.mem));
         let result = match invalid {
-            Some(i) => Err(super::ActivateError::Backend(format!(
-                "queue {i} does not fit in guest memory"
-            ))),
+            Some(i) => Err(ActivateError::QueueOutsideMemory(i)),
             None => {
                 // Queue is not Clone: hand the device copies rebuilt from the register state
                 // and keep ours for QueueReady reads and the next reset.
@@ -201,7 +200,7 @@ impl MmioTransport {
                     Ok(queues) => {
                         lock(&self.device).activate(self.mem.clone(), queues, self.irq.clone())
                     }
-                    Err(e) => Err(super::ActivateError::Backend(format!("bad queue: {e}"))),
+                    Err(e) => Err(ActivateError::BadQueue(e)),
                 }
             }
         };
@@ -348,7 +347,6 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::ActivateError;
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::EventFd;
 

@@ -98,9 +98,29 @@ pub enum ActivateError {
     /// The driver did not set up a queue the device cannot work without.
     #[error("queue {0} is not ready")]
     QueueNotReady(usize),
-    /// A backend resource could not be set up.
-    #[error("backend: {0}")]
-    Backend(String),
+    /// A queue the driver enabled lies (partly) outside guest memory.
+    #[error("queue {0} does not fit in guest memory")]
+    QueueOutsideMemory(usize),
+    /// A queue's register state could not be turned into a queue.
+    #[error("bad queue: {0}")]
+    BadQueue(#[source] virtio_queue::Error),
+    /// The TAP refused the offloads the driver negotiated.
+    #[error("cannot set TAP offloads: {0}")]
+    TapOffloads(#[source] std::io::Error),
+    /// The vhost-user backend went away before the driver started the device.
+    #[error("virtio-fs {tag}: the vhost-user backend is gone")]
+    BackendGone {
+        /// The device's tag.
+        tag: String,
+    },
+    /// The vhost-user backend refused to start the rings.
+    #[error("virtio-fs {tag}: {source}")]
+    VhostUser {
+        /// The device's tag.
+        tag: String,
+        /// What failed.
+        source: vhost_user::VhostUserError,
+    },
 }
 
 /// What the transport needs from a device.

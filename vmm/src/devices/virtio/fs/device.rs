@@ -147,10 +147,9 @@ impl VirtioDevice for Fs {
         irq: Arc<IrqTrigger>,
     ) -> Result<(), ActivateError> {
         if self.failed {
-            return Err(ActivateError::Backend(format!(
-                "virtio-fs {}: the vhost-user backend is gone",
-                self.tag
-            )));
+            return Err(ActivateError::BackendGone {
+                tag: self.tag.clone(),
+            });
         }
         let acked = self.common.acked_features();
         let (conn, call_evts, tag) = (&mut self.conn, &self.call_evts, &self.tag);
@@ -159,7 +158,10 @@ impl VirtioDevice for Fs {
             .activate(mem, queues, irq, |active, kick_evts| {
                 started = conn
                     .start_vrings(acked, &active.mem, &active.queues, kick_evts, call_evts)
-                    .map_err(|e| ActivateError::Backend(format!("virtio-fs {tag}: {e}")))?;
+                    .map_err(|source| ActivateError::VhostUser {
+                        tag: tag.clone(),
+                        source,
+                    })?;
                 Ok(())
             })?;
         self.started = started;

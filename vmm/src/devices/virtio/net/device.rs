@@ -306,7 +306,7 @@ impl VirtioDevice for Net {
         self.common.activate(mem, queues, irq, |_, _| {
             backend
                 .set_offloads(offloads)
-                .map_err(|e| ActivateError::Backend(format!("cannot set TAP offloads: {e}")))
+                .map_err(ActivateError::TapOffloads)
         })?;
         self.rx_len = 0;
         self.rx_error = false;

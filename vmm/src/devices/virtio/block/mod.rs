@@ -5,7 +5,7 @@ mod device;
 pub mod fuzzing;
 mod request;
 
-pub use device::Block;
+pub use device::{Block, BlockError};
 pub use request::{Request, RequestError, RequestType};
 
 /// Bytes in a virtio-blk sector (fixed by the specification, independent of the disk).

@@ -10,10 +10,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
-use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
+use event_manager::{EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::cmdline::Cmdline;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -23,12 +22,11 @@ use crate::devices::bus::{Bus, lock};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::SerialDevice;
+use crate::devices::manager::{DeviceError, DeviceManager, EventLoop};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::fs::Fs;
-use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_REG_OFFSET};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
-use crate::devices::virtio::{IrqTrigger, VirtioDevice};
 use crate::exit::{ExitReason, ExitRecord, ExitRecordFile};
 use crate::vcpu::{ExitLatch, Vcpu};
 use crate::vm::{self, VmError};
@@ -56,13 +54,19 @@ pub enum BuildError {
     Regs(#[from] regs::RegsError),
     /// CPUID.
     #[error("CPUID: {0}")]
-    Cpuid(String),
+    Cpuid(#[from] cpuid::CpuidError),
     /// The MP table.
     #[error("MP table: {0}")]
-    Mptable(String),
-    /// A device could not be created.
-    #[error("{0}")]
-    Device(String),
+    Mptable(#[from] mptable::MptableError),
+    /// The boot MSRs.
+    #[error("MSRs: {0}")]
+    Msr(#[from] msr::MsrError),
+    /// A device could not be created or placed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The event loop could not be created.
+    #[error("event loop: {0}")]
+    EventLoop(#[source] event_manager::Error),
     /// A KVM call.
     #[error("KVM {what} failed: {source}")]
     Kvm {
@@ -205,54 +209,6 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), BuildError> {
     vcpu.set_lapic(&lapic).map_err(kvm_err("set LAPIC"))
 }
 
-/// Adds one virtio device on the MMIO bus: irqfd, ioeventfds and the command-line word.
-#[allow(clippy::too_many_arguments)]
-fn attach_virtio<D>(
-    vm: &VmFd,
-    mem: &GuestMemoryMmap,
-    mmio: &mut Bus,
-    cmdline: &mut Cmdline,
-    event_manager: &mut EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
-    index: usize,
-    device: Arc<Mutex<D>>,
-) -> Result<(), BuildError>
-where
-    D: VirtioDevice + MutEventSubscriber + 'static,
-{
-    let base = layout::virtio_mmio_base(index);
-    let gsi = layout::virtio_irq(index);
-    let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-    vm.register_irqfd(&irq_evt, gsi)
-        .map_err(kvm_err("register irqfd"))?;
-    {
-        let dev = lock(&device);
-        for (i, evt) in dev.queue_events().iter().enumerate() {
-            vm.register_ioevent(
-                evt,
-                &IoEventAddress::Mmio(base + NOTIFY_REG_OFFSET),
-                i as u32,
-            )
-            .map_err(kvm_err("register ioeventfd"))?;
-        }
-    }
-    let transport = MmioTransport::new(
-        device.clone() as Arc<Mutex<dyn VirtioDevice>>,
-        mem.clone(),
-        Arc::new(IrqTrigger::new(irq_evt)),
-    );
-    mmio.insert(
-        Arc::new(Mutex::new(transport)),
-        base,
-        layout::VIRTIO_MMIO_SIZE,
-    )
-    .map_err(|e| BuildError::Device(e.to_string()))?;
-    cmdline
-        .add_virtio_mmio_device(layout::VIRTIO_MMIO_SIZE, GuestAddress(base), gsi, None)
-        .map_err(|e| BuildError::Boot(boot::BootError::Cmdline(e.to_string())))?;
-    event_manager.add_subscriber(device as Arc<Mutex<dyn MutEventSubscriber + Send>>);
-    Ok(())
-}
-
 /// Builds the VM described by `config`, runs it until it ends, and returns how it ended.
 /// The exit record is written to `config.exit_record` when set.
 pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
@@ -286,8 +242,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         .insert_str(crate::devices::legacy::i8042::I8042_CMDLINE)
         .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
 
-    let mut event_manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
-        EventManager::new().map_err(|e| BuildError::Device(format!("event loop: {e:?}")))?;
+    let mut event_manager = EventLoop::new().map_err(BuildError::EventLoop)?;
     let latch = Arc::new(ExitLatch::default());
     let vcpu_exit = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
     let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
@@ -302,7 +257,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         serial_output(&config.serial)?,
     )));
     pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT), 8)
-        .map_err(|e| BuildError::Device(e.to_string()))?;
+        .map_err(DeviceError::Bus)?;
     let i8042 = I8042::new(EventFdTrigger(
         reset_evt.try_clone().map_err(io_err("eventfd"))?,
     ));
@@ -311,96 +266,59 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         u64::from(layout::I8042_PORT),
         5,
     )
-    .map_err(|e| BuildError::Device(e.to_string()))?;
+    .map_err(DeviceError::Bus)?;
 
-    // Virtio devices on the MMIO bus.
-    let mut mmio = Bus::new();
+    // Virtio devices on the MMIO bus, in slot order: disks, vsock, NICs, shared
+    // directories. Each kind comes after the ones before it so that adding one (a NIC, a
+    // shared directory) moves no other device.
+    let mut devices = DeviceManager::new();
     let mut disks = Vec::new();
-    for (index, disk) in config.disks.iter().enumerate() {
+    for disk in &config.disks {
         let block = Block::new(&disk.path, disk.read_only, disk.id.as_deref())
-            .map_err(|e| BuildError::Device(e.to_string()))?;
+            .map_err(DeviceError::Block)?;
         let block = Arc::new(Mutex::new(block));
         disks.push(block.clone());
-        attach_virtio(
-            &vm,
-            &mem,
-            &mut mmio,
-            &mut cmdline,
-            &mut event_manager,
-            index,
-            block,
-        )?;
+        devices.attach_virtio(&vm, &mem, &mut cmdline, &mut event_manager, block)?;
     }
     let mut vsock_dev = None;
     if let Some(vsock_cfg) = &config.vsock {
-        let vsock = Vsock::new(vsock_cfg.guest_cid, &vsock_cfg.uds_path)
-            .map_err(|e| BuildError::Device(e.to_string()))?;
+        let vsock =
+            Vsock::new(vsock_cfg.guest_cid, &vsock_cfg.uds_path).map_err(DeviceError::Vsock)?;
         let vsock = Arc::new(Mutex::new(vsock));
         vsock_dev = Some(vsock.clone());
-        attach_virtio(
-            &vm,
-            &mem,
-            &mut mmio,
-            &mut cmdline,
-            &mut event_manager,
-            config.disks.len(),
-            vsock,
-        )?;
+        devices.attach_virtio(&vm, &mem, &mut cmdline, &mut event_manager, vsock)?;
     }
-    // NICs come after the disks and vsock so that adding one moves no other device.
-    let first_nic = config.disks.len() + usize::from(config.vsock.is_some());
-    for (i, nic) in config.net.iter().enumerate() {
-        let net = Net::with_tap(&nic.tap, nic.mac_addr()?)
-            .map_err(|e| BuildError::Device(e.to_string()))?;
-        attach_virtio(
-            &vm,
-            &mem,
-            &mut mmio,
-            &mut cmdline,
-            &mut event_manager,
-            first_nic + i,
-            Arc::new(Mutex::new(net)),
-        )?;
+    for nic in &config.net {
+        let net = Net::with_tap(&nic.tap, nic.mac_addr()?).map_err(DeviceError::Net)?;
+        let net = Arc::new(Mutex::new(net));
+        devices.attach_virtio(&vm, &mem, &mut cmdline, &mut event_manager, net)?;
     }
-
-    // Shared directories come last, so that adding one moves no other device.
-    let first_fs = first_nic + config.net.len();
-    for (i, fs_cfg) in config.fs.iter().enumerate() {
-        let fs = Fs::new(&fs_cfg.socket, &fs_cfg.tag, &mem)
-            .map_err(|e| BuildError::Device(e.to_string()))?;
-        attach_virtio(
-            &vm,
-            &mem,
-            &mut mmio,
-            &mut cmdline,
-            &mut event_manager,
-            first_fs + i,
-            Arc::new(Mutex::new(fs)),
-        )?;
+    for fs_cfg in &config.fs {
+        let fs = Fs::new(&fs_cfg.socket, &fs_cfg.tag, &mem).map_err(DeviceError::Fs)?;
+        let fs = Arc::new(Mutex::new(fs));
+        devices.attach_virtio(&vm, &mem, &mut cmdline, &mut event_manager, fs)?;
     }
 
     boot::configure_boot(&mem, &kernel, &cmdline, initrd)?;
-    mptable::setup_mptable(&mem, config.vcpus).map_err(|e| BuildError::Mptable(e.to_string()))?;
+    mptable::setup_mptable(&mem, config.vcpus)?;
 
     // vCPUs.
-    let base_cpuid = cpuid::supported_cpuid(&kvm).map_err(|e| BuildError::Cpuid(e.to_string()))?;
+    let base_cpuid = cpuid::supported_cpuid(&kvm)?;
     let supported_msrs: Vec<u32> = kvm
         .get_msr_index_list()
         .map(|l| l.as_slice().to_vec())
         .unwrap_or_default();
     let pio = Arc::new(pio);
-    let mmio = Arc::new(mmio);
+    let mmio = Arc::new(devices.into_bus());
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("create vCPU"))?;
         let mut cpuid = base_cpuid.clone();
-        cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)
-            .map_err(|e| BuildError::Cpuid(e.to_string()))?;
+        cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)?;
         fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
-        msr::setup_boot_msrs(&fd, &supported_msrs)
-            .map_err(|e| BuildError::Device(format!("MSRs: {e}")))?;
+        msr::setup_boot_msrs(&fd, &supported_msrs)?;
         set_lint(&fd)?;
         if id == 0 {
             regs::setup_regs(&fd, kernel.entry.entry, kernel.entry.protocol)?;

@@ -22,6 +22,7 @@ use mvm_vmm::devices::virtio::{
     IrqTrigger, TYPE_FS, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
     VirtioDevice,
 };
+use virtio_bindings::virtio_config::VIRTIO_F_RING_PACKED;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -243,6 +244,22 @@ fn queue_fuse_init(mem: &GuestMemoryMmap) {
     let avail = desc + 0x1000;
     mem.write_obj(0u16, GuestAddress(avail + 4)).unwrap(); // ring[0] = head 0
     mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap(); // idx = 1
+}
+
+#[test]
+fn the_driver_gets_only_offered_features() {
+    let daemon = Daemon::start();
+    let mem = mvm_vmm::vm::create_shared_guest_memory(16).unwrap();
+    let mut fs = Fs::new(&daemon.socket, "vol0", &mem)
+        .unwrap_or_else(|e| panic!("{e}; virtiofsd says: {}", daemon.log()));
+    let offered = fs.avail_features();
+    assert_ne!(offered & VIRTIO_F_VERSION_1, 0);
+    // Only the ring features passed through from the backend, never e.g. the packed ring.
+    assert_eq!(offered & (1 << VIRTIO_F_RING_PACKED), 0);
+    fs.set_acked_features(u64::MAX);
+    assert_eq!(fs.acked_features(), offered);
+    fs.reset();
+    assert_eq!(fs.acked_features(), 0);
 }
 
 #[test]

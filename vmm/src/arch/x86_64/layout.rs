@@ -51,7 +51,8 @@ pub const IOAPIC_START: u64 = 0xfec0_0000;
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 /// GSI of the 8250 UART at 0x3f8 (COM1).
 pub const SERIAL_IRQ: u32 = 4;
-/// GSI of the first virtio-mmio device; each further device takes the next one.
+/// GSI of the first virtio-mmio device; each further device takes the next one (the device
+/// manager hands them out).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// The IOAPIC has 24 pins; virtio devices use 5..=23. Defined with the config it limits.
 pub use mvm_vmm_config::MAX_VIRTIO_DEVICES;
@@ -59,16 +60,6 @@ pub use mvm_vmm_config::MAX_VIRTIO_DEVICES;
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// Ports of the i8042 keyboard controller: data at 0x60, command/status at 0x64.
 pub const I8042_PORT: u16 = 0x60;
-
-/// Guest-physical base of the `index`-th virtio-mmio device.
-pub fn virtio_mmio_base(index: usize) -> u64 {
-    VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE
-}
-
-/// GSI of the `index`-th virtio-mmio device.
-pub fn virtio_irq(index: usize) -> u32 {
-    VIRTIO_IRQ_BASE + index as u32
-}
 
 /// The guest RAM ranges for `mem_size` bytes: below the MMIO hole, then above 4 GiB.
 pub fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
@@ -107,7 +98,5 @@ mod tests {
         assert_eq!(PDE_START, PDPTE_START + 0x1000);
         const { assert!(PDE_START + PDE_COUNT * 0x1000 <= CMDLINE_START) };
         assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-        assert!(virtio_mmio_base(MAX_VIRTIO_DEVICES) <= IOAPIC_START);
-        assert_eq!(virtio_irq(MAX_VIRTIO_DEVICES - 1), 23);
     }
 }

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{IrqTrigger, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VirtioDevice};
+use super::{
+    ActivateError, IrqTrigger, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
+    VirtioDevice,
+};
 use crate::devices::bus::{BusDevice, lock};
 
 const MMIO_MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
@@ -20,22 +23,57 @@ const MMIO_VERSION: u32 = 2;
 pub const VENDOR_ID: u32 = 0x004d_564d;
 
 /// Offset of the QueueNotify register (KVM ioeventfds are registered on it).
-pub const NOTIFY_REG_OFFSET: u64 = 0x50;
+pub const NOTIFY_REG_OFFSET: u64 = reg::QUEUE_NOTIFY;
+
+/// Register offsets (virtio 1.x section 4.2.2), as u64 to match bus offsets.
+mod reg {
+    use virtio_bindings::virtio_mmio as m;
+
+    pub const MAGIC_VALUE: u64 = m::VIRTIO_MMIO_MAGIC_VALUE as u64;
+    pub const VERSION: u64 = m::VIRTIO_MMIO_VERSION as u64;
+    pub const DEVICE_ID: u64 = m::VIRTIO_MMIO_DEVICE_ID as u64;
+    pub const VENDOR_ID: u64 = m::VIRTIO_MMIO_VENDOR_ID as u64;
+    pub const DEVICE_FEATURES: u64 = m::VIRTIO_MMIO_DEVICE_FEATURES as u64;
+    pub const DEVICE_FEATURES_SEL: u64 = m::VIRTIO_MMIO_DEVICE_FEATURES_SEL as u64;
+    pub const DRIVER_FEATURES: u64 = m::VIRTIO_MMIO_DRIVER_FEATURES as u64;
+    pub const DRIVER_FEATURES_SEL: u64 = m::VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64;
+    pub const QUEUE_SEL: u64 = m::VIRTIO_MMIO_QUEUE_SEL as u64;
+    pub const QUEUE_NUM_MAX: u64 = m::VIRTIO_MMIO_QUEUE_NUM_MAX as u64;
+    pub const QUEUE_NUM: u64 = m::VIRTIO_MMIO_QUEUE_NUM as u64;
+    pub const QUEUE_READY: u64 = m::VIRTIO_MMIO_QUEUE_READY as u64;
+    pub const QUEUE_NOTIFY: u64 = m::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+    pub const INTERRUPT_STATUS: u64 = m::VIRTIO_MMIO_INTERRUPT_STATUS as u64;
+    pub const INTERRUPT_ACK: u64 = m::VIRTIO_MMIO_INTERRUPT_ACK as u64;
+    pub const STATUS: u64 = m::VIRTIO_MMIO_STATUS as u64;
+    pub const QUEUE_DESC_LOW: u64 = m::VIRTIO_MMIO_QUEUE_DESC_LOW as u64;
+    pub const QUEUE_DESC_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_DESC_HIGH as u64;
+    pub const QUEUE_AVAIL_LOW: u64 = m::VIRTIO_MMIO_QUEUE_AVAIL_LOW as u64;
+    pub const QUEUE_AVAIL_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_AVAIL_HIGH as u64;
+    pub const QUEUE_USED_LOW: u64 = m::VIRTIO_MMIO_QUEUE_USED_LOW as u64;
+    pub const QUEUE_USED_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_USED_HIGH as u64;
+    pub const SHM_LEN_LOW: u64 = m::VIRTIO_MMIO_SHM_LEN_LOW as u64;
+    pub const SHM_LEN_HIGH: u64 = m::VIRTIO_MMIO_SHM_LEN_HIGH as u64;
+    pub const CONFIG_GENERATION: u64 = m::VIRTIO_MMIO_CONFIG_GENERATION as u64;
+    /// The device-specific configuration space starts here.
+    pub const CONFIG: u64 = m::VIRTIO_MMIO_CONFIG as u64;
+}
 
 /// Device status bits.
 pub mod status {
+    use virtio_bindings::virtio_config as c;
+
     /// The guest found the device.
-    pub const ACKNOWLEDGE: u32 = 1;
+    pub const ACKNOWLEDGE: u32 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE;
     /// The guest has a driver for it.
-    pub const DRIVER: u32 = 2;
+    pub const DRIVER: u32 = c::VIRTIO_CONFIG_S_DRIVER;
     /// The driver is ready.
-    pub const DRIVER_OK: u32 = 4;
+    pub const DRIVER_OK: u32 = c::VIRTIO_CONFIG_S_DRIVER_OK;
     /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
+    pub const FEATURES_OK: u32 = c::VIRTIO_CONFIG_S_FEATURES_OK;
     /// The device hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const DEVICE_NEEDS_RESET: u32 = c::VIRTIO_CONFIG_S_NEEDS_RESET;
     /// The driver gave up on the device.
-    pub const FAILED: u32 = 0x80;
+    pub const FAILED: u32 = c::VIRTIO_CONFIG_S_FAILED;
 }
 
 /// One virtio device behind its MMIO register page.
@@ -149,9 +187,7 @@ impl MmioTransport {
             .iter()
             .position(|q| q.ready() && !q.is_valid(&self.mem));
         let result = match invalid {
-            Some(i) => Err(super::ActivateError::Backend(format!(
-                "queue {i} does not fit in guest memory"
-            ))),
+            Some(i) => Err(ActivateError::QueueOutsideMemory(i)),
             None => {
                 // Queue is not Clone: hand the device copies rebuilt from the register state
                 // and keep ours for QueueReady reads and the next reset.
@@ -164,7 +200,7 @@ impl MmioTransport {
                     Ok(queues) => {
                         lock(&self.device).activate(self.mem.clone(), queues, self.irq.clone())
                     }
-                    Err(e) => Err(super::ActivateError::Backend(format!("bad queue: {e}"))),
+                    Err(e) => Err(ActivateError::BadQueue(e)),
                 }
             }
         };
@@ -177,11 +213,11 @@ impl MmioTransport {
 
     fn read_register(&mut self, offset: u64) -> u32 {
         match offset {
-            0x00 => MMIO_MAGIC_VALUE,
-            0x04 => MMIO_VERSION,
-            0x08 => lock(&self.device).device_type(),
-            0x0c => VENDOR_ID,
-            0x10 => {
+            reg::MAGIC_VALUE => MMIO_MAGIC_VALUE,
+            reg::VERSION => MMIO_VERSION,
+            reg::DEVICE_ID => lock(&self.device).device_type(),
+            reg::VENDOR_ID => VENDOR_ID,
+            reg::DEVICE_FEATURES => {
                 let features = lock(&self.device).avail_features();
                 match self.device_features_select {
                     0 => features as u32,
@@ -189,10 +225,10 @@ impl MmioTransport {
                     _ => 0,
                 }
             }
-            0x34 => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
-            0x44 => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
-            0x60 => self.irq.status(),
-            0x70 => {
+            reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.ready())),
+            reg::INTERRUPT_STATUS => self.irq.status(),
+            reg::STATUS => {
                 // Only an initialised device can need a reset: after the driver's reset the
                 // status must read 0, or the driver would wait for it forever.
                 if self.device_status != 0 && lock(&self.device).needs_reset() {
@@ -202,8 +238,8 @@ impl MmioTransport {
                 }
             }
             // No shared memory regions: a length of all ones means "absent".
-            0xb0 | 0xb4 => u32::MAX,
-            0xfc => self.config_generation,
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH => u32::MAX,
+            reg::CONFIG_GENERATION => self.config_generation,
             _ => 0,
         }
     }
@@ -213,8 +249,8 @@ impl MmioTransport {
         let setting_features = self.status_is(DRIVER, FEATURES_OK | FAILED);
         let setting_queues = self.status_is(FEATURES_OK, DRIVER_OK | FAILED);
         match offset {
-            0x14 => self.device_features_select = value,
-            0x20 if setting_features => {
+            reg::DEVICE_FEATURES_SEL => self.device_features_select = value,
+            reg::DRIVER_FEATURES if setting_features => {
                 let offered = lock(&self.device).avail_features();
                 let shift = match self.driver_features_select {
                     0 => 0,
@@ -226,19 +262,19 @@ impl MmioTransport {
                 let acked = (u64::from(value) << shift) & offered;
                 self.acked_features = (self.acked_features & !mask) | acked;
             }
-            0x24 => self.driver_features_select = value,
-            0x30 => self.queue_select = value,
-            0x38 if setting_queues => {
+            reg::DRIVER_FEATURES_SEL => self.driver_features_select = value,
+            reg::QUEUE_SEL => self.queue_select = value,
+            reg::QUEUE_NUM if setting_queues => {
                 if let Some(q) = self.selected_queue() {
                     q.set_size(value as u16);
                 }
             }
-            0x44 if setting_queues => {
+            reg::QUEUE_READY if setting_queues => {
                 if let Some(q) = self.selected_queue() {
                     q.set_ready(value == 1);
                 }
             }
-            0x50 => {
+            reg::QUEUE_NOTIFY => {
                 // Normally KVM's ioeventfd catches this write; without one, forward it.
                 if let Some(evt) = lock(&self.device).queue_events().get(value as usize)
                     && let Err(e) = evt.write(1)
@@ -246,26 +282,26 @@ impl MmioTransport {
                     tracing::warn!("queue notify failed: {e}");
                 }
             }
-            0x64 => self
+            reg::INTERRUPT_ACK => self
                 .irq
-                .ack(value & (super::VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)),
-            0x70 => self.set_status(value),
-            0x80 if setting_queues => {
+                .ack(value & (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG)),
+            reg::STATUS => self.set_status(value),
+            reg::QUEUE_DESC_LOW if setting_queues => {
                 self.with_queue(|q| q.set_desc_table_address(Some(value), None))
             }
-            0x84 if setting_queues => {
+            reg::QUEUE_DESC_HIGH if setting_queues => {
                 self.with_queue(|q| q.set_desc_table_address(None, Some(value)))
             }
-            0x90 if setting_queues => {
+            reg::QUEUE_AVAIL_LOW if setting_queues => {
                 self.with_queue(|q| q.set_avail_ring_address(Some(value), None))
             }
-            0x94 if setting_queues => {
+            reg::QUEUE_AVAIL_HIGH if setting_queues => {
                 self.with_queue(|q| q.set_avail_ring_address(None, Some(value)))
             }
-            0xa0 if setting_queues => {
+            reg::QUEUE_USED_LOW if setting_queues => {
                 self.with_queue(|q| q.set_used_ring_address(Some(value), None))
             }
-            0xa4 if setting_queues => {
+            reg::QUEUE_USED_HIGH if setting_queues => {
                 self.with_queue(|q| q.set_used_ring_address(None, Some(value)))
             }
             _ => tracing::debug!("ignored virtio-mmio write {offset:#x} = {value:#x}"),
@@ -281,8 +317,8 @@ impl MmioTransport {
 
 impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if offset >= 0x100 {
-            lock(&self.device).read_config(offset - 0x100, data);
+        if offset >= reg::CONFIG {
+            lock(&self.device).read_config(offset - reg::CONFIG, data);
             return;
         }
         if data.len() != 4 {
@@ -294,9 +330,9 @@ impl BusDevice for MmioTransport {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset >= 0x100 {
+        if offset >= reg::CONFIG {
             if self.status_is(status::DRIVER, status::FAILED) {
-                lock(&self.device).write_config(offset - 0x100, data);
+                lock(&self.device).write_config(offset - reg::CONFIG, data);
                 self.config_generation = self.config_generation.wrapping_add(1);
             }
             return;
@@ -311,51 +347,34 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::ActivateError;
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::EventFd;
 
     struct Dummy {
-        evts: Vec<EventFd>,
-        acked: u64,
-        active: bool,
+        common: super::super::VirtioCommon,
         failed: bool,
         config: [u8; 8],
     }
     impl VirtioDevice for Dummy {
-        fn device_type(&self) -> u32 {
-            42
+        fn common(&self) -> &super::super::VirtioCommon {
+            &self.common
         }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[16, 16]
-        }
-        fn queue_events(&self) -> &[EventFd] {
-            &self.evts
-        }
-        fn avail_features(&self) -> u64 {
-            VIRTIO_F_VERSION_1 | 1
-        }
-        fn set_acked_features(&mut self, f: u64) {
-            self.acked = f;
+        fn common_mut(&mut self) -> &mut super::super::VirtioCommon {
+            &mut self.common
         }
         fn read_config(&self, offset: u64, data: &mut [u8]) {
             super::super::read_config_bytes(&self.config, offset, data);
         }
-        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
         fn activate(
             &mut self,
-            _mem: GuestMemoryMmap,
-            _q: Vec<Queue>,
-            _irq: Arc<IrqTrigger>,
+            mem: GuestMemoryMmap,
+            q: Vec<Queue>,
+            irq: Arc<IrqTrigger>,
         ) -> Result<(), ActivateError> {
-            self.active = true;
-            Ok(())
+            self.common.activate(mem, q, irq, |_, _| Ok(()))
         }
         fn reset(&mut self) {
-            self.active = false;
-        }
-        fn is_activated(&self) -> bool {
-            self.active
+            self.common.reset();
         }
         fn needs_reset(&self) -> bool {
             self.failed
@@ -364,12 +383,8 @@ mod tests {
 
     fn transport() -> (MmioTransport, Arc<Mutex<Dummy>>) {
         let dev = Arc::new(Mutex::new(Dummy {
-            evts: vec![
-                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-            ],
-            acked: 0,
-            active: false,
+            common: super::super::VirtioCommon::new(42, VIRTIO_F_VERSION_1 | 1, &[16, 16], &[])
+                .unwrap(),
             failed: false,
             config: [1, 2, 3, 4, 5, 6, 7, 8],
         }));
@@ -425,14 +440,14 @@ mod tests {
             status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
         );
         assert_eq!(r(&mut t, 0x70) & status::FEATURES_OK, status::FEATURES_OK);
-        assert_eq!(dev.lock().unwrap().acked, VIRTIO_F_VERSION_1 | 1);
+        assert_eq!(dev.lock().unwrap().acked_features(), VIRTIO_F_VERSION_1 | 1);
         setup_queue(&mut t, 0, 0x1000);
         setup_queue(&mut t, 1, 0x2000);
         w(&mut t, 0x70, 0xf);
-        assert!(dev.lock().unwrap().active);
+        assert!(dev.lock().unwrap().is_activated());
         assert_eq!(r(&mut t, 0x70), 0xf);
         w(&mut t, 0x70, 0);
-        assert!(!dev.lock().unwrap().active);
+        assert!(!dev.lock().unwrap().is_activated());
         assert_eq!(r(&mut t, 0x70), 0);
     }
 
@@ -455,7 +470,7 @@ mod tests {
         w(&mut t, 0x70, 1);
         w(&mut t, 0x70, 3);
         w(&mut t, 0x70, 7); // DRIVER_OK without FEATURES_OK
-        assert!(!dev.lock().unwrap().active);
+        assert!(!dev.lock().unwrap().is_activated());
         // Narrow register accesses are ignored.
         t.write(0x70, &[0]);
         assert_eq!(r(&mut t, 0x70), 3);
@@ -478,7 +493,7 @@ mod tests {
         w(&mut t, 0x80, 0xffff_f000); // descriptor table far outside guest memory
         w(&mut t, 0x44, 1);
         w(&mut t, 0x70, 0xf);
-        assert!(!dev.lock().unwrap().active);
+        assert!(!dev.lock().unwrap().is_activated());
         assert_ne!(r(&mut t, 0x70) & status::DEVICE_NEEDS_RESET, 0);
         assert_ne!(r(&mut t, 0x60) & VIRTIO_MMIO_INT_CONFIG, 0);
     }
@@ -508,7 +523,7 @@ mod tests {
     fn notify_write_signals_queue_event() {
         let (mut t, dev) = transport();
         w(&mut t, 0x50, 1);
-        assert_eq!(dev.lock().unwrap().evts[1].read().unwrap(), 1);
+        assert_eq!(dev.lock().unwrap().queue_events()[1].read().unwrap(), 1);
         w(&mut t, 0x50, 7); // no such queue
     }
 }

@@ -6,6 +6,7 @@
 //! queues to the device when the driver sets DRIVER_OK.
 
 pub mod block;
+pub mod common;
 pub mod fs;
 pub mod mmio;
 pub mod net;
@@ -15,25 +16,27 @@ pub mod vsock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use common::{ActiveState, VirtioCommon};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-/// Feature bit every modern device offers and every driver must accept.
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-/// Device ID of virtio-net.
-pub const TYPE_NET: u32 = 1;
-/// Device ID of virtio-blk.
-pub const TYPE_BLOCK: u32 = 2;
-/// Device ID of virtio-vsock.
-pub const TYPE_VSOCK: u32 = 19;
-/// Device ID of virtio-fs.
-pub const TYPE_FS: u32 = 26;
+use virtio_bindings::{virtio_config, virtio_ids};
 
-/// Interrupt status bit: the device used buffers.
-pub const VIRTIO_MMIO_INT_VRING: u32 = 0x01;
-/// Interrupt status bit: the configuration changed (or the device needs a reset).
-pub const VIRTIO_MMIO_INT_CONFIG: u32 = 0x02;
+/// Feature bit every modern device offers and every driver must accept.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+/// Device ID of virtio-net.
+pub const TYPE_NET: u32 = virtio_ids::VIRTIO_ID_NET;
+/// Device ID of virtio-blk.
+pub const TYPE_BLOCK: u32 = virtio_ids::VIRTIO_ID_BLOCK;
+/// Device ID of virtio-vsock.
+pub const TYPE_VSOCK: u32 = virtio_ids::VIRTIO_ID_VSOCK;
+/// Device ID of virtio-fs.
+pub const TYPE_FS: u32 = virtio_ids::VIRTIO_ID_FS;
+
+/// Interrupt status bits: the device used buffers (VRING), the configuration changed or the
+/// device needs a reset (CONFIG).
+pub use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 
 /// Raises the device's interrupt: sets a bit in the transport's InterruptStatus register and
 /// signals the irqfd KVM injects from.
@@ -95,27 +98,70 @@ pub enum ActivateError {
     /// The driver did not set up a queue the device cannot work without.
     #[error("queue {0} is not ready")]
     QueueNotReady(usize),
-    /// A backend resource could not be set up.
-    #[error("backend: {0}")]
-    Backend(String),
+    /// A queue the driver enabled lies (partly) outside guest memory.
+    #[error("queue {0} does not fit in guest memory")]
+    QueueOutsideMemory(usize),
+    /// A queue's register state could not be turned into a queue.
+    #[error("bad queue: {0}")]
+    BadQueue(#[source] virtio_queue::Error),
+    /// The TAP refused the offloads the driver negotiated.
+    #[error("cannot set TAP offloads: {0}")]
+    TapOffloads(#[source] std::io::Error),
+    /// The vhost-user backend went away before the driver started the device.
+    #[error("virtio-fs {tag}: the vhost-user backend is gone")]
+    BackendGone {
+        /// The device's tag.
+        tag: String,
+    },
+    /// The vhost-user backend refused to start the rings.
+    #[error("virtio-fs {tag}: {source}")]
+    VhostUser {
+        /// The device's tag.
+        tag: String,
+        /// What failed.
+        source: vhost_user::VhostUserError,
+    },
 }
 
 /// What the transport needs from a device.
+///
+/// Everything the devices share (features, queues, activation state) lives in the
+/// [`VirtioCommon`] each embeds; the provided methods read it, so a device implements only
+/// its configuration space, its start-up and its reset.
 pub trait VirtioDevice: Send {
+    /// The state shared by every device.
+    fn common(&self) -> &VirtioCommon;
+    /// The state shared by every device, to change it.
+    fn common_mut(&mut self) -> &mut VirtioCommon;
     /// The virtio device ID.
-    fn device_type(&self) -> u32;
+    fn device_type(&self) -> u32 {
+        self.common().device_type()
+    }
     /// Largest size of each queue; the length is the number of queues.
-    fn queue_max_sizes(&self) -> &[u16];
+    fn queue_max_sizes(&self) -> &[u16] {
+        self.common().queue_max_sizes()
+    }
     /// One eventfd per queue, signalled (through KVM ioeventfds) when the driver notifies it.
-    fn queue_events(&self) -> &[EventFd];
+    fn queue_events(&self) -> &[EventFd] {
+        self.common().queue_events()
+    }
     /// Feature bits the device offers.
-    fn avail_features(&self) -> u64;
-    /// Records the features the driver accepted (a subset of `avail_features`).
-    fn set_acked_features(&mut self, features: u64);
+    fn avail_features(&self) -> u64 {
+        self.common().avail_features()
+    }
+    /// Feature bits the driver accepted.
+    fn acked_features(&self) -> u64 {
+        self.common().acked_features()
+    }
+    /// Records the features the driver accepted, keeping only those the device offers.
+    fn set_acked_features(&mut self, features: u64) {
+        self.common_mut().ack_features(features);
+    }
     /// Reads the device-specific configuration space; bytes past its end read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the configuration space; devices with a read-only config ignore it.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Writes the configuration space. Our devices' configurations are read-only for the
+    /// driver, so the default ignores the write.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Starts the device with the queues the driver configured.
     fn activate(
         &mut self,
@@ -123,10 +169,12 @@ pub trait VirtioDevice: Send {
         queues: Vec<Queue>,
         irq: Arc<IrqTrigger>,
     ) -> Result<(), ActivateError>;
-    /// Stops the device and forgets its queues (driver wrote 0 to Status).
+    /// Stops the device and forgets its queues and features (driver wrote 0 to Status).
     fn reset(&mut self);
     /// Whether the device is running.
-    fn is_activated(&self) -> bool;
+    fn is_activated(&self) -> bool {
+        self.common().is_activated()
+    }
     /// Whether the device failed after activation (e.g. its external backend went away) and
     /// can only work again after the driver resets it; the transport then reports
     /// DEVICE_NEEDS_RESET.

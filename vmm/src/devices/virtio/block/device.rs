@@ -9,12 +9,12 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::request::Request;
 use super::{BLOCK_ID_BYTES, QUEUE_SIZE, SECTOR_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, status};
 use crate::devices::virtio::{
-    ActivateError, IrqTrigger, TYPE_BLOCK, VIRTIO_F_VERSION_1, VirtioDevice, read_config_bytes,
+    ActivateError, IrqTrigger, TYPE_BLOCK, VIRTIO_F_VERSION_1, VirtioCommon, VirtioDevice,
+    read_config_bytes,
 };
 
 /// Opening the backing file failed.
@@ -33,12 +33,6 @@ pub enum BlockError {
     EventFd(std::io::Error),
 }
 
-struct Active {
-    mem: GuestMemoryMmap,
-    queue: Queue,
-    irq: Arc<IrqTrigger>,
-}
-
 /// A virtio-blk device backed by a raw disk image.
 pub struct Block {
     disk: File,
@@ -46,9 +40,7 @@ pub struct Block {
     capacity: u64,
     id: [u8; BLOCK_ID_BYTES],
     config: [u8; 8],
-    acked_features: u64,
-    queue_evts: [EventFd; 1],
-    active: Option<Active>,
+    common: VirtioCommon,
 }
 
 impl Block {
@@ -87,15 +79,18 @@ impl Block {
             let n = id.len().min(BLOCK_ID_BYTES);
             serial[..n].copy_from_slice(&id.as_bytes()[..n]);
         }
+        let mut features = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH;
+        if read_only {
+            features |= VIRTIO_BLK_F_RO;
+        }
         Ok(Self {
             disk,
             read_only,
             capacity,
             id: serial,
             config: capacity.to_le_bytes(),
-            acked_features: 0,
-            queue_evts: [EventFd::new(libc::EFD_NONBLOCK).map_err(BlockError::EventFd)?],
-            active: None,
+            common: VirtioCommon::new(TYPE_BLOCK, features, &[QUEUE_SIZE], &[0])
+                .map_err(BlockError::EventFd)?,
         })
     }
 
@@ -113,11 +108,12 @@ impl Block {
 
     /// Processes every available request; returns whether the guest must be notified.
     pub fn process_queue(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.common.active_mut() else {
             return false;
         };
+        let queue = &mut active.queues[0];
         let mut used_any = false;
-        while let Some(chain) = active.queue.pop_descriptor_chain(&active.mem) {
+        while let Some(chain) = queue.pop_descriptor_chain(&active.mem) {
             let head = chain.head_index();
             let parsed = Request::parse(chain, self.capacity);
             let used_len = match (parsed.status_addr, parsed.request) {
@@ -141,7 +137,7 @@ impl Block {
                     0
                 }
             };
-            if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
+            if let Err(e) = queue.add_used(&active.mem, head, used_len) {
                 tracing::warn!("virtio-blk: cannot add used descriptor: {e}");
                 break;
             }
@@ -149,7 +145,7 @@ impl Block {
         }
         if used_any {
             // When in doubt (a broken ring), interrupt: a spurious interrupt is harmless.
-            !matches!(active.queue.needs_notification(&active.mem), Ok(false))
+            !matches!(queue.needs_notification(&active.mem), Ok(false))
         } else {
             false
         }
@@ -157,37 +153,20 @@ impl Block {
 }
 
 impl VirtioDevice for Block {
-    fn device_type(&self) -> u32 {
-        TYPE_BLOCK
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn avail_features(&self) -> u64 {
-        let mut f = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH;
-        if self.read_only {
-            f |= VIRTIO_BLK_F_RO;
-        }
-        f
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // The block config space has no driver-writable fields we offer (no writeback toggle).
-    }
+    // The block config space has no driver-writable fields we offer (no writeback toggle):
+    // the default write_config ignores writes.
 
     fn activate(
         &mut self,
@@ -195,44 +174,86 @@ impl VirtioDevice for Block {
         queues: Vec<Queue>,
         irq: Arc<IrqTrigger>,
     ) -> Result<(), ActivateError> {
-        let queue = queues
-            .into_iter()
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(ActivateError::QueueNotReady(0))?;
-        self.active = Some(Active { mem, queue, irq });
+        self.common.activate(mem, queues, irq, |_, _| Ok(()))?;
         // Requests queued before activation would otherwise wait for the next notify.
-        let _ = self.queue_evts[0].write(1);
+        self.common.kick(0);
         Ok(())
     }
 
     fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
+        self.common.reset();
     }
 }
 
 impl MutEventSubscriber for Block {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.queue_evts[0], EventSet::IN)) {
+        if let Err(e) = ops.add(Events::new(&self.common.queue_events()[0], EventSet::IN)) {
             tracing::error!("virtio-blk: cannot register queue event: {e:?}");
         }
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.fd() != std::os::fd::AsRawFd::as_raw_fd(&self.queue_evts[0]) {
+        let evt = &self.common.queue_events()[0];
+        if events.fd() != std::os::fd::AsRawFd::as_raw_fd(evt) {
             return;
         }
         // Drain the counter; a spurious wakeup just finds an empty queue.
-        let _ = self.queue_evts[0].read();
-        if self.process_queue()
-            && let Some(active) = &self.active
-        {
-            active.irq.trigger_vring();
+        let _ = evt.read();
+        if self.process_queue() {
+            self.common.signal_used();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(read_only: bool) -> Block {
+        let file = tempfile_in_tmp();
+        Block::from_file(file, read_only, None).unwrap()
+    }
+
+    fn tempfile_in_tmp() -> File {
+        let path = std::env::temp_dir().join(format!(
+            "mvm-vmm-block-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        file.set_len(4096).unwrap();
+        file
+    }
+
+    #[test]
+    fn the_driver_gets_only_offered_features() {
+        for read_only in [false, true] {
+            let mut d = disk(read_only);
+            d.set_acked_features(u64::MAX);
+            assert_eq!(d.acked_features(), d.avail_features());
+            let mut want = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH;
+            if read_only {
+                want |= VIRTIO_BLK_F_RO;
+            }
+            assert_eq!(d.acked_features(), want);
+            d.reset();
+            assert_eq!(d.acked_features(), 0);
+        }
+    }
+
+    #[test]
+    fn identity() {
+        let d = disk(false);
+        assert_eq!(d.device_type(), TYPE_BLOCK);
+        assert_eq!(d.queue_max_sizes(), &[QUEUE_SIZE]);
+        assert_eq!(d.queue_events().len(), 1);
+        assert_eq!(d.capacity(), 8);
     }
 }

@@ -12,22 +12,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1 as VERSION_1_BIT;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{CONFIG_SIZE, NUM_QUEUES, QUEUE_SIZE, TagError, config_space};
 use crate::devices::virtio::vhost_user::{self, Connection, VhostUserError};
-use crate::devices::virtio::{ActivateError, IrqTrigger, TYPE_FS, VirtioDevice, read_config_bytes};
+use crate::devices::virtio::{
+    ActivateError, IrqTrigger, TYPE_FS, VIRTIO_F_VERSION_1, VirtioCommon, VirtioDevice,
+    read_config_bytes,
+};
 
 /// Virtio features passed through from the backend to the driver. The rings are the
 /// backend's business, so it decides on indirect descriptors and event indices; the packed
 /// ring is left out because the transport only sets up split rings.
 const PASSTHROUGH_FEATURES: u64 =
-    1 << VERSION_1_BIT | 1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX;
+    VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC | 1 << VIRTIO_RING_F_EVENT_IDX;
 
 /// The device could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -48,22 +50,16 @@ pub enum FsError {
     EventFd(std::io::Error),
 }
 
-struct Active {
-    irq: Arc<IrqTrigger>,
-    /// The rings the backend serves (stopped on reset).
-    started: Vec<usize>,
-}
-
 /// A virtio-fs device whose queues an external vhost-user backend serves.
 pub struct Fs {
     tag: String,
     config: [u8; CONFIG_SIZE],
     conn: Connection,
-    avail_features: u64,
-    acked_features: u64,
-    kick_evts: Vec<EventFd>,
+    /// Its queue eventfds are the "kick" eventfds the backend waits on.
+    common: VirtioCommon,
     call_evts: Vec<EventFd>,
-    active: Option<Active>,
+    /// The rings the backend serves (stopped on reset).
+    started: Vec<usize>,
     /// The backend went away: the device cannot work until the monitor is restarted.
     failed: bool,
 }
@@ -79,27 +75,32 @@ impl Fs {
             source,
         };
         let conn = Connection::connect(socket, NUM_QUEUES).map_err(backend)?;
-        if conn.virtio_features() & (1 << VERSION_1_BIT) == 0 {
+        if conn.virtio_features() & VIRTIO_F_VERSION_1 == 0 {
             return Err(backend(VhostUserError::Unsupported(
                 "does not offer VIRTIO_F_VERSION_1".into(),
             )));
         }
         conn.set_mem_table(mem).map_err(backend)?;
-        let evts = || {
-            (0..NUM_QUEUES)
-                .map(|_| EventFd::new(libc::EFD_NONBLOCK))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(FsError::EventFd)
-        };
+        let call_evts = (0..NUM_QUEUES)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(FsError::EventFd)?;
+        // The request queue is what the driver sends FUSE requests on; the high-priority
+        // queue may stay off.
+        let common = VirtioCommon::new(
+            TYPE_FS,
+            conn.virtio_features() & PASSTHROUGH_FEATURES,
+            &[QUEUE_SIZE; NUM_QUEUES],
+            &[1],
+        )
+        .map_err(FsError::EventFd)?;
         Ok(Self {
             tag: tag.to_string(),
             config,
-            avail_features: conn.virtio_features() & PASSTHROUGH_FEATURES,
             conn,
-            acked_features: 0,
-            kick_evts: evts()?,
-            call_evts: evts()?,
-            active: None,
+            common,
+            call_evts,
+            started: Vec::new(),
             failed: false,
         })
     }
@@ -120,40 +121,24 @@ impl Fs {
             "virtio-fs {}: vhost-user backend {why}; the device needs a reset and stays failed",
             self.tag
         );
-        if let Some(active) = &self.active {
-            active.irq.trigger_config();
-        }
+        self.common.signal_config();
     }
 }
 
 impl VirtioDevice for Fs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.kick_evts
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // Both fields are read-only for the driver.
-    }
+    // Both fields are read-only for the driver: the default write_config ignores writes.
 
     fn activate(
         &mut self,
@@ -162,43 +147,35 @@ impl VirtioDevice for Fs {
         irq: Arc<IrqTrigger>,
     ) -> Result<(), ActivateError> {
         if self.failed {
-            return Err(ActivateError::Backend(format!(
-                "virtio-fs {}: the vhost-user backend is gone",
-                self.tag
-            )));
+            return Err(ActivateError::BackendGone {
+                tag: self.tag.clone(),
+            });
         }
-        // The request queue is what the driver sends FUSE requests on.
-        if !queues.get(1).is_some_and(|q| q.ready()) {
-            return Err(ActivateError::QueueNotReady(1));
-        }
-        let started = self
-            .conn
-            .start_vrings(
-                self.acked_features,
-                &mem,
-                &queues,
-                &self.kick_evts,
-                &self.call_evts,
-            )
-            .map_err(|e| ActivateError::Backend(format!("virtio-fs {}: {e}", self.tag)))?;
-        self.active = Some(Active { irq, started });
+        let acked = self.common.acked_features();
+        let (conn, call_evts, tag) = (&mut self.conn, &self.call_evts, &self.tag);
+        let mut started = Vec::new();
+        self.common
+            .activate(mem, queues, irq, |active, kick_evts| {
+                started = conn
+                    .start_vrings(acked, &active.mem, &active.queues, kick_evts, call_evts)
+                    .map_err(|source| ActivateError::VhostUser {
+                        tag: tag.clone(),
+                        source,
+                    })?;
+                Ok(())
+            })?;
+        self.started = started;
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(active) = self.active.take()
-            && !self.failed
-        {
-            self.conn.stop_vrings(&active.started);
+        if self.common.reset().is_some() && !self.failed {
+            self.conn.stop_vrings(&self.started);
         }
+        self.started.clear();
         for evt in &self.call_evts {
             let _ = evt.read();
         }
-        self.acked_features = 0;
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
     }
 
     fn needs_reset(&self) -> bool {
@@ -235,8 +212,6 @@ impl MutEventSubscriber for Fs {
         };
         // Drain the counter whether or not the device runs; a call after a reset is stale.
         let _ = evt.read();
-        if let Some(active) = &self.active {
-            active.irq.trigger_vring();
-        }
+        self.common.signal_used();
     }
 }

@@ -14,10 +14,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::backend::Backend;
 use super::rx::{self, RxOutcome};
@@ -28,7 +27,8 @@ use super::{
     VNET_HDR_LEN, tx,
 };
 use crate::devices::virtio::{
-    ActivateError, IrqTrigger, TYPE_NET, VIRTIO_F_VERSION_1, VirtioDevice, read_config_bytes,
+    ActivateError, IrqTrigger, TYPE_NET, VIRTIO_F_VERSION_1, VirtioCommon, VirtioDevice,
+    read_config_bytes,
 };
 
 /// Setting the device up failed.
@@ -61,12 +61,6 @@ pub struct NetStats {
     pub bad_chains: u64,
 }
 
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    irq: Arc<IrqTrigger>,
-}
-
 /// A virtio-net device over a [`Backend`] (normally a [`Tap`]).
 ///
 /// Register it with the event loop (`MutEventSubscriber`): it watches its two queue eventfds
@@ -74,9 +68,7 @@ struct Active {
 pub struct Net {
     backend: Box<dyn Backend>,
     config: [u8; 8],
-    acked_features: u64,
-    queue_evts: [EventFd; NUM_QUEUES],
-    active: Option<Active>,
+    common: VirtioCommon,
     /// A frame read from the backend and not yet delivered (`rx_len` bytes of it).
     rx_frame: Vec<u8>,
     rx_len: usize,
@@ -91,16 +83,16 @@ pub struct Net {
 impl Net {
     /// A device with MAC `mac` over `backend`.
     pub fn new(backend: Box<dyn Backend>, mac: MacAddr) -> Result<Self, NetError> {
-        let evt = || EventFd::new(libc::EFD_NONBLOCK).map_err(NetError::EventFd);
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&mac);
         config[6..].copy_from_slice(&S_LINK_UP.to_le_bytes());
+        let features = Self::features_for(backend.supported_offloads());
+        let common = VirtioCommon::new(TYPE_NET, features, &[QUEUE_SIZE; NUM_QUEUES], &[RXQ, TXQ])
+            .map_err(NetError::EventFd)?;
         Ok(Self {
             backend,
             config,
-            acked_features: 0,
-            queue_evts: [evt()?, evt()?],
-            active: None,
+            common,
             rx_frame: vec![0u8; MAX_FRAME_LEN],
             rx_len: 0,
             rx_error: false,
@@ -135,12 +127,12 @@ impl Net {
     /// Whether the backend's descriptor should be in the epoll set: the device is running
     /// and has room for the next frame.
     pub fn wants_backend_events(&self) -> bool {
-        self.active.is_some() && self.rx_len == 0 && !self.rx_error
+        self.common.is_activated() && self.rx_len == 0 && !self.rx_error
     }
 
     /// Handles a notification on queue `idx` (what the event loop calls for a queue eventfd).
     pub fn handle_queue_event(&mut self, idx: usize) {
-        if let Some(evt) = self.queue_evts.get(idx) {
+        if let Some(evt) = self.common.queue_events().get(idx) {
             // Drain the counter; a spurious wakeup finds nothing to do.
             let _ = evt.read();
         }
@@ -160,7 +152,8 @@ impl Net {
     }
 
     fn process_tx(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let acked = self.common.acked_features();
+        let Some(active) = self.common.active_mut() else {
             return false;
         };
         tx::process(
@@ -168,7 +161,7 @@ impl Net {
             &active.mem,
             self.backend.as_mut(),
             &mut self.tx_buf,
-            self.acked_features,
+            acked,
             &mut self.stats,
         )
     }
@@ -176,7 +169,8 @@ impl Net {
     /// Moves frames from the backend to the guest until the backend is empty or the guest
     /// is out of buffers; returns whether the used ring changed.
     fn process_rx(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let acked = self.common.acked_features();
+        let Some(active) = self.common.active_mut() else {
             return false;
         };
         let mut used = false;
@@ -198,12 +192,7 @@ impl Net {
                 }
             }
             let frame = &mut self.rx_frame[..self.rx_len];
-            let outcome = rx::deliver(
-                &mut active.queues[RXQ],
-                &active.mem,
-                frame,
-                self.acked_features,
-            );
+            let outcome = rx::deliver(&mut active.queues[RXQ], &active.mem, frame, acked);
             used |= outcome.used_changed();
             match outcome {
                 RxOutcome::Delivered { bad_chains, .. } => {
@@ -230,8 +219,8 @@ impl Net {
     fn notify(&mut self, used: bool) {
         // Without VIRTIO_RING_F_EVENT_IDX (not offered) every used buffer is worth an
         // interrupt, so there is no suppression state to consult.
-        if used && let Some(active) = &self.active {
-            active.irq.trigger_vring();
+        if used {
+            self.common.signal_used();
         }
     }
 
@@ -248,6 +237,29 @@ impl Net {
             Ok(()) => self.backend_watched = want,
             Err(e) => tracing::error!("virtio-net: cannot update the backend watch: {e:?}"),
         }
+    }
+
+    /// The features offered over a backend that can deliver the `TUN_F_*` offloads
+    /// `supported`. The backend accepts offloaded frames from the guest whatever it can
+    /// deliver.
+    fn features_for(supported: u32) -> u64 {
+        let mut f = VIRTIO_F_VERSION_1
+            | F_MAC
+            | F_STATUS
+            | F_MRG_RXBUF
+            | F_CSUM
+            | F_HOST_TSO4
+            | F_HOST_TSO6;
+        if supported & libc::TUN_F_CSUM != 0 {
+            f |= F_GUEST_CSUM;
+            if supported & libc::TUN_F_TSO4 != 0 {
+                f |= F_GUEST_TSO4;
+            }
+            if supported & libc::TUN_F_TSO6 != 0 {
+                f |= F_GUEST_TSO6;
+            }
+        }
+        f
     }
 
     /// The `TUN_F_*` offloads matching the guest's receive features.
@@ -267,51 +279,20 @@ impl Net {
 }
 
 impl VirtioDevice for Net {
-    fn device_type(&self) -> u32 {
-        TYPE_NET
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn avail_features(&self) -> u64 {
-        // The backend accepts offloaded frames from the guest whatever it can deliver.
-        let mut f = VIRTIO_F_VERSION_1
-            | F_MAC
-            | F_STATUS
-            | F_MRG_RXBUF
-            | F_CSUM
-            | F_HOST_TSO4
-            | F_HOST_TSO6;
-        let supported = self.backend.supported_offloads();
-        if supported & libc::TUN_F_CSUM != 0 {
-            f |= F_GUEST_CSUM;
-            if supported & libc::TUN_F_TSO4 != 0 {
-                f |= F_GUEST_TSO4;
-            }
-            if supported & libc::TUN_F_TSO6 != 0 {
-                f |= F_GUEST_TSO6;
-            }
-        }
-        f
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // The MAC is only writable through the legacy interface; status is read-only.
-    }
+    // The MAC is only writable through the legacy interface and status is read-only: the
+    // default write_config ignores writes.
 
     fn activate(
         &mut self,
@@ -319,47 +300,36 @@ impl VirtioDevice for Net {
         queues: Vec<Queue>,
         irq: Arc<IrqTrigger>,
     ) -> Result<(), ActivateError> {
-        if queues.len() < NUM_QUEUES {
-            return Err(ActivateError::QueueNotReady(queues.len()));
-        }
-        for q in [RXQ, TXQ] {
-            if !queues[q].ready() {
-                return Err(ActivateError::QueueNotReady(q));
-            }
-        }
         // The backend must not hand the guest offloaded frames it did not agree to.
-        let offloads = Self::offloads_for(self.acked_features);
-        self.backend
-            .set_offloads(offloads)
-            .map_err(|e| ActivateError::Backend(format!("cannot set TAP offloads: {e}")))?;
-        self.active = Some(Active { mem, queues, irq });
+        let offloads = Self::offloads_for(self.common.acked_features());
+        let backend = &mut self.backend;
+        self.common.activate(mem, queues, irq, |_, _| {
+            backend
+                .set_offloads(offloads)
+                .map_err(ActivateError::TapOffloads)
+        })?;
         self.rx_len = 0;
         self.rx_error = false;
         // Chains posted before activation would otherwise wait for the next notification,
         // and the event loop starts watching the backend from this wakeup on.
-        let _ = self.queue_evts[RXQ].write(1);
-        let _ = self.queue_evts[TXQ].write(1);
+        self.common.kick(RXQ);
+        self.common.kick(TXQ);
         Ok(())
     }
 
     fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
+        self.common.reset();
         self.rx_len = 0;
         self.rx_error = false;
         if let Err(e) = self.backend.set_offloads(0) {
             tracing::warn!("virtio-net: cannot clear TAP offloads: {e}");
         }
     }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
 }
 
 impl MutEventSubscriber for Net {
     fn init(&mut self, ops: &mut EventOps) {
-        for evt in &self.queue_evts {
+        for evt in self.common.queue_events() {
             if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
                 tracing::error!("virtio-net: cannot register queue event: {e:?}");
             }
@@ -371,7 +341,12 @@ impl MutEventSubscriber for Net {
         let fd = events.fd();
         if fd == self.backend.as_raw_fd() {
             self.handle_backend_event();
-        } else if let Some(idx) = self.queue_evts.iter().position(|e| e.as_raw_fd() == fd) {
+        } else if let Some(idx) = self
+            .common
+            .queue_events()
+            .iter()
+            .position(|e| e.as_raw_fd() == fd)
+        {
             self.handle_queue_event(idx);
         }
         self.sync_backend_watch(ops);

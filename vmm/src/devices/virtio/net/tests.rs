@@ -960,3 +960,19 @@ mod real_tap {
             .expect("real TAP test failed (see above)");
     }
 }
+
+#[test]
+fn the_driver_gets_only_offered_features() {
+    // A backend without offloads offers no GUEST_* receive offloads; a driver acking every
+    // bit must not get them (nor anything else we never offered).
+    let (backend, _peer) = DatagramBackend::pair(0).unwrap();
+    let mut dev = Net::new(Box::new(backend), MAC).unwrap();
+    dev.set_acked_features(u64::MAX);
+    assert_eq!(dev.acked_features(), dev.avail_features());
+    assert_eq!(
+        dev.acked_features() & (F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6),
+        0
+    );
+    dev.reset();
+    assert_eq!(dev.acked_features(), 0);
+}

@@ -12,13 +12,13 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use virtio_vsock::packet::{PKT_HEADER_SIZE, VsockPacket};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::Muxer;
 use super::packet::Header;
 use super::{MAX_PKT_DATA, NUM_QUEUES, QUEUE_SIZE, RXQ, TXQ};
 use crate::devices::virtio::{
-    ActivateError, IrqTrigger, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioDevice, read_config_bytes,
+    ActivateError, IrqTrigger, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioCommon, VirtioDevice,
+    read_config_bytes,
 };
 
 /// Rounds of "tx, then rx" per event while the tx queue waits for the rx queue to drain;
@@ -50,12 +50,6 @@ pub enum VsockError {
     Timer(std::io::Error),
 }
 
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    irq: Arc<IrqTrigger>,
-}
-
 /// A virtio-vsock device whose host side is unix sockets (see the module documentation).
 ///
 /// Register it with the event loop (`MutEventSubscriber`): it watches its three queue
@@ -63,10 +57,8 @@ struct Active {
 pub struct Vsock {
     guest_cid: u64,
     config: [u8; 8],
-    acked_features: u64,
-    queue_evts: [EventFd; NUM_QUEUES],
+    common: VirtioCommon,
     muxer: Muxer,
-    active: Option<Active>,
     /// The tx queue was left unprocessed because too many resets wait for rx buffers.
     tx_stalled: bool,
 }
@@ -75,14 +67,19 @@ impl Vsock {
     /// A device for a guest with CID `guest_cid`, listening for host connections at
     /// `uds_path` (a stale socket there is replaced; the directory must exist).
     pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Self, VsockError> {
-        let evt = || EventFd::new(libc::EFD_NONBLOCK).map_err(VsockError::EventFd);
+        // The event queue is never used (we send no transport events), so it may stay off.
+        let common = VirtioCommon::new(
+            TYPE_VSOCK,
+            VIRTIO_F_VERSION_1,
+            &[QUEUE_SIZE; NUM_QUEUES],
+            &[RXQ, TXQ],
+        )
+        .map_err(VsockError::EventFd)?;
         Ok(Self {
             guest_cid,
             config: guest_cid.to_le_bytes(),
-            acked_features: 0,
-            queue_evts: [evt()?, evt()?, evt()?],
+            common,
             muxer: Muxer::new(guest_cid, uds_path)?,
-            active: None,
             tx_stalled: false,
         })
     }
@@ -104,7 +101,7 @@ impl Vsock {
 
     /// Handles a notification on queue `idx` (what the event loop calls for a queue eventfd).
     pub(crate) fn handle_queue_event(&mut self, idx: usize) {
-        if let Some(evt) = self.queue_evts.get(idx) {
+        if let Some(evt) = self.common.queue_events().get(idx) {
             // Drain the counter; a spurious wakeup finds nothing to do.
             let _ = evt.read();
         }
@@ -120,7 +117,7 @@ impl Vsock {
 
     /// Moves packets both ways, signals the guest, and keeps the timer in step.
     fn run(&mut self, now: Instant) {
-        if self.active.is_some() {
+        if self.common.is_activated() {
             let (rx_used, tx_used) = self.run_queues(now);
             self.notify(rx_used, tx_used);
         }
@@ -142,7 +139,7 @@ impl Vsock {
             }
             if round + 1 == MAX_ROUNDS {
                 // Let other devices run; come back through our own tx eventfd.
-                let _ = self.queue_evts[TXQ].write(1);
+                self.common.kick(TXQ);
                 break;
             }
         }
@@ -151,7 +148,7 @@ impl Vsock {
 
     /// Fills guest rx buffers with pending packets; returns whether any was used.
     fn process_rx(&mut self, now: Instant) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.common.active_mut() else {
             return false;
         };
         let mut used = false;
@@ -194,7 +191,7 @@ impl Vsock {
 
     /// Hands guest packets to the muxer; returns whether any tx buffer was used.
     fn process_tx(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.common.active_mut() else {
             return false;
         };
         self.tx_stalled = false;
@@ -232,7 +229,7 @@ impl Vsock {
     }
 
     fn notify(&mut self, rx_used: bool, tx_used: bool) {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.common.active_mut() else {
             return;
         };
         let mut needed = false;
@@ -274,33 +271,19 @@ fn read_raw_header(mem: &GuestMemoryMmap, desc: &SplitDescriptor) -> Option<Head
 }
 
 impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
+    fn common(&self) -> &VirtioCommon {
+        &self.common
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; NUM_QUEUES]
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn avail_features(&self) -> u64 {
-        VIRTIO_F_VERSION_1
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
+    fn common_mut(&mut self) -> &mut VirtioCommon {
+        &mut self.common
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
-        // guest_cid is read-only.
-    }
+    // guest_cid is read-only: the default write_config ignores writes.
 
     fn activate(
         &mut self,
@@ -308,39 +291,25 @@ impl VirtioDevice for Vsock {
         queues: Vec<Queue>,
         irq: Arc<IrqTrigger>,
     ) -> Result<(), ActivateError> {
-        if queues.len() < NUM_QUEUES {
-            return Err(ActivateError::QueueNotReady(queues.len()));
-        }
-        // The event queue is never used (we send no transport events), so it may stay off.
-        for q in [RXQ, TXQ] {
-            if !queues[q].ready() {
-                return Err(ActivateError::QueueNotReady(q));
-            }
-        }
-        self.active = Some(Active { mem, queues, irq });
+        self.common.activate(mem, queues, irq, |_, _| Ok(()))?;
         self.tx_stalled = false;
         // Packets queued before activation (host connections waiting for the guest, tx
         // buffers posted early) would otherwise wait for the next notification.
-        let _ = self.queue_evts[RXQ].write(1);
-        let _ = self.queue_evts[TXQ].write(1);
+        self.common.kick(RXQ);
+        self.common.kick(TXQ);
         Ok(())
     }
 
     fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
+        self.common.reset();
         self.tx_stalled = false;
         self.muxer.reset();
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
     }
 }
 
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
-        for evt in &self.queue_evts {
+        for evt in self.common.queue_events() {
             if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
                 tracing::error!("vsock: cannot register queue event: {e:?}");
             }
@@ -354,7 +323,12 @@ impl MutEventSubscriber for Vsock {
         let fd = events.fd();
         if fd == self.muxer.epoll().as_raw_fd() {
             self.handle_backend_event();
-        } else if let Some(idx) = self.queue_evts.iter().position(|e| e.as_raw_fd() == fd) {
+        } else if let Some(idx) = self
+            .common
+            .queue_events()
+            .iter()
+            .position(|e| e.as_raw_fd() == fd)
+        {
             self.handle_queue_event(idx);
         }
     }

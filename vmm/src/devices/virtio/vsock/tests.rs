@@ -941,3 +941,13 @@ fn bulk_transfers_follow_credit_both_ways() {
     let v = r.join().unwrap();
     assert!(v.iter().enumerate().all(|(i, &b)| b == pattern(i)));
 }
+
+#[test]
+fn the_driver_gets_only_offered_features() {
+    let m = mem();
+    let mut h = H::new(&m);
+    h.dev.set_acked_features(u64::MAX);
+    assert_eq!(h.dev.acked_features(), VIRTIO_F_VERSION_1);
+    h.dev.reset();
+    assert_eq!(h.dev.acked_features(), 0);
+}

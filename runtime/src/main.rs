@@ -6,6 +6,7 @@ mod control;
 mod image_cmds;
 mod lifecycle;
 mod network_cmds;
+mod output;
 mod ps;
 mod stats;
 mod volume_cmds;

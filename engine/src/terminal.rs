@@ -1,4 +1,4 @@
-//! The user's terminal: raw mode for `-t`, and its size.
+//! The user's terminal: raw mode for `-t`, its size, and silencing output for `build -q`.
 
 use std::os::fd::BorrowedFd;
 
@@ -89,16 +89,4 @@ impl Drop for SilenceStdout {
             }
         }
     }
-}
-
-/// Docker's `WARNING! ... [y/N]` question for prune commands: asked only when stdin is a
-/// terminal and `--force` was not given; true to go on.
-pub fn confirm(force: bool, warning: &str) -> bool {
-    if force || !is_tty(0) {
-        return true;
-    }
-    eprint!("WARNING! {warning}\nAre you sure you want to continue? [y/N] ");
-    let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
-    matches!(answer.trim(), "y" | "Y" | "yes")
 }

@@ -56,7 +56,7 @@ pub fn rename(root: &Path, old: &str, new: &str) -> Result<i32, CliError> {
 
 /// `mvm container prune`: removes every container that is not running.
 pub fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
-    if !crate::terminal::confirm(force, "This will remove all stopped containers.") {
+    if !crate::output::prompt::confirm(force, "This will remove all stopped containers.") {
         return Ok(0);
     }
     let pruned = container::prune::prune(root);
@@ -69,7 +69,7 @@ pub fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
     }
     println!(
         "Total reclaimed space: {}",
-        crate::image_cmds::human_size(pruned.bytes)
+        crate::output::units::human_size(pruned.bytes)
     );
     Ok(0)
 }

@@ -13,6 +13,10 @@ use mvm_rootfs::{ImageRecord, Reference, Store, StoreError, catalog};
 use serde_json::{Value, json};
 
 use crate::error::CliError;
+use crate::output;
+use crate::output::table::{Headers, print_formatted};
+use crate::output::time::parse_rfc3339;
+use crate::output::units::{human_size, human_size_with_precision};
 
 fn open_store(root: &Path) -> Result<Store, CliError> {
     Store::open(&root.join("images")).map_err(CliError::runtime)
@@ -170,18 +174,6 @@ pub struct LoginArgs {
     registry: Option<String>,
 }
 
-fn read_line_from_stdin(prompt: &str) -> Result<String, CliError> {
-    if std::io::stdin().is_terminal() {
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| CliError::runtime(format!("read stdin: {e}")))?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
 /// `mvm login`.
 pub fn login(root: &Path, args: &LoginArgs) -> Result<i32, CliError> {
     let registry = args
@@ -200,7 +192,7 @@ pub fn login(root: &Path, args: &LoginArgs) -> Result<i32, CliError> {
     }
     let user = match &args.username {
         Some(u) => u.clone(),
-        None => read_line_from_stdin("Username: ")?,
+        None => crate::output::prompt::read_line("Username: ")?,
     };
     let password = if args.password_stdin {
         let mut s = String::new();
@@ -212,7 +204,7 @@ pub fn login(root: &Path, args: &LoginArgs) -> Result<i32, CliError> {
         eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
         p.clone()
     } else {
-        read_line_from_stdin("Password: ")?
+        crate::output::prompt::read_line("Password: ")?
     };
     if user.is_empty() || password.is_empty() {
         return Err(CliError::usage(
@@ -277,259 +269,29 @@ pub struct ImagesArgs {
     repository: Option<String>,
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC timestamp (`...Z` or `+00:00`).
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Offset: skip fractional seconds, then Z or ±hh:mm.
-    let rest = &s[19..];
-    let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match rest.as_bytes().first() {
-        None | Some(b'Z' | b'z') => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if *sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Docker's `units.HumanDuration`.
-pub fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    let minutes = secs / 60;
-    let hours = (secs as f64 / 3600.0 + 0.5) as i64;
-    if secs < 1 {
-        "Less than a second".into()
-    } else if secs == 1 {
-        "1 second".into()
-    } else if secs < 60 {
-        format!("{secs} seconds")
-    } else if minutes == 1 {
-        "About a minute".into()
-    } else if minutes < 60 {
-        format!("{minutes} minutes")
-    } else if hours == 1 {
-        "About an hour".into()
-    } else if hours < 48 {
-        format!("{hours} hours")
-    } else if hours < 24 * 7 * 2 {
-        format!("{} days", hours / 24)
-    } else if hours < 24 * 30 * 2 {
-        format!("{} weeks", hours / 24 / 7)
-    } else if hours < 24 * 365 * 2 {
-        format!("{} months", hours / 24 / 30)
-    } else {
-        format!("{} years", secs / 3600 / 24 / 365)
-    }
-}
-
 fn created_since(created: Option<&str>) -> String {
     match created.and_then(parse_rfc3339) {
-        Some(t) => format!("{} ago", human_duration(now_secs() - t)),
+        Some(t) => output::time::ago(u64::try_from(output::time::now_secs() - t).unwrap_or(0)),
         None => "N/A".into(),
     }
 }
 
 fn created_at(created: Option<&str>) -> String {
-    match created.and_then(parse_rfc3339) {
-        Some(t) => {
-            let s = mvm_rootfs::time::rfc3339(t.max(0) as u64, 0);
-            format!("{} {} +0000 UTC", &s[..10], &s[11..19])
-        }
-        None => String::new(),
-    }
+    created
+        .and_then(parse_rfc3339)
+        .map_or_else(String::new, output::time::go_utc)
 }
 
-/// Docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, three significant digits.
-pub fn human_size(bytes: u64) -> String {
-    human_size_with_precision(bytes, 3)
-}
-
-/// Docker's `units.HumanSizeWithPrecision(size, precision)`: decimal units, `precision`
-/// significant digits (`%.<precision>g`).
-pub fn human_size_with_precision(bytes: u64, precision: usize) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    // %.3g without an exponent: digits after the point so that three are significant,
-    // trailing zeros dropped.
-    let int_digits = if v >= 100.0 {
-        3
-    } else if v >= 10.0 {
-        2
-    } else {
-        1
-    };
-    let decimals = precision.saturating_sub(int_digits);
-    let mut s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[i])
-}
-
-/// Pads columns as Go's tabwriter does for Docker's tables: three spaces after the widest
-/// cell, the last column unpadded.
-fn tabulate(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0usize; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 < r.len() {
-                line.push_str(&format!("{c:<w$}", w = widths[i] + 3));
-            } else {
-                line.push_str(c);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Renders `{{.Field}}`, `{{json .Field}}` and `{{json .}}` against `fields`, with `\t` and
-/// `\n` escapes, as Docker's `--format` does for these simple templates.
-pub fn render_template(tpl: &str, fields: &BTreeMap<&str, String>) -> Result<String, CliError> {
-    let tpl = tpl.replace("\\t", "\t").replace("\\n", "\n");
-    let mut out = String::new();
-    let mut rest = tpl.as_str();
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| CliError::usage(format!("template: unclosed action in {tpl:?}")))?;
-        let action = after[..end].trim();
-        let (json_fn, arg) = match action.strip_prefix("json ") {
-            Some(a) => (true, a.trim()),
-            None => (false, action),
-        };
-        if arg == "." {
-            if !json_fn {
-                return Err(CliError::usage("template: {{.}} needs json".into()));
-            }
-            let obj: serde_json::Map<String, Value> = fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
-                .collect();
-            out.push_str(&Value::Object(obj).to_string());
-        } else {
-            let name = arg.strip_prefix('.').ok_or_else(|| {
-                CliError::usage(format!("template: unsupported action {{{{{action}}}}}"))
-            })?;
-            let v = fields.get(name).ok_or_else(|| {
-                CliError::usage(format!("template: can't evaluate field {name} in --format"))
-            })?;
-            if json_fn {
-                out.push_str(&Value::String(v.clone()).to_string());
-            } else {
-                out.push_str(v);
-            }
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn header_for(field: &str) -> String {
-    match field {
-        "ID" => "IMAGE ID".into(),
-        "CreatedSince" => "CREATED".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        "VirtualSize" => "VIRTUAL SIZE".into(),
-        "SharedSize" => "SHARED SIZE".into(),
-        "UniqueSize" => "UNIQUE SIZE".into(),
-        "CreatedBy" => "CREATED BY".into(),
-        other => other.to_uppercase(),
-    }
-}
-
-/// Prints rows through `--format` (`table ...`, `json`, or a template).
-fn print_formatted(format: &str, rows: &[BTreeMap<&str, String>]) -> Result<(), CliError> {
-    print_formatted_with(format, rows, header_for)
-}
-
-/// Prints rows through `--format`, naming a table's columns with `header`.
-pub fn print_formatted_with(
-    format: &str,
-    rows: &[BTreeMap<&str, String>],
-    header: fn(&str) -> String,
-) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    if format == "json" {
-        for r in rows {
-            let _ = writeln!(out, "{}", render_template("{{json .}}", r)?);
-        }
-        return Ok(());
-    }
-    if let Some(tpl) = format.strip_prefix("table") {
-        let tpl = tpl.trim_start();
-        // Header: each {{.Field}} replaced by its column name.
-        let mut header_fields = BTreeMap::new();
-        let mut rest = tpl;
-        while let Some(s) = rest.find("{{") {
-            let after = &rest[s + 2..];
-            let Some(e) = after.find("}}") else { break };
-            let action = after[..e].trim();
-            let name = action
-                .trim_start_matches("json ")
-                .trim()
-                .trim_start_matches('.');
-            header_fields.insert(name, header(name));
-            rest = &after[e + 2..];
-        }
-        let mut lines = vec![render_template(tpl, &header_fields)?];
-        for r in rows {
-            lines.push(render_template(tpl, r)?);
-        }
-        let table: Vec<Vec<String>> = lines
-            .iter()
-            .map(|l| l.split('\t').map(str::to_string).collect())
-            .collect();
-        let _ = write!(out, "{}", tabulate(&table));
-        return Ok(());
-    }
-    for r in rows {
-        let _ = writeln!(out, "{}", render_template(format, r)?);
-    }
-    Ok(())
-}
+/// Column names of the image tables (`images`, `history`).
+const HEADERS: Headers = &[
+    ("ID", "IMAGE ID"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("VirtualSize", "VIRTUAL SIZE"),
+    ("SharedSize", "SHARED SIZE"),
+    ("UniqueSize", "UNIQUE SIZE"),
+    ("CreatedBy", "CREATED BY"),
+];
 
 fn image_size(img: &ImageRecord) -> u64 {
     img.manifest.layers.iter().map(|l| l.size).sum()
@@ -629,7 +391,7 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
         }
         None => "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into(),
     };
-    print_formatted(&format, &rows)?;
+    print_formatted(&format, &rows, HEADERS)?;
     Ok(0)
 }
 
@@ -966,7 +728,7 @@ pub fn history(root: &Path, args: &HistoryArgs) -> Result<i32, CliError> {
             r
         })
         .collect();
-    print_formatted(&format, &rows)?;
+    print_formatted(&format, &rows, HEADERS)?;
     Ok(0)
 }
 
@@ -1149,28 +911,14 @@ pub fn images_in_use(root: &Path) -> std::collections::BTreeSet<mvm_rootfs::Dige
     out
 }
 
-/// Asks Docker's question on a terminal; true to go on.
-fn confirm(warning: &str) -> Result<bool, CliError> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(true);
-    }
-    print!("{warning}\nAre you sure you want to continue? [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| CliError::runtime(format!("read stdin: {e}")))?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
-}
-
 /// `mvm image prune`.
 pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
     let warning = if args.all {
-        "WARNING! This will remove all images without at least one container associated to them."
+        "This will remove all images without at least one container associated to them."
     } else {
-        "WARNING! This will remove all dangling images."
+        "This will remove all dangling images."
     };
-    if !args.force && !confirm(warning)? {
+    if !output::prompt::confirm(args.force, warning) {
         return Ok(0);
     }
     let store = open_store(root)?;
@@ -1196,68 +944,4 @@ pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
     ));
     println!("{out}");
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_durations_as_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(862_000), "862kB");
-        assert_eq!(human_size(4_261_000), "4.26MB");
-        assert_eq!(human_size(4_000_000), "4MB");
-        assert_eq!(human_size_with_precision(4_261_000, 4), "4.261MB");
-        assert_eq!(human_size_with_precision(12_345_678, 4), "12.35MB");
-        assert_eq!(human_size_with_precision(0, 4), "0B");
-        assert_eq!(human_size(12_340_000), "12.3MB");
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(30), "30 seconds");
-        assert_eq!(human_duration(90), "About a minute");
-        assert_eq!(human_duration(600), "10 minutes");
-        assert_eq!(human_duration(3 * 86_400), "3 days");
-        assert_eq!(human_duration(20 * 86_400), "2 weeks");
-    }
-
-    #[test]
-    fn rfc3339_parses() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2000-02-29T00:00:00.000000005Z"),
-            Some(951_782_400)
-        );
-        assert_eq!(
-            parse_rfc3339("2000-02-29T01:00:00+01:00"),
-            Some(951_782_400)
-        );
-        assert_eq!(parse_rfc3339("nope"), None);
-    }
-
-    #[test]
-    fn templates_render() {
-        let f = BTreeMap::from([
-            ("Repository", "busybox".to_string()),
-            ("Tag", "latest".into()),
-        ]);
-        assert_eq!(
-            render_template("{{.Repository}}:{{.Tag}}", &f).unwrap(),
-            "busybox:latest"
-        );
-        assert_eq!(
-            render_template("{{json .}}", &f).unwrap(),
-            r#"{"Repository":"busybox","Tag":"latest"}"#
-        );
-        assert!(render_template("{{.Nope}}", &f).is_err());
-        assert!(render_template("{{.Tag", &f).is_err());
-    }
-
-    #[test]
-    fn columns_pad_like_tabwriter() {
-        let t = tabulate(&[
-            vec!["REPOSITORY".into(), "TAG".into()],
-            vec!["a".into(), "latest".into()],
-        ]);
-        assert_eq!(t, "REPOSITORY   TAG\na            latest\n");
-    }
 }

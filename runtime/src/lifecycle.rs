@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::container::{self, ContainerRecord, Status};
 use crate::error::CliError;
+use crate::output::time::{human_duration as human, since};
 use mvm_engine::Engine;
 use mvm_engine::container::logs::Window;
 use mvm_engine::container::spec::parse_signal;
@@ -17,48 +18,6 @@ const EXIT_FAILED: i32 = 1;
 
 fn failed(msg: impl std::fmt::Display) -> CliError {
     CliError::with_code(EXIT_FAILED, msg.to_string())
-}
-
-fn parse_time(t: &str) -> Option<u64> {
-    // RFC 3339 as written by mvm_rootfs::time: YYYY-MM-DDTHH:MM:SS...
-    let b = t.as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (inverse of the formatter).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
-}
-
-/// "5 seconds", "3 minutes", as Docker's human durations.
-pub fn human(secs: u64) -> String {
-    match secs {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{secs} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", secs / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
-    }
-}
-
-pub fn since(t: Option<&str>) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    t.and_then(parse_time).map_or(0, |t| now.saturating_sub(t))
 }
 
 pub fn status_text(rec: &ContainerRecord) -> String {
@@ -83,7 +42,6 @@ pub fn status_text(rec: &ContainerRecord) -> String {
     }
 }
 
-/// `logs --since/--until`: entries with `since <= time < until`, compared as time keys.
 /// `logs --since/--until` in Docker's forms: an RFC 3339 time, Unix seconds
 /// (`1700000000[.5]`), or a duration before now (`10m`, `1h30m`, `45s`).
 pub fn log_window(since: Option<&str>, until: Option<&str>) -> Result<Window, CliError> {
@@ -96,12 +54,12 @@ pub fn log_window(since: Option<&str>, until: Option<&str>) -> Result<Window, Cl
                 "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
             ))
         };
-        let secs: f64 = if let Some(d) = parse_duration(v) {
+        let secs: f64 = if let Some(d) = crate::output::time::parse_go_duration(v) {
             now.as_secs_f64() - d
         } else if let Ok(n) = v.parse::<f64>() {
             n
         } else {
-            crate::image_cmds::parse_rfc3339(v).ok_or_else(bad)? as f64
+            crate::output::time::parse_rfc3339(v).ok_or_else(bad)? as f64
         };
         if !secs.is_finite() || secs < 0.0 {
             return Err(bad());
@@ -112,33 +70,6 @@ pub fn log_window(since: Option<&str>, until: Option<&str>) -> Result<Window, Cl
         since.map(|v| secs(v, "since")).transpose()?,
         until.map(|v| secs(v, "until")).transpose()?,
     ))
-}
-
-/// A Go-style duration (`1h30m`, `10m`, `45s`, `500ms`) in seconds.
-fn parse_duration(v: &str) -> Option<f64> {
-    let mut total = 0.0;
-    let mut rest = v;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
 }
 
 /// Writes one log entry to our stdout or stderr, as its stream was (with its time first for
@@ -427,18 +358,6 @@ mod tests {
 
     #[test]
     fn times_round_trip() {
-        assert_eq!(
-            parse_time("2000-02-29T00:00:00.000000005Z"),
-            Some(951_782_400)
-        );
-        assert_eq!(parse_time("1970-01-01T00:00:10Z"), Some(10));
-        assert_eq!(parse_time("bad"), None);
-        assert_eq!(human(3), "3 seconds");
-        assert_eq!(human(600), "10 minutes");
-        assert_eq!(parse_duration("1h30m"), Some(5400.0));
-        assert_eq!(parse_duration("45s"), Some(45.0));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("5x"), None);
         assert!(log_window(Some("10m"), Some("2026-12-01T00:00:00Z")).is_ok());
         assert!(log_window(Some("yesterday"), None).is_err());
     }

@@ -7,6 +7,7 @@ mod error;
 mod image_cmds;
 mod lifecycle;
 mod network_cmds;
+mod output;
 mod ps;
 mod run_flags;
 mod stats;

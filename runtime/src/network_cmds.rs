@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::container::{self, ContainerRecord};
 use crate::error::CliError;
 use crate::network::{self, NetworkError, NetworkRecord};
+use crate::output::table::{Headers, print_formatted};
 
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::with_code(1, e.to_string())
@@ -145,12 +146,8 @@ fn create(root: &Path, a: &CreateArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-fn ls_header(field: &str) -> String {
-    match field {
-        "ID" => "NETWORK ID".into(),
-        other => other.to_uppercase(),
-    }
-}
+/// Column names of `network ls`, as Docker's.
+const LS_HEADERS: Headers = &[("ID", "NETWORK ID")];
 
 fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
     // The default network is listed even before its first use, as Docker always has one.
@@ -186,7 +183,7 @@ fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
             .as_deref()
             .unwrap_or("table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}")
     };
-    crate::image_cmds::print_formatted_with(format, &rows, ls_header)?;
+    print_formatted(format, &rows, LS_HEADERS)?;
     Ok(0)
 }
 
@@ -281,7 +278,7 @@ fn sync_rules(root: &Path) {
 }
 
 fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
-    if !crate::terminal::confirm(
+    if !crate::output::prompt::confirm(
         force,
         "This will remove all custom networks not used by at least one container.",
     ) {

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::container::{self, ContainerRecord};
 use crate::error::CliError;
-use crate::lifecycle::{human, since, status_text};
+use crate::lifecycle::status_text;
+use crate::output::table::{Headers, print_formatted};
+use crate::output::time::{ago, since};
 
 /// Options of `mvm ps`.
 #[derive(Debug, Default)]
@@ -119,10 +121,7 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
         ("Image", rec.spec.image.clone()),
         ("Command", command_column(rec, no_trunc)),
         ("CreatedAt", rec.created.clone()),
-        (
-            "RunningFor",
-            format!("{} ago", human(since(Some(&rec.created)))),
-        ),
+        ("RunningFor", ago(since(Some(&rec.created)))),
         ("Ports", crate::network_cmds::ports_column(rec)),
         ("State", rec.effective().0.to_string()),
         ("Status", status_text(rec)),
@@ -141,14 +140,12 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
     ])
 }
 
-fn header(field: &str) -> String {
-    match field {
-        "ID" => "CONTAINER ID".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        "RunningFor" => "CREATED".into(),
-        other => other.to_uppercase(),
-    }
-}
+/// Column names of `ps`, as Docker's.
+const HEADERS: Headers = &[
+    ("ID", "CONTAINER ID"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+];
 
 /// The containers `ps` lists, newest first.
 fn select(root: &Path, opts: &PsOptions) -> Result<Vec<ContainerRecord>, CliError> {
@@ -195,7 +192,7 @@ pub fn ps(root: &Path, opts: &PsOptions) -> Result<i32, CliError> {
     let format = opts.format.as_deref().unwrap_or(
         "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}",
     );
-    crate::image_cmds::print_formatted_with(format, &rows, header)?;
+    print_formatted(format, &rows, HEADERS)?;
     Ok(0)
 }
 

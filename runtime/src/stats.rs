@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::container::{self, ContainerRecord};
 use crate::error::CliError;
+use crate::output::table::{Headers, print_formatted};
+use crate::output::units::{binary_size, human_size};
 
 /// How long CPU use is sampled for one line of figures.
 const SAMPLE: Duration = Duration::from_millis(500);
@@ -66,22 +68,6 @@ fn host_pids(rec: &ContainerRecord) -> Vec<u32> {
         .collect()
 }
 
-/// Binary units as `docker stats` prints memory: `12.5MiB`.
-fn binary_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.2}{}", UNITS[i])
-    }
-}
-
 fn row(
     rec: &ContainerRecord,
     before: Counters,
@@ -114,29 +100,23 @@ fn row(
         ("NetIO", "0B / 0B".into()),
         (
             "BlockIO",
-            format!(
-                "{} / {}",
-                crate::image_cmds::human_size(after.read),
-                crate::image_cmds::human_size(after.written)
-            ),
+            format!("{} / {}", human_size(after.read), human_size(after.written)),
         ),
         ("PIDs", if running { "-".into() } else { "0".into() }),
     ])
 }
 
-fn header(field: &str) -> String {
-    match field {
-        "Container" => "CONTAINER ID".into(),
-        "ID" => "CONTAINER ID".into(),
-        "CPUPerc" => "CPU %".into(),
-        "MemUsage" => "MEM USAGE / LIMIT".into(),
-        "MemPerc" => "MEM %".into(),
-        "NetIO" => "NET I/O".into(),
-        "BlockIO" => "BLOCK I/O".into(),
-        "PIDs" => "PIDS".into(),
-        other => other.to_uppercase(),
-    }
-}
+/// Column names of `stats`, as Docker's.
+const HEADERS: Headers = &[
+    ("Container", "CONTAINER ID"),
+    ("ID", "CONTAINER ID"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("NetIO", "NET I/O"),
+    ("BlockIO", "BLOCK I/O"),
+    ("PIDs", "PIDS"),
+];
 
 const DEFAULT_FORMAT: &str = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
 
@@ -181,7 +161,7 @@ pub fn stats(
             // Clear the screen and home the cursor, as docker stats redraws.
             print!("\x1b[2J\x1b[H");
         }
-        crate::image_cmds::print_formatted_with(format, &rows, header)?;
+        print_formatted(format, &rows, HEADERS)?;
         let _ = std::io::stdout().flush();
         if no_stream {
             return Ok(0);
@@ -210,13 +190,6 @@ pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(binary_size(512), "512B");
-        assert_eq!(binary_size(512 << 20), "512.00MiB");
-        assert_eq!(binary_size(1536 << 10), "1.50MiB");
-    }
 
     #[test]
     fn own_counters() {

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::container::ContainerRecord;
 use crate::error::CliError;
+use crate::output::table::{Headers, print_formatted};
 use crate::volume::{self, VolumeError, VolumeRecord, mounts::Kind};
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -104,10 +105,7 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
             } else {
                 format.as_deref().unwrap_or("table {{.Driver}}\t{{.Name}}")
             };
-            crate::image_cmds::print_formatted_with(format, &rows, |f| match f {
-                "Name" => "VOLUME NAME".into(),
-                other => other.to_uppercase(),
-            })?;
+            print_formatted(format, &rows, LS_HEADERS)?;
             Ok(0)
         }
         VolumeCommand::Inspect { volumes } => {
@@ -146,6 +144,9 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
     }
 }
 
+/// Column names of `volume ls`, as Docker's.
+const LS_HEADERS: Headers = &[("Name", "VOLUME NAME")];
+
 fn inspect_json(root: &Path, v: &VolumeRecord) -> Value {
     json!({
         "CreatedAt": v.created,
@@ -159,7 +160,7 @@ fn inspect_json(root: &Path, v: &VolumeRecord) -> Value {
 }
 
 fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
-    if !crate::terminal::confirm(
+    if !crate::output::prompt::confirm(
         force,
         "This will remove anonymous local volumes not used by at least one container.",
     ) {
@@ -187,7 +188,7 @@ fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
     }
     println!(
         "Total reclaimed space: {}",
-        crate::image_cmds::human_size(bytes)
+        crate::output::units::human_size(bytes)
     );
     Ok(0)
 }

@@ -1,0 +1,8 @@
+//! Docker-style output for the `mvm` CLI, written once for every command: tables and
+//! `--format` templates, times and human durations, sizes, and the `[y/N]` question. The
+//! engine returns data; only the CLI turns it into text for a person.
+
+pub mod prompt;
+pub mod table;
+pub mod time;
+pub mod units;

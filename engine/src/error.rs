@@ -29,6 +29,10 @@ pub enum Error {
     /// A build failed.
     #[error("{0}")]
     Build(String),
+    /// The operation does not fit the state of what it acts on (a network the container is
+    /// already on, a container with no interface left).
+    #[error("{0}")]
+    Conflict(String),
     /// The container's process could not start (the agent's 126 for not executable, 127
     /// for not found), or its run ended with a code the monitor recorded.
     #[error("{message}")]
@@ -60,7 +64,7 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Self::Invalid(_) | Self::Spec(_) | Self::Runtime(_) => EXIT_RUNTIME,
-            Self::Container(_) | Self::Build(_) => EXIT_FAILED,
+            Self::Container(_) | Self::Build(_) | Self::Conflict(_) => EXIT_FAILED,
             Self::Exit { code, .. } => *code,
         }
     }

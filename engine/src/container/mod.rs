@@ -6,6 +6,8 @@
 //! <root>/run/<12-hex id>/                     sockets and logs (short: unix socket paths)
 //! ```
 
+pub mod attach;
+pub mod commit;
 mod error;
 pub mod exec;
 pub mod logs;
@@ -15,6 +17,7 @@ pub mod signal;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod stats;
 pub mod stop;
 
 use std::fs;

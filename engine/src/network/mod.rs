@@ -10,6 +10,7 @@
 //! endpoints, and the allocator takes the addresses of every existing container as used. A
 //! crash can therefore never leak or double-hand an address: what exists is what is used.
 
+pub mod connect;
 pub mod dns;
 pub mod host;
 pub mod live;

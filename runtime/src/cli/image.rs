@@ -10,7 +10,7 @@ use mvm_rootfs::archive::{self, SaveItem};
 use mvm_rootfs::prune::PruneOptions;
 use mvm_rootfs::registry::{self, PullOptions};
 use mvm_rootfs::{ImageRecord, Reference, Store, StoreError, catalog};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::CliError;
 use crate::output;
@@ -293,10 +293,6 @@ const HEADERS: Headers = &[
     ("CreatedBy", "CREATED BY"),
 ];
 
-fn image_size(img: &ImageRecord) -> u64 {
-    img.manifest.layers.iter().map(|l| l.size).sum()
-}
-
 /// `mvm images`.
 pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
     let store = open_store(root)?;
@@ -351,7 +347,7 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
                 .find_map(|rd| rd.strip_prefix(&format!("{repo}@")))
                 .unwrap_or("<none>")
                 .to_string();
-            let size = human_size(image_size(img));
+            let size = human_size(crate::output::inspect::image_size(img));
             let id = if args.no_trunc {
                 img.id.to_string()
             } else {
@@ -565,48 +561,12 @@ pub struct InspectArgs {
     images: Vec<String>,
 }
 
-/// The JSON Docker prints for an image.
-pub fn inspect_json(store: &Store, img: &ImageRecord) -> Value {
-    let digests = catalog::repo_digests(store).unwrap_or_default();
-    let extra = &img.config.extra;
-    json!({
-        "Id": img.id.to_string(),
-        "RepoTags": img.tags,
-        "RepoDigests": catalog::repo_digests_of(&digests, &img.manifest_digest),
-        "Parent": "",
-        "Comment": extra.get("comment").cloned().unwrap_or(Value::String(String::new())),
-        "Created": img.config.created.clone().unwrap_or_default(),
-        "DockerVersion": extra.get("docker_version").cloned().unwrap_or(Value::String(String::new())),
-        "Author": extra.get("author").cloned().unwrap_or(Value::String(String::new())),
-        "Config": img.config.config,
-        "Architecture": img.config.architecture,
-        "Os": img.config.os,
-        "Size": image_size(img),
-        "RootFS": {
-            "Type": img.config.rootfs.kind,
-            "Layers": img.config.rootfs.diff_ids,
-        },
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-    })
-}
-
 fn print_json_indented(v: &Value) {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
     if serde::Serialize::serialize(v, &mut ser).is_ok() {
         println!("{}", String::from_utf8_lossy(&buf));
-    }
-}
-
-/// The inspect JSON of the image `name`, `None` when the store has no such image (for
-/// `mvm inspect`, which tries containers first).
-pub fn inspect_value(root: &Path, name: &str) -> Result<Option<Value>, CliError> {
-    let store = open_store(root)?;
-    match catalog::resolve(&store, name) {
-        Ok(img) => Ok(Some(inspect_json(&store, &img))),
-        Err(StoreError::NotFound(_)) | Err(StoreError::Reference(_)) => Ok(None),
-        Err(e) => Err(CliError::runtime(e)),
     }
 }
 
@@ -617,7 +577,7 @@ pub fn inspect(root: &Path, names: &[String]) -> Result<i32, CliError> {
     let mut missing = Vec::new();
     for n in names {
         match catalog::resolve(&store, n) {
-            Ok(img) => found.push(inspect_json(&store, &img)),
+            Ok(img) => found.push(crate::output::inspect::image_json(&store, &img)),
             Err(StoreError::NotFound(_)) => missing.push(n.clone()),
             Err(e) => return Err(CliError::runtime(e)),
         }
@@ -943,5 +903,49 @@ pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
         human_size_with_precision(report.reclaimed, 4)
     ));
     println!("{out}");
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instructions to the image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...).
+    #[arg(short = 'c', long = "change")]
+    pub change: Vec<String>,
+    /// Commit message.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Tarball (plain or gzip), or - for stdin.
+    pub file: String,
+    /// Name for the image, NAME[:TAG].
+    pub reference: Option<String>,
+}
+
+/// `mvm import`.
+pub fn import(root: &Path, args: &ImportArgs) -> Result<i32, CliError> {
+    let reference = args
+        .reference
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()
+        .map_err(CliError::runtime)?;
+    let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
+    let mut input: Box<dyn std::io::Read> = if args.file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.file)
+                .map_err(|e| CliError::runtime(format!("open {}: {e}", args.file)))?,
+        )
+    };
+    let image = mvm_rootfs::import::import(
+        &store,
+        &mut input,
+        reference.as_ref(),
+        &args.change,
+        args.message.as_deref(),
+        &mvm_rootfs::time::now(),
+    )
+    .map_err(CliError::runtime)?;
+    println!("{}", image.id);
     Ok(0)
 }

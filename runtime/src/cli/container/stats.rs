@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::container::{self, ContainerRecord};
+use clap::Args;
+use mvm_engine::container::{self, ContainerRecord};
+
 use crate::error::CliError;
 use crate::output::table::{Headers, print_formatted};
 use crate::output::units::{binary_size, human_size};
@@ -14,64 +16,10 @@ use crate::output::units::{binary_size, human_size};
 /// How long CPU use is sampled for one line of figures.
 const SAMPLE: Duration = Duration::from_millis(500);
 
-/// Host-side counters of one container's processes (monitor, hypervisor, helpers).
-#[derive(Clone, Copy, Debug, Default)]
-struct Counters {
-    /// CPU time in clock ticks (user + system).
-    cpu_ticks: u64,
-    /// Resident memory in bytes.
-    rss: u64,
-    /// Bytes read from and written to storage.
-    read: u64,
-    written: u64,
-}
-
-fn read_counters(pids: &[u32]) -> Counters {
-    let mut c = Counters::default();
-    for pid in pids {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some((_, rest)) = stat.rsplit_once(')')
-        {
-            // After the command: state is field 3 of stat; utime and stime are 14 and 15.
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            c.cpu_ticks += tick(11) + tick(12);
-        }
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            c.rss += status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024;
-        }
-        if let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
-            let field = |name: &str| {
-                io.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            c.read += field("read_bytes:");
-            c.written += field("write_bytes:");
-        }
-    }
-    c
-}
-
-/// The processes that make up a running container on the host: its monitor and its VM's.
-fn host_pids(rec: &ContainerRecord) -> Vec<u32> {
-    rec.state
-        .pid
-        .into_iter()
-        .chain(mvm_engine::container::signal::vm_pids(rec))
-        .collect()
-}
-
 fn row(
     rec: &ContainerRecord,
-    before: Counters,
-    after: Counters,
+    before: container::stats::Counters,
+    after: container::stats::Counters,
     secs: f64,
 ) -> BTreeMap<&'static str, String> {
     // SAFETY: sysconf has no preconditions.
@@ -146,8 +94,9 @@ pub fn stats(
                 })
                 .collect::<Result<_, _>>()?
         };
-        let pids: Vec<Vec<u32>> = records.iter().map(host_pids).collect();
-        let before: Vec<Counters> = pids.iter().map(|p| read_counters(p)).collect();
+        let pids: Vec<Vec<u32>> = records.iter().map(container::stats::host_pids).collect();
+        let before: Vec<container::stats::Counters> =
+            pids.iter().map(|p| container::stats::read(p)).collect();
         let t0 = Instant::now();
         std::thread::sleep(SAMPLE);
         let secs = t0.elapsed().as_secs_f64();
@@ -155,7 +104,7 @@ pub fn stats(
             .iter()
             .zip(&pids)
             .zip(&before)
-            .map(|((r, p), b)| row(r, *b, read_counters(p), secs))
+            .map(|((r, p), b)| row(r, *b, container::stats::read(p), secs))
             .collect();
         if !no_stream {
             // Clear the screen and home the cursor, as docker stats redraws.
@@ -193,7 +142,33 @@ mod tests {
 
     #[test]
     fn own_counters() {
-        let me = read_counters(&[std::process::id()]);
+        let me = container::stats::read(&[std::process::id()]);
         assert!(me.rss > 0);
     }
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Format output using a template.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Containers (all running ones when none is named).
+    pub containers: Vec<String>,
+}
+
+/// `top`'s arguments.
+#[derive(clap::Args, Debug)]
+#[command(trailing_var_arg = true)]
+pub struct TopArgs {
+    /// Container.
+    pub container: String,
+    /// Options for ps inside the container.
+    #[arg(allow_hyphen_values = true)]
+    pub ps_options: Vec<String>,
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::container::{self, ContainerRecord};
 use crate::error::CliError;
-use crate::network::{self, NetworkError, NetworkRecord};
 use crate::output::table::{Headers, print_formatted};
+use mvm_engine::container;
+use mvm_engine::network::{self, NetworkError, NetworkRecord};
 
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::with_code(1, e.to_string())
@@ -109,12 +109,18 @@ pub fn network(root: &Path, cmd: &NetworkCommand) -> Result<i32, CliError> {
             aliases,
             network,
             container,
-        } => connect(root, network, container, aliases),
+        } => {
+            network::connect::connect(root, network, container, aliases)?;
+            Ok(0)
+        }
         NetworkCommand::Disconnect {
             force: _,
             network,
             container,
-        } => disconnect(root, network, container),
+        } => {
+            network::connect::disconnect(root, network, container)?;
+            Ok(0)
+        }
     }
 }
 
@@ -303,166 +309,6 @@ fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
     Ok(0)
 }
 
-fn connect(
-    root: &Path,
-    net_key: &str,
-    container_key: &str,
-    aliases: &[String],
-) -> Result<i32, CliError> {
-    let (dirs, rec, _cmd) = container::resolve_locked(root, container_key).map_err(failed)?;
-    if rec.spec.network == container::NetworkMode::None {
-        return Err(failed(format!(
-            "container {} has --network none: it cannot join a network",
-            rec.name
-        )));
-    }
-    let running = rec.is_running();
-    if running && rec.effective().0 != container::Status::Running {
-        return Err(failed(format!(
-            "container {} is {}: connect it once it runs, or stop it first",
-            rec.name,
-            rec.effective().0
-        )));
-    }
-    let lock = network::lock(root).map_err(CliError::runtime)?;
-    let net = if net_key == network::DEFAULT_NETWORK {
-        network::default_locked(root)
-    } else {
-        network::find(root, net_key)
-    }
-    .map_err(failed)?;
-    if rec.endpoints.iter().any(|e| e.network_id == net.id) {
-        return Err(failed(format!(
-            "endpoint with name {} already exists in network {}",
-            rec.name, net.name
-        )));
-    }
-    if !aliases.is_empty() && !net.has_names() {
-        return Err(CliError::usage(
-            "network-scoped aliases are supported only for containers in user-defined networks"
-                .into(),
-        ));
-    }
-    if running {
-        // One of the VM's spare interfaces takes the address.
-        let Some(nic) = rec
-            .nics
-            .iter()
-            .find(|n| !rec.endpoints.iter().any(|e| e.tap == n.tap))
-        else {
-            return Err(failed(format!(
-                "container {} has no spare network interface left (a microVM gets up to {} at start, MVM_SPARE_NICS, as far as its virtio devices go): stop it, connect, then start it",
-                rec.name,
-                network::spare_nic_count()
-            )));
-        };
-        let mut ep = network::allocate_locked(root, &net, &rec.id, 0, aliases.to_vec(), &[])
-            .map_err(failed)?;
-        ep.tap = nic.tap.clone();
-        ep.mac = nic.mac.clone();
-        dirs.update(|r| r.endpoints.push(ep.clone()))
-            .map_err(failed)?;
-        let all = network::list(root);
-        let result = network::live::connect(&dirs, &rec, &net, &all, &ep);
-        drop(lock);
-        result.map_err(failed)?;
-        return Ok(0);
-    }
-    let index = (0..network::MAX_NICS).find(|i| {
-        !rec.endpoints
-            .iter()
-            .any(|e| e.tap == network::tap_name(&rec.id, *i))
-    });
-    let Some(index) = index else {
-        return Err(failed(format!(
-            "container {} is on {} networks, the most a microVM can have",
-            rec.name,
-            rec.endpoints.len()
-        )));
-    };
-    let ep = network::allocate_locked(root, &net, &rec.id, index, aliases.to_vec(), &[])
-        .map_err(failed)?;
-    dirs.update(|r| r.endpoints.push(ep)).map_err(failed)?;
-    Ok(0)
-}
-
-fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<i32, CliError> {
-    let (dirs, rec, _cmd) = container::resolve_locked(root, container_key).map_err(failed)?;
-    let net = network::find(root, net_key).map_err(failed)?;
-    let Some(ep) = rec
-        .endpoints
-        .iter()
-        .find(|e| e.network_id == net.id)
-        .cloned()
-    else {
-        return Err(failed(format!(
-            "container {} is not connected to network {}",
-            rec.name, net.name
-        )));
-    };
-    if rec.is_running() {
-        if rec.effective().0 != container::Status::Running {
-            return Err(failed(format!(
-                "container {} is {}: disconnect it once it runs, or stop it first",
-                rec.name,
-                rec.effective().0
-            )));
-        }
-        let _lock = network::lock(root).map_err(CliError::runtime)?;
-        network::live::disconnect(&dirs, &rec, &ep).map_err(failed)?;
-        return Ok(0);
-    }
-    dirs.update(|r| r.endpoints.retain(|e| e.network_id != net.id))
-        .map_err(failed)?;
-    Ok(0)
-}
-
-/// `ps`'s PORTS column: `0.0.0.0:8080->80/tcp, ...`.
-pub fn ports_column(rec: &ContainerRecord) -> String {
-    rec.ports
-        .iter()
-        .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.key()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `NetworkSettings` of a container's inspect JSON.
-pub fn network_settings(rec: &ContainerRecord) -> Value {
-    let mut networks = serde_json::Map::new();
-    for e in &rec.endpoints {
-        networks.insert(
-            e.network.clone(),
-            json!({
-                "NetworkID": e.network_id,
-                "EndpointID": e.tap,
-                "Gateway": e.gateway,
-                "IPAddress": e.ip,
-                "IPPrefixLen": e.prefix,
-                "MacAddress": e.mac,
-                "Aliases": e.aliases,
-            }),
-        );
-    }
-    let mut ports = serde_json::Map::new();
-    for p in &rec.ports {
-        let entry = ports.entry(p.key()).or_insert_with(|| json!([]));
-        if let Some(list) = entry.as_array_mut() {
-            list.push(
-                json!({ "HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string() }),
-            );
-        }
-    }
-    let first = rec.endpoints.first();
-    json!({
-        "Networks": networks,
-        "Ports": ports,
-        "IPAddress": first.map(|e| e.ip.clone()).unwrap_or_default(),
-        "IPPrefixLen": first.map(|e| e.prefix).unwrap_or(0),
-        "Gateway": first.map(|e| e.gateway.clone()).unwrap_or_default(),
-        "MacAddress": first.map(|e| e.mac.clone()).unwrap_or_default(),
-    })
-}
-
 /// `mvm port CONTAINER [PRIVATE_PORT[/PROTO]]`.
 pub fn port(root: &Path, key: &str, private: Option<&str>) -> Result<i32, CliError> {
     let (_, rec) = container::resolve(root, key).map_err(failed)?;
@@ -497,4 +343,13 @@ pub fn port(root: &Path, key: &str, private: Option<&str>) -> Result<i32, CliErr
             Ok(0)
         }
     }
+}
+
+/// `port`'s arguments.
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// Container.
+    pub container: String,
+    /// PRIVATE_PORT[/PROTO].
+    pub private: Option<String>,
 }

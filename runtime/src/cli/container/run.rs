@@ -3,8 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use mvm_engine::Engine;
 use mvm_engine::container::spec::{self, ContainerSpec, LogConfig, Resources, SpecError};
 use mvm_engine::network::ports;
+
+use crate::error::CliError;
+use mvm_engine::run::{RunMode, RunOutcome};
 use mvm_engine::volume::mounts;
 
 /// The flags `run` and `create` share.
@@ -178,6 +182,29 @@ impl RunArgs {
         };
         spec.validate()?;
         Ok(spec)
+    }
+}
+
+/// `mvm run` and `mvm create`, which take the same options.
+pub fn run_or_create(engine: &Engine, a: &RunArgs, create_only: bool) -> Result<i32, CliError> {
+    if create_only && a.detach {
+        return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
+    }
+    let spec = a.spec().map_err(|e| CliError::usage(e.to_string()))?;
+    if let Some(w) = &engine.backend()?.warning {
+        eprintln!("mvm: warning: {w}");
+    }
+    let mode = match (create_only, a.detach) {
+        (true, _) => RunMode::Create,
+        (false, true) => RunMode::Detach,
+        (false, false) => RunMode::Attach,
+    };
+    match engine.run(spec, mode, &crate::cli::Terminal)? {
+        RunOutcome::Created(id) | RunOutcome::Detached(id) => {
+            println!("{id}");
+            Ok(0)
+        }
+        RunOutcome::Exited(code) => Ok(code),
     }
 }
 

@@ -15,8 +15,8 @@ use mvm_agent_protocol::{
 };
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::container::{self, Status};
 use crate::error::CliError;
+use mvm_engine::container::{self, Status};
 
 /// Docker's default sequence that detaches a client and leaves the container running.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
@@ -105,51 +105,11 @@ fn send(
     f(&mut w).and_then(|()| w.flush()).is_ok()
 }
 
-/// Opens an attach session on the container's control socket.
-fn connect(control: &Path) -> Result<UnixStream, String> {
-    let mut s =
-        UnixStream::connect(control).map_err(|e| format!("cannot reach the container: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .and_then(|()| s.write_all(b"attach\n"))
-        .map_err(|e| format!("cannot reach the container: {e}"))?;
-    // The frames follow the answer on the same stream.
-    let line = crate::session::read_line_unbuffered(&mut s, 256)
-        .map_err(|e| format!("cannot reach the container: {e}"))?;
-    let answer = String::from_utf8_lossy(&line);
-    if answer != "ok" {
-        return Err(format!(
-            "cannot attach: {}",
-            answer.trim_start_matches("error ")
-        ));
-    }
-    s.set_read_timeout(None).map_err(|e| e.to_string())?;
-    Ok(s)
-}
-
 /// `mvm attach CONTAINER`.
 pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliError> {
     let keys = parse_detach_keys(opts.detach_keys.as_deref().unwrap_or(DEFAULT_DETACH_KEYS))
         .map_err(CliError::usage)?;
-    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    match rec.effective().0 {
-        Status::Running => {}
-        Status::Paused => {
-            return Err(failed(
-                "You cannot attach to a paused container, unpause it first",
-            ));
-        }
-        Status::Restarting => {
-            return Err(failed(
-                "You cannot attach to a restarting container, wait until it is running",
-            ));
-        }
-        _ => {
-            return Err(failed(
-                "You cannot attach to a stopped container, start it first",
-            ));
-        }
-    }
-    let conn = connect(&dirs.control_path()).map_err(failed)?;
+    let (dirs, rec, conn) = container::attach::open(root, key)?;
     let writer: Writer = Arc::new(Mutex::new(FrameWriter::new(
         conn.try_clone().map_err(failed)?,
     )));
@@ -159,7 +119,7 @@ pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliEr
     // With a terminal, ^C is a key for the process; without, --sig-proxy forwards signals.
     let proxy = opts.sig_proxy && !tty;
     let mut set = if proxy {
-        crate::session::forwarded_signals()
+        mvm_engine::session::forwarded_signals()
     } else {
         SigSet::empty()
     };
@@ -171,7 +131,7 @@ pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliEr
         std::thread::spawn(move || {
             while let Ok(sig) = set.wait() {
                 let ok = if sig == Signal::SIGWINCH {
-                    match crate::terminal::size() {
+                    match mvm_engine::terminal::size() {
                         Some((rows, cols)) if tty => {
                             send(&w, |w| w.write_control(&HostMessage::Resize { rows, cols }))
                         }
@@ -188,13 +148,13 @@ pub fn attach(root: &Path, key: &str, opts: &AttachOptions) -> Result<i32, CliEr
             }
         });
     }
-    if tty && let Some((rows, cols)) = crate::terminal::size() {
+    if tty && let Some((rows, cols)) = mvm_engine::terminal::size() {
         send(&writer, |w| {
             w.write_control(&HostMessage::Resize { rows, cols })
         });
     }
-    let raw = if tty && stdin_on && crate::terminal::is_tty(0) {
-        crate::terminal::RawMode::enable()
+    let raw = if tty && stdin_on && mvm_engine::terminal::is_tty(0) {
+        mvm_engine::terminal::RawMode::enable()
     } else {
         None
     };
@@ -322,5 +282,36 @@ mod tests {
         out.clear();
         assert!(s.feed(b"\x11after", &mut out));
         assert!(out.is_empty());
+    }
+}
+
+/// `attach`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// Proxy all received signals to the process (not with a terminal).
+    #[arg(long = "sig-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+    /// Do not attach STDIN.
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q).
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    /// Container.
+    pub container: String,
+}
+
+impl AttachArgs {
+    /// `mvm attach` with these flags.
+    pub fn run(&self, root: &Path) -> Result<i32, CliError> {
+        attach(
+            root,
+            &self.container,
+            &AttachOptions {
+                sig_proxy: self.sig_proxy,
+                no_stdin: self.no_stdin,
+                detach_keys: self.detach_keys.clone(),
+            },
+        )
     }
 }

@@ -1,27 +1,20 @@
-//! `mvm commit` (an image from a container's changes) and `mvm diff` (its changed paths).
+//! `commit` (an image from a container's changes) and `diff` (its changed paths).
 
-use std::io::Write;
 use std::path::Path;
 
+use mvm_agent_protocol::{Export, ExportKind};
 use mvm_rootfs::{ImageRecord, Reference, Store, catalog};
 
-use mvm_agent_protocol::{Export, ExportKind};
+use super::{ContainerDirs, ContainerRecord, Status, resolve};
+use crate::error::Error;
 
-use crate::changes;
-use crate::container::{self, ContainerDirs, ContainerRecord};
-use crate::error::CliError;
-
-fn failed(e: impl std::fmt::Display) -> CliError {
-    CliError::with_code(1, e.to_string())
-}
-
-/// `mvm diff CONTAINER`: the agent lists the changes (a helper VM does for a stopped
-/// container); the host prints them only once they all came.
-pub fn diff(root: &Path, key: &str) -> Result<i32, CliError> {
-    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
+/// `diff`: the container's changed paths, one `A|C|D path` line each, as its agent lists them
+/// (a helper VM's agent for a stopped container); returned only once they all came.
+pub fn diff(root: &Path, key: &str) -> Result<Vec<u8>, Error> {
+    let (dirs, rec) = resolve(root, key)?;
     let mut lines = Vec::new();
     with_agent_awake(&dirs, &rec, |rec| {
-        changes::export(
+        crate::changes::export(
             &dirs,
             rec,
             Export {
@@ -31,11 +24,7 @@ pub fn diff(root: &Path, key: &str) -> Result<i32, CliError> {
             &mut lines,
         )
     })?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&lines)
-        .and_then(|()| out.flush())
-        .map_err(CliError::runtime)?;
-    Ok(0)
+    Ok(lines)
 }
 
 /// Runs `f` with the container's agent able to answer: a paused VM is resumed for the
@@ -44,34 +33,36 @@ pub fn diff(root: &Path, key: &str) -> Result<i32, CliError> {
 fn with_agent_awake<R>(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
-    f: impl FnOnce(&ContainerRecord) -> Result<R, changes::ChangesError>,
-) -> Result<R, CliError> {
-    let paused = rec.effective().0 == mvm_engine::container::Status::Paused;
+    f: impl FnOnce(&ContainerRecord) -> Result<R, crate::changes::ChangesError>,
+) -> Result<R, Error> {
+    let paused = rec.effective().0 == Status::Paused;
     let resumed;
     let rec = if paused {
-        mvm_engine::container::signal::set_paused(dirs, rec, false).map_err(CliError::runtime)?;
+        super::signal::set_paused(dirs, rec, false).map_err(Error::runtime)?;
         // Read as running, so its changes come from its agent, not from its disk.
-        resumed = dirs.load().map_err(CliError::runtime)?;
+        resumed = dirs.load().map_err(Error::runtime)?;
         &resumed
     } else {
         rec
     };
     let result = f(rec);
-    if paused && let Err(e) = mvm_engine::container::signal::set_paused(dirs, rec, true) {
+    if paused && let Err(e) = super::signal::set_paused(dirs, rec, true) {
         tracing::warn!("pausing the container again: {e}");
     }
-    result.map_err(|e| CliError::runtime(format!("cannot read the container's changes: {e}")))
+    result.map_err(|e| Error::runtime(format!("cannot read the container's changes: {e}")))
 }
 
 /// The image a container was made from.
-pub fn base_image(store: &Store, rec: &ContainerRecord) -> Result<ImageRecord, CliError> {
+pub fn base_image(store: &Store, rec: &ContainerRecord) -> Result<ImageRecord, Error> {
     catalog::resolve(store, &rec.image_id)
         .or_else(|_| catalog::resolve(store, &rec.spec.image))
-        .map_err(|e| CliError::runtime(format!("the container's image is gone: {e}")))
+        .map_err(|e| Error::runtime(format!("the container's image is gone: {e}")))
 }
 
-/// Options of `mvm commit`.
+/// Options of `commit`.
 pub struct CommitOptions<'a> {
+    /// The name to tag the image with.
+    pub reference: Option<&'a Reference>,
     /// `-c` Dockerfile instructions.
     pub changes: &'a [String],
     /// `-m`.
@@ -82,19 +73,11 @@ pub struct CommitOptions<'a> {
     pub pause: bool,
 }
 
-/// `mvm commit CONTAINER [REPOSITORY[:TAG]]`.
-pub fn commit(
-    root: &Path,
-    key: &str,
-    reference: Option<&str>,
-    opts: &CommitOptions<'_>,
-) -> Result<i32, CliError> {
-    let reference = reference
-        .map(Reference::parse)
-        .transpose()
-        .map_err(|e| CliError::usage(e.to_string()))?;
-    let (dirs, rec) = container::resolve(root, key).map_err(failed)?;
-    let store = Store::open(&root.join("images")).map_err(CliError::runtime)?;
+/// `commit`: an image of the container's changes over its image, with its process's settings
+/// as the image's defaults.
+pub fn commit(root: &Path, key: &str, opts: &CommitOptions<'_>) -> Result<ImageRecord, Error> {
+    let (dirs, rec) = resolve(root, key)?;
+    let store = Store::open(&root.join("images")).map_err(Error::runtime)?;
     let base = base_image(&store, &rec)?;
     let mut config = base.config.config.clone();
     // The container's own settings become the image's defaults, as Docker's commit does.
@@ -110,26 +93,26 @@ pub fn commit(
     }
     for c in opts.changes {
         mvm_rootfs::import::apply_change(&mut config, c)
-            .map_err(|e| CliError::usage(e.to_string()))?;
+            .map_err(|e| Error::usage(e.to_string()))?;
     }
     // Docker's --pause: the container's processes stop while its files are read (in the
     // guest: the agent must keep running to read them).
-    let freeze = opts.pause || rec.effective().0 == mvm_engine::container::Status::Paused;
+    let freeze = opts.pause || rec.effective().0 == Status::Paused;
     let tmp = store.temp_path("commit-layer");
     let made = with_agent_awake(&dirs, &rec, |rec| {
-        changes::layer_to_file(&dirs, rec, freeze, &tmp)
+        crate::changes::layer_to_file(&dirs, rec, freeze, &tmp)
     });
     if let Err(e) = made {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    let tags: Vec<String> = reference
-        .as_ref()
+    let tags: Vec<String> = opts
+        .reference
         .and_then(Reference::tagged_name)
         .into_iter()
         .collect();
     let created_by = format!("mvm commit {}", rec.process.args.join(" "));
-    let mut file = std::fs::File::open(&tmp).map_err(CliError::runtime)?;
+    let mut file = std::fs::File::open(&tmp).map_err(Error::runtime)?;
     let comment = match (opts.message, opts.author) {
         (Some(m), _) => Some(m.to_string()),
         (None, Some(a)) => Some(format!("author: {a}")),
@@ -149,7 +132,5 @@ pub fn commit(
         },
     );
     let _ = std::fs::remove_file(&tmp);
-    let image = image.map_err(CliError::runtime)?;
-    println!("{}", image.id);
-    Ok(0)
+    image.map_err(Error::runtime)
 }

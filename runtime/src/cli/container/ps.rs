@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::container::{self, ContainerRecord};
+use clap::Args;
+use mvm_engine::container::{self, ContainerRecord};
+
 use crate::error::CliError;
-use crate::lifecycle::status_text;
+use crate::output::state::status_text;
 use crate::output::table::{Headers, print_formatted};
 use crate::output::time::{ago, since};
 
@@ -122,7 +124,7 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
         ("Command", command_column(rec, no_trunc)),
         ("CreatedAt", rec.created.clone()),
         ("RunningFor", ago(since(Some(&rec.created)))),
-        ("Ports", crate::network_cmds::ports_column(rec)),
+        ("Ports", crate::output::inspect::ports_column(rec)),
         ("State", rec.effective().0.to_string()),
         ("Status", status_text(rec)),
         ("Size", "0B".into()),
@@ -211,5 +213,44 @@ mod tests {
         assert!(parse_filter("colour=red").is_err());
         assert!(parse_filter("name").is_err());
         assert!(parse_filter("exited=x").is_err());
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display container IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Show the latest created container (includes all states).
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long = "last")]
+    pub last: Option<usize>,
+    /// Filter output based on conditions provided (status=, name=, id=, exited=, ancestor=).
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+    /// Format output using a template ('table ...', 'json', or '{{.Field}}...').
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+impl PsArgs {
+    pub fn options(&self) -> PsOptions {
+        PsOptions {
+            all: self.all,
+            quiet: self.quiet,
+            no_trunc: self.no_trunc,
+            latest: self.latest,
+            last: self.last,
+            filters: self.filter.clone(),
+            format: self.format.clone(),
+        }
     }
 }

@@ -6,10 +6,9 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::container::ContainerRecord;
 use crate::error::CliError;
 use crate::output::table::{Headers, print_formatted};
-use crate::volume::{self, VolumeError, VolumeRecord, mounts::Kind};
+use mvm_engine::volume::{self, VolumeError, VolumeRecord};
 
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::with_code(1, e.to_string())
@@ -191,33 +190,4 @@ fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
         crate::output::units::human_size(bytes)
     );
     Ok(0)
-}
-
-/// `Mounts` of a container's inspect JSON.
-pub fn mounts_json(root: &Path, rec: &ContainerRecord) -> Value {
-    Value::Array(
-        rec.mounts
-            .iter()
-            .map(|m| {
-                let source = match m.kind {
-                    Kind::Volume => volume::data_dir(root, &m.source).display().to_string(),
-                    Kind::Bind => m.source.clone(),
-                    Kind::Tmpfs => String::new(),
-                };
-                let mut v = json!({
-                    "Type": m.kind.name(),
-                    "Source": source,
-                    "Destination": m.target,
-                    "Mode": if m.read_only { "ro" } else { "" },
-                    "RW": !m.read_only,
-                    "Propagation": "",
-                });
-                if m.kind == Kind::Volume {
-                    v["Name"] = json!(m.source);
-                    v["Driver"] = json!("local");
-                }
-                v
-            })
-            .collect(),
-    )
 }

@@ -1,0 +1,228 @@
+//! The `mvm` command line: Docker's commands and flags, dispatched to one file per command
+//! (`container/`, `image.rs`, `network.rs`, `volume.rs`, `build.rs`, `system.rs`). A command
+//! file knows the engine and `output`; no command file imports another.
+
+pub mod build;
+pub mod container;
+pub mod image;
+pub mod network;
+pub mod system;
+pub mod volume;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mvm_engine::container::ContainerError;
+use mvm_engine::{Engine, EngineOptions, paths, report};
+
+use crate::error::CliError;
+use container::lifecycle::{ContainersArgs, KillArgs, RenameArgs, RmArgs, StartArgs, StopArgs};
+use container::{ContainerCommand, attach, commit, exec, inspect, lifecycle, logs, ps, run, stats};
+
+/// `mvm`'s global flags and its command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mvm",
+    version,
+    about = "Containers in KVM microVMs, with Docker's interface"
+)]
+pub struct Cli {
+    /// State root (images, containers).
+    #[arg(long, global = true, env = "MVM_ROOT", default_value = paths::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Hypervisor backend: mvm (our VMM) or qemu; chosen for this host when not given.
+    #[arg(long, global = true, env = "MVM_VMM")]
+    pub vmm: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long = "log-level", global = true, default_value = "warn")]
+    pub log_level: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Docker's commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a command in a new container (its own microVM).
+    Run(run::RunArgs),
+    /// Create a new container without starting it.
+    Create(run::RunArgs),
+    /// Start one or more created or stopped containers.
+    Start(StartArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Pause all processes within one or more containers (the VM's vCPUs stop).
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(ContainersArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Display the running processes of a container.
+    Top(stats::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(stats::StatsArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// Create a new image from a container's changes.
+    Commit(commit::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(commit::DiffArgs),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(attach::AttachArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(network::PortArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(image::ImportArgs),
+    /// List images.
+    Images(image::ImagesArgs),
+    /// Download an image from a registry.
+    Pull(image::PullArgs),
+    /// Upload an image to a registry.
+    Push(image::PushArgs),
+    /// Log in to a registry.
+    Login(image::LoginArgs),
+    /// Log out from a registry.
+    Logout(image::LogoutArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(image::TagArgs),
+    /// Remove one or more images.
+    Rmi(image::RmiArgs),
+    /// Show the history of an image.
+    History(image::HistoryArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(image::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(image::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Show the backend in use and where things are.
+    Info,
+    /// Show the version.
+    Version,
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Fetch the logs of a container.
+    Logs(logs::LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Send a signal to one or more running containers.
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(ContainersArgs),
+    /// Return low-level information on containers.
+    Inspect(ContainersArgs),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Runs a detached container (started by `run -d`).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// Container ID.
+        id: String,
+    },
+}
+
+impl Cli {
+    /// The engine on the state root the flags name.
+    pub fn engine(&self) -> Result<Engine, CliError> {
+        Ok(Engine::open(EngineOptions {
+            root: self.root.clone(),
+            vmm: self.vmm.clone(),
+            debug: matches!(self.log_level.as_str(), "debug" | "trace"),
+        })?)
+    }
+
+    /// Runs the command; its exit code.
+    pub fn dispatch(&self) -> Result<i32, CliError> {
+        let root = &self.root;
+        match &self.command {
+            Command::Run(a) => run::run_or_create(&self.engine()?, a, false),
+            Command::Create(a) => run::run_or_create(&self.engine()?, a, true),
+            Command::Start(a) => lifecycle::start(root, &a.containers, a.attach, a.interactive),
+            Command::Restart(a) => lifecycle::restart(root, &a.containers, a.time),
+            Command::Pause(a) => lifecycle::pause(root, &a.containers),
+            Command::Unpause(a) => lifecycle::unpause(root, &a.containers),
+            Command::Rename(a) => lifecycle::rename(root, &a.container, &a.new_name),
+            Command::Top(a) => stats::top(root, &a.container, &a.ps_options),
+            Command::Stats(a) => {
+                stats::stats(root, &a.containers, a.all, a.no_stream, a.format.as_deref())
+            }
+            Command::Container(ContainerCommand::Ls(a)) | Command::Ps(a) => {
+                ps::ps(root, &a.options())
+            }
+            Command::Container(ContainerCommand::Prune { force }) => lifecycle::prune(root, *force),
+            Command::Network(c) => network::network(root, c),
+            Command::Volume(c) => volume::volume(root, c),
+            Command::Build(a) => build::build(&self.engine()?, a),
+            Command::Commit(a) => a.run(root),
+            Command::Diff(a) => commit::diff(root, &a.container),
+            Command::Attach(a) => a.run(root),
+            Command::Port(a) => network::port(root, &a.container, a.private.as_deref()),
+            Command::Import(a) => image::import(root, a),
+            Command::Images(a) => image::images(root, a),
+            Command::Pull(a) => image::pull(root, a),
+            Command::Push(a) => image::push(root, a),
+            Command::Login(a) => image::login(root, a),
+            Command::Logout(a) => image::logout(root, a),
+            Command::Tag(a) => image::tag(root, a),
+            Command::Rmi(a) => image::rmi(root, a),
+            Command::History(a) => image::history(root, a),
+            Command::Image(c) => image::image(root, c),
+            Command::Save(a) => image::save(root, a),
+            Command::Load(a) => image::load(root, a),
+            Command::Info => system::info(root, self.vmm.as_deref()),
+            Command::Version => system::version(),
+            Command::Logs(a) => logs::logs(&self.engine()?, a),
+            Command::Stop(a) => lifecycle::stop(root, &a.containers, a.time),
+            Command::Kill(a) => lifecycle::kill(root, &a.containers, &a.signal),
+            Command::Rm(a) => lifecycle::rm(root, &a.containers, a.force, a.volumes),
+            Command::Wait(a) => lifecycle::wait(root, &a.containers),
+            Command::Inspect(a) => inspect::inspect(root, &a.containers),
+            Command::Exec(a) => exec::exec(&self.engine()?, a),
+            Command::Monitor { id } => Ok(self.engine()?.monitor(id)),
+        }
+    }
+}
+
+/// The engine's progress lines, where Docker's CLI prints them.
+pub struct Terminal;
+
+impl report::Reporter for Terminal {
+    fn notice(&self, line: &str) {
+        eprintln!("{line}");
+    }
+    fn output(&self, line: &str) {
+        println!("{line}");
+    }
+}
+
+/// Runs `f` on each container named, printing the name on success and the error otherwise,
+/// as Docker's multi-container commands do; exit 1 if any one failed.
+pub fn each_container(
+    keys: &[String],
+    mut f: impl FnMut(&str) -> Result<(), ContainerError>,
+) -> Result<i32, CliError> {
+    let mut code = 0;
+    for key in keys {
+        match f(key) {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}

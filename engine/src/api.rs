@@ -155,6 +155,29 @@ impl Engine {
         container::exec::exec(self.root(), key, spec, attached, started)
     }
 
+    /// An attach session on a running container: the container as it was, and the stream its
+    /// owner serves (see [`container::attach`]).
+    pub fn attach(
+        &self,
+        key: &str,
+    ) -> Result<(ContainerRecord, std::os::unix::net::UnixStream), ContainerError> {
+        container::attach::open(self.root(), key).map(|(_, rec, stream)| (rec, stream))
+    }
+
+    /// An image of a container's changes (see [`container::commit::commit`]).
+    pub fn commit(
+        &self,
+        key: &str,
+        opts: &container::commit::CommitOptions<'_>,
+    ) -> Result<mvm_rootfs::ImageRecord, Error> {
+        container::commit::commit(self.root(), key, opts)
+    }
+
+    /// A container's changed paths (see [`container::commit::diff`]).
+    pub fn diff(&self, key: &str) -> Result<Vec<u8>, Error> {
+        container::commit::diff(self.root(), key)
+    }
+
     /// A container's log.
     pub fn logs(&self, key: &str, window: Window) -> Result<LogReader, LogError> {
         LogReader::open(self.root(), key, window)

@@ -16,7 +16,7 @@ pub fn open(
     key: &str,
 ) -> Result<(ContainerDirs, ContainerRecord, UnixStream), ContainerError> {
     let (dirs, rec) = resolve(root, key)?;
-    let refused = |why: &str| Err(ContainerError::Owner(why.to_string()));
+    let refused = |why: &'static str| Err(ContainerError::CannotAttach(why));
     match rec.effective().0 {
         Status::Running => {}
         Status::Paused => {

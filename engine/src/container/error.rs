@@ -49,7 +49,10 @@ pub enum ContainerError {
     /// The container's VM could not be found or signalled.
     #[error("{0}")]
     Vm(String),
-    /// The container's owner did not take a request (a signal, a network change).
+    /// `attach` to a container that is not running, with Docker's reason.
+    #[error("{0}")]
+    CannotAttach(&'static str),
+    /// The container's owner did not take a request (a signal, a network change, an attach).
     #[error("{0}")]
     Owner(String),
     /// It could not be started.

@@ -11,7 +11,7 @@ use crate::container::exec::ExecSpec;
 use crate::container::logs::{LogError, LogReader, Window};
 use crate::container::prune::Pruned;
 use crate::container::{self, ContainerError, ContainerRecord, ContainerSpec};
-use crate::error::Error;
+use crate::error::EngineError;
 use crate::report::Reporter;
 use crate::run::{self, RunMode, RunOutcome};
 
@@ -43,9 +43,10 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the state root, making it (private to its owner) if it is not there.
-    pub fn open(opts: EngineOptions) -> Result<Self, Error> {
-        crate::paths::private_root(&opts.root)
-            .map_err(|e| Error::runtime(format!("state root {}: {e}", opts.root.display())))?;
+    pub fn open(opts: EngineOptions) -> Result<Self, EngineError> {
+        crate::paths::private_root(&opts.root).map_err(|e| {
+            EngineError::runtime(format!("state root {}: {e}", opts.root.display()))
+        })?;
         Ok(Self { opts })
     }
 
@@ -55,13 +56,17 @@ impl Engine {
     }
 
     /// The backend new VMs use on this host, and why.
-    pub fn backend(&self) -> Result<Selection, Error> {
-        backend::select(self.opts.vmm.as_deref()).map_err(Error::usage)
+    pub fn backend(&self) -> Result<Selection, EngineError> {
+        backend::select(self.opts.vmm.as_deref()).map_err(EngineError::usage)
     }
 
     /// Creates the container `spec` describes (pulling its image when the store lacks it);
     /// its ID.
-    pub fn create(&self, spec: ContainerSpec, report: &dyn Reporter) -> Result<String, Error> {
+    pub fn create(
+        &self,
+        spec: ContainerSpec,
+        report: &dyn Reporter,
+    ) -> Result<String, EngineError> {
         let sel = self.backend()?;
         run::create(self.root(), &sel, spec, None, self.opts.debug, report).map(|d| d.id)
     }
@@ -72,7 +77,7 @@ impl Engine {
         spec: ContainerSpec,
         mode: RunMode,
         report: &dyn Reporter,
-    ) -> Result<RunOutcome, Error> {
+    ) -> Result<RunOutcome, EngineError> {
         let sel = self.backend()?;
         run::run(self.root(), &sel, spec, mode, None, self.opts.debug, report)
     }
@@ -84,7 +89,7 @@ impl Engine {
 
     /// Runs a created or exited container attached to the caller's standard streams; its
     /// exit code.
-    pub fn start_attached(&self, key: &str, interactive: bool) -> Result<i32, Error> {
+    pub fn start_attached(&self, key: &str, interactive: bool) -> Result<i32, EngineError> {
         container::start::start_attached(self.root(), key, interactive)
     }
 
@@ -151,7 +156,7 @@ impl Engine {
         spec: &ExecSpec,
         attached: bool,
         started: impl FnOnce(),
-    ) -> Result<i32, Error> {
+    ) -> Result<i32, EngineError> {
         container::exec::exec(self.root(), key, spec, attached, started)
     }
 
@@ -169,12 +174,12 @@ impl Engine {
         &self,
         key: &str,
         opts: &container::commit::CommitOptions<'_>,
-    ) -> Result<mvm_rootfs::ImageRecord, Error> {
+    ) -> Result<mvm_rootfs::ImageRecord, EngineError> {
         container::commit::commit(self.root(), key, opts)
     }
 
     /// A container's changed paths (see [`container::commit::diff`]).
-    pub fn diff(&self, key: &str) -> Result<Vec<u8>, Error> {
+    pub fn diff(&self, key: &str) -> Result<Vec<u8>, EngineError> {
         container::commit::diff(self.root(), key)
     }
 
@@ -184,7 +189,7 @@ impl Engine {
     }
 
     /// Builds an image from a Dockerfile.
-    pub fn build(&self, opts: &BuildOptions, report: &dyn Reporter) -> Result<Built, Error> {
+    pub fn build(&self, opts: &BuildOptions, report: &dyn Reporter) -> Result<Built, EngineError> {
         let sel = self.backend()?;
         crate::build::build(self.root(), &sel, opts, self.opts.debug, report)
     }
@@ -312,7 +317,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(
-            matches!(e, Error::Container(ContainerError::NotRunning(_))),
+            matches!(e, EngineError::Container(ContainerError::NotRunning(_))),
             "{e}"
         );
         assert_eq!(e.code(), 1);

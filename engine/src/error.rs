@@ -13,7 +13,7 @@ pub const EXIT_FAILED: i32 = 1;
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum EngineError {
     /// A value the caller gave is refused before anything was done.
     #[error("{0}")]
     Invalid(String),
@@ -44,7 +44,7 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl EngineError {
     /// A failure of the engine itself.
     pub fn runtime(e: impl fmt::Display) -> Self {
         Self::Runtime(e.to_string())

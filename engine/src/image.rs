@@ -5,7 +5,7 @@ use std::path::Path;
 use mvm_rootfs::registry::{self, PullOptions};
 use mvm_rootfs::{ImageRecord, Reference, Store, StoreError, catalog};
 
-use crate::error::Error;
+use crate::error::EngineError;
 use crate::report::Reporter;
 
 /// The image `name`, pulled first when the store lacks it (as `docker run` does).
@@ -14,17 +14,17 @@ pub fn resolve_or_pull(
     store: &Store,
     name: &str,
     report: &dyn Reporter,
-) -> Result<ImageRecord, Error> {
+) -> Result<ImageRecord, EngineError> {
     match catalog::resolve(store, name) {
         Ok(img) => Ok(img),
         Err(StoreError::NotFound(_)) => {
-            let reference = Reference::parse(name).map_err(Error::runtime)?;
+            let reference = Reference::parse(name).map_err(EngineError::runtime)?;
             report.notice(&format!("Unable to find image '{reference}' locally"));
             let image = registry::pull(store, &reference, &PullOptions::for_root(root))
-                .map_err(Error::runtime)?;
+                .map_err(EngineError::runtime)?;
             report.notice(&format!("Digest: {}", image.manifest_digest));
             Ok(image)
         }
-        Err(e) => Err(Error::runtime(e)),
+        Err(e) => Err(EngineError::runtime(e)),
     }
 }

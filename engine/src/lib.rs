@@ -24,4 +24,4 @@ pub mod terminal;
 pub mod volume;
 
 pub use api::{Engine, EngineOptions, RemoveOptions};
-pub use error::Error;
+pub use error::EngineError;

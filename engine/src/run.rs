@@ -10,7 +10,7 @@ use mvm_rootfs::{ImageRecord, Store};
 
 use crate::backend::{self, Disk, Selection, VmSpec};
 use crate::container::{self, ContainerDirs, ContainerRecord, ContainerSpec, NetworkMode};
-use crate::error::Error;
+use crate::error::EngineError;
 use crate::report::Reporter;
 use crate::session::{self, Stdio};
 use crate::{agent_disk, network, paths, volume};
@@ -123,9 +123,9 @@ fn container_boot_config(
     debug: bool,
     endpoints: &[network::Endpoint],
     mounts: &[volume::mounts::MountSpec],
-) -> Result<BootConfig, Error> {
+) -> Result<BootConfig, EngineError> {
     let bad = |what: &str, value: &str, why: &str| {
-        Error::runtime(format!("the container's {what} {value:?}: {why}"))
+        EngineError::runtime(format!("the container's {what} {value:?}: {why}"))
     };
     let mut c = boot_config(debug);
     c.hostname = Some(hostname.to_string());
@@ -224,13 +224,14 @@ pub fn create(
     export_layer: Option<PathBuf>,
     debug: bool,
     report: &dyn Reporter,
-) -> Result<ContainerDirs, Error> {
+) -> Result<ContainerDirs, EngineError> {
     // Validate everything the caller gave before creating anything.
-    spec.validate().map_err(|e| Error::usage(e.to_string()))?;
-    let kernel = paths::kernel().map_err(Error::runtime)?;
-    let agent = paths::agent().map_err(Error::runtime)?;
+    spec.validate()
+        .map_err(|e| EngineError::usage(e.to_string()))?;
+    let kernel = paths::kernel().map_err(EngineError::runtime)?;
+    let agent = paths::agent().map_err(EngineError::runtime)?;
 
-    let store = Store::open(&root.join("images")).map_err(Error::runtime)?;
+    let store = Store::open(&root.join("images")).map_err(EngineError::runtime)?;
     let image = crate::image::resolve_or_pull(root, &store, &spec.image, report)?;
     let mut ports = spec.ports.clone();
     if spec.publish_all {
@@ -241,7 +242,7 @@ pub fn create(
             .iter()
             .flat_map(|m| m.keys())
         {
-            let m = network::ports::parse_exposed(key).map_err(Error::runtime)?;
+            let m = network::ports::parse_exposed(key).map_err(EngineError::runtime)?;
             if !ports.iter().any(|p| p.key() == m.key()) {
                 ports.push(m);
             }
@@ -266,7 +267,7 @@ pub fn create(
     }
     let args = process_args(&image, spec.entrypoint.as_deref(), &spec.command);
     if args.is_empty() {
-        return Err(Error::runtime("No command specified".to_string()));
+        return Err(EngineError::runtime("No command specified".to_string()));
     }
     let cfg = &image.config.config;
     let mut base_env = cfg.env.clone().unwrap_or_default();
@@ -281,18 +282,20 @@ pub fn create(
         env.push("TERM=xterm".into());
     }
 
-    let image_disk = mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(Error::runtime)?;
-    let agent_disk = agent_disk::ensure(&agent, &root.join("cache")).map_err(Error::runtime)?;
+    let image_disk =
+        mvm_rootfs::disk::ensure_image_disk(&store, &image).map_err(EngineError::runtime)?;
+    let agent_disk =
+        agent_disk::ensure(&agent, &root.join("cache")).map_err(EngineError::runtime)?;
 
     // Claim an ID and a name under the containers lock, then build the container's disk.
-    std::fs::create_dir_all(root.join("containers")).map_err(Error::runtime)?;
+    std::fs::create_dir_all(root.join("containers")).map_err(EngineError::runtime)?;
     let _lock = mvm_rootfs::fsutil::LockFile::acquire(&root.join("containers/.lock"))
-        .map_err(Error::runtime)?;
+        .map_err(EngineError::runtime)?;
     let taken: Vec<String> = container::list(root).into_iter().map(|c| c.name).collect();
-    let id = container::new_id().map_err(Error::runtime)?;
+    let id = container::new_id().map_err(EngineError::runtime)?;
     let name = match &spec.name {
         Some(n) if taken.contains(n) => {
-            return Err(Error::runtime(format!(
+            return Err(EngineError::runtime(format!(
                 "Conflict. The container name \"/{n}\" is already in use. Remove it or pick another name."
             )));
         }
@@ -302,31 +305,31 @@ pub fn create(
     let endpoints = if spec.network == NetworkMode::None {
         Vec::new()
     } else {
-        let _net_lock = network::lock(root).map_err(Error::runtime)?;
+        let _net_lock = network::lock(root).map_err(EngineError::runtime)?;
         let net = match &spec.network {
             NetworkMode::Named(n) => network::find(root, n),
             _ => network::default_locked(root),
         }
-        .map_err(Error::runtime)?;
+        .map_err(EngineError::runtime)?;
         vec![
             network::allocate_locked(root, &net, &id, 0, spec.network_aliases.clone(), &[])
-                .map_err(Error::runtime)?,
+                .map_err(EngineError::runtime)?,
         ]
     };
     // Volumes named here are made now (as `docker run` does); bind sources too.
     {
-        let _vol_lock = volume::lock(root).map_err(Error::runtime)?;
+        let _vol_lock = volume::lock(root).map_err(EngineError::runtime)?;
         for m in &mut mounts {
             match m.kind {
                 volume::mounts::Kind::Volume => {
                     let name = (!m.source.is_empty()).then_some(m.source.as_str());
                     let v = volume::create_locked(root, name, Default::default(), m.anonymous)
-                        .map_err(Error::runtime)?;
+                        .map_err(EngineError::runtime)?;
                     m.source = v.name;
                 }
                 volume::mounts::Kind::Bind => {
                     std::fs::create_dir_all(&m.source).map_err(|e| {
-                        Error::runtime(format!("cannot create bind source {}: {e}", m.source))
+                        EngineError::runtime(format!("cannot create bind source {}: {e}", m.source))
                     })?;
                 }
                 volume::mounts::Kind::Tmpfs => {}
@@ -338,7 +341,7 @@ pub fn create(
         .recursive(true)
         .mode(0o700)
         .create(&dirs.dir)
-        .map_err(Error::runtime)?;
+        .map_err(EngineError::runtime)?;
     let record = ContainerRecord {
         id: id.clone(),
         name,
@@ -375,7 +378,7 @@ pub fn create(
     };
     if let Err(e) = dirs.save(&record) {
         dirs.remove();
-        return Err(Error::runtime(e));
+        return Err(EngineError::runtime(e));
     }
     tracing::debug!("container {id} ({})", record.name);
     Ok(dirs)
@@ -391,7 +394,7 @@ pub fn run(
     export_layer: Option<PathBuf>,
     debug: bool,
     report: &dyn Reporter,
-) -> Result<RunOutcome, Error> {
+) -> Result<RunOutcome, EngineError> {
     let started = std::time::Instant::now();
     let (interactive, rm) = (spec.interactive, spec.auto_remove);
     let dirs = create(root, selection, spec, export_layer, debug, report)?;
@@ -405,7 +408,7 @@ pub fn run(
         RunMode::Attach => {}
     }
     // Until it runs, no other command may start or remove it.
-    let lock = dirs.command_lock().map_err(Error::runtime)?;
+    let lock = dirs.command_lock().map_err(EngineError::runtime)?;
     let result = run_container(
         started,
         selection.kind,
@@ -449,9 +452,9 @@ fn hand_to_monitor(root: &Path, dirs: &ContainerDirs, code: i32) -> bool {
 
 /// Resets a container's record for a new start: no error, not stopped by the user, not
 /// paused, not started yet.
-fn prepare_start(dirs: &ContainerDirs) -> Result<ContainerRecord, Error> {
+fn prepare_start(dirs: &ContainerDirs) -> Result<ContainerRecord, EngineError> {
     dirs.update(|r| r.state.prepare_start())
-        .map_err(Error::runtime)
+        .map_err(EngineError::runtime)
 }
 
 /// Records that the policy restarts the container after its process ended with `code`.
@@ -460,7 +463,7 @@ fn mark_restarting(dirs: &ContainerDirs, code: i32) {
 }
 
 /// Records how a container ended, or removes it (`--rm`, or it never ran).
-fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, Error>) {
+fn finish(dirs: &ContainerDirs, auto_remove: bool, result: &Result<i32, EngineError>) {
     let rec = dirs.load().ok();
     let ran = rec.as_ref().is_some_and(|r| r.state.ran());
     if auto_remove || !ran {
@@ -491,11 +494,11 @@ pub enum Start {
 }
 
 /// Spawns the container's monitor, detached from our session so it outlives this command.
-fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Child, Error> {
+fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Child, EngineError> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(Error::runtime)?;
-    let id = dirs.load().map_err(Error::runtime)?.id;
-    let log = std::fs::File::create(dirs.dir.join("monitor.log")).map_err(Error::runtime)?;
+    let exe = std::env::current_exe().map_err(EngineError::runtime)?;
+    let id = dirs.load().map_err(EngineError::runtime)?.id;
+    let log = std::fs::File::create(dirs.dir.join("monitor.log")).map_err(EngineError::runtime)?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
         .arg(root)
@@ -515,14 +518,14 @@ fn spawn_monitor(root: &Path, dirs: &ContainerDirs) -> Result<std::process::Chil
         });
     }
     cmd.spawn()
-        .map_err(|e| Error::runtime(format!("cannot start the monitor: {e}")))
+        .map_err(|e| EngineError::runtime(format!("cannot start the monitor: {e}")))
 }
 
 /// `run -d`, `start`: hands the container to a monitor process that outlives this command,
 /// and returns once the container runs (or failed to start).
-pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, Error> {
+pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i32, EngineError> {
     prepare_start(dirs)?;
-    let gave_up = |err: Error| {
+    let gave_up = |err: EngineError| {
         match kind {
             Start::New => dirs.remove(),
             Start::Existing => {
@@ -539,10 +542,13 @@ pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i
     let mut child = spawn_monitor(root, dirs)?;
     let deadline = std::time::Instant::now() + AGENT_TIMEOUT + Duration::from_secs(10);
     loop {
-        let rec = dirs.load().map_err(Error::runtime)?;
+        let rec = dirs.load().map_err(EngineError::runtime)?;
         if let Some(err) = rec.state.error {
             let _ = child.wait();
-            return gave_up(Error::with_code(rec.state.exit_code.unwrap_or(125), err));
+            return gave_up(EngineError::with_code(
+                rec.state.exit_code.unwrap_or(125),
+                err,
+            ));
         }
         if rec.state.status != container::Status::Created {
             // The monitor is reaped by init once we exit.
@@ -550,14 +556,14 @@ pub fn start_monitor(root: &Path, dirs: &ContainerDirs, kind: Start) -> Result<i
         }
         if let Ok(Some(status)) = child.try_wait() {
             let why = backend::log_tail(&dirs.dir.join("monitor.log"));
-            return gave_up(Error::runtime(format!(
+            return gave_up(EngineError::runtime(format!(
                 "the container's monitor exited ({status}): {why}"
             )));
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return gave_up(Error::runtime("timed out starting the container"));
+            return gave_up(EngineError::runtime("timed out starting the container"));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -570,7 +576,7 @@ pub fn start_attached(
     dirs: &ContainerDirs,
     interactive: bool,
     lock: container::CommandLock,
-) -> Result<i32, Error> {
+) -> Result<i32, EngineError> {
     let rec = prepare_start(dirs)?;
     let kind = rec.vm.backend;
     let result = run_container(
@@ -664,15 +670,16 @@ fn run_container(
     attached: bool,
     interactive: bool,
     lock: Option<container::CommandLock>,
-) -> Result<i32, Error> {
-    let rec = dirs.load().map_err(Error::runtime)?;
+) -> Result<i32, EngineError> {
+    let rec = dirs.load().map_err(EngineError::runtime)?;
     raise_nofile();
     // The writable disk is made once and kept across restarts, as a container's layer is.
     let upper = dirs.dir.join("upper.ext4");
     if !upper.exists() {
         let tmp = dirs.dir.join("upper.ext4.tmp");
-        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES).map_err(Error::runtime)?;
-        std::fs::rename(&tmp, &upper).map_err(Error::runtime)?;
+        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES)
+            .map_err(EngineError::runtime)?;
+        std::fs::rename(&tmp, &upper).map_err(EngineError::runtime)?;
     }
     let spec = VmSpec {
         kernel: rec.vm.kernel.clone(),
@@ -685,7 +692,7 @@ fn run_container(
             )?,
             rec.vm.debug,
         )
-        .map_err(Error::runtime)?,
+        .map_err(EngineError::runtime)?,
         vcpus: rec.spec.resources.vcpus,
         mem_mib: rec.spec.resources.memory_mib,
         disks: container_disks(&rec, upper, false),
@@ -698,19 +705,20 @@ fn run_container(
     // forwarding thread receives them (children unblock them in pre_exec).
     session::forwarded_signals()
         .thread_block()
-        .map_err(|e| Error::runtime(format!("cannot block signals: {e}")))?;
+        .map_err(|e| EngineError::runtime(format!("cannot block signals: {e}")))?;
     tracing::debug!("phase prepared {:?}", started.elapsed());
     let t0 = std::time::Instant::now();
     // Sockets of an earlier run of this container are stale: start from an empty directory.
     let _ = std::fs::remove_dir_all(&spec.run_dir);
-    std::fs::create_dir_all(spec.vm_dir()).map_err(Error::runtime)?;
+    std::fs::create_dir_all(spec.vm_dir()).map_err(EngineError::runtime)?;
     let callback = spec
         .vsock_path()
         .with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
-    let listener = std::os::unix::net::UnixListener::bind(&callback)
-        .map_err(|e| Error::runtime(format!("cannot listen on {}: {e}", callback.display())))?;
+    let listener = std::os::unix::net::UnixListener::bind(&callback).map_err(|e| {
+        EngineError::runtime(format!("cannot listen on {}: {e}", callback.display()))
+    })?;
     let control = std::os::unix::net::UnixListener::bind(dirs.control_path())
-        .map_err(|e| Error::runtime(format!("cannot create the control socket: {e}")))?;
+        .map_err(|e| EngineError::runtime(format!("cannot create the control socket: {e}")))?;
     let spares = spare_nics(kind, &rec)?;
     let net = NetworkUp::bring_up(dirs, &rec, spares)?;
     let (daemons, shares) = start_shares(dirs, &rec)?;
@@ -719,23 +727,23 @@ fn run_container(
         nics: net.nics.clone(),
         ..spec
     };
-    let mut vm = backend::start(kind, &spec).map_err(Error::runtime)?;
+    let mut vm = backend::start(kind, &spec).map_err(EngineError::runtime)?;
     for d in &daemons {
         vm.adopt(d.watched().pid);
     }
     tracing::debug!("phase vm_started {:?}", t0.elapsed());
     let stream = session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &spec.console_path())
-        .map_err(Error::runtime)?;
+        .map_err(EngineError::runtime)?;
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
     // From here, the death of any of the VM's processes ends the session at once (its reason
     // goes to the record) rather than leaving an "Up" container nobody can reach.
-    let cut = stream.try_clone().map_err(Error::runtime)?;
+    let cut = stream.try_clone().map_err(EngineError::runtime)?;
     let mut watched = vm.watched();
     watched.extend(daemons.iter().map(|d| d.watched()));
     let watch = backend::watch::start(watched, move || {
         let _ = cut.shutdown(std::net::Shutdown::Both);
     })
-    .map_err(|e| Error::runtime(format!("cannot watch the VM's processes: {e}")))?;
+    .map_err(|e| EngineError::runtime(format!("cannot watch the VM's processes: {e}")))?;
     let vm_pids = vm.pids();
     let mark_running = move || {
         if let Err(e) = dirs.update(|r| {
@@ -765,7 +773,7 @@ fn run_container(
         .log()
         .map(|opts| crate::logs::LogWriter::open(&dirs.log_path(), opts))
         .transpose()
-        .map_err(|e| Error::runtime(format!("cannot open the container log: {e}")))?;
+        .map_err(|e| EngineError::runtime(format!("cannot open the container log: {e}")))?;
     // `network connect`/`disconnect` ask us, through the control socket, to follow the record.
     let net = std::sync::Arc::new(std::sync::Mutex::new(Some(net.start_proxies())));
     let on_networks: session::NetworksHook = {
@@ -818,13 +826,14 @@ fn run_container(
     match result {
         Ok(code) => Ok(code),
         // As a container whose processes were killed: 137, with the reason.
-        Err(_) if let Some(why) = died => {
-            Err(Error::with_code(137, format!("the microVM ended: {why}")))
-        }
+        Err(_) if let Some(why) = died => Err(EngineError::with_code(
+            137,
+            format!("the microVM ended: {why}"),
+        )),
         Err(session::SessionError::StartFailed { code, message }) => {
-            Err(Error::with_code(code, message))
+            Err(EngineError::with_code(code, message))
         }
-        Err(e) => Err(Error::runtime(e)),
+        Err(e) => Err(EngineError::runtime(e)),
     }
 }
 
@@ -840,7 +849,7 @@ fn raise_nofile() {
 /// How many spare interfaces the container's VM gets for `network connect`: what
 /// `MVM_SPARE_NICS` asks, as far as the backend's virtio devices go once the disks, vsock,
 /// networks and shares have theirs; an error when even those do not fit.
-fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, Error> {
+fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, EngineError> {
     let shares = rec
         .mounts
         .iter()
@@ -850,7 +859,7 @@ fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, Error
     let fixed = 4 + rec.endpoints.len() + shares;
     let slots = kind.virtio_slots();
     if fixed > slots {
-        return Err(Error::runtime(format!(
+        return Err(EngineError::runtime(format!(
             "the container needs {fixed} virtio devices ({} networks, {shares} volumes or bind mounts, 3 disks and vsock), and a microVM on the {} backend has {slots}",
             rec.endpoints.len(),
             kind.name()
@@ -864,7 +873,7 @@ fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, Error
 fn start_shares(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
-) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), Error> {
+) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), EngineError> {
     let root = dirs.root.as_path();
     let mut daemons = Vec::new();
     let mut shares = Vec::new();
@@ -879,7 +888,7 @@ fn start_shares(
             _ => PathBuf::from(&m.source),
         };
         if !dir.is_dir() {
-            return Err(Error::runtime(format!(
+            return Err(EngineError::runtime(format!(
                 "cannot mount {} at {}: {} is not a directory",
                 m.source,
                 m.target,
@@ -888,8 +897,8 @@ fn start_shares(
         }
         let socket = dirs.run.join(format!("fs{i}.sock"));
         let log = dirs.run.join(format!("virtiofsd-{i}.log"));
-        let d =
-            volume::virtiofsd::start(&dir, &socket, m.read_only, &log).map_err(Error::runtime)?;
+        let d = volume::virtiofsd::start(&dir, &socket, m.read_only, &log)
+            .map_err(EngineError::runtime)?;
         shares.push(backend::Share {
             socket: d.socket.clone(),
             tag: boot::share_tag(i),
@@ -916,7 +925,11 @@ struct NetworkUp {
 impl NetworkUp {
     /// Before the VM starts: bridges, TAPs, DNS, and the published ports bound (so a port in
     /// use fails the start with Docker's message).
-    fn bring_up(dirs: &ContainerDirs, rec: &ContainerRecord, spares: usize) -> Result<Self, Error> {
+    fn bring_up(
+        dirs: &ContainerDirs,
+        rec: &ContainerRecord,
+        spares: usize,
+    ) -> Result<Self, EngineError> {
         let mut up = NetworkUp {
             taps: Vec::new(),
             nics: Vec::new(),
@@ -929,22 +942,21 @@ impl NetworkUp {
         let root = dirs.root.as_path();
         for e in &rec.endpoints {
             {
-                let _lock = network::lock(root).map_err(Error::runtime)?;
+                let _lock = network::lock(root).map_err(EngineError::runtime)?;
                 let all = network::list(root);
-                let net = all
-                    .iter()
-                    .find(|n| n.id == e.network_id)
-                    .ok_or_else(|| Error::runtime(format!("network {} not found", e.network)))?;
-                network::host::ensure_bridge(net, &all).map_err(Error::runtime)?;
-                network::host::create_tap(&e.tap, &net.bridge).map_err(Error::runtime)?;
+                let net = all.iter().find(|n| n.id == e.network_id).ok_or_else(|| {
+                    EngineError::runtime(format!("network {} not found", e.network))
+                })?;
+                network::host::ensure_bridge(net, &all).map_err(EngineError::runtime)?;
+                network::host::create_tap(&e.tap, &net.bridge).map_err(EngineError::runtime)?;
                 up.taps.push(e.tap.clone());
                 let gw: std::net::Ipv4Addr = net.gateway.parse().map_err(|_| {
-                    Error::runtime(format!("network {} has a bad gateway", net.name))
+                    EngineError::runtime(format!("network {} has a bad gateway", net.name))
                 })?;
                 let names = network::dns::Names::new(root, &net.id);
                 up.dns.push((
                     net.id.clone(),
-                    network::dns::serve(gw, names).map_err(Error::runtime)?,
+                    network::dns::serve(gw, names).map_err(EngineError::runtime)?,
                 ));
             }
         }
@@ -952,16 +964,18 @@ impl NetworkUp {
         let nics = network::vm_nics(rec, spares);
         for n in &nics {
             if !up.taps.contains(&n.tap) {
-                network::host::create_spare_tap(&n.tap).map_err(Error::runtime)?;
+                network::host::create_spare_tap(&n.tap).map_err(EngineError::runtime)?;
                 up.taps.push(n.tap.clone());
             }
         }
         up.nics = nics.clone();
-        dirs.update(|r| r.nics = nics).map_err(Error::runtime)?;
-        up.bound = network::ports::bind_all(&mut up.ports).map_err(Error::runtime)?;
+        dirs.update(|r| r.nics = nics)
+            .map_err(EngineError::runtime)?;
+        up.bound = network::ports::bind_all(&mut up.ports).map_err(EngineError::runtime)?;
         if !up.ports.is_empty() {
             let ports = up.ports.clone();
-            dirs.update(|r| r.ports = ports).map_err(Error::runtime)?;
+            dirs.update(|r| r.ports = ports)
+                .map_err(EngineError::runtime)?;
         }
         Ok(up)
     }
@@ -1088,7 +1102,7 @@ mod tests {
         // What the agent would refuse fails on the host, before a VM boots.
         assert!(
             container_boot_config("a b", false, &[], &[])
-                .and_then(|c| { kernel_cmdline(&c, false).map_err(Error::runtime) })
+                .and_then(|c| { kernel_cmdline(&c, false).map_err(EngineError::runtime) })
                 .is_err()
         );
         assert!(

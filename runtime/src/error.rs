@@ -50,8 +50,8 @@ impl fmt::Display for CliError {
     }
 }
 
-impl From<mvm_engine::Error> for CliError {
-    fn from(e: mvm_engine::Error) -> Self {
+impl From<mvm_engine::EngineError> for CliError {
+    fn from(e: mvm_engine::EngineError) -> Self {
         Self {
             code: e.code(),
             message: e.to_string(),

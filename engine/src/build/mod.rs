@@ -19,11 +19,11 @@ use mvm_rootfs::{ImageRecord, Reference, Store};
 use serde_json::{Value, json};
 
 use crate::backend::Selection;
-use crate::error::Error;
+use crate::error::EngineError;
 use crate::report::Reporter;
 
-fn failed(msg: impl std::fmt::Display) -> Error {
-    Error::Build(msg.to_string())
+fn failed(msg: impl std::fmt::Display) -> EngineError {
+    EngineError::Build(msg.to_string())
 }
 
 /// Options of `mvm build`.
@@ -110,15 +110,15 @@ pub fn build(
     opts: &BuildOptions,
     debug: bool,
     report: &dyn Reporter,
-) -> Result<Built, Error> {
+) -> Result<Built, EngineError> {
     let context = opts.context.canonicalize().map_err(|e| {
-        Error::usage(format!(
+        EngineError::usage(format!(
             "unable to prepare context: path {:?} not found: {e}",
             opts.context
         ))
     })?;
     if !context.is_dir() {
-        return Err(Error::usage(format!(
+        return Err(EngineError::usage(format!(
             "unable to prepare context: {} is not a directory",
             context.display()
         )));
@@ -126,7 +126,7 @@ pub fn build(
     // The context is hostile: its Dockerfile and .dockerignore are read inside it, links
     // followed only within it. A `-f` file is the user's own choice of host path.
     let ctx_root = mvm_rootfs::beneath::open_root(&context).map_err(|e| {
-        Error::usage(format!(
+        EngineError::usage(format!(
             "unable to prepare context: {}: {e}",
             context.display()
         ))
@@ -164,7 +164,7 @@ pub fn build(
             Reference::parse(t)
                 .ok()
                 .and_then(|r| r.tagged_name())
-                .ok_or_else(|| Error::usage(format!("invalid tag {t:?}: use NAME[:TAG]")))
+                .ok_or_else(|| EngineError::usage(format!("invalid tag {t:?}: use NAME[:TAG]")))
         })
         .collect::<Result<_, _>>()?;
     let last = match &opts.target {
@@ -175,7 +175,7 @@ pub fn build(
             .ok_or_else(|| failed(format!("failed to reach build target {t} in Dockerfile")))?,
         None => df.stages.len().saturating_sub(1),
     };
-    let store = Store::open(&root.join("images")).map_err(Error::runtime)?;
+    let store = Store::open(&root.join("images")).map_err(EngineError::runtime)?;
     let mut b = Builder {
         root,
         report,
@@ -207,15 +207,15 @@ pub fn build(
         ));
     };
     {
-        let _lock = b.store.lock().map_err(Error::runtime)?;
+        let _lock = b.store.lock().map_err(EngineError::runtime)?;
         // The result is an image of its own, listed by `images` even without a tag.
         mvm_rootfs::catalog::set_intermediate(&b.store, &image.manifest_digest, false)
-            .map_err(Error::runtime)?;
+            .map_err(EngineError::runtime)?;
     }
     for t in &tags {
         b.store
             .set_tag(t, &image.manifest_digest)
-            .map_err(Error::runtime)?;
+            .map_err(EngineError::runtime)?;
     }
     Ok(Built { id: image.id, tags })
 }
@@ -227,7 +227,7 @@ impl Builder<'_> {
         }
     }
 
-    fn expand(&self, st: &StageState, word: &str, line: usize) -> Result<String, Error> {
+    fn expand(&self, st: &StageState, word: &str, line: usize) -> Result<String, EngineError> {
         dockerfile::expand(word, &|n| st.env_value(n), self.escape)
             .map_err(|e| failed(format!("Dockerfile:{line}: {e}")))
     }
@@ -236,7 +236,7 @@ impl Builder<'_> {
         &mut self,
         df: &Dockerfile,
         stage: &dockerfile::Stage,
-    ) -> Result<Option<ImageRecord>, Error> {
+    ) -> Result<Option<ImageRecord>, EngineError> {
         // FROM sees the global ARGs (defaults overridden by --build-arg).
         let mut globals = BTreeMap::new();
         for a in &df.global_args {
@@ -338,7 +338,7 @@ impl Builder<'_> {
         config: ContainerConfig,
         layer: Option<&Path>,
         created_by: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), EngineError> {
         let step = mvm_rootfs::derive::Step {
             config,
             created_by,
@@ -350,7 +350,7 @@ impl Builder<'_> {
         let image = match layer {
             Some(tmp) => {
                 let image = std::fs::File::open(tmp)
-                    .map_err(Error::runtime)
+                    .map_err(EngineError::runtime)
                     .and_then(|mut f| {
                         mvm_rootfs::derive::derive(
                             &self.store,
@@ -358,13 +358,13 @@ impl Builder<'_> {
                             Some(&mut f),
                             &step,
                         )
-                        .map_err(Error::runtime)
+                        .map_err(EngineError::runtime)
                     });
                 let _ = std::fs::remove_file(tmp);
                 image?
             }
             None => mvm_rootfs::derive::derive(&self.store, st.image.as_ref(), None, &step)
-                .map_err(Error::runtime)?,
+                .map_err(EngineError::runtime)?,
         };
         self.commit_step(st, key, image);
         Ok(())
@@ -382,7 +382,7 @@ impl Builder<'_> {
         st: &mut StageState,
         ins: &Instruction,
         globals: &BTreeMap<String, String>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), EngineError> {
         let line = ins.line;
         let mut cfg = st.config.clone();
         match &ins.kind {
@@ -605,7 +605,7 @@ impl Builder<'_> {
         st: &mut StageState,
         ins: &Instruction,
         cmd: &ShellOrExec,
-    ) -> Result<(), Error> {
+    ) -> Result<(), EngineError> {
         let Some(base) = st.image.clone() else {
             return Err(failed(format!(
                 "Dockerfile:{}: RUN needs a base image with a shell (the stage is FROM scratch with no files)",
@@ -623,7 +623,7 @@ impl Builder<'_> {
         }
         let name = format!(
             "mvm-build-{}",
-            &crate::container::new_id().map_err(Error::runtime)?[..16]
+            &crate::container::new_id().map_err(EngineError::runtime)?[..16]
         );
         self.say(&format!(" ---> Running in {name}"));
         let spec = crate::container::ContainerSpec {
@@ -658,7 +658,7 @@ impl Builder<'_> {
             Ok(crate::run::RunOutcome::Exited(c)) => c,
             Ok(other) => {
                 cleanup();
-                return Err(Error::runtime(format!(
+                return Err(EngineError::runtime(format!(
                     "the step's container did not run attached: {other:?}"
                 )));
             }
@@ -740,7 +740,7 @@ impl Builder<'_> {
         chown: Option<&str>,
         chmod: Option<&str>,
         add: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), EngineError> {
         let line = ins.line;
         let what = if add { "ADD" } else { "COPY" };
         let sources: Vec<String> = sources

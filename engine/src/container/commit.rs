@@ -6,11 +6,11 @@ use mvm_agent_protocol::{Export, ExportKind};
 use mvm_rootfs::{ImageRecord, Reference, Store, catalog};
 
 use super::{ContainerDirs, ContainerRecord, Status, resolve};
-use crate::error::Error;
+use crate::error::EngineError;
 
 /// `diff`: the container's changed paths, one `A|C|D path` line each, as its agent lists them
 /// (a helper VM's agent for a stopped container); returned only once they all came.
-pub fn diff(root: &Path, key: &str) -> Result<Vec<u8>, Error> {
+pub fn diff(root: &Path, key: &str) -> Result<Vec<u8>, EngineError> {
     let (dirs, rec) = resolve(root, key)?;
     let mut lines = Vec::new();
     with_agent_awake(&dirs, &rec, |rec| {
@@ -34,13 +34,13 @@ fn with_agent_awake<R>(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
     f: impl FnOnce(&ContainerRecord) -> Result<R, crate::changes::ChangesError>,
-) -> Result<R, Error> {
+) -> Result<R, EngineError> {
     let paused = rec.effective().0 == Status::Paused;
     let resumed;
     let rec = if paused {
-        super::signal::set_paused(dirs, rec, false).map_err(Error::runtime)?;
+        super::signal::set_paused(dirs, rec, false).map_err(EngineError::runtime)?;
         // Read as running, so its changes come from its agent, not from its disk.
-        resumed = dirs.load().map_err(Error::runtime)?;
+        resumed = dirs.load().map_err(EngineError::runtime)?;
         &resumed
     } else {
         rec
@@ -49,14 +49,14 @@ fn with_agent_awake<R>(
     if paused && let Err(e) = super::signal::set_paused(dirs, rec, true) {
         tracing::warn!("pausing the container again: {e}");
     }
-    result.map_err(|e| Error::runtime(format!("cannot read the container's changes: {e}")))
+    result.map_err(|e| EngineError::runtime(format!("cannot read the container's changes: {e}")))
 }
 
 /// The image a container was made from.
-pub fn base_image(store: &Store, rec: &ContainerRecord) -> Result<ImageRecord, Error> {
+pub fn base_image(store: &Store, rec: &ContainerRecord) -> Result<ImageRecord, EngineError> {
     catalog::resolve(store, &rec.image_id)
         .or_else(|_| catalog::resolve(store, &rec.spec.image))
-        .map_err(|e| Error::runtime(format!("the container's image is gone: {e}")))
+        .map_err(|e| EngineError::runtime(format!("the container's image is gone: {e}")))
 }
 
 /// Options of `commit`.
@@ -75,9 +75,13 @@ pub struct CommitOptions<'a> {
 
 /// `commit`: an image of the container's changes over its image, with its process's settings
 /// as the image's defaults.
-pub fn commit(root: &Path, key: &str, opts: &CommitOptions<'_>) -> Result<ImageRecord, Error> {
+pub fn commit(
+    root: &Path,
+    key: &str,
+    opts: &CommitOptions<'_>,
+) -> Result<ImageRecord, EngineError> {
     let (dirs, rec) = resolve(root, key)?;
-    let store = Store::open(&root.join("images")).map_err(Error::runtime)?;
+    let store = Store::open(&root.join("images")).map_err(EngineError::runtime)?;
     let base = base_image(&store, &rec)?;
     let mut config = base.config.config.clone();
     // The container's own settings become the image's defaults, as Docker's commit does.
@@ -93,7 +97,7 @@ pub fn commit(root: &Path, key: &str, opts: &CommitOptions<'_>) -> Result<ImageR
     }
     for c in opts.changes {
         mvm_rootfs::import::apply_change(&mut config, c)
-            .map_err(|e| Error::usage(e.to_string()))?;
+            .map_err(|e| EngineError::usage(e.to_string()))?;
     }
     // Docker's --pause: the container's processes stop while its files are read (in the
     // guest: the agent must keep running to read them).
@@ -112,7 +116,7 @@ pub fn commit(root: &Path, key: &str, opts: &CommitOptions<'_>) -> Result<ImageR
         .into_iter()
         .collect();
     let created_by = format!("mvm commit {}", rec.process.args.join(" "));
-    let mut file = std::fs::File::open(&tmp).map_err(Error::runtime)?;
+    let mut file = std::fs::File::open(&tmp).map_err(EngineError::runtime)?;
     let comment = match (opts.message, opts.author) {
         (Some(m), _) => Some(m.to_string()),
         (None, Some(a)) => Some(format!("author: {a}")),
@@ -132,5 +136,5 @@ pub fn commit(root: &Path, key: &str, opts: &CommitOptions<'_>) -> Result<ImageR
         },
     );
     let _ = std::fs::remove_file(&tmp);
-    image.map_err(Error::runtime)
+    image.map_err(EngineError::runtime)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mvm_agent_protocol::{DEFAULT_VSOCK_PORT, ProcessSpec};
 
 use super::{ContainerDirs, ContainerError, ContainerRecord, Status, resolve};
-use crate::error::{EXIT_FAILED, Error};
+use crate::error::{EXIT_FAILED, EngineError};
 use crate::session::{self, SessionError, Stdio};
 
 /// The process to start, over the container's own.
@@ -46,9 +46,9 @@ pub fn exec(
     spec: &ExecSpec,
     attached: bool,
     started: impl FnOnce(),
-) -> Result<i32, Error> {
+) -> Result<i32, EngineError> {
     if spec.args.is_empty() {
-        return Err(Error::usage("exec needs a command".into()));
+        return Err(EngineError::usage("exec needs a command".into()));
     }
     let (dirs, rec) = target(root, key)?;
     let mut env = rec.process.env.clone();
@@ -72,7 +72,7 @@ pub fn exec(
         stdin: spec.interactive,
         rlimits: Vec::new(),
     };
-    let failed = |msg: String| Error::with_code(EXIT_FAILED, msg);
+    let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()
         .thread_block()
         .map_err(|e| failed(format!("cannot block signals: {e}")))?;
@@ -104,7 +104,9 @@ pub fn exec(
     drop(raw);
     match result {
         Ok(code) => Ok(code),
-        Err(SessionError::StartFailed { code, message }) => Err(Error::with_code(code, message)),
+        Err(SessionError::StartFailed { code, message }) => {
+            Err(EngineError::with_code(code, message))
+        }
         Err(e) => Err(failed(e.to_string())),
     }
 }

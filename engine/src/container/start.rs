@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ContainerError, resolve_locked};
-use crate::error::Error;
+use crate::error::EngineError;
 use crate::run::{self, Start};
 
 /// `start` of one container: a created or exited one runs again under a monitor; a running
@@ -24,7 +24,7 @@ pub fn start(root: &Path, key: &str) -> Result<(), ContainerError> {
 
 /// `start -a`: runs one container attached to the caller's standard streams (`interactive`:
 /// with stdin) until it ends; its exit code.
-pub fn start_attached(root: &Path, key: &str, interactive: bool) -> Result<i32, Error> {
+pub fn start_attached(root: &Path, key: &str, interactive: bool) -> Result<i32, EngineError> {
     let (dirs, rec, lock) = resolve_locked(root, key)?;
     if rec.is_running() {
         return Err(ContainerError::AlreadyRunning(rec.id).into());

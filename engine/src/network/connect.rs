@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use crate::container::{self, SpecError};
-use crate::error::Error;
+use crate::error::EngineError;
 
-fn conflict(e: impl std::fmt::Display) -> Error {
-    Error::Conflict(e.to_string())
+fn conflict(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Conflict(e.to_string())
 }
 
 /// Connects container `container_key` to network `net_key` (`aliases`: its extra names
@@ -18,23 +18,23 @@ pub fn connect(
     net_key: &str,
     container_key: &str,
     aliases: &[String],
-) -> Result<(), Error> {
+) -> Result<(), EngineError> {
     let (dirs, rec, _cmd) = container::resolve_locked(root, container_key)?;
     if rec.spec.network == container::NetworkMode::None {
-        return Err(Error::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "container {} has --network none: it cannot join a network",
             rec.name
         )));
     }
     let running = rec.is_running();
     if running && rec.effective().0 != container::Status::Running {
-        return Err(Error::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "container {} is {}: connect it once it runs, or stop it first",
             rec.name,
             rec.effective().0
         )));
     }
-    let lock = super::lock(root).map_err(Error::runtime)?;
+    let lock = super::lock(root).map_err(EngineError::runtime)?;
     let net = if net_key == super::DEFAULT_NETWORK {
         super::default_locked(root)
     } else {
@@ -42,7 +42,7 @@ pub fn connect(
     }
     .map_err(conflict)?;
     if rec.endpoints.iter().any(|e| e.network_id == net.id) {
-        return Err(Error::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "endpoint with name {} already exists in network {}",
             rec.name, net.name
         )));
@@ -57,7 +57,7 @@ pub fn connect(
             .iter()
             .find(|n| !rec.endpoints.iter().any(|e| e.tap == n.tap))
         else {
-            return Err(Error::Conflict(format!(
+            return Err(EngineError::Conflict(format!(
                 "container {} has no spare network interface left (a microVM gets up to {} at start, MVM_SPARE_NICS, as far as its virtio devices go): stop it, connect, then start it",
                 rec.name,
                 super::spare_nic_count()
@@ -81,7 +81,7 @@ pub fn connect(
             .any(|e| e.tap == super::tap_name(&rec.id, *i))
     });
     let Some(index) = index else {
-        return Err(Error::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "container {} is on {} networks, the most a microVM can have",
             rec.name,
             rec.endpoints.len()
@@ -94,7 +94,7 @@ pub fn connect(
 }
 
 /// Disconnects container `container_key` from network `net_key`.
-pub fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<(), Error> {
+pub fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<(), EngineError> {
     let (dirs, rec, _cmd) = container::resolve_locked(root, container_key)?;
     let net = super::find(root, net_key).map_err(conflict)?;
     let Some(ep) = rec
@@ -103,20 +103,20 @@ pub fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<(),
         .find(|e| e.network_id == net.id)
         .cloned()
     else {
-        return Err(Error::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "container {} is not connected to network {}",
             rec.name, net.name
         )));
     };
     if rec.is_running() {
         if rec.effective().0 != container::Status::Running {
-            return Err(Error::Conflict(format!(
+            return Err(EngineError::Conflict(format!(
                 "container {} is {}: disconnect it once it runs, or stop it first",
                 rec.name,
                 rec.effective().0
             )));
         }
-        let _lock = super::lock(root).map_err(Error::runtime)?;
+        let _lock = super::lock(root).map_err(EngineError::runtime)?;
         super::live::disconnect(&dirs, &rec, &ep).map_err(conflict)?;
         return Ok(());
     }

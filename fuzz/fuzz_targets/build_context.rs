@@ -1,30 +1,38 @@
-//! A hostile build context walked the way COPY walks it (`engine/src/build/copy.rs`, whose
-//! crate has no library target): every source pattern's components resolved under the context
-//! with `mvm_rootfs::beneath` (`open_dir` + `list_dir` and a glob matcher for `*` and `?`,
-//! `open(.., false)` for literal names), each match then looked at before it is opened (a fifo
-//! is never opened for reading by a match that names it), directories walked by descriptor
-//! (`list_dir`, `stat_at`), their links read, never followed.
+//! COPY and ADD on a hostile build context: the engine's own `copy_layer`
+//! (`mvm_engine::build::copy`, `engine/src/build/copy.rs`) writes a layer tar from a context
+//! that holds files, directories, fifos, small tar archives and symlinks whose targets are
+//! absolute, climb with `..`, or name the canary's absolute path outside the context. The
+//! sources are patterns of names and globs (`*`, `?`, `[..]`), the destination and working
+//! directory paths of the same alphabet, with an optional `.dockerignore`, `--chown`,
+//! `--chmod` and ADD's archive extraction; every link of the context is also copied as a
+//! source of its own.
 //!
-//! The context is structured: files, directories, fifos and symlinks whose targets are
-//! absolute, climb with `..`, or name the canary's absolute path outside the context; every
-//! link is also followed as a source of its own. The oracle: every descriptor the walk opens is an inode of the context, every byte read is that
-//! file's content as written and never the canary's marker, and nothing in the base directory
-//! (canary and context alike: the walk only reads) changes.
+//! The oracle, after each `copy_layer` (an error is a fine answer to hostile input, a panic
+//! is not): nothing in the base directory (canary and context) changed; no file outside the
+//! context, and no fifo of the context, was opened (inotify `IN_OPEN`, which the `O_PATH`
+//! looks of `beneath` do not raise; the fifos' held write ends keep a wrongful open from
+//! blocking, so the finding is a report and not a hang), and nothing was read from a fifo;
+//! the layer holds neither the canary's marker nor a fifo's; a layer that was written reads
+//! back as a tar whose entries are relative, without `..`, on the destination's path, only
+//! files, directories and links (ADD's archives aside), each file with the content of a file
+//! of the context (or of a member of its archives); the same request gives the same digest.
 #![no_main]
 
 #[path = "common/world.rs"]
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use arbitrary::Arbitrary;
+use mvm_engine::build::copy::{CopyRequest, copy_layer};
 use mvm_rootfs::beneath;
+use mvm_rootfs::dockerfile::DockerIgnore;
 use world::{Comp, PathSpec};
 
 #[derive(Arbitrary, Debug)]
@@ -32,6 +40,15 @@ struct Input {
     nodes: Vec<Node>,
     first: Pattern,
     more: Vec<Pattern>,
+    dest: PathSpec,
+    /// `COPY src dest/`: the destination is a directory.
+    dest_slash: bool,
+    workdir: PathSpec,
+    ignore: Vec<IgnoreLine>,
+    /// ADD: local tar archives are extracted.
+    add: bool,
+    chown: Option<(u32, u32)>,
+    chmod: Option<u16>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -40,6 +57,8 @@ enum NodeKind {
     Dir,
     Symlink(PathSpec),
     Fifo,
+    /// A tar of a few members, for ADD to extract (or COPY to copy as a file).
+    Archive(Vec<Member>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -47,6 +66,23 @@ struct Node {
     kind: NodeKind,
     first: Comp,
     rest: Vec<Comp>,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum MemberKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Fifo,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Member {
+    kind: MemberKind,
+    path: PathSpec,
+    link: PathSpec,
+    data: Vec<u8>,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -60,18 +96,28 @@ enum Pat {
     Suffix(Comp),
     /// `?` then the name without its first byte.
     Skip1(Comp),
+    /// `[c]` (or `[!c]`) for the name's first byte, then the rest of the name.
+    Class(Comp, bool),
 }
 
 #[derive(Arbitrary, Debug)]
 struct Pattern {
     absolute: bool,
-    /// Passed to `beneath` as written, `..` included, rather than cleaned first as COPY does.
-    raw: bool,
     first: Pat,
     rest: Vec<Pat>,
 }
 
+#[derive(Arbitrary, Debug)]
+struct IgnoreLine {
+    /// `!`: an exception.
+    negate: bool,
+    /// `**/` in front.
+    any_depth: bool,
+    pattern: Pattern,
+}
+
 impl Pattern {
+    /// As written in the Dockerfile: `..` and all, for COPY to clean or refuse.
     fn render(&self, base_rel: &str) -> String {
         let parts: Vec<String> = std::iter::once(self.first)
             .chain(self.rest.iter().copied().take(5))
@@ -91,6 +137,12 @@ impl Pattern {
                     let n = c.render(base_rel);
                     format!("?{}", n.get(1..).unwrap_or(""))
                 }
+                Pat::Class(c, neg) => {
+                    let n = c.render(base_rel);
+                    let first = n.chars().next().unwrap_or('a');
+                    let bang = if neg { "!" } else { "" };
+                    format!("[{bang}{first}]{}", n.get(1..).unwrap_or(""))
+                }
             })
             .collect();
         let s = parts.join("/");
@@ -98,20 +150,42 @@ impl Pattern {
     }
 }
 
-/// `*` and `?` in one path segment.
-fn wildcard(pat: &[u8], name: &[u8]) -> bool {
-    match (pat.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            wildcard(&pat[1..], name) || (!name.is_empty() && wildcard(pat, &name[1..]))
+/// A tar of the members, from raw GNU headers (`tar::Builder` refuses `..` in names).
+fn archive(members: &[Member], base_rel: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut out = Vec::new();
+    let mut contents = Vec::new();
+    for m in members.iter().take(6) {
+        let mut h = tar::Header::new_gnu();
+        {
+            let g = h.as_gnu_mut().expect("a GNU header");
+            let name = m.path.render(base_rel);
+            let n = name.len().min(99);
+            g.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+            let link = m.link.render(base_rel);
+            let l = link.len().min(99);
+            g.linkname[..l].copy_from_slice(&link.as_bytes()[..l]);
         }
-        (Some(b'?'), Some(_)) => wildcard(&pat[1..], &name[1..]),
-        (Some(p), Some(c)) => p == c && wildcard(&pat[1..], &name[1..]),
-        _ => false,
+        let (kind, data) = match m.kind {
+            MemberKind::File => (tar::EntryType::Regular, &m.data[..m.data.len().min(32)]),
+            MemberKind::Dir => (tar::EntryType::Directory, &[][..]),
+            MemberKind::Symlink => (tar::EntryType::Symlink, &[][..]),
+            MemberKind::Hardlink => (tar::EntryType::Link, &[][..]),
+            MemberKind::Fifo => (tar::EntryType::Fifo, &[][..]),
+        };
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        contents.push(data.to_vec());
     }
+    out.resize(out.len() + 1024, 0);
+    (out, contents)
 }
 
-/// As COPY cleans a source: relative, `.` dropped, `..` popping; `None` if it climbs out.
+/// As COPY cleans a path: relative, `.` dropped, `..` popping; `None` if it climbs out.
 fn clean_path(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -128,219 +202,24 @@ fn clean_path(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-fn fstat(fd: BorrowedFd<'_>) -> libc::stat {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open for the call; `st` is a valid out pointer.
-    let r = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-    assert_eq!(r, 0, "fstat of a descriptor the walk holds");
-    st
-}
-
-fn readlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Vec<u8>> {
-    let c = CString::new(name.as_bytes()).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: writes at most buf.len() bytes; `c` is a valid name.
-    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), 4096) };
-    (n >= 0).then(|| {
-        buf.truncate(n as usize);
-        buf
-    })
-}
-
-const S_IFMT: u32 = libc::S_IFMT;
-
-/// What the context holds, by inode, recorded when it was made.
+/// What the context holds, recorded when it was made.
 struct Context {
-    /// (dev, ino) of every directory in the context, its root included.
-    dirs: BTreeSet<(u64, u64)>,
-    /// (dev, ino) of every regular file and its content.
-    files: BTreeMap<(u64, u64), Vec<u8>>,
-    /// (dev, ino) of every fifo.
-    fifos: BTreeSet<(u64, u64)>,
+    /// Every regular file's content, and every archive member's.
+    contents: BTreeSet<Vec<u8>>,
     marker: String,
-    /// Bytes read, for the report.
-    read: u64,
-}
-
-impl Context {
-    fn check_dir(&self, fd: BorrowedFd<'_>, what: &Path) {
-        let st = fstat(fd);
-        assert!(
-            self.dirs.contains(&(st.st_dev, st.st_ino)),
-            "{}: the walk opened a directory outside the context (ino {})",
-            what.display(),
-            st.st_ino
-        );
-    }
-
-    /// Reads the file `fd` (already known to be regular) and checks it.
-    fn read_file(&mut self, fd: OwnedFd, what: &Path) {
-        let st = fstat(fd.as_fd());
-        assert_eq!(st.st_mode & S_IFMT, libc::S_IFREG, "{}", what.display());
-        let key = (st.st_dev, st.st_ino);
-        let Some(want) = self.files.get(&key) else {
-            panic!(
-                "{}: the walk opened a file outside the context (ino {})",
-                what.display(),
-                st.st_ino
-            );
-        };
-        let mut data = Vec::new();
-        beneath::reopen_file(fd.as_fd(), &st)
-            .expect("reopening a context file")
-            .take(1 << 16)
-            .read_to_end(&mut data)
-            .expect("reading a context file");
-        self.check_bytes(&data, what);
-        assert_eq!(
-            &data,
-            want,
-            "{}: read other bytes than the file holds",
-            what.display()
-        );
-        self.read += data.len() as u64;
-    }
-
-    fn check_bytes(&self, data: &[u8], what: &Path) {
-        let m = self.marker.as_bytes();
-        assert!(
-            !data.windows(m.len()).any(|w| w == m),
-            "{}: read the canary's bytes from outside the context",
-            what.display()
-        );
-    }
-}
-
-/// The regular file or directory `rel` under `root` names, followed inside the root only.
-/// A fifo it names is never opened for reading: the kind is looked at first (`open(.., false)`
-/// and fstat); a link is followed with `open_dir` (which a fifo fails with ENOTDIR) and only
-/// then with `open(.., true)`, which the fifos' held write ends keep from blocking.
-fn visit(ctx: &mut Context, root: BorrowedFd<'_>, rel: &Path) {
-    let Ok(pfd) = beneath::open(root, rel, false) else {
-        return;
-    };
-    let st = fstat(pfd.as_fd());
-    match st.st_mode & S_IFMT {
-        libc::S_IFDIR => {
-            let dir =
-                beneath::open_dir(root, rel).expect("open_dir of what fstat calls a directory");
-            let again = fstat(dir.as_fd());
-            assert_eq!((again.st_dev, again.st_ino), (st.st_dev, st.st_ino));
-            walk(ctx, dir.as_fd(), rel, 0);
-        }
-        libc::S_IFREG => {
-            let fd = beneath::open(root, rel, true).expect("open of what fstat calls a file");
-            let again = fstat(fd.as_fd());
-            assert_eq!((again.st_dev, again.st_ino), (st.st_dev, st.st_ino));
-            ctx.read_file(fd, rel);
-            let via = beneath::read_file(root, rel)
-                .expect("beneath::read_file of a regular file")
-                .expect("beneath::read_file found it");
-            ctx.check_bytes(&via, rel);
-        }
-        libc::S_IFLNK => {
-            // Followed, as COPY follows a source that is a link, inside the root only.
-            match beneath::open_dir(root, rel) {
-                Ok(dir) => {
-                    walk(ctx, dir.as_fd(), rel, 0);
-                    return;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
-                Err(_) => return,
-            }
-            let Ok(fd) = beneath::open(root, rel, true) else {
-                return;
-            };
-            let st = fstat(fd.as_fd());
-            match st.st_mode & S_IFMT {
-                libc::S_IFREG => ctx.read_file(fd, rel),
-                libc::S_IFIFO => assert!(
-                    ctx.fifos.contains(&(st.st_dev, st.st_ino)),
-                    "{}: a link led to a fifo outside the context",
-                    rel.display()
-                ),
-                other => panic!("{}: a link led to a node of type {other:o}", rel.display()),
-            }
-        }
-        _ => {} // a fifo: skipped, as COPY skips it
-    }
-}
-
-/// The directory `dir` (at `rel`) by descriptor: children looked at with `stat_at`, opened
-/// through `beneath` with the directory as the root, links read and never followed.
-fn walk(ctx: &mut Context, dir: BorrowedFd<'_>, rel: &Path, depth: u32) {
-    ctx.check_dir(dir, rel);
-    assert!(depth < 64, "{}: the walk went in circles", rel.display());
-    let names = beneath::list_dir(dir).expect("list_dir of a context directory");
-    for n in names {
-        let p = rel.join(&n);
-        let Ok(st) = beneath::stat_at(dir, &n) else {
-            continue;
-        };
-        match st.st_mode & S_IFMT {
-            libc::S_IFDIR => {
-                let sub = beneath::open_dir(dir, Path::new(&n)).expect("open_dir of a child dir");
-                let s2 = fstat(sub.as_fd());
-                assert_eq!(
-                    (s2.st_dev, s2.st_ino),
-                    (st.st_dev, st.st_ino),
-                    "{}",
-                    p.display()
-                );
-                walk(ctx, sub.as_fd(), &p, depth + 1);
-            }
-            libc::S_IFREG => {
-                let look = beneath::open(dir, Path::new(&n), false).expect("O_PATH of a child");
-                let s1 = fstat(look.as_fd());
-                assert_eq!(s1.st_mode & S_IFMT, libc::S_IFREG);
-                let fd = beneath::open(dir, Path::new(&n), true).expect("open of a child file");
-                ctx.read_file(fd, &p);
-            }
-            libc::S_IFLNK => {
-                let _target = readlinkat(dir, &n).expect("readlinkat of a child link");
-            }
-            _ => {}
-        }
-    }
-}
-
-/// COPY's expansion of a pattern: globbed segments list directories under the root, literal
-/// ones only have to exist there.
-fn expand(root: BorrowedFd<'_>, pattern: &Path) -> Vec<PathBuf> {
-    let mut found = vec![PathBuf::new()];
-    for seg in pattern.components() {
-        let seg = seg.as_os_str().as_bytes();
-        let glob = seg.iter().any(|b| matches!(b, b'*' | b'?'));
-        let mut next = Vec::new();
-        for base in &found {
-            if glob {
-                let Ok(dir) = beneath::open_dir(root, base) else {
-                    continue;
-                };
-                for n in beneath::list_dir(dir.as_fd()).expect("list_dir of an opened directory") {
-                    if wildcard(seg, n.as_bytes()) {
-                        next.push(base.join(n));
-                    }
-                }
-            } else {
-                let p = base.join(OsStr::from_bytes(seg));
-                if beneath::open(root, &p, false).is_ok() {
-                    next.push(p);
-                }
-            }
-        }
-        found = next;
-        found.truncate(64);
-    }
-    found
+    fifo_marker: String,
 }
 
 /// Makes the context tree under `ctx`: each node's parents must be real directories (made as
 /// needed), so that nothing here follows a link the input made. Returns the fifos' held
-/// read-write ends (opening a fifo that has a writer does not block) and the links made
-/// (relative to `ctx`).
-fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> (Vec<std::fs::File>, Vec<PathBuf>) {
+/// read-write ends with the fifo marker written into each (a reader would neither block
+/// nor find the fifo empty), the fifos' paths and the links made (relative to `ctx`).
+fn make_context(
+    ctx: &Path,
+    nodes: &[Node],
+    base_rel: &str,
+    context: &mut Context,
+) -> (Vec<(std::fs::File, PathBuf)>, Vec<PathBuf>) {
     let mut held = Vec::new();
     let mut links = Vec::new();
     'node: for node in nodes.iter().take(24) {
@@ -366,7 +245,17 @@ fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> (Vec<std::fs::Fil
             continue;
         }
         match &node.kind {
-            NodeKind::File(data) => std::fs::write(&p, &data[..data.len().min(32)]).unwrap(),
+            NodeKind::File(data) => {
+                let data = &data[..data.len().min(32)];
+                std::fs::write(&p, data).unwrap();
+                context.contents.insert(data.to_vec());
+            }
+            NodeKind::Archive(members) => {
+                let (bytes, members) = archive(members, base_rel);
+                std::fs::write(&p, &bytes).unwrap();
+                context.contents.insert(bytes);
+                context.contents.extend(members);
+            }
             NodeKind::Dir => std::fs::create_dir(&p).unwrap(),
             NodeKind::Symlink(t) => {
                 // An empty target is refused (ENOENT); anything else is made as written.
@@ -380,35 +269,183 @@ fn make_context(ctx: &Path, nodes: &[Node], base_rel: &str) -> (Vec<std::fs::Fil
                 let c = CString::new(p.as_os_str().as_bytes()).unwrap();
                 // SAFETY: a valid path.
                 assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-                held.push(
-                    std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .custom_flags(libc::O_NONBLOCK)
-                        .open(&p)
-                        .unwrap(),
-                );
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&p)
+                    .unwrap();
+                std::io::Write::write_all(&mut f, context.fifo_marker.as_bytes()).unwrap();
+                held.push((f, p.clone()));
             }
         }
     }
     (held, links)
 }
 
-/// Records the context's inodes (not following links).
-fn record(ctx: &mut Context, dir: &Path) {
-    let m = std::fs::symlink_metadata(dir).unwrap();
-    ctx.dirs.insert((m.dev(), m.ino()));
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let m = std::fs::symlink_metadata(e.path()).unwrap();
-        if m.is_dir() {
-            record(ctx, &e.path());
-        } else if m.is_file() {
-            ctx.files
-                .insert((m.dev(), m.ino()), std::fs::read(e.path()).unwrap());
-        } else if m.file_type().is_fifo() {
-            ctx.fifos.insert((m.dev(), m.ino()));
+/// Bytes waiting in the fifo `f` holds.
+fn pending(f: &std::fs::File) -> libc::c_int {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a valid pointer; `f` is open.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD on a held fifo");
+    n
+}
+
+/// Opens (`IN_OPEN`) and reads (`IN_ACCESS`) of watched paths, by inotify: a watch on the
+/// base directory sees those of its children (the canary's files and directory, the
+/// context's root), one on `victimdir` those of the canary's inner file, one on each fifo
+/// those of the fifo.
+struct Watch {
+    fd: OwnedFd,
+    /// Each watch descriptor, what it watches, and the child names that may be opened.
+    watches: BTreeMap<i32, (PathBuf, Vec<&'static str>)>,
+}
+
+impl Watch {
+    fn new() -> Self {
+        // SAFETY: no pointers; the result is checked.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        Self {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            watches: BTreeMap::new(),
         }
     }
+
+    fn add(&mut self, p: &Path, allowed: Vec<&'static str>) {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid descriptor and path.
+        let wd = unsafe {
+            libc::inotify_add_watch(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::IN_OPEN | libc::IN_ACCESS | libc::IN_DONT_FOLLOW,
+            )
+        };
+        assert!(wd >= 0, "inotify_add_watch {}", p.display());
+        self.watches.insert(wd, (p.to_path_buf(), allowed));
+    }
+
+    /// Panics on any open or read of a watched path but the allowed children.
+    fn check(&self, what: &str) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut bad = Vec::new();
+        loop {
+            // SAFETY: reads at most buf.len() bytes into buf.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut i = 0;
+            let n = n as usize;
+            while i + 16 <= n {
+                let word = |k: usize| u32::from_ne_bytes(buf[i + k..i + k + 4].try_into().unwrap());
+                let (wd, mask, len) = (word(0) as i32, word(4), word(12) as usize);
+                let name_bytes = &buf[i + 16..i + 16 + len];
+                let name = String::from_utf8_lossy(
+                    &name_bytes[..name_bytes.iter().position(|b| *b == 0).unwrap_or(len)],
+                )
+                .into_owned();
+                i += 16 + len;
+                assert_eq!(mask & libc::IN_Q_OVERFLOW, 0, "inotify queue overflow");
+                let Some((path, allowed)) = self.watches.get(&wd) else {
+                    continue;
+                };
+                if mask & libc::IN_IGNORED != 0 || (!name.is_empty() && allowed.contains(&&*name)) {
+                    continue;
+                }
+                bad.push(format!("{} {name:?} mask {mask:#x}", path.display()));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{what}: opened or read outside the context or a fifo:\n{}",
+            bad.join("\n")
+        );
+    }
+}
+
+/// The checks on one `copy_layer`'s layer at `out`.
+fn check_layer(ctx: &Context, out: &Path, ok: bool, add: bool, dest: Option<&Path>, what: &str) {
+    let Ok(bytes) = std::fs::read(out) else {
+        assert!(!ok, "{what}: copy_layer succeeded without a layer");
+        return;
+    };
+    for (m, name) in [(&ctx.marker, "canary"), (&ctx.fifo_marker, "fifo")] {
+        let m = m.as_bytes();
+        assert!(
+            !bytes.windows(m.len()).any(|w| w == m),
+            "{what}: the layer holds the {name}'s marker"
+        );
+    }
+    if !ok {
+        return; // a layer left half-written by a refusal is not used
+    }
+    let dest = dest.expect("a layer written for a destination that climbs out");
+    let mut a = tar::Archive::new(&bytes[..]);
+    for e in a.entries().expect("the layer reads as a tar") {
+        let mut e = e.expect("the layer's entries read");
+        let raw = e.path_bytes().into_owned();
+        let path = Path::new(std::ffi::OsStr::from_bytes(&raw)).to_path_buf();
+        let shown = path.display().to_string();
+        assert!(
+            !raw.starts_with(b"/") && path.components().all(|c| matches!(c, Component::Normal(_))),
+            "{what}: entry {shown:?} is absolute or climbs"
+        );
+        assert!(
+            path.starts_with(dest) || dest.starts_with(&path),
+            "{what}: entry {shown:?} is outside the destination {}",
+            dest.display()
+        );
+        let kind = e.header().entry_type();
+        match kind {
+            tar::EntryType::Regular => {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).expect("an entry's data");
+                assert!(
+                    ctx.contents.contains(&data),
+                    "{what}: entry {shown:?} holds {data:?}, no file of the context"
+                );
+            }
+            tar::EntryType::Directory | tar::EntryType::Symlink => {}
+            tar::EntryType::Link | tar::EntryType::Fifo if add => {
+                if kind == tar::EntryType::Link {
+                    let l = e
+                        .link_name_bytes()
+                        .expect("a hard link's target")
+                        .into_owned();
+                    let l = Path::new(std::ffi::OsStr::from_bytes(&l));
+                    assert!(
+                        l.components().all(|c| matches!(c, Component::Normal(_)))
+                            && l.starts_with(dest),
+                        "{what}: hard link {shown:?} -> {} leaves the destination",
+                        l.display()
+                    );
+                }
+            }
+            other => panic!("{what}: entry {shown:?} of type {other:?}"),
+        }
+    }
+}
+
+/// `MVM_FUZZ_TRACE` set: each request and its outcome on stderr, for replaying a corpus.
+fn trace() -> bool {
+    static T: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *T.get_or_init(|| std::env::var_os("MVM_FUZZ_TRACE").is_some())
+}
+
+fn layer_entries(out: &Path) -> usize {
+    let bytes = std::fs::read(out).unwrap_or_default();
+    tar::Archive::new(&bytes[..])
+        .entries()
+        .map(|e| e.count())
+        .unwrap_or(0)
 }
 
 libfuzzer_sys::fuzz_target!(|input: Input| {
@@ -419,43 +456,116 @@ libfuzzer_sys::fuzz_target!(|input: Input| {
     world::make_canary(&base, &marker);
     let ctx_path = base.join("ctx");
     std::fs::create_dir(&ctx_path).unwrap();
-    let (held, links) = make_context(&ctx_path, &input.nodes, &base_rel);
+    let out_dir = base.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("layer.tar");
     let mut ctx = Context {
-        dirs: BTreeSet::new(),
-        files: BTreeMap::new(),
-        fifos: BTreeSet::new(),
+        contents: BTreeSet::new(),
+        fifo_marker: format!("MVM-FIFO-{}", base_rel.replace('/', "_")),
         marker,
-        read: 0,
     };
-    record(&mut ctx, &ctx_path);
-    let before = world::snapshot(&base, None);
+    let (held, links) = make_context(&ctx_path, &input.nodes, &base_rel, &mut ctx);
+    let before = world::snapshot(&base, Some(&out_dir));
+
+    let ignore_text: String = input
+        .ignore
+        .iter()
+        .take(3)
+        .map(|l| {
+            format!(
+                "{}{}{}\n",
+                if l.negate { "!" } else { "" },
+                if l.any_depth { "**/" } else { "" },
+                l.pattern.render(&base_rel)
+            )
+        })
+        .collect();
+    let ignore = (!ignore_text.is_empty()).then(|| DockerIgnore::parse(&ignore_text));
+    let mut dest = input.dest.render(&base_rel);
+    if input.dest_slash {
+        dest.push('/');
+    }
+    let workdir = format!("/{}", input.workdir.render(&base_rel));
+    let dest_abs = if dest.starts_with('/') {
+        dest.clone()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    let dest_clean = clean_path(Path::new(&dest_abs));
+    let patterns: Vec<String> = std::iter::once(&input.first)
+        .chain(input.more.iter().take(3))
+        .map(|p| p.render(&base_rel))
+        .collect();
+    // One COPY of all the patterns, each pattern alone when there are several, each link
+    // of the context alone.
+    let mut requests: Vec<Vec<String>> = vec![patterns.clone()];
+    if patterns.len() > 1 {
+        requests.extend(patterns.iter().map(|p| vec![p.clone()]));
+    }
+    requests.extend(
+        links
+            .iter()
+            .take(8)
+            .map(|l| vec![l.to_string_lossy().into_owned()]),
+    );
 
     let root = beneath::open_root(&ctx_path).unwrap();
-    for pat in std::iter::once(&input.first).chain(input.more.iter().take(3)) {
-        let text = pat.render(&base_rel);
-        let pattern = if pat.raw {
-            // Leading `/` dropped as COPY does, `..` kept for beneath to clamp.
-            PathBuf::from(text.trim_start_matches('/'))
-        } else {
-            match clean_path(Path::new(&text)) {
-                Some(p) => p,
-                None => continue, // COPY refuses a source that climbs out
-            }
+    let mut watch = Watch::new();
+    watch.add(&base, vec!["ctx", "out"]);
+    watch.add(&base.join(world::VICTIMDIR), vec![]);
+    for (_, p) in &held {
+        watch.add(p, vec![]);
+    }
+    for (i, sources) in requests.iter().enumerate() {
+        let req = CopyRequest {
+            sources,
+            dest: &dest,
+            workdir: &workdir,
+            chown: input.chown,
+            chmod: input.chmod.map(|m| u32::from(m) & 0o7777),
+            extract_archives: input.add,
+            what: if input.add { "ADD" } else { "COPY" },
         };
-        for m in expand(root.as_fd(), &pattern) {
-            visit(&mut ctx, root.as_fd(), &m);
+        let what = format!("{} {sources:?} {dest:?} (workdir {workdir:?})", req.what);
+        let _ = std::fs::remove_file(&out);
+        let r = copy_layer(root.as_fd(), &req, ignore.as_ref(), &out);
+        watch.check(&what);
+        if trace() {
+            match &r {
+                Ok(_) => eprintln!("{what}: ok, {} entries", layer_entries(&out)),
+                Err(e) => eprintln!("{what}: {e}"),
+            }
+        }
+        check_layer(
+            &ctx,
+            &out,
+            r.is_ok(),
+            input.add,
+            dest_clean.as_deref(),
+            &what,
+        );
+        if i == 0
+            && let Ok(d1) = &r
+        {
+            let d2 = copy_layer(root.as_fd(), &req, ignore.as_ref(), &out)
+                .expect("the same COPY again, on the same context");
+            assert_eq!(d1, &d2, "{what}: the same COPY gave another digest");
+            watch.check(&what);
         }
     }
-    // Every link of the context named as a source (`COPY link /dst`): followed, inside the
-    // context only, whatever the patterns matched.
-    for l in &links {
-        visit(&mut ctx, root.as_fd(), l);
-    }
     drop(root);
+    for (f, p) in &held {
+        assert_eq!(
+            pending(f) as usize,
+            ctx.fifo_marker.len(),
+            "{}: something read from the fifo",
+            p.display()
+        );
+    }
     drop(held);
 
-    let after = world::snapshot(&base, None);
-    world::assert_unchanged(&before, &after, "walking the context changed the host");
+    let after = world::snapshot(&base, Some(&out_dir));
+    world::assert_unchanged(&before, &after, "COPY changed the base directory");
     world::check_host();
     std::fs::remove_dir_all(&base).expect("removing the fuzz base directory");
 });

@@ -26,60 +26,104 @@ use sha2::{Digest as _, Sha256};
 pub enum CopyError {
     /// A source climbs out of its root by its own `..` (links are scoped, this is refused).
     #[error("{what} failed: forbidden path outside the build context: {path}")]
-    Outside { what: &'static str, path: String },
+    Outside {
+        /// The instruction (`COPY`, `ADD`).
+        what: &'static str,
+        /// The source as written.
+        path: String,
+    },
     /// Nothing of that name in the root (a link resolving to nothing inside it included).
     #[error(
         "{what} failed: file not found in build context or excluded by .dockerignore: stat {path}: file does not exist"
     )]
-    NotFound { what: &'static str, path: String },
+    NotFound {
+        /// The instruction (`COPY`, `ADD`).
+        what: &'static str,
+        /// The source as written, or the glob's match.
+        path: String,
+    },
     /// `ADD https://...`.
     #[error("{what} failed: sources from URLs are not supported: {url}")]
-    Url { what: &'static str, url: String },
+    Url {
+        /// The instruction (`ADD`).
+        what: &'static str,
+        /// The source as written.
+        url: String,
+    },
     /// A source that could not be read, or the layer that could not be written.
     #[error("{what} failed: {path}: {source}")]
     Io {
+        /// The instruction (`COPY`, `ADD`, or `build` for a stage root).
         what: &'static str,
+        /// The path relative to the root (or the layer's or stage root's host path).
         path: String,
+        /// What the system said.
         source: io::Error,
     },
     /// An ADD archive entry whose name leaves the destination (as Docker refuses it).
     #[error("{what} failed: {archive}: {entry:?} is outside of the destination")]
     EntryOutside {
+        /// The instruction (`ADD`).
         what: &'static str,
+        /// The archive, relative to the root.
         archive: String,
+        /// The entry's name as the archive has it.
         entry: String,
     },
     /// An ADD archive hard link to a file outside the destination.
     #[error("{what} failed: {archive}: invalid hardlink {entry:?} -> {link:?}")]
     Hardlink {
+        /// The instruction (`ADD`).
         what: &'static str,
+        /// The archive, relative to the root.
         archive: String,
+        /// The entry's name as the archive has it.
         entry: String,
+        /// The link's target as the archive has it.
         link: String,
     },
     /// `--chown=name` where only numbers can do (no image to look names up in).
     #[error("--chown={spec}: only numeric uid[:gid] (or root) is supported")]
-    ChownNotNumeric { spec: String },
+    ChownNotNumeric {
+        /// The flag's value.
+        spec: String,
+    },
     /// `--chown=name` on a stage without a base image to look the name up in.
     #[error("--chown={spec}: names need a base image with /etc/passwd")]
-    ChownNeedsImage { spec: String },
+    ChownNeedsImage {
+        /// The flag's value.
+        spec: String,
+    },
     /// A user or group name the image's files do not have.
     #[error("unable to find {kind} {name}: no matching entries in {kind} file")]
-    NoSuchName { kind: &'static str, name: String },
+    NoSuchName {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name looked up.
+        name: String,
+    },
     /// The image's /etc/passwd or /etc/group exists but cannot be read as a small file.
     #[error("--chown={spec}: {file} of the image: {source}")]
     IdFile {
+        /// The flag's value.
         spec: String,
+        /// `/etc/passwd` or `/etc/group`.
         file: &'static str,
+        /// What reading it failed on.
         source: io::Error,
     },
     /// `--chmod` that is not an octal mode.
     #[error("--chmod={spec}: expected an octal mode such as 755")]
-    Chmod { spec: String },
+    Chmod {
+        /// The flag's value.
+        spec: String,
+    },
     /// The image a `--from` or `--chown` reads could not be unpacked.
     #[error("unpacking image {image}: {source}")]
     Unpack {
+        /// The image's short ID.
         image: String,
+        /// What the unpack failed on.
         source: mvm_rootfs::disk::DiskError,
     },
 }

@@ -231,28 +231,17 @@ fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
 }
 
 fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
-    let mut out = Vec::new();
-    let mut code = 0;
-    for k in keys {
+    Ok(crate::output::inspect::print_found(keys, |k| {
         let found = if k == network::DEFAULT_NETWORK {
-            let _lock = network::lock(root).map_err(CliError::runtime)?;
+            let _lock = network::lock(root).map_err(|e| e.to_string())?;
             network::default_locked(root)
         } else {
             network::find(root, k)
         };
-        match found {
-            Ok(n) => out.push(inspect_json(root, &n)),
-            Err(e) => {
-                eprintln!("mvm: {e}");
-                code = 1;
-            }
-        }
-    }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
-    );
-    Ok(code)
+        found
+            .map(|n| inspect_json(root, &n))
+            .map_err(|e| e.to_string())
+    }))
 }
 
 fn rm(root: &Path, keys: &[String]) -> Result<i32, CliError> {

@@ -108,22 +108,9 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
             Ok(0)
         }
         VolumeCommand::Inspect { volumes } => {
-            let mut out = Vec::new();
-            let mut code = 0;
-            for n in volumes {
-                match volume::get(root, n) {
-                    Ok(v) => out.push(inspect_json(root, &v)),
-                    Err(e) => {
-                        eprintln!("mvm: {e}");
-                        code = 1;
-                    }
-                }
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
-            );
-            Ok(code)
+            Ok(crate::output::inspect::print_found(volumes, |n| {
+                volume::get(root, n).map(|v| inspect_json(root, &v))
+            }))
         }
         VolumeCommand::Rm { force, volumes } => {
             let mut code = 0;

@@ -125,3 +125,27 @@ pub fn image_value(root: &Path, name: &str) -> Result<Option<Value>, CliError> {
 pub fn image_size(img: &ImageRecord) -> u64 {
     img.manifest.layers.iter().map(|l| l.size).sum()
 }
+
+/// Docker's `inspect` of several objects: one JSON array of those `find` found, printed once,
+/// and a line on stderr for each it did not; the exit code is 1 if any was missing.
+pub fn print_found<E: std::fmt::Display>(
+    keys: &[String],
+    mut find: impl FnMut(&str) -> Result<Value, E>,
+) -> i32 {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for key in keys {
+        match find(key) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = 1;
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
+    );
+    code
+}

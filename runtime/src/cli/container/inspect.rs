@@ -8,14 +8,12 @@ use crate::error::CliError;
 
 /// `mvm inspect` for containers: Docker's JSON shape, as far as it applies.
 pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
-    let mut out = Vec::new();
-    let mut code = 0;
-    for key in keys {
+    Ok(crate::output::inspect::print_found(keys, |key| {
         match container::resolve(root, key) {
             Ok((dirs, rec)) => {
                 let (status, exit) = rec.effective();
                 let (spec, process, st) = (&rec.spec, &rec.process, &rec.state);
-                out.push(serde_json::json!({
+                Ok(serde_json::json!({
                     "Id": rec.id,
                     "Created": rec.created,
                     "Path": process.args.first(),
@@ -60,27 +58,14 @@ pub fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
                     },
                     "Mounts": crate::output::inspect::mounts_json(root, &rec),
                     "NetworkSettings": crate::output::inspect::network_settings(&rec),
-                }));
+                }))
             }
-            Err(e) => {
-                // As `docker inspect`: a name that is no container may be an image.
-                match crate::output::inspect::image_value(root, key) {
-                    Ok(Some(v)) => out.push(v),
-                    Ok(None) => {
-                        eprintln!("mvm: {e}");
-                        code = mvm_engine::error::EXIT_FAILED;
-                    }
-                    Err(err) => {
-                        eprintln!("mvm: {err}");
-                        code = mvm_engine::error::EXIT_FAILED;
-                    }
-                }
-            }
+            // As `docker inspect`: a name that is no container may be an image.
+            Err(e) => match crate::output::inspect::image_value(root, key) {
+                Ok(Some(v)) => Ok(v),
+                Ok(None) => Err(e.to_string()),
+                Err(err) => Err(err.to_string()),
+            },
         }
-    }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
-    );
-    Ok(code)
+    }))
 }

@@ -401,7 +401,8 @@ def bench_lifecycle():
         ex = [timed(M + ["exec", cid, "true"])[0] for _ in range(N)]
         time.sleep(1)
         rec = json.load(open(os.path.join(root, "containers", cid, "config.json")))
-        mem = [tree_rss_kib(rec["pid"]) / 1024]
+        # The owner's PID: in the live state since the record holds spec and state apart.
+        mem = [tree_rss_kib(rec.get("state", rec)["pid"]) / 1024]
         stops = []
         for _ in range(5):
             c = subprocess.run(M + ["run", "-d", "--network", "none", "busybox", "sleep", "100000"], check=True,

@@ -148,13 +148,17 @@ fn container_boot_config(
     for m in mounts {
         match m.kind {
             volume::mounts::Kind::Tmpfs => {
-                let value = if m.options.is_empty() {
-                    m.target.clone()
-                } else {
-                    format!("{},{}", m.target, m.options)
-                };
-                let tmpfs = boot::parse_tmpfs(&value).map_err(|why| bad("tmpfs", &value, why))?;
-                c.mounts.push(boot::ContainerMount::Tmpfs(tmpfs));
+                let options = m.tmpfs.unwrap_or_default();
+                let target = boot::check_target(&m.target)
+                    .map_err(|why| bad("tmpfs target", &m.target, why))?;
+                c.mounts.push(boot::ContainerMount::Tmpfs(boot::TmpfsMount {
+                    target,
+                    size: options.size,
+                    mode: options.mode,
+                    // TODO: `--tmpfs /x:ro` is recorded but has never reached the guest;
+                    // passing it on changes the command line, so it is a change of its own.
+                    read_only: false,
+                }));
             }
             kind => {
                 c.mounts
@@ -242,7 +246,7 @@ pub fn create(
                 source: String::new(),
                 target: target.to_string(),
                 read_only: false,
-                options: String::new(),
+                tmpfs: None,
                 anonymous: true,
             });
         }
@@ -1033,7 +1037,12 @@ mod tests {
             source: "src".into(),
             target: target.into(),
             read_only,
-            options: options.into(),
+            tmpfs: (kind == Kind::Tmpfs).then(|| {
+                volume::mounts::parse_tmpfs(&format!("{target}:{options}"))
+                    .unwrap()
+                    .tmpfs
+                    .unwrap()
+            }),
             anonymous: false,
         };
         let boot = container_boot_config(

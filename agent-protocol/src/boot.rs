@@ -19,7 +19,7 @@ use crate::DEFAULT_VSOCK_PORT;
 pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig};
 pub use volume::{
     ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
-    in_kernel_dir, parse_mount, parse_tmpfs,
+    check_target, in_kernel_dir, parse_mount, parse_tmpfs, parse_tmpfs_mode, parse_tmpfs_size,
 };
 
 /// The agent's disk, the guest's read-only EROFS root holding `/mvm-agent`: the VM's first

@@ -132,47 +132,33 @@ fn container_boot_config(
     // Interfaces by MAC, address, gateway (the first one's is the default route) and MTU;
     // the gateway also serves DNS.
     for (i, e) in endpoints.iter().enumerate() {
-        let mac = boot::MacAddr::parse(&e.mac).map_err(|why| bad("MAC address", &e.mac, why))?;
-        let addr =
-            e.ip.parse()
-                .map_err(|_| bad("address", &e.ip, "not an IPv4 address"))?;
-        let gateway = if i == 0 {
-            Some(
-                e.gateway
-                    .parse()
-                    .map_err(|_| bad("gateway", &e.gateway, "not an IPv4 address"))?,
-            )
-        } else {
-            None
-        };
         c.net.push(boot::NetConfig {
-            mac,
-            addr,
+            mac: e.mac,
+            addr: e.ip,
             prefix: e.prefix,
-            gateway,
+            gateway: (i == 0).then_some(e.gateway),
             mtu: Some(network::MTU),
         });
     }
     if let Some(first) = endpoints.first() {
-        c.dns = vec![
-            first
-                .gateway
-                .parse()
-                .map_err(|_| bad("gateway", &first.gateway, "not an IP address"))?,
-        ];
+        c.dns = vec![first.gateway.into()];
     }
     // Shares are numbered in mount order, as start_shares starts their daemons.
     let mut share = 0;
     for m in mounts {
         match m.kind {
             volume::mounts::Kind::Tmpfs => {
-                let value = if m.options.is_empty() {
-                    m.target.clone()
-                } else {
-                    format!("{},{}", m.target, m.options)
-                };
-                let tmpfs = boot::parse_tmpfs(&value).map_err(|why| bad("tmpfs", &value, why))?;
-                c.mounts.push(boot::ContainerMount::Tmpfs(tmpfs));
+                let options = m.tmpfs.unwrap_or_default();
+                let target = boot::check_target(&m.target)
+                    .map_err(|why| bad("tmpfs target", &m.target, why))?;
+                c.mounts.push(boot::ContainerMount::Tmpfs(boot::TmpfsMount {
+                    target,
+                    size: options.size,
+                    mode: options.mode,
+                    // TODO: `--tmpfs /x:ro` is recorded but has never reached the guest;
+                    // passing it on changes the command line, so it is a change of its own.
+                    read_only: false,
+                }));
             }
             kind => {
                 c.mounts
@@ -260,7 +246,7 @@ pub fn create(
                 source: String::new(),
                 target: target.to_string(),
                 read_only: false,
-                options: String::new(),
+                tmpfs: None,
                 anonymous: true,
             });
         }
@@ -936,7 +922,7 @@ impl NetworkUp {
             dns: Vec::new(),
             bound: Vec::new(),
             ports: rec.ports.clone(),
-            guest: rec.endpoints.first().and_then(|e| e.ip.parse().ok()),
+            guest: rec.endpoints.first().map(|e| e.ip),
             proxies: None,
         };
         let root = dirs.root.as_path();
@@ -950,13 +936,10 @@ impl NetworkUp {
                 network::host::ensure_bridge(net, &all).map_err(EngineError::runtime)?;
                 network::host::create_tap(&e.tap, &net.bridge).map_err(EngineError::runtime)?;
                 up.taps.push(e.tap.clone());
-                let gw: std::net::Ipv4Addr = net.gateway.parse().map_err(|_| {
-                    EngineError::runtime(format!("network {} has a bad gateway", net.name))
-                })?;
                 let names = network::dns::Names::new(root, &net.id);
                 up.dns.push((
                     net.id.clone(),
-                    network::dns::serve(gw, names).map_err(EngineError::runtime)?,
+                    network::dns::serve(net.gateway, names).map_err(EngineError::runtime)?,
                 ));
             }
         }
@@ -986,10 +969,8 @@ impl NetworkUp {
     fn follow_record(&mut self, dirs: &ContainerDirs) -> Result<(), String> {
         let rec = dirs.load()?;
         let root = dirs.root.as_path();
-        if let (Some(proxies), Some(first)) = (&self.proxies, rec.endpoints.first())
-            && let Ok(ip) = first.ip.parse()
-        {
-            proxies.set_guest(ip);
+        if let (Some(proxies), Some(first)) = (&self.proxies, rec.endpoints.first()) {
+            proxies.set_guest(first.ip);
         }
         // A server stops within its poll interval (200 ms): let that happen off this path.
         let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dns)
@@ -1003,13 +984,9 @@ impl NetworkUp {
             if self.dns.iter().any(|(id, _)| *id == e.network_id) {
                 continue;
             }
-            let gw: std::net::Ipv4Addr = e
-                .gateway
-                .parse()
-                .map_err(|_| format!("network {} has a bad gateway", e.network))?;
             let names = network::dns::Names::new(root, &e.network_id);
             self.dns
-                .push((e.network_id.clone(), network::dns::serve(gw, names)?));
+                .push((e.network_id.clone(), network::dns::serve(e.gateway, names)?));
         }
         Ok(())
     }
@@ -1045,18 +1022,27 @@ mod tests {
     fn container_command_line() {
         use volume::mounts::{Kind, MountSpec};
         let ep = |ip: &str, gw: &str, mac: &str| network::Endpoint {
-            ip: ip.into(),
+            network: String::new(),
+            network_id: String::new(),
+            ip: ip.parse().unwrap(),
             prefix: 16,
-            gateway: gw.into(),
-            mac: mac.into(),
-            ..network::Endpoint::default()
+            gateway: gw.parse().unwrap(),
+            mac: mac.parse().unwrap(),
+            tap: String::new(),
+            bridge: String::new(),
+            aliases: Vec::new(),
         };
         let mount = |kind, target: &str, read_only, options: &str| MountSpec {
             kind,
             source: "src".into(),
             target: target.into(),
             read_only,
-            options: options.into(),
+            tmpfs: (kind == Kind::Tmpfs).then(|| {
+                volume::mounts::parse_tmpfs(&format!("{target}:{options}"))
+                    .unwrap()
+                    .tmpfs
+                    .unwrap()
+            }),
             anonymous: false,
         };
         let boot = container_boot_config(
@@ -1105,9 +1091,8 @@ mod tests {
                 .and_then(|c| { kernel_cmdline(&c, false).map_err(EngineError::runtime) })
                 .is_err()
         );
-        assert!(
-            container_boot_config("w", false, &[ep("10.88.0.2", "10.88.0.1", "x")], &[]).is_err()
-        );
+        // A bad MAC or address cannot get this far: a record holding one does not load
+        // (network::tests::records_round_trip_as_text).
     }
 
     #[test]

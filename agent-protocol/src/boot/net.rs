@@ -54,6 +54,27 @@ impl MacAddr {
     }
 }
 
+impl std::str::FromStr for MacAddr {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<MacAddr, &'static str> {
+        MacAddr::parse(s)
+    }
+}
+
+// Records on the host keep a MAC in its text form, so they stay readable JSON.
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        MacAddr::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One network interface's configuration (`mvm.net=MAC,ADDR/PREFIX,GATEWAY[,MTU]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
@@ -261,11 +282,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mac_json_is_its_text() {
+        let mac = MacAddr([0x02, 0x42, 0x0a, 0x58, 0x00, 0x02]);
+        let json = serde_json::to_string(&mac).unwrap();
+        assert_eq!(json, r#""02:42:0a:58:00:02""#);
+        assert_eq!(serde_json::from_str::<MacAddr>(&json).unwrap(), mac);
+        for bad in [
+            r#""02:42:0a:58:00""#,
+            r#""01:00:5e:00:00:01""#,
+            "[2,66,10,88,0,2]",
+            "7",
+        ] {
+            assert!(serde_json::from_str::<MacAddr>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn mac() {
         let mac = MacAddr::parse("02:42:0A:58:00:02").unwrap();
         assert_eq!(mac.0, [0x02, 0x42, 0x0a, 0x58, 0x00, 0x02]);
         assert_eq!(mac.to_string(), "02:42:0a:58:00:02");
         assert_eq!(format!("{mac:?}"), "MacAddr(02:42:0a:58:00:02)");
+        assert_eq!("02:42:0a:58:00:02".parse::<MacAddr>(), Ok(mac));
         for bad in [
             "",
             "02:42:0a:58:00",

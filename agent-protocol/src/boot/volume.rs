@@ -106,8 +106,8 @@ pub fn parse_tmpfs(value: &str) -> Result<TmpfsMount, &'static str> {
             None => (option, None),
         };
         let repeated = match (name, arg) {
-            ("size", Some(s)) => size.replace(parse_size(s)?).is_some(),
-            ("mode", Some(m)) => mode.replace(parse_mode(m)?).is_some(),
+            ("size", Some(s)) => size.replace(parse_tmpfs_size(s)?).is_some(),
+            ("mode", Some(m)) => mode.replace(parse_tmpfs_mode(m)?).is_some(),
             ("ro", None) => std::mem::replace(&mut read_only, true),
             _ => return Err("expected /TARGET[,size=SIZE][,mode=OCTAL][,ro]"),
         };
@@ -172,8 +172,10 @@ pub fn check_target(target: &str) -> Result<String, &'static str> {
     Ok(target.to_string())
 }
 
-/// Decimal digits with an optional `k`, `m` or `g` suffix (either case; powers of 1024).
-fn parse_size(s: &str) -> Result<u64, &'static str> {
+/// A tmpfs size: decimal digits with an optional `k`, `m` or `g` suffix (either case; powers
+/// of 1024), in bytes. The host's `--tmpfs` and `--mount` flags use it too, so a size is
+/// refused at the flag exactly when the agent would refuse it.
+pub fn parse_tmpfs_size(s: &str) -> Result<u64, &'static str> {
     const SYNTAX: &str = "expected size=DIGITS[k|m|g]";
     let (digits, shift) = match s.as_bytes().last() {
         Some(b'k' | b'K') => (&s[..s.len() - 1], 10),
@@ -189,8 +191,9 @@ fn parse_size(s: &str) -> Result<u64, &'static str> {
         .ok_or("the size does not fit in 64 bits")
 }
 
-/// 1 to 4 octal digits, at most 7777.
-fn parse_mode(m: &str) -> Result<u32, &'static str> {
+/// A tmpfs mode: 1 to 4 octal digits, at most 7777 (shared with the host's flags, as
+/// [`parse_tmpfs_size`]).
+pub fn parse_tmpfs_mode(m: &str) -> Result<u32, &'static str> {
     const SYNTAX: &str = "expected mode=OCTAL, e.g. mode=1777";
     if m.is_empty() || m.len() > 4 || !m.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(SYNTAX);

@@ -63,7 +63,7 @@ pub struct Nic {
     /// TAP device name on the host.
     pub tap: String,
     /// The guest's MAC address.
-    pub mac: String,
+    pub mac: mvm_agent_protocol::boot::MacAddr,
 }
 
 impl VmSpec {

@@ -98,7 +98,7 @@ fn vmm_config(spec: &VmSpec, vm_dir: &Path, uid: u32) -> VmConfig {
             .iter()
             .map(|n| NetConfig {
                 tap: n.tap.clone(),
-                mac: Some(n.mac.clone()),
+                mac: Some(n.mac.to_string()),
             })
             .collect(),
         fs: spec
@@ -149,11 +149,11 @@ mod tests {
             nics: vec![
                 Nic {
                     tap: "mvm-abc123-0".into(),
-                    mac: "02:42:0a:58:00:02".into(),
+                    mac: "02:42:0a:58:00:02".parse().unwrap(),
                 },
                 Nic {
                     tap: "mvm-abc123-1".into(),
-                    mac: "02:42:0a:59:00:02".into(),
+                    mac: "02:42:0a:59:00:02".parse().unwrap(),
                 },
             ],
             shares: vec![Share {

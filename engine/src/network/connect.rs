@@ -66,7 +66,7 @@ pub fn connect(
         let mut ep = super::allocate_locked(root, &net, &rec.id, 0, aliases.to_vec(), &[])
             .map_err(conflict)?;
         ep.tap = nic.tap.clone();
-        ep.mac = nic.mac.clone();
+        ep.mac = nic.mac;
         dirs.update(|r| r.endpoints.push(ep.clone()))
             .map_err(conflict)?;
         let all = super::list(root);

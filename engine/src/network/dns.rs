@@ -132,9 +132,8 @@ impl Names {
         super::list(&self.root)
             .into_iter()
             .find(|n| n.id == self.network_id)
-            .ok_or_else(|| format!("network {} not found", self.network_id))?
-            .subnet()
-            .map_err(|e| e.to_string())
+            .map(|n| n.subnet)
+            .ok_or_else(|| format!("network {} not found", self.network_id))
     }
 
     /// The containers on this network, from one read of their records.
@@ -151,7 +150,7 @@ impl Names {
                     name: c.name.to_ascii_lowercase(),
                     short_id: c.id.get(..12).unwrap_or_default().to_string(),
                     aliases: e.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
-                    ip: e.ip.parse().ok(),
+                    ip: e.ip,
                     running,
                 });
             }
@@ -166,7 +165,7 @@ struct Entry {
     name: String,
     short_id: String,
     aliases: Vec<String>,
-    ip: Option<Ipv4Addr>,
+    ip: Ipv4Addr,
     running: bool,
 }
 
@@ -189,10 +188,8 @@ impl Table {
             if !e.running {
                 continue;
             }
-            if (named || e.short_id == name || e.aliases.iter().any(|a| a == name))
-                && let Some(ip) = e.ip
-            {
-                out.addrs.push(ip);
+            if named || e.short_id == name || e.aliases.iter().any(|a| a == name) {
+                out.addrs.push(e.ip);
             }
         }
         out

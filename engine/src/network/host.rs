@@ -65,7 +65,7 @@ pub fn link_exists(name: &str) -> bool {
 /// NAT and isolation rules cover it. The caller holds the networks lock.
 pub fn ensure_bridge(net: &NetworkRecord, all: &[NetworkRecord]) -> Result<(), NetworkError> {
     if !link_exists(&net.bridge) {
-        let subnet = net.subnet()?;
+        let subnet = net.subnet;
         let mtu = MTU.to_string();
         ip(&[
             "link",

@@ -47,20 +47,15 @@ fn tell_agent(dirs: &ContainerDirs, msg: &HostMessage) -> Result<(), String> {
 
 /// The agent's message that configures `e` in the guest; the first endpoint also carries the
 /// default route and the DNS server (its gateway).
-fn up_message(e: &Endpoint, first: bool) -> Result<HostMessage, String> {
-    let ip = |s: &str| {
-        s.parse::<std::net::Ipv4Addr>()
-            .map_err(|_| format!("bad address {s:?} in the container's record"))
-    };
-    let gateway = ip(&e.gateway)?;
-    Ok(HostMessage::NetworkUp(NetworkUp {
-        mac: e.mac.clone(),
-        address: ip(&e.ip)?,
+fn up_message(e: &Endpoint, first: bool) -> HostMessage {
+    HostMessage::NetworkUp(NetworkUp {
+        mac: e.mac.to_string(),
+        address: e.ip,
         prefix: e.prefix,
-        gateway: first.then_some(gateway),
+        gateway: first.then_some(e.gateway),
         mtu: Some(MTU),
-        dns: first.then_some(gateway),
-    }))
+        dns: first.then_some(e.gateway),
+    })
 }
 
 /// Asks the container's owner to follow the record (its DNS servers).
@@ -82,13 +77,13 @@ pub fn connect(
     let result = host::ensure_bridge(net, all)
         .and_then(|()| host::attach_tap(&ep.tap, &net.bridge))
         .map_err(|e| e.to_string())
-        .and_then(|()| tell_agent(dirs, &up_message(ep, first)?))
+        .and_then(|()| tell_agent(dirs, &up_message(ep, first)))
         .and_then(|()| tell_owner(dirs));
     if let Err(e) = result {
         let _ = tell_agent(
             dirs,
             &HostMessage::NetworkDown {
-                mac: ep.mac.clone(),
+                mac: ep.mac.to_string(),
             },
         );
         let _ = host::detach_tap(&ep.tap);
@@ -110,14 +105,14 @@ pub fn disconnect(
     tell_agent(
         dirs,
         &HostMessage::NetworkDown {
-            mac: ep.mac.clone(),
+            mac: ep.mac.to_string(),
         },
     )?;
     host::detach_tap(&ep.tap).map_err(|e| e.to_string())?;
     let updated = dirs.update(|r| r.endpoints.retain(|x| x.tap != ep.tap))?;
     let was_first = rec.endpoints.first().is_some_and(|f| f.tap == ep.tap);
     if was_first && let Some(next) = updated.endpoints.first() {
-        tell_agent(dirs, &up_message(next, true)?)?;
+        tell_agent(dirs, &up_message(next, true))?;
     }
     tell_owner(dirs)
 }

@@ -17,8 +17,10 @@ pub mod live;
 pub mod ports;
 pub mod subnet;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use mvm_agent_protocol::boot::MacAddr;
 use serde::{Deserialize, Serialize};
 
 pub use subnet::Subnet;
@@ -77,9 +79,9 @@ pub struct NetworkRecord {
     /// Always `bridge`.
     pub driver: String,
     /// IPv4 range.
-    pub subnet: String,
+    pub subnet: Subnet,
     /// The bridge's own address, the containers' gateway and DNS server.
-    pub gateway: String,
+    pub gateway: Ipv4Addr,
     /// The Linux bridge's name.
     pub bridge: String,
     /// Creation time (RFC 3339).
@@ -90,11 +92,6 @@ pub struct NetworkRecord {
 }
 
 impl NetworkRecord {
-    /// The parsed subnet.
-    pub fn subnet(&self) -> Result<Subnet, NetworkError> {
-        Subnet::parse(&self.subnet).map_err(NetworkError::State)
-    }
-
     /// Whether containers on it resolve each other by name (user-defined networks; Docker's
     /// default bridge does not).
     pub fn has_names(&self) -> bool {
@@ -102,21 +99,22 @@ impl NetworkRecord {
     }
 }
 
-/// A container's attachment to a network.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A container's attachment to a network. Addresses are kept in their JSON text form
+/// (`"10.89.0.2"`, `"02:42:0a:59:00:02"`), and a record with a bad one does not load.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Network name.
     pub network: String,
     /// Network ID.
     pub network_id: String,
     /// The container's IPv4 address.
-    pub ip: String,
+    pub ip: Ipv4Addr,
     /// Prefix length of the network.
     pub prefix: u8,
     /// Gateway.
-    pub gateway: String,
+    pub gateway: Ipv4Addr,
     /// The guest interface's MAC.
-    pub mac: String,
+    pub mac: MacAddr,
     /// The host TAP device.
     pub tap: String,
     /// The bridge the TAP is on.
@@ -218,9 +216,8 @@ pub fn create_locked(
         )));
     }
     for other in &all {
-        if let Ok(o) = other.subnet()
-            && o.overlaps(&subnet)
-        {
+        let o = other.subnet;
+        if o.overlaps(&subnet) {
             return Err(NetworkError::Invalid(format!(
                 "invalid pool request: Pool overlaps with other one on this address space ({subnet} and network {}'s {o})",
                 other.name
@@ -229,7 +226,7 @@ pub fn create_locked(
     }
     let gateway = match gateway {
         Some(g) => {
-            let ip: std::net::Ipv4Addr = g
+            let ip: Ipv4Addr = g
                 .parse()
                 .map_err(|_| NetworkError::Invalid(format!("invalid gateway address {g:?}")))?;
             if !subnet.contains_host(ip) {
@@ -247,8 +244,8 @@ pub fn create_locked(
         id,
         name: name.to_string(),
         driver: "bridge".into(),
-        subnet: subnet.to_string(),
-        gateway: gateway.to_string(),
+        subnet,
+        gateway,
         created: mvm_rootfs::time::now(),
         labels,
     };
@@ -260,12 +257,8 @@ pub fn create_locked(
 /// `--subnet`).
 fn free_subnet(all: &[NetworkRecord]) -> Result<Subnet, NetworkError> {
     for b in 90u8..=250 {
-        let cand = Subnet::new(std::net::Ipv4Addr::new(10, b, 0, 0), 16);
-        if all
-            .iter()
-            .filter_map(|n| n.subnet().ok())
-            .all(|s| !s.overlaps(&cand))
-        {
+        let cand = Subnet::new(Ipv4Addr::new(10, b, 0, 0), 16);
+        if all.iter().all(|n| !n.subnet.overlaps(&cand)) {
             return Ok(cand);
         }
     }
@@ -321,9 +314,9 @@ pub fn remove(root: &Path, key: &str) -> Result<NetworkRecord, NetworkError> {
 }
 
 /// A locally administered unicast MAC derived from the address, as Docker does (02:42:...).
-pub fn mac_for(ip: std::net::Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+pub fn mac_for(ip: Ipv4Addr) -> MacAddr {
+    let [a, b, c, d] = ip.octets();
+    MacAddr([0x02, 0x42, a, b, c, d])
 }
 
 /// Interfaces a VM can have: one hex digit of index in the TAP's name.
@@ -351,7 +344,7 @@ pub fn vm_nics(rec: &container::ContainerRecord, spares: usize) -> Vec<crate::ba
         .iter()
         .map(|e| crate::backend::Nic {
             tap: e.tap.clone(),
-            mac: e.mac.clone(),
+            mac: e.mac,
         })
         .collect();
     if rec.spec.network == crate::container::NetworkMode::None {
@@ -376,16 +369,14 @@ pub fn vm_nics(rec: &container::ContainerRecord, spares: usize) -> Vec<crate::ba
 
 /// A spare interface's MAC: locally administered (02), `6d` for mvm, three bytes of the
 /// container's ID and the interface's index (apart from Docker-style 02:42 addresses).
-pub fn spare_mac(container_id: &str, index: usize) -> String {
-    let id = container_id.as_bytes();
-    let hex = |i: usize| std::str::from_utf8(&id[i..i + 2]).unwrap_or("00");
-    format!(
-        "02:6d:{}:{}:{}:{:02x}",
-        hex(0),
-        hex(2),
-        hex(4),
-        index & 0xff
-    )
+pub fn spare_mac(container_id: &str, index: usize) -> MacAddr {
+    let byte = |i: usize| {
+        container_id
+            .get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+    };
+    MacAddr([0x02, 0x6d, byte(0), byte(2), byte(4), (index & 0xff) as u8])
 }
 
 /// Allocates an address on `net` for a new endpoint of container `container_id`. The caller
@@ -398,28 +389,24 @@ pub fn allocate_locked(
     aliases: Vec<String>,
     pending: &[Endpoint],
 ) -> Result<Endpoint, NetworkError> {
-    let subnet = net.subnet()?;
-    let gateway: std::net::Ipv4Addr = net
-        .gateway
-        .parse()
-        .map_err(|_| NetworkError::State(format!("network {} has a bad gateway", net.name)))?;
-    let used: std::collections::BTreeSet<std::net::Ipv4Addr> = container::list(root)
+    let subnet = net.subnet;
+    let used: std::collections::BTreeSet<Ipv4Addr> = container::list(root)
         .iter()
         .flat_map(|c| c.endpoints.iter())
         .chain(pending.iter())
         .filter(|e| e.network_id == net.id)
-        .filter_map(|e| e.ip.parse().ok())
+        .map(|e| e.ip)
         .collect();
     let ip = subnet
         .hosts()
-        .find(|ip| *ip != gateway && !used.contains(ip))
+        .find(|ip| *ip != net.gateway && !used.contains(ip))
         .ok_or_else(|| NetworkError::Exhausted(net.name.clone()))?;
     Ok(Endpoint {
         network: net.name.clone(),
         network_id: net.id.clone(),
-        ip: ip.to_string(),
+        ip,
         prefix: subnet.prefix,
-        gateway: net.gateway.clone(),
+        gateway: net.gateway,
         mac: mac_for(ip),
         tap: tap_name(container_id, index),
         bridge: net.bridge.clone(),
@@ -436,10 +423,67 @@ mod tests {
         assert!(valid_name("backend-1"));
         assert!(!valid_name("host"));
         assert!(!valid_name("a b"));
-        assert_eq!(mac_for("10.89.0.2".parse().unwrap()), "02:42:0a:59:00:02");
+        assert_eq!(
+            mac_for("10.89.0.2".parse().unwrap()).to_string(),
+            "02:42:0a:59:00:02"
+        );
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(spare_mac(&id, 3).to_string(), "02:6d:01:23:45:03");
         let id = "0123456789abcdef".repeat(4);
         assert_eq!(tap_name(&id, 0), "mvt0123456789a0");
         assert!(tap_name(&id, 9).len() <= 15);
+    }
+
+    /// Records keep addresses as text, and load back the same.
+    #[test]
+    fn records_round_trip_as_text() {
+        let ep = Endpoint {
+            network: "bridge".into(),
+            network_id: "ab".repeat(32),
+            ip: Ipv4Addr::new(10, 89, 0, 2),
+            prefix: 16,
+            gateway: Ipv4Addr::new(10, 89, 0, 1),
+            mac: mac_for(Ipv4Addr::new(10, 89, 0, 2)),
+            tap: "mvt0123456789a0".into(),
+            bridge: "mvmbr-abababab".into(),
+            aliases: vec!["db".into()],
+        };
+        let json: serde_json::Value = serde_json::to_value(&ep).unwrap();
+        assert_eq!(json["ip"], "10.89.0.2");
+        assert_eq!(json["gateway"], "10.89.0.1");
+        assert_eq!(json["mac"], "02:42:0a:59:00:02");
+        assert_eq!(
+            serde_json::from_value::<Endpoint>(json.clone()).unwrap(),
+            ep
+        );
+        for (key, bad) in [
+            ("ip", "10.89.0"),
+            ("gateway", "::1"),
+            ("mac", "02:42:0a:59:00"),
+        ] {
+            let mut j = json.clone();
+            j[key] = bad.into();
+            assert!(
+                serde_json::from_value::<Endpoint>(j).is_err(),
+                "{key}={bad}"
+            );
+        }
+
+        let net = NetworkRecord {
+            id: "cd".repeat(32),
+            name: "backend".into(),
+            driver: "bridge".into(),
+            subnet: Subnet::parse("10.1.0.0/24").unwrap(),
+            gateway: Ipv4Addr::new(10, 1, 0, 1),
+            bridge: "mvmbr-cdcdcdcd".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            labels: Default::default(),
+        };
+        let json: serde_json::Value = serde_json::to_value(&net).unwrap();
+        assert_eq!(json["subnet"], "10.1.0.0/24");
+        assert_eq!(json["gateway"], "10.1.0.1");
+        let back: NetworkRecord = serde_json::from_value(json).unwrap();
+        assert_eq!((back.subnet, back.gateway), (net.subnet, net.gateway));
     }
 
     #[test]
@@ -448,7 +492,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let a = create_locked(&root, "a", Some("10.1.0.0/24"), None, Default::default()).unwrap();
-        assert_eq!(a.gateway, "10.1.0.1");
+        assert_eq!(a.gateway.to_string(), "10.1.0.1");
         assert!(matches!(
             create_locked(&root, "a", None, None, Default::default()),
             Err(NetworkError::Exists(_))
@@ -467,12 +511,12 @@ mod tests {
             .is_err()
         );
         let auto = create_locked(&root, "d", None, None, Default::default()).unwrap();
-        assert_eq!(auto.subnet, "10.90.0.0/16");
+        assert_eq!(auto.subnet.to_string(), "10.90.0.0/16");
         let id = "ab".repeat(32);
         let e1 = allocate_locked(&root, &a, &id, 0, vec![], &[]).unwrap();
-        assert_eq!(e1.ip, "10.1.0.2");
+        assert_eq!(e1.ip.to_string(), "10.1.0.2");
         let e2 = allocate_locked(&root, &a, &id, 1, vec![], std::slice::from_ref(&e1)).unwrap();
-        assert_eq!(e2.ip, "10.1.0.3");
+        assert_eq!(e2.ip.to_string(), "10.1.0.3");
         assert_eq!(find(&root, &a.id[..10]).unwrap().name, "a");
         assert!(matches!(find(&root, "zzz"), Err(NetworkError::NotFound(_))));
         let _ = std::fs::remove_dir_all(&root);

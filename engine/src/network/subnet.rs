@@ -92,9 +92,39 @@ impl fmt::Display for Subnet {
     }
 }
 
+// A network's record keeps its range as CIDR text (`"10.89.0.0/16"`).
+impl serde::Serialize for Subnet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Subnet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Subnet, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        Subnet::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_cidr_text() {
+        let net = Subnet::parse("10.89.0.0/16").unwrap();
+        let json = serde_json::to_string(&net).unwrap();
+        assert_eq!(json, r#""10.89.0.0/16""#);
+        assert_eq!(serde_json::from_str::<Subnet>(&json).unwrap(), net);
+        for bad in [
+            r#""10.89.0.1/16""#,
+            r#""10.89.0.0""#,
+            r#""10.89.0.0/33""#,
+            "16",
+        ] {
+            assert!(serde_json::from_str::<Subnet>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_and_ranges() {

@@ -1,6 +1,7 @@
 //! What a container mounts: `-v`, `--mount` and `--tmpfs` parsed as Docker reads them.
 
-use serde::{Deserialize, Serialize};
+use mvm_agent_protocol::boot;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The kind of a mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +38,67 @@ pub struct MountSpec {
     pub target: String,
     /// Read-only.
     pub read_only: bool,
-    /// tmpfs options (`size=64m,mode=1777`).
-    #[serde(default)]
-    pub options: String,
+    /// A tmpfs's size and mode; `None` for binds and volumes (and, in a record, for a tmpfs
+    /// with the defaults).
+    #[serde(
+        default,
+        alias = "options",
+        deserialize_with = "tmpfs_field",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tmpfs: Option<TmpfsOptions>,
     /// An anonymous volume (removed with the container by `rm -v` and `--rm`).
     #[serde(default)]
     pub anonymous: bool,
+}
+
+/// A tmpfs's options, parsed once at the flag (`--tmpfs /x:size=64m,mode=1777`, or
+/// `--mount type=tmpfs,tmpfs-size=64m,tmpfs-mode=1777`) with the agent's own value parsers,
+/// so what the flag takes the guest takes too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsOptions {
+    /// The size limit in bytes; `None` keeps the kernel's default (half the guest's RAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The mode of the tmpfs root (in JSON as a number: 1023 is 0o1777).
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+}
+
+fn default_mode() -> u32 {
+    boot::DEFAULT_TMPFS_MODE
+}
+
+impl Default for TmpfsOptions {
+    fn default() -> Self {
+        TmpfsOptions {
+            size: None,
+            mode: boot::DEFAULT_TMPFS_MODE,
+        }
+    }
+}
+
+/// Reads the typed options, or the text a record written before them holds
+/// (`"options": "size=64m,mode=1777"`, empty for binds and volumes).
+fn tmpfs_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TmpfsOptions>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Field {
+        Typed(Option<TmpfsOptions>),
+        Text(String),
+    }
+    match Field::deserialize(d)? {
+        Field::Typed(t) => Ok(t),
+        Field::Text(text) if text.is_empty() => Ok(None),
+        Field::Text(text) => boot::parse_tmpfs(&format!("/x,{text}"))
+            .map(|t| {
+                Some(TmpfsOptions {
+                    size: t.size,
+                    mode: t.mode,
+                })
+            })
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// Checks a container path: absolute, normalised, not `/`, not a kernel file system, and free
@@ -120,7 +176,7 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec, String> {
         source: source.to_string(),
         target: target.to_string(),
         read_only,
-        options: String::new(),
+        tmpfs: None,
         anonymous: kind == Kind::Volume && source.is_empty(),
     })
 }
@@ -131,7 +187,8 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
     let mut source = String::new();
     let mut target = String::new();
     let mut read_only = false;
-    let mut tmpfs = Vec::new();
+    let mut size = None;
+    let mut mode = None;
     for field in spec.split(',') {
         let (k, v) = match field.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -150,8 +207,8 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
             ("target" | "destination" | "dst", Some(t)) => target = t.to_string(),
             ("readonly" | "ro", None | Some("true") | Some("1")) => read_only = true,
             ("readonly" | "ro", Some("false") | Some("0")) => read_only = false,
-            ("tmpfs-size", Some(s)) => tmpfs.push(format!("size={}", check_size(s)?)),
-            ("tmpfs-mode", Some(m)) => tmpfs.push(format!("mode={}", check_mode(m)?)),
+            ("tmpfs-size", Some(s)) => set_once(&mut size, tmpfs_size(s)?, field)?,
+            ("tmpfs-mode", Some(m)) => set_once(&mut mode, tmpfs_mode(m)?, field)?,
             ("consistency" | "bind-propagation" | "volume-nocopy", _) => {}
             _ => return Err(format!("invalid field {field:?} in --mount {spec:?}")),
         }
@@ -185,38 +242,53 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
         source,
         target,
         read_only,
-        options: tmpfs.join(","),
+        tmpfs: (kind == Kind::Tmpfs).then(|| tmpfs_options(size, mode)),
     })
 }
 
-fn check_size(s: &str) -> Result<String, String> {
-    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || s.len() - digits.len() > 1
-    {
-        return Err(format!("invalid tmpfs size {s:?}: use e.g. 64m"));
+fn tmpfs_options(size: Option<u64>, mode: Option<u32>) -> TmpfsOptions {
+    TmpfsOptions {
+        size,
+        mode: mode.unwrap_or(boot::DEFAULT_TMPFS_MODE),
     }
-    Ok(s.to_ascii_lowercase())
 }
 
-fn check_mode(m: &str) -> Result<String, String> {
-    if m.is_empty() || m.len() > 4 || !m.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!("invalid tmpfs mode {m:?}: use octal, e.g. 1777"));
+/// Sets an option given at most once (the guest would refuse it twice).
+fn set_once<T>(slot: &mut Option<T>, value: T, option: &str) -> Result<(), String> {
+    if slot.replace(value).is_some() {
+        return Err(format!("tmpfs option {option:?} is given twice"));
     }
-    Ok(m.to_string())
+    Ok(())
+}
+
+/// A tmpfs size in bytes, by the agent's parser.
+fn tmpfs_size(s: &str) -> Result<u64, String> {
+    boot::parse_tmpfs_size(s).map_err(|why| {
+        // The agent's syntax message names its own key (size=); the flag's is shorter.
+        if why.starts_with("expected") {
+            format!("invalid tmpfs size {s:?}: use e.g. 64m")
+        } else {
+            format!("invalid tmpfs size {s:?}: {why}")
+        }
+    })
+}
+
+/// A tmpfs mode, by the agent's parser.
+fn tmpfs_mode(m: &str) -> Result<u32, String> {
+    boot::parse_tmpfs_mode(m).map_err(|_| format!("invalid tmpfs mode {m:?}: use octal, e.g. 1777"))
 }
 
 /// Parses `--tmpfs /path[:size=64m,mode=1777]`.
 pub fn parse_tmpfs(spec: &str) -> Result<MountSpec, String> {
     let (target, opts) = spec.split_once(':').unwrap_or((spec, ""));
     check_target(target)?;
-    let mut out = Vec::new();
+    let mut size = None;
+    let mut mode = None;
     let mut read_only = false;
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o.split_once('=') {
-            Some(("size", s)) => out.push(format!("size={}", check_size(s)?)),
-            Some(("mode", m)) => out.push(format!("mode={}", check_mode(m)?)),
+            Some(("size", s)) => set_once(&mut size, tmpfs_size(s)?, o)?,
+            Some(("mode", m)) => set_once(&mut mode, tmpfs_mode(m)?, o)?,
             None if o == "ro" => read_only = true,
             None if matches!(
                 o,
@@ -234,7 +306,7 @@ pub fn parse_tmpfs(spec: &str) -> Result<MountSpec, String> {
         source: String::new(),
         target: target.to_string(),
         read_only,
-        options: out.join(","),
+        tmpfs: Some(tmpfs_options(size, mode)),
         anonymous: false,
     })
 }
@@ -289,7 +361,13 @@ mod tests {
         let m = parse_mount("type=volume,src=v1,dst=/v").unwrap();
         assert_eq!(m.source, "v1");
         let m = parse_mount("type=tmpfs,target=/scratch,tmpfs-size=64m,tmpfs-mode=1700").unwrap();
-        assert_eq!(m.options, "size=64m,mode=1700");
+        assert_eq!(
+            m.tmpfs,
+            Some(TmpfsOptions {
+                size: Some(64 << 20),
+                mode: 0o1700
+            })
+        );
         for bad in [
             "type=bind,source=rel,target=/x",
             "type=bind,source=/nonexistent-mvm,target=/x",
@@ -301,11 +379,143 @@ mod tests {
             assert!(parse_mount(bad).is_err(), "{bad}");
         }
         let t = parse_tmpfs("/run:size=64m,mode=755").unwrap();
-        assert_eq!(t.options, "size=64m,mode=755");
+        assert_eq!(
+            t.tmpfs,
+            Some(TmpfsOptions {
+                size: Some(64 << 20),
+                mode: 0o755
+            })
+        );
         assert!(parse_tmpfs("/run:size=lots").is_err());
         assert!(parse_tmpfs("/run:uid=0").is_err());
         assert!(
             check_duplicates(&[parse_tmpfs("/a").unwrap(), parse_volume("/a").unwrap()]).is_err()
+        );
+    }
+
+    /// `--tmpfs` and `--mount type=tmpfs` give the same typed value, by the agent's parsers.
+    #[test]
+    fn tmpfs_options_parse_once() {
+        for (flag, mount, size, mode) in [
+            ("/t", "type=tmpfs,dst=/t", None, 0o1777),
+            (
+                "/t:size=64m",
+                "type=tmpfs,dst=/t,tmpfs-size=64m",
+                Some(64 << 20),
+                0o1777,
+            ),
+            (
+                "/t:size=2G,mode=0700",
+                "type=tmpfs,dst=/t,tmpfs-mode=0700,tmpfs-size=2G",
+                Some(2 << 30),
+                0o700,
+            ),
+            (
+                "/t:size=100,mode=755,noexec",
+                "type=tmpfs,dst=/t,tmpfs-size=100,tmpfs-mode=755",
+                Some(100),
+                0o755,
+            ),
+            (
+                "/t:size=0",
+                "type=tmpfs,dst=/t,tmpfs-size=0",
+                Some(0),
+                0o1777,
+            ),
+        ] {
+            let want = Some(TmpfsOptions { size, mode });
+            assert_eq!(parse_tmpfs(flag).unwrap().tmpfs, want, "{flag}");
+            assert_eq!(parse_mount(mount).unwrap().tmpfs, want, "{mount}");
+        }
+        // Binds and volumes have none, even when tmpfs options are given.
+        assert_eq!(parse_volume("data:/x").unwrap().tmpfs, None);
+        assert_eq!(
+            parse_mount("type=volume,dst=/x,tmpfs-size=1m")
+                .unwrap()
+                .tmpfs,
+            None
+        );
+
+        for (bad, why) in [
+            ("/t:size=lots", "invalid tmpfs size \"lots\": use e.g. 64m"),
+            ("/t:size=1t", "use e.g. 64m"),
+            ("/t:size=1mb", "use e.g. 64m"),
+            ("/t:size=", "use e.g. 64m"),
+            ("/t:size=17179869184g", "64 bits"),
+            ("/t:size=18446744073709551616", "use e.g. 64m"),
+            (
+                "/t:mode=8",
+                "invalid tmpfs mode \"8\": use octal, e.g. 1777",
+            ),
+            ("/t:mode=17777", "use octal"),
+            ("/t:size=1m,size=2m", "given twice"),
+            ("/t:mode=755,mode=700", "given twice"),
+            ("/t:uid=0", "invalid tmpfs option"),
+        ] {
+            let err = parse_tmpfs(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+            assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+        }
+        for (bad, why) in [
+            ("type=tmpfs,dst=/t,tmpfs-size=lots", "use e.g. 64m"),
+            ("type=tmpfs,dst=/t,tmpfs-size=17179869184g", "64 bits"),
+            ("type=tmpfs,dst=/t,tmpfs-mode=9", "use octal"),
+            (
+                "type=tmpfs,dst=/t,tmpfs-size=1m,tmpfs-size=1m",
+                "given twice",
+            ),
+        ] {
+            let err = parse_mount(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    /// A record keeps the typed options, and still reads the text of a record written before.
+    #[test]
+    fn mounts_round_trip_through_json() {
+        for m in [
+            parse_tmpfs("/run:size=64m,mode=755").unwrap(),
+            parse_tmpfs("/run").unwrap(),
+            parse_volume("data:/var/lib/data:ro").unwrap(),
+            parse_volume("/cache").unwrap(),
+        ] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(
+                serde_json::from_str::<MountSpec>(&json).unwrap(),
+                m,
+                "{json}"
+            );
+        }
+        let json = serde_json::to_value(parse_tmpfs("/run:size=64m,mode=755").unwrap()).unwrap();
+        assert_eq!(
+            json["tmpfs"],
+            serde_json::json!({"size": 67108864, "mode": 0o755})
+        );
+        let json = serde_json::to_value(parse_volume("data:/d").unwrap()).unwrap();
+        assert!(json.get("tmpfs").is_none(), "{json}");
+
+        let old = |kind: &str, options: &str| {
+            serde_json::from_value::<MountSpec>(serde_json::json!({
+                "kind": kind, "source": "", "target": "/run", "read_only": false,
+                "options": options, "anonymous": false,
+            }))
+        };
+        assert_eq!(
+            old("tmpfs", "size=64m,mode=1700").unwrap().tmpfs,
+            Some(TmpfsOptions {
+                size: Some(64 << 20),
+                mode: 0o1700
+            })
+        );
+        assert_eq!(old("tmpfs", "").unwrap().tmpfs, None);
+        assert_eq!(old("volume", "").unwrap().tmpfs, None);
+        assert!(old("tmpfs", "size=lots").is_err());
+        let no_field = serde_json::json!({
+            "kind": "bind", "source": "/srv", "target": "/srv", "read_only": true,
+        });
+        assert_eq!(
+            serde_json::from_value::<MountSpec>(no_field).unwrap().tmpfs,
+            None
         );
     }
 }

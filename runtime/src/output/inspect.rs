@@ -49,10 +49,10 @@ pub fn network_settings(rec: &ContainerRecord) -> Value {
     json!({
         "Networks": networks,
         "Ports": ports,
-        "IPAddress": first.map(|e| e.ip.clone()).unwrap_or_default(),
+        "IPAddress": first.map(|e| e.ip.to_string()).unwrap_or_default(),
         "IPPrefixLen": first.map(|e| e.prefix).unwrap_or(0),
-        "Gateway": first.map(|e| e.gateway.clone()).unwrap_or_default(),
-        "MacAddress": first.map(|e| e.mac.clone()).unwrap_or_default(),
+        "Gateway": first.map(|e| e.gateway.to_string()).unwrap_or_default(),
+        "MacAddress": first.map(|e| e.mac.to_string()).unwrap_or_default(),
     })
 }
 

@@ -483,18 +483,21 @@ mod tests {
         let mut rec = crate::container::ContainerRecord::for_tests(&id, name);
         rec.state.status = crate::container::Status::Running;
         rec.state.pid = Some(std::process::id());
+        let ip: Ipv4Addr = ip.parse().unwrap();
         rec.endpoints = vec![crate::network::Endpoint {
             network: net.name.clone(),
             network_id: net.id.clone(),
-            ip: ip.into(),
+            ip,
             prefix: 16,
-            gateway: net.gateway.clone(),
+            gateway: net.gateway,
+            mac: crate::network::mac_for(ip),
+            tap: String::new(),
+            bridge: net.bridge.clone(),
             aliases: if name == "web" {
                 vec!["www".into()]
             } else {
                 vec![]
             },
-            ..Default::default()
         }];
         let dir = root.join("containers").join(&id);
         std::fs::create_dir_all(&dir).unwrap();

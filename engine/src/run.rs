@@ -155,9 +155,7 @@ fn container_boot_config(
                     target,
                     size: options.size,
                     mode: options.mode,
-                    // TODO: `--tmpfs /x:ro` is recorded but has never reached the guest;
-                    // passing it on changes the command line, so it is a change of its own.
-                    read_only: false,
+                    read_only: m.read_only,
                 }));
             }
             kind => {

@@ -256,6 +256,28 @@ fn read_only_mounts_refuse_writes_and_tmpfs_works() {
     assert!(out.contains("tmpfs /scratch tmpfs"), "{out}");
     assert!(out.contains("size=2048k"), "{out}");
     assert!(out.ends_with("t\n"), "{out}");
+    // A read-only tmpfs is mounted read-only in the guest (it once was only recorded).
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/rot:ro,size=1m",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /rot ' /proc/mounts; touch /rot/x",
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("tmpfs /rot tmpfs ro,"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     // Bad mount specifications are usage errors and create nothing.
     for bad in [
         vec!["run", "--rm", "-v", "data:relative", "busybox", "true"],

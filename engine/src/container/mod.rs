@@ -348,8 +348,20 @@ pub fn list(root: &Path) -> Vec<ContainerRecord> {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok())
-        .filter_map(|e| fs::read(e.path().join("config.json")).ok())
-        .filter_map(|d| serde_json::from_slice(&d).ok())
+        .filter_map(|e| {
+            let path = e.path().join("config.json");
+            let data = fs::read(&path).ok()?;
+            serde_json::from_slice(&data)
+                .inspect_err(|err| {
+                    // Not listed (a record being written is never seen half-done: saves are
+                    // atomic), but not silently: a record from an older mvm or a damaged one.
+                    tracing::warn!(
+                        "skipping the unreadable container record {}: {err}",
+                        path.display()
+                    );
+                })
+                .ok()
+        })
         .collect()
 }
 

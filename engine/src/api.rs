@@ -359,6 +359,26 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_container_does_not_start_and_rm_takes_it() {
+        let (_root, engine) = engine("dead");
+        let id = made(&engine, "half");
+        let dirs = container::ContainerDirs::new(engine.root(), &id);
+        dirs.update(|r| r.state.dead()).unwrap();
+        assert_eq!(engine.inspect("half").unwrap().effective().0, Status::Dead);
+        assert!(matches!(engine.start("half"), Err(ContainerError::Dead(_))));
+        assert!(matches!(
+            engine.restart("half", Duration::ZERO),
+            Err(ContainerError::Dead(_))
+        ));
+        assert!(matches!(
+            engine.start_attached("half", false),
+            Err(EngineError::Container(ContainerError::Dead(_)))
+        ));
+        engine.remove("half", RemoveOptions::default()).unwrap();
+        assert!(engine.list().is_empty());
+    }
+
+    #[test]
     fn a_container_without_a_kept_log() {
         let (_root, engine) = engine("nolog");
         let id = made(&engine, "quiet");

@@ -27,6 +27,9 @@ pub enum ContainerError {
     /// `unpause` of a container that is not paused.
     #[error("Container {0} is not paused")]
     NotPaused(String),
+    /// `start` of a container whose removal failed half-way.
+    #[error("Container {0} is dead (its removal failed): remove it with rm -f")]
+    Dead(String),
     /// `start -a` of a running container.
     #[error("Container {0} is already running; use mvm attach")]
     AlreadyRunning(String),

@@ -181,9 +181,8 @@ impl FromStr for RestartPolicy {
                     .map_err(|_| SpecError::RestartCount(s.to_string()))?,
             }),
             ("on-failure", None) => Ok(Self::OnFailure { max_retries: 0 }),
-            ("no" | "always" | "unless-stopped", Some(_)) => {
-                Err(SpecError::RestartCountNotAllowed(s.to_string()))
-            }
+            // As before the spec was typed: any other name with a count says why first.
+            (_, Some(_)) => Err(SpecError::RestartCountNotAllowed(s.to_string())),
             ("no", None) => Ok(Self::No),
             ("always", None) => Ok(Self::Always),
             ("unless-stopped", None) => Ok(Self::UnlessStopped),
@@ -497,6 +496,10 @@ mod tests {
         assert_eq!(
             "sometimes".parse::<RestartPolicy>(),
             Err(SpecError::Restart("sometimes".into()))
+        );
+        assert_eq!(
+            "sometimes:3".parse::<RestartPolicy>(),
+            Err(SpecError::RestartCountNotAllowed("sometimes:3".into()))
         );
         assert_eq!(
             "unless-stopped".parse::<RestartPolicy>().unwrap().name(),

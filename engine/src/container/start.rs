@@ -14,6 +14,7 @@ pub fn start(root: &Path, key: &str) -> Result<(), ContainerError> {
     if rec.is_running() {
         return Ok(());
     }
+    refuse_dead(&rec)?;
     run::start_monitor(root, &dirs, Start::Existing)
         .map(|_| ())
         .map_err(|e| ContainerError::Start {
@@ -29,12 +30,14 @@ pub fn start_attached(root: &Path, key: &str, interactive: bool) -> Result<i32, 
     if rec.is_running() {
         return Err(ContainerError::AlreadyRunning(rec.id).into());
     }
+    refuse_dead(&rec)?;
     run::start_attached(root, &dirs, interactive, lock)
 }
 
 /// `restart`: stop (as `stop` with `timeout`), then start.
 pub fn restart(root: &Path, key: &str, timeout: Duration) -> Result<(), ContainerError> {
     let (dirs, rec, _lock) = resolve_locked(root, key)?;
+    refuse_dead(&rec)?;
     super::stop::stop_one(&dirs, &rec, timeout);
     if !dirs.dir.exists() {
         // It was started with --rm and went with its stop.
@@ -46,4 +49,12 @@ pub fn restart(root: &Path, key: &str, timeout: Duration) -> Result<(), Containe
             key: key.to_string(),
             reason: e.to_string(),
         })
+}
+
+/// A dead container (its removal failed half-way) does not start again, as Docker's.
+fn refuse_dead(rec: &super::ContainerRecord) -> Result<(), ContainerError> {
+    if rec.state.status == super::Status::Dead {
+        return Err(ContainerError::Dead(rec.id.clone()));
+    }
+    Ok(())
 }

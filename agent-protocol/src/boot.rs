@@ -9,6 +9,7 @@
 //! never boots a VM whose agent would refuse (or misread) its configuration.
 
 mod net;
+mod root;
 mod volume;
 
 use std::fmt::Write as _;
@@ -17,6 +18,7 @@ use std::net::IpAddr;
 use crate::DEFAULT_VSOCK_PORT;
 
 pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig};
+pub use root::{FILES_SHARE_TAG, FileMount, MAX_FILE_NAME, ROOT_SHARE_TAG, RootSource};
 pub use volume::{
     ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
     check_target, in_kernel_dir, parse_mount, parse_tmpfs, parse_tmpfs_mode, parse_tmpfs_size,
@@ -62,6 +64,12 @@ impl LowerFs {
 /// What the agent needs to know before the host connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootConfig {
+    /// The container root (`mvm.root`): the overlay of the disks below (default) or a
+    /// virtio-fs share of a host directory.
+    pub root: RootSource,
+    /// Files of the files share bound into the container (`mvm.file`, repeatable), made
+    /// before the mounts.
+    pub files: Vec<FileMount>,
     /// The image disk (`mvm.lower`, default `/dev/vdb`), the overlay's read-only layer.
     pub lower: String,
     /// The image disk's file system (`mvm.lowerfs`, default ext4).
@@ -99,6 +107,8 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> BootConfig {
         BootConfig {
+            root: RootSource::Overlay,
+            files: Vec::new(),
             lower: DISK_IMAGE.to_string(),
             lower_fs: LowerFs::Ext4,
             upper: None,
@@ -140,7 +150,7 @@ fn flag(value: Option<&str>) -> Option<bool> {
 
 /// Parses `/proc/cmdline`. Keys other than `mvm.*` belong to the kernel and are ignored, as
 /// are unknown `mvm.*` keys (a newer host may pass more). A later key overrides an earlier one,
-/// except `mvm.net`, `mvm.hosts`, `mvm.mount` and `mvm.tmpfs`, whose values accumulate.
+/// except `mvm.net`, `mvm.hosts`, `mvm.file`, `mvm.mount` and `mvm.tmpfs`, whose values accumulate.
 pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
     let mut config = BootConfig::default();
     for word in split_words(cmdline) {
@@ -157,6 +167,18 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
             reason,
         };
         match name {
+            "root" => {
+                config.root = RootSource::parse(value.unwrap_or("")).map_err(bad)?;
+            }
+            "file" => {
+                let file =
+                    FileMount::parse(value.ok_or_else(|| bad("expected NAME,/TARGET,ro|rw"))?)
+                        .map_err(bad)?;
+                if config.files.iter().any(|f| f.target == file.target) {
+                    return Err(bad("the target is in an earlier mvm.file"));
+                }
+                config.files.push(file);
+            }
             "lower" => config.lower = device(value).ok_or_else(|| bad(DEVICE))?,
             "upper" => config.upper = Some(device(value).ok_or_else(|| bad(DEVICE))?),
             "lowerfs" => {
@@ -274,6 +296,12 @@ impl BootConfig {
         ];
         if let Some(upper) = &self.upper {
             words.push(format!("mvm.upper={upper}"));
+        }
+        if let Some(root) = self.root.encode() {
+            words.push(format!("mvm.root={root}"));
+        }
+        for file in &self.files {
+            words.push(format!("mvm.file={}", file.encode()));
         }
         if self.port != DEFAULT_VSOCK_PORT {
             words.push(format!("mvm.port={}", self.port));
@@ -469,6 +497,11 @@ mod tests {
             "mvm.lowerfs=xfs",
             "mvm.lower=vdb",
             "mvm.upper",
+            "mvm.root",
+            "mvm.root=disk",
+            "mvm.file",
+            "mvm.file=0,/etc/hosts",
+            "mvm.file=0,/etc/hosts,ro mvm.file=1,/etc/hosts,ro",
             // Found by the boot_cmdline fuzz target: an unterminated quote made the rest of
             // the line, `mvm.*` words included, the upper disk's path, which did not encode.
             "mvm.upper=\"/dev/vdc mvm.export=1",
@@ -703,6 +736,31 @@ mod tests {
             callback: Some(crate::DEFAULT_CALLBACK_PORT),
             debug: true,
             export: false,
+            ..BootConfig::default()
+        });
+        // An OCI bundle's VM: the root and Docker's /etc files from shares.
+        round_trip(&BootConfig {
+            root: RootSource::Share { read_only: false },
+            files: vec![
+                FileMount {
+                    name: "0".into(),
+                    target: "/etc/resolv.conf".into(),
+                    read_only: false,
+                },
+                FileMount {
+                    name: "1".into(),
+                    target: "/etc/hosts".into(),
+                    read_only: true,
+                },
+            ],
+            upper: None,
+            hostname: Some("bfc58179fd50".into()),
+            callback: Some(crate::DEFAULT_CALLBACK_PORT),
+            ..BootConfig::default()
+        });
+        round_trip(&BootConfig {
+            root: RootSource::Share { read_only: true },
+            ..BootConfig::default()
         });
         // The export helper: no network, no mounts.
         round_trip(&BootConfig {

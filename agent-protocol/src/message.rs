@@ -187,6 +187,10 @@ pub struct ProcessSpec {
     /// resolved in the container's `/etc/passwd` and `/etc/group`.
     #[serde(default)]
     pub user: String,
+    /// The supplementary groups, exactly (an OCI bundle's `additionalGids`); absent, they are
+    /// those `/etc/group` gives the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<u32>>,
     /// Whether the process gets a terminal (stdin, stdout and stderr all on one PTY).
     #[serde(default)]
     pub terminal: bool,
@@ -252,6 +256,7 @@ mod tests {
             env: vec!["A=b".into()],
             cwd: "/srv".into(),
             user: "1000:1000".into(),
+            groups: Some(vec![10, 20]),
             terminal: true,
             stdin: true,
             rlimits: vec![Rlimit {

@@ -258,7 +258,7 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
     }
 
     let terminal = spec.terminal;
-    let groups: Vec<libc::gid_t> = user.groups.clone();
+    let groups: Vec<libc::gid_t> = spec.groups.clone().unwrap_or_else(|| user.groups.clone());
     let (uid, gid) = (user.uid, user.gid);
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
     // calls are allowed; `child_setup` makes only raw system calls on data prepared here

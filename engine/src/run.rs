@@ -747,6 +747,7 @@ fn run_container(
         // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
         stdin: rec.spec.interactive || (attached && interactive),
         rlimits: Vec::new(),
+        groups: None,
     };
     let raw = if attached && rec.spec.tty && interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()

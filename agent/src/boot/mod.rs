@@ -15,7 +15,7 @@ pub use etc_files::{hosts_content, resolv_content, write_etc_files};
 
 use crate::netdev::{self, NetError};
 use crate::{console, log_debug, log_error};
-use mvm_agent_protocol::boot::{BootConfig, CmdlineError, parse_cmdline};
+use mvm_agent_protocol::boot::{BootConfig, CmdlineError, RootSource, parse_cmdline};
 
 /// A boot step that failed; the agent logs it and powers off.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +81,11 @@ pub fn boot() -> Result<BootConfig, BootError> {
         rootfs::mount_for_export(&config)?;
         return Ok(config);
     }
+    let shared_root = config.root != RootSource::Overlay;
     rootfs::build_and_enter(&config)?;
-    mounts::mount_container_fs()?;
+    // A root shared from the host is an OCI bundle's: its engine lists the mounts it wants
+    // (a /tmp tmpfs is not among Docker's).
+    mounts::mount_container_fs(!shared_root)?;
     // Volumes and tmpfs mounts before the network, and a failure is fatal: the container
     // must not run without the data it was given. The /etc files below are written into
     // whatever is mounted by then.
@@ -93,7 +96,9 @@ pub fn boot() -> Result<BootConfig, BootError> {
     let ifaces = netdev::configure(&config.net)?;
     log_debug!("network interfaces configured: {ifaces:?}");
 
-    if let Err(e) = write_etc_files(std::path::Path::new("/"), &config) {
+    // An OCI engine gives its own /etc/hosts, resolv.conf and hostname (mvm.file) and sees
+    // the root's files: nothing is written into it behind the engine's back.
+    if !shared_root && let Err(e) = write_etc_files(std::path::Path::new("/"), &config) {
         log_error!("{e}");
     }
     if let Some(name) = &config.hostname

@@ -64,8 +64,9 @@ fn mkdir(path: &str, mode: u32) -> Result<(), BootError> {
 }
 
 /// Inside the container root (after pivot_root): /proc, /sys, /dev with /dev/pts, /dev/shm
-/// and the usual /dev links, and /tmp, creating mount points the image lacks.
-pub(crate) fn mount_container_fs() -> Result<(), BootError> {
+/// and the usual /dev links, and with `tmp` a tmpfs on /tmp, creating mount points the image
+/// lacks.
+pub(crate) fn mount_container_fs(tmp: bool) -> Result<(), BootError> {
     mkdir("/proc", 0o555)?;
     mount_fs("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;
     mkdir("/sys", 0o555)?;
@@ -107,6 +108,10 @@ pub(crate) fn mount_container_fs() -> Result<(), BootError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
+    if !tmp {
+        log_debug!("container file systems mounted");
+        return Ok(());
+    }
     mkdir("/tmp", 0o1777)?;
     mount_fs(
         "tmpfs",

@@ -9,12 +9,13 @@ use nix::unistd::{chdir, pivot_root};
 use super::mounts::mount_fs;
 use super::{BootError, io_err, sys};
 use crate::log_debug;
-use mvm_agent_protocol::boot::BootConfig;
+use mvm_agent_protocol::boot::{BootConfig, FILES_SHARE_TAG, ROOT_SHARE_TAG, RootSource};
 
 const RUN: &str = "/run";
 const LOWER: &str = "/run/mvm/lower";
 const UPPER: &str = "/run/mvm/upper";
 const ROOT: &str = "/run/mvm/root";
+const FILES: &str = "/run/mvm/files";
 
 fn mkdirs(paths: &[&str]) -> Result<(), BootError> {
     for path in paths {
@@ -43,9 +44,60 @@ fn mount_run_and_lower(config: &BootConfig) -> Result<(), BootError> {
     )
 }
 
-/// Builds the overlay under /run (a tmpfs, since the agent's disk is read-only) and makes it
-/// the root. The old root is detached, so the container sees none of the agent's mounts.
+/// Mounts the container root at ROOT: the overlay, or the host directory shared with virtio-fs
+/// (and binds the files of `mvm.file` into it), then makes it the root. The old root is
+/// detached, so the container sees none of the agent's mounts.
 pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
+    match config.root {
+        RootSource::Overlay => mount_overlay(config)?,
+        RootSource::Share { read_only } => mount_share(config, read_only)?,
+    }
+    // pivot_root(".", ".") stacks the old root on top of the new one at the same place;
+    // detaching it then leaves the new root alone, with no put_old directory needed in the
+    // container's file system.
+    chdir(Path::new(ROOT)).map_err(sys(format!("chdir {ROOT}")))?;
+    pivot_root(".", ".").map_err(sys("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching the old root"))?;
+    chdir("/").map_err(sys("chdir /"))?;
+    log_debug!("entered the container root");
+    Ok(())
+}
+
+/// The root from the host: the virtio-fs share ROOT_SHARE_TAG, and the files share's files
+/// bound where `mvm.file` says. The binds are made before pivot_root, while the files share
+/// is still mounted in this namespace (a bind's source must be).
+fn mount_share(config: &BootConfig, read_only: bool) -> Result<(), BootError> {
+    mount_fs(
+        "tmpfs",
+        RUN,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mkdirs(&[ROOT])?;
+    let flags = if read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    mount_fs(ROOT_SHARE_TAG, ROOT, "virtiofs", flags, None)?;
+    if config.files.is_empty() {
+        return Ok(());
+    }
+    mkdirs(&[FILES])?;
+    mount_fs(FILES_SHARE_TAG, FILES, "virtiofs", MsFlags::MS_RDONLY, None)?;
+    for f in &config.files {
+        super::volumes::bind_file(Path::new(ROOT), &Path::new(FILES).join(&f.name), f)?;
+    }
+    log_debug!(
+        "container root from the host share, {} files bound",
+        config.files.len()
+    );
+    Ok(())
+}
+
+/// The overlay of the image disk and the writable disk (or a tmpfs) at ROOT.
+fn mount_overlay(config: &BootConfig) -> Result<(), BootError> {
     mount_run_and_lower(config)?;
     mkdirs(&[ROOT])?;
     match &config.upper {
@@ -69,17 +121,7 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
 
     // Exports walk the layers from these descriptors: after pivot_root they have no path.
     crate::changes::keep(Path::new(&upperdir), Path::new(LOWER))
-        .map_err(sys(format!("opening {upperdir} and {LOWER}")))?;
-
-    // pivot_root(".", ".") stacks the old root on top of the new one at the same place;
-    // detaching it then leaves the new root alone, with no put_old directory needed in the
-    // container's file system.
-    chdir(Path::new(ROOT)).map_err(sys(format!("chdir {ROOT}")))?;
-    pivot_root(".", ".").map_err(sys("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching the old root"))?;
-    chdir("/").map_err(sys("chdir /"))?;
-    log_debug!("entered the container root");
-    Ok(())
+        .map_err(sys(format!("opening {upperdir} and {LOWER}")))
 }
 
 /// Export mode: the image disk and the container's writable disk, both read-only (the host

@@ -13,7 +13,9 @@ use nix::mount::{MsFlags, mount};
 use super::seed::copy_tree;
 use super::{BootError, io_err, sys};
 use crate::log_debug;
-use mvm_agent_protocol::boot::{ContainerMount, TmpfsMount, VirtiofsMount, in_kernel_dir};
+use mvm_agent_protocol::boot::{
+    ContainerMount, FileMount, TmpfsMount, VirtiofsMount, in_kernel_dir,
+};
 
 /// Mounts `mounts` in the container whose root directory is `root` (`/` at boot).
 pub(crate) fn mount_all(root: &Path, mounts: &[ContainerMount]) -> Result<(), BootError> {
@@ -108,6 +110,69 @@ fn mount_over(
         source: e.source,
     })?;
     log_debug!("seeded {label} at {target} from the image");
+    Ok(())
+}
+
+/// Binds the regular file `source` at `f.target` in the container whose root directory is
+/// `root`, read-only when `f.read_only`. A missing target is made as an empty file (its
+/// parents as directories), checked like a mount point.
+pub(crate) fn bind_file(root: &Path, source: &Path, f: &FileMount) -> Result<(), BootError> {
+    let meta = fs::symlink_metadata(source).map_err(io_err(format!("reading {source:?}")))?;
+    if !meta.is_file() {
+        return Err(BootError::MountTarget {
+            target: f.target.clone(),
+            reason: "its source in the files share is not a regular file",
+        });
+    }
+    let path = root.join(f.target.trim_start_matches('/'));
+    let parent = path.parent().unwrap_or(root);
+    let parent_target = Path::new(&f.target)
+        .parent()
+        .and_then(Path::to_str)
+        .unwrap_or("/");
+    if parent != root {
+        make_mount_point(root, parent, parent_target)?;
+    }
+    let real_root = fs::canonicalize(root).map_err(io_err("resolving the container root"))?;
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => {
+            return Err(BootError::MountTarget {
+                target: f.target.clone(),
+                reason: "a file cannot be bound on a directory",
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o644)
+                .open(&path)
+                .map_err(io_err(format!("creating mount point {}", f.target)))?;
+        }
+        Err(e) => return Err(io_err(format!("reading {}", f.target))(e)),
+    }
+    check_inside(&real_root, &path, &f.target)?;
+    mount(
+        Some(source),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys(format!("binding {} on {}", f.name, f.target)))?;
+    if f.read_only {
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(sys(format!("making {} read-only", f.target)))?;
+    }
+    log_debug!("bound {} on {}", f.name, f.target);
     Ok(())
 }
 
@@ -378,5 +443,54 @@ mod tests {
             !up.join(&escape).exists(),
             "a directory was made outside the root"
         );
+    }
+
+    #[test]
+    fn files_are_bound_read_only_or_not_and_links_do_not_lead_them_out() {
+        let tmp = TempDir::new("volumes-files");
+        let (root, files) = (tmp.path().join("root"), tmp.path().join("files"));
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&files).unwrap();
+        fs::write(root.join("etc/hosts"), "image's\n").unwrap();
+        fs::write(files.join("0"), "engine's hosts\n").unwrap();
+        fs::write(files.join("1"), "engine's env\n").unwrap();
+        fs::create_dir(files.join("dir")).unwrap();
+        symlink("/etc/passwd", files.join("link")).unwrap();
+        symlink("/tmp", root.join("escape")).unwrap();
+        fs::create_dir(root.join("adir")).unwrap();
+        let file = |name: &str, target: &str, read_only| FileMount {
+            name: name.into(),
+            target: target.into(),
+            read_only,
+        };
+        in_private_mount_ns(move || {
+            bind_file(&root, &files.join("0"), &file("0", "/etc/hosts", true)).unwrap();
+            assert_eq!(
+                fs::read_to_string(root.join("etc/hosts")).unwrap(),
+                "engine's hosts\n"
+            );
+            assert!(fs::write(root.join("etc/hosts"), "x").is_err(), "writable");
+            // A missing target and its parents are made.
+            bind_file(&root, &files.join("1"), &file("1", "/run/.env", false)).unwrap();
+            assert_eq!(
+                fs::read_to_string(root.join("run/.env")).unwrap(),
+                "engine's env\n"
+            );
+            let escape = format!("mvm-agent-file-{}", std::process::id());
+            for (source, target, why) in [
+                ("dir", "/x".to_string(), "not a regular file"),
+                ("link", "/y".to_string(), "not a regular file"),
+                ("0", "/adir".to_string(), "on a directory"),
+                ("0", format!("/escape/{escape}"), "out of the root"),
+            ] {
+                let err = bind_file(&root, &files.join(source), &file(source, &target, true))
+                    .unwrap_err();
+                assert!(err.to_string().contains(why), "{target}: {err}");
+            }
+            assert!(
+                !Path::new("/tmp").join(&escape).exists(),
+                "made outside the root"
+            );
+        });
     }
 }

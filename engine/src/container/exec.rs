@@ -71,6 +71,7 @@ pub fn exec(
         terminal: spec.tty,
         stdin: spec.interactive,
         rlimits: Vec::new(),
+        groups: None,
     };
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()

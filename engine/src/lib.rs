@@ -19,6 +19,7 @@ pub mod network;
 pub mod paths;
 pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod session;
 pub mod terminal;
 pub mod volume;

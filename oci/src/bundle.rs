@@ -231,7 +231,7 @@ impl Bundle {
 
 /// Opens config.json without following a symlink (nor blocking on a FIFO) and reads at most
 /// [`MAX_CONFIG_BYTES`].
-fn read_config(config: &Path) -> Result<Vec<u8>, BundleError> {
+pub(crate) fn read_config(config: &Path) -> Result<Vec<u8>, BundleError> {
     let unreadable = |source| BundleError::ConfigUnreadable {
         path: config.to_path_buf(),
         source,
@@ -355,7 +355,7 @@ fn from_spec(config: &Path, dir: PathBuf, spec: &Spec) -> Result<Bundle, BundleE
     })
 }
 
-fn process(
+pub(crate) fn process(
     config: &Path,
     p: &oci_spec::runtime::Process,
     unsupported: &mut Vec<String>,

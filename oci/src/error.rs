@@ -165,3 +165,79 @@ pub enum BundleError {
         problem: String,
     },
 }
+
+/// Why a runtime command failed: one line each, as the engines show it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The bundle was refused.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A container ID runc would refuse.
+    #[error("invalid container ID {0:?}: use letters, digits, '_', '+', '-' and '.'")]
+    BadId(String),
+    /// `create` of an ID in use.
+    #[error("container with id exists: {0}")]
+    Exists(String),
+    /// No container of that ID.
+    #[error("container \"{0}\" does not exist")]
+    NotFound(String),
+    /// A command that needs another status.
+    #[error("container {id} is {status}: {action}")]
+    WrongStatus {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: &'static str,
+        /// What could not be done.
+        action: &'static str,
+    },
+    /// A state file that does not parse.
+    #[error("{path}: corrupt container state: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+    /// A file operation on the runtime's own files.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A signal that is neither a number nor a name.
+    #[error("unknown signal {0:?}")]
+    BadSignal(String),
+    /// A hook that failed.
+    #[error("{hook} hook {path}: {detail}")]
+    Hook {
+        /// Which list.
+        hook: &'static str,
+        /// The program.
+        path: PathBuf,
+        /// How it failed.
+        detail: String,
+    },
+    /// A request the runtime cannot honour (a flag, a network mode, ...).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The engine failed (the VM, its helpers, the agent).
+    #[error(transparent)]
+    Engine(#[from] mvm_engine::EngineError),
+    /// Anything else, said in one line.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RuntimeError {
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, source: io::Error) -> RuntimeError {
+        RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

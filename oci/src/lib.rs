@@ -1,22 +1,31 @@
 //! # mvm-oci: mvm as an OCI runtime
 //!
-//! This crate will become mvm's runc-compatible runtime: the program dockerd's
-//! `containerd-shim-runc-v2` and podman's `conmon` call as `RT create --bundle B ...`, `start`,
-//! `kill`, `exec`, `delete`, so that `docker run --runtime microvm` and `podman --runtime`
-//! run each container in its own KVM microVM (issue "docker run --runtime microvm and podman
-//! --runtime: mvm as an OCI runtime").
+//! `mvm-runc` is the program dockerd's `containerd-shim-runc-v2` and podman's `conmon` call as
+//! `RT create --bundle B ...`, `start`, `kill`, `exec`, `delete`, so that `docker run --runtime
+//! microvm` and `podman --runtime` run each container in its own KVM microVM.
 //!
-//! This first piece reads and checks a bundle: [`Bundle::load`] parses `config.json` with
-//! oci-spec's runtime types and returns a typed view of what a VM runtime needs (process, root,
-//! mounts sorted into host shares and guest filesystems, hooks, namespaces, the VM's size from
-//! the cgroup limits), refusing what cannot run in a VM and listing in
-//! [`Bundle::unsupported`] what is accepted but has no effect there (seccomp, AppArmor,
-//! SELinux, device cgroup rules...). The bundle is treated as hostile input; see [`bundle`].
+//! - [`bundle`]: reads and checks a bundle's `config.json` with oci-spec's runtime types (the
+//!   bundle is hostile input).
+//! - [`vm`]: the bundle as the engine's sandbox (root shared with virtio-fs, mounts, size).
+//! - [`relay`]: the process the pid file names, which owns the VM and relays stdio and signals.
+//! - [`netns`]: the engine's network namespace joined to the VM with TAPs and tc redirects.
+//! - [`cmd`]: one module per group of runc's commands.
 
 pub mod bundle;
+pub mod cli;
+pub mod cmd;
+pub mod console;
 pub mod error;
+pub mod hooks;
+pub mod log;
 pub mod mount;
+pub mod netns;
+pub mod process;
+pub mod relay;
 pub mod resources;
+pub mod state;
+pub mod sync;
+pub mod vm;
 
 pub use bundle::Bundle;
-pub use error::BundleError;
+pub use error::{BundleError, RuntimeError};

@@ -643,13 +643,14 @@ fn save_refuses_a_terminal_and_prune_asks_on_one() {
     let tar = common::busybox_tar();
     let id = ok(&r.mvm(&["import", tar.to_str().unwrap()]));
     let o = on_a_terminal(&r, "image prune", "n\n");
-    assert!(
-        stdout(&o).contains(
-            "WARNING! This will remove all dangling images.\r\nAre you sure you want to continue? [y/N] "
-        ),
-        "{}",
-        stdout(&o)
-    );
+    // The terminal echoes the typed answer whenever it arrives, which may be between the two
+    // lines: each is checked on its own.
+    for line in [
+        "WARNING! This will remove all dangling images.\r\n",
+        "Are you sure you want to continue? [y/N] ",
+    ] {
+        assert!(stdout(&o).contains(line), "{line:?} in {}", stdout(&o));
+    }
     assert!(!stdout(&o).contains("Deleted"), "{}", stdout(&o));
     assert!(ok(&r.mvm(&["images", "-q", "--no-trunc"])).contains(id.trim()));
     let o = on_a_terminal(&r, "image prune", "y\n");

@@ -48,7 +48,8 @@ fn rlimits(max_file: u64) -> Vec<(libc::__rlimit_resource_t, u64)> {
     vec![
         (libc::RLIMIT_NOFILE, 4096),
         (libc::RLIMIT_NPROC, TASKS),
-        // Disks are written in place, never grown; the limit is the largest disk.
+        // Disks are written in place, never grown; the limit is the largest disk (or the
+        // guest's memory, whichever is larger).
         (libc::RLIMIT_FSIZE, max_file),
         (libc::RLIMIT_MEMLOCK, 64 << 10),
         (libc::RLIMIT_CORE, 0),
@@ -251,7 +252,10 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         },
         uid: Some(uid),
         new_net: true,
-        rlimits: rlimits(max_disk + (1 << 20)),
+        // Guest RAM is a memfd QEMU sizes itself, which counts against RLIMIT_FSIZE too: a
+        // VM whose disks are all smaller than its memory (an OCI bundle's, rooted on
+        // virtio-fs) must still be able to make it.
+        rlimits: rlimits(max_disk.max(spec.mem_mib << 20) + (1 << 20)),
         keep_fds: handed.iter().map(|f| f.as_raw_fd()).collect(),
         stdout: console,
         stderr: log,

@@ -1,0 +1,212 @@
+//! `create`: check the bundle, start the relay in the container's network namespace, run the
+//! hooks that need its PID (prestart, createRuntime: Docker's libnetwork hook configures the
+//! namespace there), let the relay boot the VM, and write the pid file once it is ready.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use super::Context;
+use crate::bundle::{Bundle, Network};
+use crate::cli::CreateArgs;
+use crate::error::RuntimeError;
+use crate::relay::{GO_FD, READY_FD};
+use crate::state::{Status, Stored, start_time};
+use crate::sync::{self, Reply};
+use crate::{console, hooks};
+
+/// A descriptor number above the ones the child's set-up assigns, so the `dup2`s cannot
+/// clobber each other.
+const HIGH_FD: i32 = 100;
+
+fn high(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
+    let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
+        .map_err(|e| RuntimeError::Other(format!("cannot move a pipe: {e}")))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::Other(format!("cannot make a pipe: {e}")))?;
+    Ok((high(r)?, high(w)?))
+}
+
+/// `create`; on success the container is `created` and its relay waits for `start`.
+pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
+    if args.preserve_fds > 0 {
+        return Err(RuntimeError::Unsupported(
+            "--preserve-fds: descriptors cannot be passed into a microVM".into(),
+        ));
+    }
+    let bundle = Bundle::load(&args.bundle)?;
+    if bundle.process.terminal && args.console_socket.is_none() {
+        return Err(RuntimeError::Unsupported(
+            "cannot allocate a terminal without --console-socket".into(),
+        ));
+    }
+    let netns = match bundle.linux.network() {
+        Network::Host => {
+            return Err(RuntimeError::Unsupported(
+                "a microVM cannot share the host's network namespace (--network host)".into(),
+            ));
+        }
+        Network::New => None,
+        Network::Join(path) => Some(File::open(&path).map_err(|e| {
+            RuntimeError::Other(format!("network namespace {}: {e}", path.display()))
+        })?),
+    };
+    let dir = ctx.store.create_dir(&args.id)?;
+    let mut stored = Stored {
+        id: args.id.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.root.path.clone(),
+        created: mvm_rootfs::time::now(),
+        annotations: bundle.annotations.clone(),
+        status: Status::Creating,
+        pid: None,
+        pid_start: None,
+        run_dir: ctx.store.run_dir(&args.id),
+        vm_pids: Vec::new(),
+    };
+    let result = (|| {
+        ctx.store.save(&stored)?;
+        let mut relay = spawn_relay(ctx, args, &bundle, netns.as_ref())?;
+        let pid = relay.child.id() as i32;
+        stored.pid = Some(pid);
+        stored.pid_start = start_time(pid);
+        ctx.store.save(&stored)?;
+        let state = stored.to_json_with(Status::Creating).to_string();
+        let ready = (|| {
+            hooks::run_all("prestart", &bundle.hooks.prestart, &state)?;
+            hooks::run_all("createRuntime", &bundle.hooks.create_runtime, &state)?;
+            sync::send(
+                relay
+                    .go
+                    .take()
+                    .ok_or_else(|| RuntimeError::Other("go pipe".into()))?,
+                &Reply::Ok("go".into()),
+            );
+            match sync::receive(&relay.ready)? {
+                Reply::Ok(_) => Ok(()),
+                Reply::Failed(_, msg) => Err(RuntimeError::Other(msg)),
+            }
+        })();
+        if let Err(e) = ready {
+            let _ = relay.child.kill();
+            let _ = relay.child.wait();
+            return Err(e);
+        }
+        if let Some(path) = &args.pid_file {
+            let tmp = mvm_rootfs::fsutil::temp_sibling(path);
+            std::fs::write(&tmp, pid.to_string())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| RuntimeError::io(path, e))?;
+        }
+        let state = ctx.store.load(&args.id)?.to_json().to_string();
+        if let Err(e) = hooks::run_all("createContainer", &bundle.hooks.create_container, &state) {
+            let _ = relay.child.kill();
+            let _ = relay.child.wait();
+            return Err(e);
+        }
+        // Not waited for: the relay outlives us and is the engine's (its subreaper's) child.
+        std::mem::forget(relay.child);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            ctx.store.remove(&stored);
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// A relay being started: the process and our ends of its pipes.
+struct Relay {
+    child: Child,
+    ready: File,
+    go: Option<File>,
+}
+
+/// Starts `mvm-runc __relay ID` with the container's stdio (a pty slave, the master sent to
+/// the console socket, when the bundle asks for a terminal), in the container's network
+/// namespace: a new one, or `netns` joined.
+fn spawn_relay(
+    ctx: &Context,
+    args: &CreateArgs,
+    bundle: &Bundle,
+    netns: Option<&File>,
+) -> Result<Relay, RuntimeError> {
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let mut cmd = ctx.self_command()?;
+    cmd.arg("__relay").arg(&args.id);
+    let tty = if bundle.process.terminal {
+        let size = bundle.process.console_size.map(|(h, w)| {
+            (
+                u16::try_from(h).unwrap_or(24),
+                u16::try_from(w).unwrap_or(80),
+            )
+        });
+        let (master, slave) = console::open(size)?;
+        if let Some(socket) = &args.console_socket {
+            console::send_master(socket, &master)?;
+        }
+        let err = |e: std::io::Error| RuntimeError::Other(format!("cannot use the pty: {e}"));
+        cmd.stdin(Stdio::from(slave.try_clone().map_err(err)?))
+            .stdout(Stdio::from(slave.try_clone().map_err(err)?))
+            .stderr(Stdio::from(slave));
+        true
+    } else {
+        false
+    };
+    let fds = (
+        ready_w.as_raw_fd(),
+        go_r.as_raw_fd(),
+        netns.map(|f| f.as_raw_fd()),
+    );
+    // SAFETY: the hook runs in the forked child before exec and makes only async-signal-safe
+    // system calls on descriptors and values prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            let (ready, go, netns) = fds;
+            match netns {
+                Some(fd) => check(libc::setns(fd, libc::CLONE_NEWNET))?,
+                None => check(libc::unshare(libc::CLONE_NEWNET))?,
+            }
+            if tty {
+                check(libc::setsid())?;
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            check(libc::dup2(ready, READY_FD))?;
+            check(libc::dup2(go, GO_FD))?;
+            // The engine's own descriptors (the shim's socket is fd 3 of ours) stay with it.
+            check(libc::syscall(libc::SYS_close_range, GO_FD + 1, u32::MAX, 0) as libc::c_int)?;
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::Other(format!("cannot start the container's relay: {e}")))?;
+    drop((ready_w, go_r));
+    Ok(Relay {
+        child,
+        ready: File::from(ready_r),
+        go: Some(File::from(go_w)),
+    })
+}

@@ -1,0 +1,204 @@
+//! `exec`: one more process in a running container's VM. Like `create`, it starts a relay of
+//! our own (`__exec`), whose PID goes to `--pid-file` and which exits with the process's exit
+//! code; the process spec reaches it over a pipe (fd 3) and it reports the start on another
+//! (fd 4).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio as ChildStdio;
+
+use mvm_agent_protocol::ProcessSpec;
+use mvm_engine::session::Stdio;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use super::Context;
+use crate::cli::ExecArgs;
+use crate::error::RuntimeError;
+use crate::state::Status;
+use crate::sync::{self, Reply};
+use crate::{console, process};
+
+const SPEC_FD: i32 = 3;
+const READY_FD: i32 = 4;
+/// The largest process spec read from the pipe.
+const MAX_SPEC_BYTES: u64 = 4 << 20;
+
+fn high_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::Other(format!("cannot make a pipe: {e}")))?;
+    let up = |fd: OwnedFd| -> Result<OwnedFd, RuntimeError> {
+        let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(100))
+            .map_err(|e| RuntimeError::Other(format!("cannot move a pipe: {e}")))?;
+        // SAFETY: a new descriptor nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    };
+    Ok((up(r)?, up(w)?))
+}
+
+/// The process `args` describe.
+fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
+    let stdin = process::stdin_is_open();
+    if let Some(path) = &args.process {
+        return Ok(process::to_agent(&process::load(path)?, stdin));
+    }
+    if args.command.is_empty() {
+        return Err(RuntimeError::Unsupported(
+            "exec needs --process or a command".into(),
+        ));
+    }
+    Ok(ProcessSpec {
+        args: args.command.clone(),
+        env: args.env.clone(),
+        cwd: args.cwd.clone().unwrap_or_else(|| "/".into()),
+        user: args.user.clone().unwrap_or_default(),
+        groups: None,
+        terminal: args.tty,
+        stdin: stdin || args.tty,
+        rlimits: Vec::new(),
+    })
+}
+
+/// `exec`.
+pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32, RuntimeError> {
+    let s = ctx.store.load(&args.id)?;
+    if s.status() != Status::Running {
+        return Err(RuntimeError::WrongStatus {
+            id: args.id.clone(),
+            status: s.status().name(),
+            action: "cannot exec in a container that is not running",
+        });
+    }
+    let spec = process_spec(args)?;
+    let (spec_r, spec_w) = high_pipe()?;
+    let (ready_r, ready_w) = high_pipe()?;
+    let mut cmd = ctx.self_command()?;
+    cmd.arg("__exec").arg(&args.id);
+    let tty = spec.terminal && args.console_socket.is_some();
+    if tty {
+        let (master, slave) = console::open(None)?;
+        if let Some(socket) = &args.console_socket {
+            console::send_master(socket, &master)?;
+        }
+        let err = |e: std::io::Error| RuntimeError::Other(format!("cannot use the pty: {e}"));
+        cmd.stdin(ChildStdio::from(slave.try_clone().map_err(err)?))
+            .stdout(ChildStdio::from(slave.try_clone().map_err(err)?))
+            .stderr(ChildStdio::from(slave));
+    }
+    let fds = (spec_r.as_raw_fd(), ready_w.as_raw_fd());
+    // SAFETY: the hook runs in the forked child before exec and makes only async-signal-safe
+    // system calls on the descriptors prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            if tty {
+                check(libc::setsid())?;
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            check(libc::dup2(fds.0, SPEC_FD))?;
+            check(libc::dup2(fds.1, READY_FD))?;
+            check(libc::syscall(libc::SYS_close_range, READY_FD + 1, u32::MAX, 0) as libc::c_int)?;
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::Other(format!("cannot start the exec relay: {e}")))?;
+    drop((spec_r, ready_w));
+    let json = serde_json::to_vec(&spec).map_err(|e| RuntimeError::Other(e.to_string()))?;
+    let _ = File::from(spec_w).write_all(&json);
+    match sync::receive(File::from(ready_r)) {
+        Ok(Reply::Ok(_)) => {}
+        Ok(Reply::Failed(_, msg)) => {
+            let _ = child.wait();
+            return Err(RuntimeError::Other(msg));
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
+    if let Some(path) = &args.pid_file {
+        let tmp = mvm_rootfs::fsutil::temp_sibling(path);
+        std::fs::write(&tmp, child.id().to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| RuntimeError::io(path, e))?;
+    }
+    if args.detach {
+        // The exec relay is the engine's (its subreaper's) to wait for.
+        std::mem::forget(child);
+        return Ok(0);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| RuntimeError::Other(format!("cannot wait for the exec relay: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// `__exec ID`: the exec relay.
+pub fn exec_relay(ctx: &Context, id: &str) -> i32 {
+    // SAFETY: `exec` gave us these descriptors and nothing else here uses those numbers.
+    let (spec_in, ready) = unsafe { (File::from_raw_fd(SPEC_FD), File::from_raw_fd(READY_FD)) };
+    let mut json = Vec::new();
+    if spec_in.take(MAX_SPEC_BYTES).read_to_end(&mut json).is_err() {
+        return 1;
+    }
+    let spec: ProcessSpec = match serde_json::from_slice(&json) {
+        Ok(s) => s,
+        Err(e) => {
+            sync::send(&ready, &Reply::Failed(1, format!("bad process spec: {e}")));
+            return 1;
+        }
+    };
+    let s = match ctx.store.load(id) {
+        Ok(s) => s,
+        Err(e) => {
+            sync::send(&ready, &Reply::Failed(1, e.to_string()));
+            return 1;
+        }
+    };
+    let mut ready = Some(ready);
+    let tty = spec.terminal;
+    let stdin = spec.stdin;
+    let result = mvm_engine::sandbox::exec(
+        &s.vsock_path(),
+        spec,
+        Stdio {
+            stdin,
+            open_stdin: false,
+            tty,
+            attached: true,
+            export_layer: None,
+        },
+        || {
+            if let Some(r) = ready.take() {
+                sync::send(r, &Reply::Ok(String::new()));
+            }
+        },
+    );
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.code();
+            match ready.take() {
+                Some(r) => sync::send(r, &Reply::Failed(code, e.to_string())),
+                None => ctx.log.error(&format!("exec in {id}: {e}")),
+            }
+            code
+        }
+    }
+}

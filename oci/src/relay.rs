@@ -1,0 +1,165 @@
+//! The relay: the process a container's `--pid-file` names. `create` starts it (in the
+//! container's network namespace, with the container's stdio as its own), runs the hooks that
+//! need its PID, then lets it go on: it boots the VM, says it is ready, waits on its control
+//! socket for `start`, runs the container's process through the agent (stdio and signals
+//! relayed, a terminal's resizes too) and exits with the process's exit code, which is what
+//! the engine's shim waits for.
+//!
+//! Descriptors: 0/1/2 the container's stdio (or a pty slave), 3 the `ready` pipe to `create`,
+//! 4 the `go` pipe from it. Nothing else is inherited.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use mvm_engine::sandbox::Sandbox;
+use mvm_engine::session::Stdio;
+
+use crate::bundle::{Bundle, Network};
+use crate::error::RuntimeError;
+use crate::log::Logger;
+use crate::state::{Status, Store};
+use crate::sync::{self, Reply};
+use crate::{netns, process, vm};
+
+/// The relay's end of the `ready` pipe.
+pub const READY_FD: i32 = 3;
+/// The relay's end of the `go` pipe.
+pub const GO_FD: i32 = 4;
+
+/// Runs the relay of container `id`; returns its exit code.
+pub fn main(store: &Store, id: &str, log: &Logger) -> i32 {
+    // SAFETY: `create` gave us these descriptors (see the module doc) and nothing else in
+    // this process uses those numbers.
+    let (ready, go) = unsafe { (File::from_raw_fd(READY_FD), File::from_raw_fd(GO_FD)) };
+    // Until `create` has run the hooks that configure our network namespace.
+    if !matches!(sync::receive(go), Ok(Reply::Ok(_))) {
+        return 1;
+    }
+    let sandbox = match prepare(store, id, log) {
+        Ok(s) => s,
+        Err(e) => {
+            sync::send(&ready, &Reply::Failed(1, e.to_string()));
+            return 1;
+        }
+    };
+    let (sandbox, listener, bundle) = sandbox;
+    sync::send(&ready, &Reply::Ok(String::new()));
+    drop(ready);
+    let start = match wait_for_start(&listener, log) {
+        Some(conn) => conn,
+        None => {
+            sandbox.kill();
+            return 137;
+        }
+    };
+    let tty = bundle.process.terminal;
+    let spec = process::to_agent(&bundle.process, process::stdin_is_open());
+    let stdin = spec.stdin;
+    let mut answer = Some(start.try_clone().ok());
+    let started = || {
+        if let Err(e) = store.update(id, |s| s.status = Status::Running) {
+            log.warn(&format!("cannot record {id} as running: {e}"));
+        }
+        if let Some(Some(c)) = answer.take() {
+            sync::send(c, &Reply::Ok(String::new()));
+        }
+    };
+    let result = sandbox.run(
+        spec,
+        Stdio {
+            stdin,
+            open_stdin: false,
+            tty,
+            attached: true,
+            export_layer: None,
+        },
+        Some(listener),
+        started,
+    );
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.code();
+            log.error(&format!("container {id}: {e}"));
+            // `start` waits for an answer: the process never ran.
+            sync::send(&start, &Reply::Failed(code, e.to_string()));
+            code
+        }
+    }
+}
+
+/// Boots the VM and opens the control socket.
+fn prepare(
+    store: &Store,
+    id: &str,
+    log: &Logger,
+) -> Result<(Sandbox, UnixListener, Bundle), RuntimeError> {
+    let stored = store.load(id)?;
+    let bundle = Bundle::load(&stored.bundle)?;
+    let nics = match bundle.linux.network() {
+        Network::Host => {
+            return Err(RuntimeError::Unsupported(
+                "a microVM cannot share the host's network namespace (--network host)".into(),
+            ));
+        }
+        Network::New | Network::Join(_) => netns::connect(log)?,
+    };
+    let selection = mvm_engine::backend::select(None).map_err(RuntimeError::Other)?;
+    let (spec, notes) = vm::sandbox_spec(
+        &bundle,
+        selection.kind,
+        stored.run_dir.clone(),
+        mvm_engine::paths::cache_dir().join("oci"),
+        nics,
+        log.debug_enabled(),
+    )?;
+    for n in notes {
+        log.debug(&format!("{id}: {n}"));
+    }
+    let sandbox = Sandbox::boot(&spec)?;
+    let listener = UnixListener::bind(stored.control_path())
+        .map_err(|e| RuntimeError::io(&stored.control_path(), e))?;
+    let pids = sandbox.pids();
+    store.update(id, |s| {
+        s.vm_pids = pids;
+        s.status = Status::Created;
+    })?;
+    Ok((sandbox, listener, bundle))
+}
+
+/// Serves the control socket until `start` (its connection is returned, to be answered once
+/// the process runs) or a signal that ends a created container (`None`).
+fn wait_for_start(listener: &UnixListener, log: &Logger) -> Option<UnixStream> {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        match line.trim().split_once(' ').unwrap_or((line.trim(), "")) {
+            ("start", _) => return Some(conn),
+            ("signal", n) => match n.parse::<i32>() {
+                // Signals whose default action does not end a process leave it waiting.
+                Ok(libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH) => {
+                    let _ = conn.write_all(b"ok\n");
+                }
+                Ok(n) if (1..=64).contains(&n) => {
+                    log.debug(&format!("signal {n} before start: the container ends"));
+                    let _ = conn.write_all(b"ok\n");
+                    return None;
+                }
+                _ => {
+                    let _ = conn.write_all(b"error bad signal\n");
+                }
+            },
+            _ => {
+                let _ = conn.write_all(b"error the container has not started\n");
+            }
+        }
+    }
+    None
+}

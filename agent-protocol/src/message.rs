@@ -191,6 +191,10 @@ pub struct ProcessSpec {
     /// those `/etc/group` gives the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<u32>>,
+    /// Start the process as PID 1 of a new PID namespace with its own /proc (the container's
+    /// main process, as under runc); later processes (`exec`) join that namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pid_namespace: bool,
     /// Whether the process gets a terminal (stdin, stdout and stderr all on one PTY).
     #[serde(default)]
     pub terminal: bool,
@@ -257,6 +261,7 @@ mod tests {
             cwd: "/srv".into(),
             user: "1000:1000".into(),
             groups: Some(vec![10, 20]),
+            pid_namespace: true,
             terminal: true,
             stdin: true,
             rlimits: vec![Rlimit {

@@ -13,6 +13,7 @@ pub mod console;
 pub mod exec_path;
 pub mod init;
 pub mod netdev;
+pub mod pidns;
 pub mod pty;
 pub mod reaper;
 pub mod rlimit;

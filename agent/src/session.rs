@@ -45,6 +45,9 @@ pub struct SessionConfig {
     pub close_timeout: Duration,
     /// How long a new connection may wait before `hello` and `start`; `None` waits forever.
     pub handshake_timeout: Option<Duration>,
+    /// The agent-side PID of the container's PID 1, shared by every session of the agent
+    /// (see [`crate::pidns`]); 0 until it starts.
+    pub container_init: std::sync::Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl SessionConfig {
@@ -56,6 +59,7 @@ impl SessionConfig {
             exit_grace: Duration::from_millis(100),
             close_timeout: Duration::from_secs(5),
             handshake_timeout: Some(Duration::from_secs(10)),
+            container_init: Default::default(),
         }
     }
 }
@@ -195,6 +199,7 @@ pub fn serve<S: Read + Write + AsFd>(
         etc_dir: &config.etc_dir,
         hostname: config.hostname.as_deref(),
         window,
+        container_init: &config.container_init,
     };
     let spawned = match reaper.spawn_watched(|| spawn(&spec, &ctx), |s| s.pid) {
         Ok(spawned) => spawned,

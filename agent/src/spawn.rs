@@ -38,6 +38,9 @@ pub struct SpawnContext<'a> {
     pub hostname: Option<&'a str>,
     /// Initial terminal size (rows, cols).
     pub window: Option<(u16, u16)>,
+    /// The agent-side PID of the container's PID 1 (0 until a `pid_namespace` process
+    /// started); set when one starts.
+    pub container_init: &'a std::sync::atomic::AtomicI32,
 }
 
 /// A started process and the agent's ends of its stdio, all non-blocking.
@@ -257,6 +260,17 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
         spawned.stderr = Some(read);
     }
 
+    let (for_children, ns) = crate::pidns::prepare(
+        spec.pid_namespace,
+        ctx.container_init
+            .load(std::sync::atomic::Ordering::Relaxed),
+        &cwd,
+    )
+    .map_err(|source| SpawnError::Setup {
+        what: "entering the container's namespaces",
+        source,
+    })?;
+    let raw_ns = ns.raw();
     let terminal = spec.terminal;
     let groups: Vec<libc::gid_t> = spec.groups.clone().unwrap_or_else(|| user.groups.clone());
     let (uid, gid) = (user.uid, user.gid);
@@ -265,6 +279,7 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
     // (no allocation, no locks).
     unsafe {
         cmd.pre_exec(move || {
+            raw_ns.apply()?;
             child_setup(terminal, &rlimits, &groups, uid, gid, switch_user)?;
             exec.exec()
         });
@@ -272,7 +287,15 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
     let child = cmd.spawn().map_err(|source| SpawnError::Exec {
         program: arg0.clone(),
         source,
-    })?;
+    });
+    // The thread's children are the agent's again; the child's set-up data can go.
+    drop(for_children);
+    drop(ns);
+    let child = child?;
+    if spec.pid_namespace {
+        ctx.container_init
+            .store(child.id() as i32, std::sync::atomic::Ordering::Relaxed);
+    }
     // The Command holds the child's ends of the pipes: close them now, or the agent would
     // never see EOF on stdout.
     drop(cmd);

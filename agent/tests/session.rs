@@ -41,6 +41,7 @@ fn start_agent() -> (Agent, Host) {
         exit_grace: Duration::from_millis(100),
         close_timeout: Duration::from_secs(5),
         handshake_timeout: None,
+        container_init: Default::default(),
     };
     let thread = std::thread::spawn(move || {
         let reaper = Reaper::new(ReapMode::Child).unwrap();
@@ -551,5 +552,43 @@ fn second_start_is_refused() {
     drop(host);
     assert_eq!(run.errors.len(), 1);
     assert_eq!(run.exited, Some((Some(0), None)));
+    agent.outcome();
+}
+
+#[test]
+fn a_pid_namespace_process_is_pid_1_with_its_own_proc() {
+    let (run, _) = run_spec(ProcessSpec {
+        pid_namespace: true,
+        ..spec(&["/bin/sh", "-c", "echo $$; ls -d /proc/[0-9]* | wc -l"])
+    });
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1"), "{out}");
+    // sh, ls and wc: not the host's processes.
+    let n: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(n <= 4, "{out}");
+    assert_eq!(run.exited, Some((Some(0), None)));
+}
+
+#[test]
+fn pid_1_without_a_handler_ignores_sigterm_as_under_runc_but_not_sigkill() {
+    let (agent, mut host) = start_agent();
+    host.hello();
+    host.send(HostMessage::Start(ProcessSpec {
+        pid_namespace: true,
+        ..spec(&["sleep", "100"])
+    }));
+    let pid = match host.next() {
+        Some(Frame::Control(AgentMessage::Started { pid })) => pid,
+        other => panic!("expected Started, got {other:?}"),
+    };
+    host.send(HostMessage::Signal { signal: 15 });
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "SIGTERM ended PID 1");
+    host.send(HostMessage::Signal { signal: 9 });
+    let run = host.collect_started(Some(pid));
+    drop(host);
+    assert_eq!(run.exited, Some((None, Some(9))));
     agent.outcome();
 }

@@ -743,6 +743,8 @@ fn run_container(
         env: rec.process.env.clone(),
         cwd: rec.process.cwd.clone(),
         user: rec.process.user.clone(),
+        // PID 1 of its own namespace, as under runc: no SIGTERM handler, no stop by SIGTERM.
+        pid_namespace: true,
         terminal: rec.spec.tty,
         // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
         stdin: rec.spec.interactive || (attached && interactive),

@@ -18,6 +18,7 @@ pub fn to_agent(p: &Process, stdin: bool) -> ProcessSpec {
         cwd: p.cwd.to_string_lossy().into_owned(),
         user: format!("{}:{}", p.user.uid, p.user.gid),
         groups: Some(p.user.additional_gids.clone()),
+        pid_namespace: true,
         terminal: p.terminal,
         stdin: stdin || p.terminal,
         rlimits: p

@@ -72,6 +72,8 @@ pub fn exec(
         stdin: spec.interactive,
         rlimits: Vec::new(),
         groups: None,
+        // It joins the container's PID namespace.
+        pid_namespace: false,
     };
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()

@@ -41,7 +41,11 @@ fn high_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
     let stdin = process::stdin_is_open();
     if let Some(path) = &args.process {
-        return Ok(process::to_agent(&process::load(path)?, stdin));
+        // It joins the container's PID namespace; it does not make one.
+        return Ok(ProcessSpec {
+            pid_namespace: false,
+            ..process::to_agent(&process::load(path)?, stdin)
+        });
     }
     if args.command.is_empty() {
         return Err(RuntimeError::Unsupported(
@@ -54,6 +58,7 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         cwd: args.cwd.clone().unwrap_or_else(|| "/".into()),
         user: args.user.clone().unwrap_or_default(),
         groups: None,
+        pid_namespace: false,
         terminal: args.tty,
         stdin: stdin || args.tty,
         rlimits: Vec::new(),

@@ -96,6 +96,9 @@ pub struct BootConfig {
     /// A host port to connect to once ready (`mvm.callback`): the first session runs over
     /// that connection, so the host never has to poll for the agent while the guest boots.
     pub callback: Option<u32>,
+    /// Answer DNS on 127.0.0.11:53 in the guest through the host's relay
+    /// (`mvm.dnsrelay=1`, see [`crate::dns`]).
+    pub dns_relay: bool,
     /// Log to the console (`mvm.debug=1`).
     pub debug: bool,
     /// Export mode (`mvm.export=1`): a helper VM that reads a stopped container's changes.
@@ -121,6 +124,7 @@ impl Default for BootConfig {
             mounts: Vec::new(),
             port: DEFAULT_VSOCK_PORT,
             callback: None,
+            dns_relay: false,
             debug: false,
             export: false,
         }
@@ -266,6 +270,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                 );
             }
             "debug" => config.debug = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
+            "dnsrelay" => config.dns_relay = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
             "export" => config.export = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
             _ => {}
         }
@@ -371,6 +376,9 @@ impl BootConfig {
                     w
                 }
             });
+        }
+        if self.dns_relay {
+            words.push("mvm.dnsrelay=1".to_string());
         }
         if self.debug {
             words.push("mvm.debug=1".to_string());
@@ -756,6 +764,7 @@ mod tests {
             upper: None,
             hostname: Some("bfc58179fd50".into()),
             callback: Some(crate::DEFAULT_CALLBACK_PORT),
+            dns_relay: true,
             ..BootConfig::default()
         });
         round_trip(&BootConfig {

@@ -18,6 +18,7 @@
 
 pub mod boot;
 mod decoder;
+pub mod dns;
 mod error;
 mod frame;
 mod handshake;

@@ -86,6 +86,9 @@ fn run_inner() -> Result<(), InitError> {
     let reaper: &'static Reaper = Box::leak(Box::new(
         Reaper::new(ReapMode::All).map_err(InitError::Reaper)?,
     ));
+    if config.dns_relay {
+        crate::dns_forward::start();
+    }
     let listener = VsockListener::bind(config.port).map_err(InitError::Vsock)?;
     log_debug!("listening on vsock port {}", config.port);
     let session: &'static SessionConfig =

@@ -10,6 +10,7 @@
 pub mod boot;
 pub mod changes;
 pub mod console;
+pub mod dns_forward;
 pub mod exec_path;
 pub mod init;
 pub mod netdev;

@@ -56,6 +56,11 @@ impl VsockStream {
         nix::sys::socket::connect(fd.as_raw_fd(), &VsockAddr::new(HOST_CID, port))?;
         Ok(VsockStream(fd))
     }
+
+    /// A second handle on the same connection (one thread reads, another writes).
+    pub fn try_clone(&self) -> io::Result<VsockStream> {
+        Ok(VsockStream(self.0.try_clone()?))
+    }
 }
 
 /// An accepted connection.

@@ -94,6 +94,9 @@ pub struct SandboxSpec {
     pub memory_mib: u64,
     /// Network interfaces.
     pub nics: Vec<SandboxNic>,
+    /// A resolver in this process's network namespace that the guest reaches at
+    /// 127.0.0.11:53 through the DNS relay (Docker's embedded DNS).
+    pub dns_upstream: Option<std::net::SocketAddr>,
     /// The guest's console and the agent's log on.
     pub debug: bool,
 }
@@ -154,6 +157,7 @@ fn boot_config(spec: &SandboxSpec) -> Result<BootConfig, EngineError> {
         upper: None,
         hostname: spec.hostname.clone(),
         callback: Some(DEFAULT_CALLBACK_PORT),
+        dns_relay: spec.dns_upstream.is_some(),
         debug: spec.debug,
         net: spec.nics.iter().map(|n| n.config.clone()).collect(),
         ..BootConfig::default()
@@ -281,6 +285,17 @@ impl Sandbox {
         let listener = UnixListener::bind(&callback).map_err(|e| {
             EngineError::runtime(format!("cannot listen on {}: {e}", callback.display()))
         })?;
+        if let Some(upstream) = spec.dns_upstream {
+            // Bound before the VM starts: the backend hands its directory to the VM's uid.
+            let path = vm_spec.vsock_path().with_file_name(format!(
+                "vsock.sock_{}",
+                mvm_agent_protocol::dns::DNS_RELAY_PORT
+            ));
+            let relay = UnixListener::bind(&path).map_err(|e| {
+                EngineError::runtime(format!("cannot listen on {}: {e}", path.display()))
+            })?;
+            crate::network::dns_relay::serve(relay, upstream);
+        }
         let (daemons, shares) = start_daemons(spec).map_err(EngineError::runtime)?;
         let vm_spec = VmSpec { shares, ..vm_spec };
         let mut vm = backend::start(spec.kind, &vm_spec).map_err(EngineError::runtime)?;
@@ -432,6 +447,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 256,
             nics: Vec::new(),
+            dns_upstream: None,
             debug: false,
         }
     }

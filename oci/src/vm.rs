@@ -116,6 +116,9 @@ pub fn sandbox_spec(
         hostname: bundle.hostname.clone().filter(|h| !h.is_empty()),
         vcpus: u8::try_from(vcpus).unwrap_or(u8::MAX),
         memory_mib,
+        // Docker's embedded DNS listens at 127.0.0.11 in the namespace we are in.
+        dns_upstream: (!nics.is_empty())
+            .then(|| std::net::SocketAddr::from(mvm_agent_protocol::dns::GUEST_RESOLVER)),
         nics,
         debug,
     };

@@ -12,6 +12,7 @@
 
 pub mod connect;
 pub mod dns;
+pub mod dns_relay;
 pub mod host;
 pub mod live;
 pub mod ports;

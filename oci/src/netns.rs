@@ -4,6 +4,11 @@
 //! default route leaves, its gateway. The host side stays as the engine made it, so published
 //! ports, user networks and names work unchanged.
 //!
+//! Only veth interfaces are taken: a bridge, a physical NIC or anything else in the namespace
+//! is never redirected (were the runtime ever run in a namespace that is not the container's,
+//! it would otherwise cut that namespace off). `create` also refuses to join its own namespace,
+//! which is how Docker asks for `--network host`.
+//!
 //! Read and done with iproute2 (`ip -j` for JSON) and `tc`, run in the relay's namespace.
 
 use std::net::Ipv4Addr;
@@ -32,6 +37,14 @@ struct Link {
     mtu: u32,
     #[serde(default)]
     addr_info: Vec<AddrInfo>,
+    #[serde(default)]
+    linkinfo: Option<LinkInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LinkInfo {
+    #[serde(default)]
+    info_kind: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +87,7 @@ fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The Ethernet interfaces of `addrs` (`ip -j addr show`) with an IPv4 address, and the
+/// The veth interfaces of `addrs` (`ip -j -d addr show`) with an IPv4 address, and the
 /// gateway of the default route in `routes` (`ip -j route show default`) on the one it leaves
 /// by.
 fn interfaces(addrs: &str, routes: &str) -> Result<Vec<Interface>, RuntimeError> {
@@ -88,7 +101,10 @@ fn interfaces(addrs: &str, routes: &str) -> Result<Vec<Interface>, RuntimeError>
         serde_json::from_str(routes).map_err(|e| bad("routes", e))?
     };
     let mut out = Vec::new();
-    for l in links.iter().filter(|l| l.link_type == "ether") {
+    let veth = |l: &&Link| {
+        l.link_type == "ether" && l.linkinfo.as_ref().is_some_and(|i| i.info_kind == "veth")
+    };
+    for l in links.iter().filter(veth) {
         let Some(a) = l.addr_info.iter().find(|a| a.family == "inet") else {
             continue;
         };
@@ -126,23 +142,30 @@ fn interfaces(addrs: &str, routes: &str) -> Result<Vec<Interface>, RuntimeError>
     Ok(out)
 }
 
+/// The (interface, TAP) pairs [`connect`] made, for [`disconnect`].
+pub type Joined = Vec<(String, String)>;
+
 /// The TAP joined to interface `i`.
 fn tap_name(i: usize) -> String {
     format!("mvmtap{i}")
 }
 
-/// Joins every interface of our network namespace to a TAP; the VM's NICs.
-pub fn connect(log: &Logger) -> Result<Vec<SandboxNic>, RuntimeError> {
-    let addrs = run("ip", &["-j", "addr", "show"])?;
+/// Joins every veth of our network namespace to a TAP; the VM's NICs, and the (interface,
+/// TAP) pairs for [`disconnect`].
+pub fn connect(log: &Logger) -> Result<(Vec<SandboxNic>, Joined), RuntimeError> {
+    let addrs = run("ip", &["-j", "-d", "addr", "show"])?;
     let routes = run("ip", &["-j", "-4", "route", "show", "default"])?;
     let found = interfaces(&addrs, &routes)?;
     // Loopback is the guest's own; the namespace's stays up for the engine's helpers.
     let _ = run("ip", &["link", "set", "lo", "up"]);
     let mut nics = Vec::new();
+    let mut pairs = Vec::new();
     for (i, iface) in found.into_iter().enumerate() {
         let tap = tap_name(i);
         let mtu = iface.config.mtu.unwrap_or(1500).to_string();
-        let _ = run("ip", &["link", "del", &tap]);
+        // Left by a relay that was killed: ours by name.
+        disconnect_one(&iface.name, &tap);
+        pairs.push((iface.name.clone(), tap.clone()));
         run(
             "ip",
             &["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"],
@@ -173,7 +196,31 @@ pub fn connect(log: &Logger) -> Result<Vec<SandboxNic>, RuntimeError> {
             config: iface.config,
         });
     }
-    Ok(nics)
+    Ok((nics, pairs))
+}
+
+/// Undoes [`connect`] for one interface: its ingress redirect and the TAP.
+fn disconnect_one(iface: &str, tap: &str) {
+    let _ = run("tc", &["qdisc", "del", "dev", iface, "ingress"]);
+    let _ = run("ip", &["link", "del", tap]);
+}
+
+/// Undoes [`connect`]: the veths are as the engine made them again.
+pub fn disconnect(nics: &[(String, String)]) {
+    for (iface, tap) in nics {
+        disconnect_one(iface, tap);
+    }
+}
+
+/// Whether the namespace at `path` is the one this process is in (Docker's `--network host`
+/// joins the daemon's own namespace).
+pub fn is_own(path: &std::path::Path) -> Result<bool, RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(path)
+        .map_err(|e| RuntimeError::Other(format!("network namespace {}: {e}", path.display())))?;
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .map_err(|e| RuntimeError::Other(format!("our network namespace: {e}")))?;
+    Ok(target.dev() == own.dev() && target.ino() == own.ino())
 }
 
 #[cfg(test)]
@@ -183,18 +230,22 @@ mod tests {
     const ADDRS: &str = r#"[
       {"ifindex":1,"ifname":"lo","flags":["LOOPBACK","UP"],"mtu":65536,"link_type":"loopback",
        "address":"00:00:00:00:00:00","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
+      {"ifindex":3,"ifname":"docker0","mtu":1500,"link_type":"ether",
+       "address":"02:42:45:8b:f1:dc","linkinfo":{"info_kind":"bridge"},
+       "addr_info":[{"family":"inet","local":"172.17.0.1","prefixlen":16}]},
       {"ifindex":7,"link_index":8,"ifname":"eth0","flags":["BROADCAST","UP"],"mtu":1500,
-       "link_type":"ether","address":"02:42:ac:11:00:02",
+       "link_type":"ether","address":"02:42:ac:11:00:02","linkinfo":{"info_kind":"veth"},
        "addr_info":[{"family":"inet","local":"172.17.0.2","prefixlen":16},
                     {"family":"inet6","local":"fe80::42:acff:fe11:2","prefixlen":64}]},
       {"ifindex":9,"ifname":"eth1","mtu":1450,"link_type":"ether","address":"02:42:ac:12:00:05",
+       "linkinfo":{"info_kind":"veth"},
        "addr_info":[{"family":"inet","local":"172.18.0.5","prefixlen":24}]},
       {"ifindex":11,"ifname":"eth2","mtu":1500,"link_type":"ether","address":"02:42:ac:13:00:05",
        "addr_info":[]}
     ]"#;
 
     #[test]
-    fn dockers_interfaces_with_the_default_gateway_on_its_own() {
+    fn dockers_veths_with_the_default_gateway_on_its_own_and_never_a_bridge() {
         let routes = r#"[{"dst":"default","gateway":"172.17.0.1","dev":"eth0","flags":[]}]"#;
         let found = interfaces(ADDRS, routes).unwrap();
         assert_eq!(found.len(), 2, "{found:?}");
@@ -209,5 +260,12 @@ mod tests {
         let lo_only = r#"[{"ifname":"lo","link_type":"loopback","address":"00:00:00:00:00:00"}]"#;
         assert!(interfaces(lo_only, "").unwrap().is_empty());
         assert!(interfaces("not json", "").is_err());
+    }
+
+    #[test]
+    fn our_own_namespace_is_recognised() {
+        assert!(is_own(std::path::Path::new("/proc/self/ns/net")).unwrap());
+        assert!(!is_own(std::path::Path::new("/proc/self/ns/mnt")).unwrap());
+        assert!(is_own(std::path::Path::new("/nonexistent/ns")).is_err());
     }
 }

@@ -45,13 +45,14 @@ pub fn main(store: &Store, id: &str, log: &Logger) -> i32 {
             return 1;
         }
     };
-    let (sandbox, listener, bundle) = sandbox;
+    let (sandbox, listener, bundle, joined) = sandbox;
     sync::send(&ready, &Reply::Ok(String::new()));
     drop(ready);
     let start = match wait_for_start(&listener, log) {
         Some(conn) => conn,
         None => {
             sandbox.kill();
+            netns::disconnect(&joined);
             return 137;
         }
     };
@@ -79,6 +80,7 @@ pub fn main(store: &Store, id: &str, log: &Logger) -> i32 {
         Some(listener),
         started,
     );
+    netns::disconnect(&joined);
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -96,10 +98,10 @@ fn prepare(
     store: &Store,
     id: &str,
     log: &Logger,
-) -> Result<(Sandbox, UnixListener, Bundle), RuntimeError> {
+) -> Result<(Sandbox, UnixListener, Bundle, netns::Joined), RuntimeError> {
     let stored = store.load(id)?;
     let bundle = Bundle::load(&stored.bundle)?;
-    let nics = match bundle.linux.network() {
+    let (nics, joined) = match bundle.linux.network() {
         Network::Host => {
             return Err(RuntimeError::Unsupported(
                 "a microVM cannot share the host's network namespace (--network host)".into(),
@@ -119,7 +121,13 @@ fn prepare(
     for n in notes {
         log.debug(&format!("{id}: {n}"));
     }
-    let sandbox = Sandbox::boot(&spec)?;
+    let sandbox = match Sandbox::boot(&spec) {
+        Ok(s) => s,
+        Err(e) => {
+            netns::disconnect(&joined);
+            return Err(e.into());
+        }
+    };
     let listener = UnixListener::bind(stored.control_path())
         .map_err(|e| RuntimeError::io(&stored.control_path(), e))?;
     let pids = sandbox.pids();
@@ -127,14 +135,50 @@ fn prepare(
         s.vm_pids = pids;
         s.status = Status::Created;
     })?;
-    Ok((sandbox, listener, bundle))
+    Ok((sandbox, listener, bundle, joined))
+}
+
+/// A signal sent to the relay itself (blocked, as every forwarded signal is) that ends a
+/// container not started yet: the engine may signal the pid it knows rather than call `kill`.
+fn pending_end_signal() -> Option<i32> {
+    let set = mvm_engine::session::forwarded_signals();
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::uninit();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: sigtimedwait with a valid set, an out-pointer to local storage and a zero
+        // timeout: it only takes a pending signal of the set, if any.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), info.as_mut_ptr(), &zero) };
+        match sig {
+            libc::SIGWINCH => continue,
+            s if s > 0 => return Some(s),
+            _ => return None,
+        }
+    }
 }
 
 /// Serves the control socket until `start` (its connection is returned, to be answered once
 /// the process runs) or a signal that ends a created container (`None`).
 fn wait_for_start(listener: &UnixListener, log: &Logger) -> Option<UnixStream> {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
+    use std::os::fd::AsFd;
+    loop {
+        if let Some(sig) = pending_end_signal() {
+            log.debug(&format!("signal {sig} before start: the container ends"));
+            return None;
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
+            Ok(0) | Err(_) => continue,
+            Ok(_) => {}
+        }
+        let Ok((mut conn, _)) = listener.accept() else {
+            continue;
+        };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let mut line = String::new();
         if BufReader::new(&conn).read_line(&mut line).is_err() {
@@ -161,5 +205,4 @@ fn wait_for_start(listener: &UnixListener, log: &Logger) -> Option<UnixStream> {
             }
         }
     }
-    None
 }

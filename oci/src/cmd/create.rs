@@ -55,6 +55,11 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
             ));
         }
         Network::New => None,
+        Network::Join(path) if crate::netns::is_own(&path)? => {
+            return Err(RuntimeError::Unsupported(
+                "a microVM cannot share the host's network namespace (--network host)".into(),
+            ));
+        }
         Network::Join(path) => Some(File::open(&path).map_err(|e| {
             RuntimeError::Other(format!("network namespace {}: {e}", path.display()))
         })?),

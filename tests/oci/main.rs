@@ -1,0 +1,442 @@
+//! `mvm-runc` under real engines: dockerd (Debian's docker.io, with containerd-shim-runc-v2)
+//! with the runtime registered as `microvm`, each in a network namespace the test made; and
+//! the runtime called directly with bad bundles.
+
+mod harness;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{Dockerd, runtime, stderr, stdout};
+
+#[test]
+fn docker_run_gives_output_exit_codes_the_guest_kernel_and_the_asked_size() {
+    let d = Dockerd::start("run");
+    let o = d.run(&[
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}{}",
+        stderr(&o),
+        d.runtime_log()
+    );
+    assert_eq!(stdout(&o), "out\n");
+    assert!(stderr(&o).contains("err"), "{}", stderr(&o));
+    // The guest's own kernel.
+    let host = Command::new("uname").arg("-r").output().unwrap();
+    let o = d.run(&["busybox:local", "uname", "-r"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(stdout(&o), stdout(&host));
+    // -m and --cpus size the VM.
+    let o = d.run(&[
+        "-m",
+        "256m",
+        "--cpus",
+        "1",
+        "busybox:local",
+        "sh",
+        "-c",
+        "grep MemTotal /proc/meminfo; nproc",
+    ]);
+    let out = stdout(&o);
+    let kib: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}{}", stderr(&o)));
+    assert!((150_000..=262_144).contains(&kib), "{out}");
+    assert!(out.ends_with("\n1\n"), "{out}");
+    // The process is PID 1 of its namespace; --network none leaves loopback only.
+    let o = d.run(&[
+        "--network",
+        "none",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo $$; ls /sys/class/net",
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("1\nlo\n") && !out.contains("eth"),
+        "{out}{}",
+        stderr(&o)
+    );
+    // A command that does not exist: Docker's code for it, and the reason.
+    let o = d.run(&["busybox:local", "nosuchcommand"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("nosuchcommand"), "{}", stderr(&o));
+    // --network host cannot be a VM's: refused, with the reason.
+    let o = d.run(&["--network", "host", "busybox:local", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("host's network"), "{}", stderr(&o));
+}
+
+#[test]
+fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
+    let d = Dockerd::start("life");
+    let id = d.run_d(&[
+        "busybox:local",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.2; done",
+    ]);
+    d.wait_log(&id, "ready");
+    // exec: the same VM, the container's PID namespace.
+    let out = d.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $PPID",
+    ]);
+    assert!(out.starts_with("sh -c trap"), "{out}");
+    let o = d.docker(&["exec", &id, "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    // exec -it under a terminal.
+    let cmdline = format!(
+        "DOCKER_HOST=unix://{}/docker.sock docker exec -it {id} sh -c 'tty; echo tty-ok'",
+        d.dir.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("/dev/pts/"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("tty-ok"), "{}", stdout(&o));
+    // top: the container's host process; stats: one line.
+    assert!(d.ok(&["top", &id]).contains("__relay"));
+    let stats = d.ok(&["stats", "--no-stream", "--format", "{{.Name}}", &id]);
+    assert!(!stats.trim().is_empty());
+    // pause and unpause.
+    d.ok(&["pause", &id]);
+    assert!(d.ok(&["ps", "--format", "{{.Status}}"]).contains("Paused"));
+    d.ok(&["unpause", &id]);
+    d.ok(&["exec", &id, "true"]);
+    // stop: the handler runs, exit 0, quickly.
+    let t = Instant::now();
+    d.ok(&["stop", &id]);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]).trim(),
+        "0"
+    );
+    d.wait_log(&id, "bye");
+    // restart of a stopped container: a new VM, the same rootfs.
+    d.ok(&["start", &id]);
+    d.ok(&["exec", &id, "true"]);
+    d.ok(&["rm", "-f", &id]);
+
+    // A shell without a handler ignores SIGTERM as PID 1: stop waits for the timeout, 137.
+    let id = d.run_d(&[
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo ready; while true; do sleep 0.2; done",
+    ]);
+    d.wait_log(&id, "ready");
+    let t = Instant::now();
+    d.ok(&["stop", "-t", "2", &id]);
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]).trim(),
+        "137"
+    );
+    d.ok(&["restart", "-t", "1", &id]);
+    d.wait_log(&id, "ready");
+    d.ok(&["kill", &id]);
+    assert_eq!(d.ok(&["wait", &id]).trim(), "137");
+    d.ok(&["rm", &id]);
+    // rm -f of a running container.
+    let id = d.run_d(&["busybox:local", "sleep", "600"]);
+    d.ok(&["rm", "-f", &id]);
+}
+
+#[test]
+fn docker_ports_networks_by_name_volumes_and_binds() {
+    let d = Dockerd::start("net");
+    let port = 18080 + (std::process::id() % 1000) as u16;
+    let publish = format!("127.0.0.1:{port}:80");
+    let web = d.run_d(&[
+        "-p",
+        &publish,
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-from-the-vm > /www/index.html && echo up && httpd -f -p 80 -h /www",
+    ]);
+    d.wait_log(&web, "up");
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = d.ns.run(&["busybox", "wget", "-qO-", &url]);
+        if stdout(&o) == "hello-from-the-vm\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}{}", stdout(&o), stderr(&o));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Two containers on a user network: one finds the other by name (Docker's DNS).
+    d.ok(&["network", "create", "appnet"]);
+    let srv = d.run_d(&[
+        "--network",
+        "appnet",
+        "--name",
+        "srv",
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo srv-ok > /www/index.html && echo up && httpd -f -p 80 -h /www",
+    ]);
+    d.wait_log(&srv, "up");
+    let o = d.run(&[
+        "--network",
+        "appnet",
+        "busybox:local",
+        "wget",
+        "-qO-",
+        "http://srv/",
+    ]);
+    assert_eq!(stdout(&o), "srv-ok\n", "{}{}", stderr(&o), d.runtime_log());
+    // A named volume keeps what one container wrote for the next.
+    let o = d.run(&[
+        "-v",
+        "vol:/data",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.run(&["-v", "vol:/data", "busybox:local", "cat", "/data/f"]);
+    assert_eq!(stdout(&o), "kept\n", "{}", stderr(&o));
+    // A bind mount: the host sees what the guest wrote; :ro is read-only.
+    let host_dir = d.dir.join("bind");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("in"), "from-host\n").unwrap();
+    let bind = format!("{}:/mnt", host_dir.display());
+    let o = d.run(&[
+        "-v",
+        &bind,
+        "busybox:local",
+        "sh",
+        "-c",
+        "cat /mnt/in; echo from-guest > /mnt/out",
+    ]);
+    assert_eq!(stdout(&o), "from-host\n", "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("out")).unwrap(),
+        "from-guest\n"
+    );
+    let ro = format!("{}:/mnt:ro", host_dir.display());
+    let o = d.run(&["-v", &ro, "busybox:local", "sh", "-c", "echo x > /mnt/out"]);
+    assert_ne!(o.status.code(), Some(0));
+}
+
+#[test]
+fn docker_diff_and_commit_see_what_the_container_wrote() {
+    let d = Dockerd::start("diff");
+    let id = d.run_d(&[
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo data > /newfile; rm /etc/motd 2>/dev/null; echo done; sleep 600",
+    ]);
+    d.wait_log(&id, "done");
+    let diff = d.ok(&["diff", &id]);
+    assert!(diff.lines().any(|l| l == "A /newfile"), "{diff}");
+    d.ok(&["commit", &id, "committed:1"]);
+    d.ok(&["rm", "-f", &id]);
+    let o = d.run(&["committed:1", "cat", "/newfile"]);
+    assert_eq!(stdout(&o), "data\n", "{}", stderr(&o));
+}
+
+/// A bundle directory with a busybox root and `config.json` made from `process` and `extra`.
+fn bundle(dir: &std::path::Path, config: serde_json::Value) {
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    let tar = std::path::Path::new("/var/cache/mvm/images/busybox-rootfs.tar");
+    let o = Command::new("tar")
+        .arg("-xf")
+        .arg(tar)
+        .arg("-C")
+        .arg(dir.join("rootfs"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+fn config(args: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
+                    "env": ["PATH=/bin:/usr/bin"]},
+        "root": {"path": "rootfs"},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}]}
+    })
+}
+
+#[test]
+fn bad_bundles_end_with_one_error_line_in_the_log_and_leave_nothing() {
+    let base = std::env::temp_dir().join(format!("mvm-oci-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let root = base.join("state");
+    let good = config(&["true"]);
+    let mut missing_root = good.clone();
+    missing_root["root"]["path"] = "nosuchdir".into();
+    let mut bad_ns = good.clone();
+    bad_ns["linux"]["namespaces"][1]["path"] = "/var/run/netns/mvm-no-such-ns".into();
+    // Docker's --network host joins the daemon's own namespace: the runtime's own here.
+    let mut host_net = good.clone();
+    host_net["linux"]["namespaces"][1]["path"] = "/proc/self/ns/net".into();
+    let mut bad_hook = good.clone();
+    bad_hook["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook says no >&2; exit 4"]}]});
+    let cases: Vec<(&str, Option<serde_json::Value>, &str)> = vec![
+        ("json", None, "config.json"),
+        ("rootfs", Some(missing_root), "nosuchdir"),
+        ("netns", Some(bad_ns), "mvm-no-such-ns"),
+        ("hook", Some(bad_hook), "hook says no"),
+        ("hostnet", Some(host_net), "host's network namespace"),
+    ];
+    for (name, cfg, says) in cases {
+        let dir = base.join(name);
+        match cfg {
+            Some(c) => bundle(&dir, c),
+            None => {
+                bundle(&dir, good.clone());
+                std::fs::write(dir.join("config.json"), "{\"ociVersion\": ").unwrap();
+            }
+        }
+        let log = base.join(format!("{name}.log"));
+        let o = Command::new(runtime())
+            .arg("--root")
+            .arg(&root)
+            .arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "create", "--bundle"])
+            .arg(&dir)
+            .arg(format!("c-{name}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{name}: {}", stderr(&o));
+        let line = std::fs::read_to_string(&log).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+        assert_eq!(v["level"], "error", "{line}");
+        assert!(v["msg"].as_str().unwrap().contains(says), "{line}");
+        assert!(
+            !root.join(format!("c-{name}")).exists(),
+            "{name}: state left"
+        );
+    }
+    // runc's version form and features.
+    let o = Command::new(runtime()).arg("--version").output().unwrap();
+    let v = stdout(&o);
+    assert_eq!(v.lines().count(), 3, "{v}");
+    assert!(
+        v.starts_with("mvm-runc version ") && v.contains("\nspec: 1."),
+        "{v}"
+    );
+    let o = Command::new(runtime()).arg("features").output().unwrap();
+    let f: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(f["hooks"].as_array().unwrap().len() == 6);
+    // A whole life by hand: create, state, start, kill, delete.
+    let dir = base.join("life");
+    bundle(
+        &dir,
+        config(&[
+            "sh",
+            "-c",
+            // /ready (seen on the host: the root is shared) says the handler is installed:
+            // a SIGTERM before it would be discarded, as for any PID 1 without a handler.
+            "trap 'exit 0' TERM; touch /ready; while true; do sleep 0.2; done",
+        ]),
+    );
+    // The relay `create` starts keeps create's stdout and stderr (the container's): they are
+    // files here, so that nothing waits for their end.
+    let rt = |args: &[&str]| {
+        let out = base.join("rt.out");
+        let err = base.join("rt.err");
+        let status = Command::new(runtime())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        std::process::Output {
+            status,
+            stdout: std::fs::read(&out).unwrap(),
+            stderr: std::fs::read(&err).unwrap(),
+        }
+    };
+    let pidfile = base.join("life.pid");
+    let o = rt(&[
+        "create",
+        "--bundle",
+        dir.to_str().unwrap(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        "life",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state: serde_json::Value = serde_json::from_slice(&rt(&["state", "life"]).stdout).unwrap();
+    assert_eq!(state["status"], "created");
+    assert_eq!(
+        state["pid"].to_string(),
+        std::fs::read_to_string(&pidfile).unwrap()
+    );
+    assert!(state["rootfs"].as_str().unwrap().ends_with("/life/rootfs"));
+    let o = rt(&["delete", "life"]);
+    assert!(
+        o.status.success(),
+        "a created container is deleted: {}",
+        stderr(&o)
+    );
+    let o = rt(&["create", "--bundle", dir.to_str().unwrap(), "life"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(rt(&["start", "life"]).status.success());
+    let state: serde_json::Value = serde_json::from_slice(&rt(&["state", "life"]).stdout).unwrap();
+    assert_eq!(state["status"], "running");
+    let o = rt(&["delete", "life"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a running container needs --force"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("rootfs/ready").exists() {
+        assert!(Instant::now() < deadline, "the process did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rt(&["kill", "life", "SIGTERM"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: serde_json::Value = serde_json::from_slice(&rt(&["state", "life"]).stdout).unwrap();
+        if s["status"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(rt(&["delete", "life"]).status.success());
+    assert!(!rt(&["state", "life"]).status.success());
+    assert!(
+        rt(&["delete", "--force", "life"]).status.success(),
+        "already gone is fine with --force"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -32,6 +32,8 @@ packages=(
   podman runc
   # registry tier of the image tests (Debian's distribution registry, skopeo for OCI layouts)
   docker-registry skopeo
+  # engines that run mvm-runc as their OCI runtime (tests/oci: dockerd 20.10 with containerd)
+  docker.io containerd iptables
   # to build virtiofsd (volumes: the virtio-fs daemon)
   libseccomp-dev libcap-ng-dev
 )
@@ -51,7 +53,7 @@ if ((${#missing[@]})); then
 else
   step "apt: all ${#packages[@]} packages present"
 fi
-for tool in qemu-system-x86_64 mkfs.ext4 mkfs.erofs busybox socat ip nft gcc make docker-registry skopeo; do
+for tool in qemu-system-x86_64 mkfs.ext4 mkfs.erofs busybox socat ip nft gcc make docker-registry skopeo dockerd containerd tc nsenter; do
   command -v "$tool" >/dev/null || die "'$tool' still missing after installing packages"
 done
 [[ -f /usr/src/linux-source-6.1.tar.xz ]] || die "/usr/src/linux-source-6.1.tar.xz missing (package linux-source-6.1)"
@@ -124,6 +126,12 @@ step "cargo: building the workspace (release)"
 cargo build --release --workspace -q || die "cargo build failed"
 step "agent: building the static guest agent"
 scripts/build-agent.sh release >/dev/null || die "building the guest agent failed"
+# The OCI runtime at the fixed path daemon.json and containers.conf name (README), with the
+# guest agent where an installed binary looks for it.
+step "mvm-runc: installing /usr/local/bin/mvm-runc"
+install -D -m 0755 target/release/mvm-runc /usr/local/bin/mvm-runc || die "installing mvm-runc failed"
+install -D -m 0755 target/release/mvm-agent.static /usr/local/lib/mvm/mvm-agent.static \
+  || die "installing the guest agent failed"
 step "images: importing busybox into ${MVM_ROOT:-/var/lib/mvm}"
 "$repo/target/release/mvm" import "$bb" busybox >/dev/null || die "mvm import of busybox failed"
 

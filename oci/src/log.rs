@@ -14,6 +14,7 @@ pub struct Logger {
     file: Option<PathBuf>,
     format: LogFormat,
     debug: bool,
+    stderr: bool,
 }
 
 impl Logger {
@@ -23,7 +24,14 @@ impl Logger {
             file,
             format,
             debug,
+            stderr: true,
         }
+    }
+
+    /// The same logger, writing nothing to stderr: a relay's stderr is the container's.
+    pub fn without_stderr(mut self) -> Logger {
+        self.stderr = false;
+        self
     }
 
     /// Whether debug lines are kept.
@@ -34,7 +42,9 @@ impl Logger {
     /// An error: to the log file and stderr.
     pub fn error(&self, msg: &str) {
         self.append("error", msg);
-        let _ = writeln!(std::io::stderr(), "mvm-runc: {msg}");
+        if self.stderr {
+            let _ = writeln!(std::io::stderr(), "mvm-runc: {msg}");
+        }
     }
 
     /// A warning: to the log file.
@@ -49,7 +59,7 @@ impl Logger {
         }
         if self.file.is_some() {
             self.append("debug", msg);
-        } else {
+        } else if self.stderr {
             let _ = writeln!(std::io::stderr(), "mvm-runc: debug: {msg}");
         }
     }

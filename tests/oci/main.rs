@@ -440,3 +440,68 @@ fn bad_bundles_end_with_one_error_line_in_the_log_and_leave_nothing() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn podman_runs_detaches_logs_execs_stops_and_publishes_ports() {
+    let p = harness::Podman::new("podman");
+    let o = p.podman(&[
+        "run",
+        "--rm",
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo hi; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\n");
+    let id = p.ok(&[
+        "run",
+        "-d",
+        "busybox:local",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.2; done",
+    ]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.ok(&["logs", id]).contains("ready") {
+        assert!(Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        p.ok(&["exec", id, "sh", "-c", "echo $$ > /dev/null; echo exec-ok"]),
+        "exec-ok\n"
+    );
+    p.ok(&["stop", id]);
+    assert_eq!(
+        p.ok(&["inspect", "-f", "{{.State.ExitCode}}", id]).trim(),
+        "0"
+    );
+    p.ok(&["rm", id]);
+    // -p on podman's own network (CNI, in the test's namespace).
+    let port = 19080 + (std::process::id() % 1000) as u16;
+    let publish = format!("127.0.0.1:{port}:80");
+    let web = p.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "-p",
+        &publish,
+        "busybox:local",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo podman-vm > /www/index.html && httpd -f -p 80 -h /www",
+    ]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = p.ns.run(&["busybox", "wget", "-qO-", &url]);
+        if stdout(&o) == "podman-vm\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}{}", stdout(&o), stderr(&o));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    p.ok(&["rm", "-f", web.trim()]);
+}

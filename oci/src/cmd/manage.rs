@@ -14,6 +14,8 @@ use crate::error::RuntimeError;
 use crate::hooks;
 use crate::state::{Status, Stored};
 
+/// How long `delete` waits for a relay that is ending by itself.
+const RELAY_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// How long a relay may take to end after SIGKILL (its VM's processes die with it).
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long the container's process may take to die of a SIGKILL sent through the agent
@@ -104,6 +106,11 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<i32, RuntimeError>
         Err(e) => return Err(e),
     };
     let _lock = ctx.store.lock(id)?;
+    // A process that just ended leaves its relay a moment to power the VM off and exit: the
+    // engine's `delete` often follows the exit (or a failed start) at once.
+    if !force && matches!(s.status(), Status::Running | Status::Paused) {
+        wait_gone(&s, RELAY_EXIT_WAIT);
+    }
     match s.status() {
         Status::Stopped | Status::Created | Status::Creating => {}
         status if !force => {

@@ -33,9 +33,16 @@ pub struct Context {
 impl Context {
     /// The context of `cli`'s global flags.
     pub fn new(cli: &Cli) -> Context {
+        let mut log = Logger::new(cli.log.clone(), cli.log_format, cli.debug);
+        if matches!(
+            cli.command,
+            Some(crate::cli::Command::Relay { .. } | crate::cli::Command::ExecRelay { .. })
+        ) {
+            log = log.without_stderr();
+        }
         Context {
             store: Store::new(&cli.root),
-            log: Logger::new(cli.log.clone(), cli.log_format, cli.debug),
+            log,
             root: cli.root.clone(),
             log_file: cli.log.clone(),
             log_format: cli.log_format,

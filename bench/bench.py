@@ -21,6 +21,9 @@
                        "guest", and the proxy process's threads and RSS; today's mio loop beside
                        the thread-per-connection proxy it replaced (711f1e7^, built in a git
                        worktree in /tmp with bench/proxy_bench.patch) and no proxy at all
+  bench/bench.py oci   dockerd 20.10 (in a network namespace the bench creates) with mvm-runc as
+                       `--runtime microvm` beside its runc: `docker run --rm`, `docker exec` round
+                       trip, idle memory, `docker stop`
   bench/bench.py all   all of them
 
 `net` and `fs` use the `bench-tools` image (busybox + iperf3 + fio), built by
@@ -388,6 +391,9 @@ def tree_rss_kib(pid):
     return total
 
 
+TRAP_LOOP = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+
+
 def bench_lifecycle():
     need(MVM, "cargo build --release")
     work = tempfile.mkdtemp(prefix="mvmb-")
@@ -405,8 +411,10 @@ def bench_lifecycle():
         mem = [tree_rss_kib(rec.get("state", rec)["pid"]) / 1024]
         stops = []
         for _ in range(5):
-            c = subprocess.run(M + ["run", "-d", "--network", "none", "busybox", "sleep", "100000"], check=True,
+            # PID 1 of its namespace, as under runc: only a handler makes SIGTERM end it.
+            c = subprocess.run(M + ["run", "-d", "--network", "none", "busybox", "sh", "-c", TRAP_LOOP], check=True,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
+            time.sleep(0.5)
             stops.append(timed(M + ["stop", c])[0])
             subprocess.run(M + ["rm", c], stdout=subprocess.DEVNULL)
         subprocess.run(M + ["rm", "-f", cid], stdout=subprocess.DEVNULL)
@@ -426,8 +434,9 @@ def bench_lifecycle():
                 pmem = [tree_rss_kib(int(conmon)) / 1024]
             subprocess.run(base + ["rm", "-f", pc], env=env, stdout=subprocess.DEVNULL)
             for _ in range(5):
-                c = subprocess.run(base + ["run", "-d", "--network", "none", "busybox:local", "sleep", "100000"],
+                c = subprocess.run(base + ["run", "-d", "--network", "none", "busybox:local", "sh", "-c", TRAP_LOOP],
                                    env=env, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+                time.sleep(0.5)
                 pstop.append(timed(base + ["stop", c], env=env)[0])
                 subprocess.run(base + ["rm", c], env=env, stdout=subprocess.DEVNULL)
     finally:
@@ -441,9 +450,83 @@ def bench_lifecycle():
         ["idle busybox container, resident memory (monitor + hypervisor + guest)", cell(mem, "MiB"),
          cell(pmem, "MiB") + " (conmon + process)" if pmem else "n/a"],
         ["idle busybox containers in 8 GiB (from the line above)", f"~{fit}", ""],
-        ["`stop` of `sleep` (SIGTERM kills it)", cell(stops, "ms"), cell(pstop, "ms") if pstop else ""],
+        ["`stop` of a shell with a SIGTERM handler", cell(stops, "ms"), cell(pstop, "ms") if pstop else ""],
     ]
     table("Container lifecycle", [f"mvm ({subprocess.run([MVM, 'info'], stdout=subprocess.PIPE, text=True).stdout.split(chr(10))[0][9:]})", "podman + runc"], rows)
+
+
+# ---------------------------------------------------------------- mvm-runc under dockerd
+RUNC_BIN = os.path.join(REL, "mvm-runc")
+
+
+def bench_oci():
+    """dockerd 20.10 with mvm-runc as `microvm` beside its own runc, in a netns of the bench's."""
+    need(RUNC_BIN, "cargo build --release")
+    need(BUSYBOX_TAR, "scripts/setup.sh (scripts/make-busybox-rootfs.sh)")
+    if shutil.which("dockerd") is None:
+        sys.exit("bench: dockerd is not installed: run scripts/setup.sh (docker.io)")
+    ns = f"mvmbench-{os.getpid()}"
+    work = tempfile.mkdtemp(prefix="mvmo-")
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    daemon = None
+    env = dict(os.environ, DOCKER_HOST=f"unix://{work}/docker.sock")
+    try:
+        log = open(os.path.join(work, "dockerd.log"), "w")
+        daemon = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{ns}", "unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"ip link set lo up && exec dockerd --data-root {work}/data --exec-root {work}/exec "
+             f"--pidfile {work}/dockerd.pid -H unix://{work}/docker.sock --storage-driver overlay2 "
+             f"--add-runtime microvm={RUNC_BIN}"], stdout=log, stderr=log)
+        wait_for("dockerd", lambda: subprocess.run(["docker", "version"], env=env, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL).returncode == 0, timeout=60)
+        subprocess.run(["docker", "import", BUSYBOX_TAR, "busybox:local"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        figures = {}
+        for rt in ("microvm", "runc"):
+            d = ["docker"]
+            run = d + ["run", "--rm", "--runtime", rt, "--network", "none", "busybox:local", "true"]
+            subprocess.run(run, env=env, check=True)  # warm caches
+            runs = []
+            for _ in range(N):
+                t, p = timed(run, env=env)
+                if p.returncode != 0:
+                    sys.exit(f"bench: docker run --runtime {rt} failed: {p.stderr.decode()[-500:]}")
+                runs.append(t)
+            cid = subprocess.run(d + ["run", "-d", "--runtime", rt, "--network", "none", "busybox:local", "sh", "-c",
+                                      TRAP_LOOP], env=env, check=True, stdout=subprocess.PIPE,
+                                 text=True).stdout.strip()
+            time.sleep(1)
+            ex = [timed(d + ["exec", cid, "true"], env=env)[0] for _ in range(N)]
+            pid = int(subprocess.run(d + ["inspect", "-f", "{{.State.Pid}}", cid], env=env, check=True,
+                                     stdout=subprocess.PIPE, text=True).stdout.strip())
+            time.sleep(1)
+            mem = [tree_rss_kib(pid) / 1024]
+            stop = [timed(d + ["stop", cid], env=env)[0]]
+            subprocess.run(d + ["rm", "-f", cid], env=env, stdout=subprocess.DEVNULL)
+            figures[rt] = (runs, ex, mem, stop)
+    finally:
+        subprocess.run("docker ps -aq | xargs -r docker rm -f", shell=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if daemon:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        subprocess.run(["ip", "netns", "del", ns])
+        subprocess.run(["rm", "-rf", work])
+    vm, rc = figures["microvm"], figures["runc"]
+    rows = [
+        [f"`docker run --rm busybox true`, end to end (median of {N})", cell(vm[0], "ms"), cell(rc[0], "ms"),
+         ratio(vm[0], rc[0])],
+        [f"`docker exec c true` round trip (median of {N})", cell(vm[1], "ms"), cell(rc[1], "ms"),
+         ratio(vm[1], rc[1])],
+        ["idle busybox container, resident memory of the pid docker reports and its children "
+         "(microvm: relay + QEMU + virtiofsd + vhost-device-vsock)", cell(vm[2], "MiB"), cell(rc[2], "MiB"), ""],
+        ["`docker stop` of a shell with a SIGTERM handler", cell(vm[3], "ms"), cell(rc[3], "ms"), ""],
+    ]
+    table(f"dockerd 20.10 with `--runtime microvm` (mvm-runc, backend: {backend_name()}) beside `--runtime runc`",
+          ["microvm (mvm-runc)", "runc", "microvm / runc"], rows)
 
 
 # ---------------------------------------------------------------- mvm build
@@ -1269,8 +1352,8 @@ def bench_proxy():
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "stress", "proxy",
-                    "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|all|nested]")
+                    "oci", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|oci|all|nested]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -1292,5 +1375,7 @@ if __name__ == "__main__":
         bench_stress()
     if what in ("proxy", "all"):
         bench_proxy()
+    if what in ("oci", "all"):
+        bench_oci()
     if what == "nested":  # not in "all": it boots the KVM-in-TCG machine
         bench_nested()

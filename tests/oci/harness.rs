@@ -241,6 +241,8 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The daemon's shims outlive it by design; those of this daemon go too.
+        kill_mentioning(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         if !std::thread::panicking() {
             assert!(
@@ -324,5 +326,20 @@ impl Drop for Podman {
         let _ = self.podman(&["rm", "-af", "-t", "1"]);
         let _ = self.podman(&["system", "reset", "-f"]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `dir` (what a daemon of the test left).
+pub fn kill_mentioning(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&needle) {
+            // SAFETY: kill(2) of a process the test's own daemon started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }

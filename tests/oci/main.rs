@@ -505,3 +505,83 @@ fn podman_runs_detaches_logs_execs_stops_and_publishes_ports() {
     }
     p.ok(&["rm", "-f", web.trim()]);
 }
+
+#[test]
+fn containerd_ctr_runs_the_runtime_as_its_runc_binary() {
+    harness::require("containerd");
+    harness::require("ctr");
+    let ns = harness::Netns::new("ctr");
+    let dir = std::env::temp_dir().join(&ns.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    let o = Command::new("tar")
+        .arg("-xf")
+        .arg("/var/cache/mvm/images/busybox-rootfs.tar")
+        .arg("-C")
+        .arg(dir.join("rootfs"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sock = dir.join("containerd.sock");
+    // Its own state and an empty config (not the host's /etc/containerd), in the test's
+    // namespaces.
+    std::fs::write(dir.join("config.toml"), "version = 2\n").unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let mut daemon = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path()))
+        .args([
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "containerd",
+            "--config",
+        ])
+        .arg(dir.join("config.toml"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .arg("--address")
+        .arg(&sock)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ctr(&["version"]).status.success() {
+        assert!(Instant::now() < deadline, "containerd did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rootfs = dir.join("rootfs");
+    let o = ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        runtime().to_str().unwrap(),
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "c1",
+        "sh",
+        "-c",
+        "echo from-ctr $(uname -r); exit 6",
+    ]);
+    let host = Command::new("uname").arg("-r").output().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(6), "{out}{}", stderr(&o));
+    assert!(out.starts_with("from-ctr "), "{out}");
+    assert!(!out.contains(stdout(&host).trim()), "{out}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    harness::kill_mentioning(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -195,6 +195,18 @@ pub struct ProcessSpec {
     /// main process, as under runc); later processes (`exec`) join that namespace.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pid_namespace: bool,
+    /// With `pid_namespace`: paths hidden in the container's mount namespace (a file under
+    /// /dev/null, a directory under an empty read-only tmpfs; missing ones skipped), as an
+    /// OCI bundle's `linux.maskedPaths`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_paths: Vec<String>,
+    /// With `pid_namespace`: paths made read-only there (`linux.readonlyPaths`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readonly_paths: Vec<String>,
+    /// With `pid_namespace`: kernel parameters set before the process starts, as
+    /// (`net.ipv4.ip_forward`, `1`) (`linux.sysctl`; the VM's kernel is the container's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctl: Vec<(String, String)>,
     /// Whether the process gets a terminal (stdin, stdout and stderr all on one PTY).
     #[serde(default)]
     pub terminal: bool,
@@ -262,6 +274,9 @@ mod tests {
             user: "1000:1000".into(),
             groups: Some(vec![10, 20]),
             pid_namespace: true,
+            masked_paths: vec!["/proc/kcore".into()],
+            readonly_paths: vec!["/proc/sys".into()],
+            sysctl: vec![("net.ipv4.ip_forward".into(), "1".into())],
             terminal: true,
             stdin: true,
             rlimits: vec![Rlimit {

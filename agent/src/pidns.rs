@@ -41,13 +41,72 @@ impl Drop for ForChildren {
     }
 }
 
+/// Paths as C strings and the array of their pointers, made before the fork.
+pub struct PathList {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl PathList {
+    fn new(paths: &[String]) -> io::Result<PathList> {
+        let owned = paths
+            .iter()
+            .map(|p| {
+                if !p.starts_with('/') {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{p:?} is not an absolute path"),
+                    ));
+                }
+                CString::new(p.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let ptrs = owned.iter().map(|c| c.as_ptr()).collect();
+        Ok(PathList {
+            _owned: owned,
+            ptrs,
+        })
+    }
+
+    fn raw(&self) -> RawPaths {
+        RawPaths {
+            ptr: self.ptrs.as_ptr(),
+            len: self.ptrs.len(),
+        }
+    }
+}
+
+/// A [`PathList`]'s pointers, for the child.
+#[derive(Clone, Copy)]
+pub struct RawPaths {
+    ptr: *const *const libc::c_char,
+    len: usize,
+}
+
+impl RawPaths {
+    /// The `i`th path.
+    ///
+    /// # Safety
+    /// The PathList this came from must be alive and `i < self.len`.
+    unsafe fn get(&self, i: usize) -> *const libc::c_char {
+        // SAFETY: the caller keeps the list alive and `i` in bounds.
+        unsafe { *self.ptr.add(i) }
+    }
+}
+
 /// What the child does about namespaces between fork and exec. The descriptors and strings
 /// are made before the fork: the child may not allocate.
 pub enum ChildSetup {
     /// Nothing: the agent's namespaces.
     None,
-    /// A new mount namespace with its own /proc (the child is PID 1 of a new PID namespace).
-    New,
+    /// A new mount namespace with its own /proc (the child is PID 1 of a new PID namespace),
+    /// with these paths masked and made read-only.
+    New {
+        /// `maskedPaths`.
+        masked: PathList,
+        /// `readonlyPaths`.
+        readonly: PathList,
+    },
     /// Join this mount namespace and go back to `cwd` (setns resets it).
     Join {
         /// The container's mount namespace.
@@ -61,20 +120,24 @@ pub enum ChildSetup {
 /// container's when its PID 1 (`init`, the agent-side PID, 0 if none yet) exists, or the
 /// agent's. The returned guard must live until the child has been forked.
 pub fn prepare(
-    new: bool,
+    new: Option<(&[String], &[String])>,
     init: i32,
     cwd: &std::path::Path,
 ) -> io::Result<(Option<ForChildren>, ChildSetup)> {
     use std::os::unix::ffi::OsStrExt;
-    if !new && init <= 0 {
+    if new.is_none() && init <= 0 {
         return Ok((None, ChildSetup::None));
     }
     let saved = File::open("/proc/thread-self/ns/pid")?;
-    if new {
+    if let Some((masked, readonly)) = new {
+        let setup = ChildSetup::New {
+            masked: PathList::new(masked)?,
+            readonly: PathList::new(readonly)?,
+        };
         // SAFETY: unshare with a flag; it changes only the calling thread's namespace for
         // children, which ForChildren restores.
         check(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
-        return Ok((Some(ForChildren { saved }), ChildSetup::New));
+        return Ok((Some(ForChildren { saved }), setup));
     }
     let pid_ns = match File::open(format!("/proc/{init}/ns/pid")) {
         Ok(f) => f,
@@ -95,7 +158,10 @@ impl ChildSetup {
     pub fn raw(&self) -> RawChild {
         match self {
             ChildSetup::None => RawChild::None,
-            ChildSetup::New => RawChild::New,
+            ChildSetup::New { masked, readonly } => RawChild::New {
+                masked: masked.raw(),
+                readonly: readonly.raw(),
+            },
             ChildSetup::Join { mnt, cwd } => RawChild::Join {
                 mnt: mnt.as_raw_fd(),
                 cwd: cwd.as_ptr(),
@@ -109,8 +175,13 @@ impl ChildSetup {
 pub enum RawChild {
     /// Nothing.
     None,
-    /// New mount namespace and /proc.
-    New,
+    /// New mount namespace and /proc, paths masked and made read-only.
+    New {
+        /// Masked paths.
+        masked: RawPaths,
+        /// Read-only paths.
+        readonly: RawPaths,
+    },
     /// setns to `mnt`, chdir to `cwd`.
     Join {
         /// The mount namespace's descriptor.
@@ -120,8 +191,8 @@ pub enum RawChild {
     },
 }
 
-// SAFETY: the pointer refers to a CString owned by the ChildSetup, which outlives the spawn
-// the value is moved into; it is only read, in the child.
+// SAFETY: the pointers refer to CStrings (and arrays of them) owned by the ChildSetup, which
+// outlives the spawn the value is moved into; they are only read, in the child.
 unsafe impl Send for RawChild {}
 // SAFETY: as above.
 unsafe impl Sync for RawChild {}
@@ -131,7 +202,7 @@ impl RawChild {
     pub fn apply(self) -> io::Result<()> {
         match self {
             RawChild::None => Ok(()),
-            RawChild::New => {
+            RawChild::New { masked, readonly } => {
                 // SAFETY: system calls on literals; the child is single-threaded.
                 unsafe {
                     check(libc::unshare(libc::CLONE_NEWNS))?;
@@ -149,8 +220,18 @@ impl RawChild {
                         c"proc".as_ptr(),
                         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                         std::ptr::null(),
-                    ))
+                    ))?;
                 }
+                for i in 0..masked.len {
+                    // SAFETY: in bounds; the list lives in the parent's ChildSetup, copied
+                    // into this child by fork.
+                    mask(unsafe { masked.get(i) })?;
+                }
+                for i in 0..readonly.len {
+                    // SAFETY: as above.
+                    read_only(unsafe { readonly.get(i) })?;
+                }
+                Ok(())
             }
             RawChild::Join { mnt, cwd } => {
                 // SAFETY: setns on a descriptor the parent keeps open across the fork, chdir
@@ -162,4 +243,81 @@ impl RawChild {
             }
         }
     }
+}
+
+/// The errno of the last call, without allocating.
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Hides `path`: /dev/null bound over a file, an empty read-only tmpfs over a directory; a
+/// missing path is skipped (as runc does).
+fn mask(path: *const libc::c_char) -> io::Result<()> {
+    // SAFETY: mount(2) on a NUL-terminated path the caller keeps alive and on literals.
+    let r = unsafe {
+        libc::mount(
+            c"/dev/null".as_ptr(),
+            path,
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match errno() {
+        libc::ENOENT => Ok(()),
+        // A directory: /dev/null cannot be bound on it.
+        libc::ENOTDIR => {
+            // SAFETY: as above.
+            let r = unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    path,
+                    c"tmpfs".as_ptr(),
+                    libc::MS_RDONLY,
+                    std::ptr::null(),
+                )
+            };
+            if r == 0 || errno() == libc::ENOENT {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Makes `path` read-only (a bind of itself, remounted read-only); a missing path is skipped.
+fn read_only(path: *const libc::c_char) -> io::Result<()> {
+    // SAFETY: mount(2) on a NUL-terminated path the caller keeps alive.
+    let r = unsafe {
+        libc::mount(
+            path,
+            path,
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return if errno() == libc::ENOENT {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
+    }
+    // SAFETY: as above.
+    check(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            path,
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_REC,
+            std::ptr::null(),
+        )
+    })
 }

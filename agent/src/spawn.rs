@@ -81,6 +81,14 @@ pub enum SpawnError {
         /// Why.
         source: io::Error,
     },
+    /// A kernel parameter could not be set.
+    #[error("cannot set sysctl {key}: {source}")]
+    Sysctl {
+        /// The key as given.
+        key: String,
+        /// Why.
+        source: io::Error,
+    },
     /// Pipes, PTY or similar could not be set up.
     #[error("{what}: {source}")]
     Setup {
@@ -260,8 +268,12 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
         spawned.stderr = Some(read);
     }
 
+    if spec.pid_namespace {
+        set_sysctls(&spec.sysctl)?;
+    }
     let (for_children, ns) = crate::pidns::prepare(
-        spec.pid_namespace,
+        spec.pid_namespace
+            .then_some((&spec.masked_paths[..], &spec.readonly_paths[..])),
         ctx.container_init
             .load(std::sync::atomic::Ordering::Relaxed),
         &cwd,
@@ -303,6 +315,33 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
     // Dropping a Child neither kills nor waits for it; the reaper collects it.
     drop(child);
     Ok(spawned)
+}
+
+/// The file under /proc/sys of a sysctl key (`net.ipv4.ip_forward` or `net/ipv4/ip_forward`),
+/// `None` for a key that would leave /proc/sys.
+pub fn sysctl_path(key: &str) -> Option<PathBuf> {
+    let rel = key.replace('.', "/");
+    let ok = !rel.is_empty()
+        && rel.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    ok.then(|| Path::new("/proc/sys").join(rel))
+}
+
+/// Sets the container's kernel parameters (the VM's kernel is the container's own).
+fn set_sysctls(sysctl: &[(String, String)]) -> Result<(), SpawnError> {
+    for (key, value) in sysctl {
+        let bad = |source| SpawnError::Sysctl {
+            key: key.clone(),
+            source,
+        };
+        let path =
+            sysctl_path(key).ok_or_else(|| bad(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        std::fs::write(&path, value.as_bytes()).map_err(bad)?;
+    }
+    Ok(())
 }
 
 /// Program, argv and envp as execve wants them, built before the fork: the child may not
@@ -426,6 +465,30 @@ mod tests {
 
     fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
         env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn sysctl_keys_stay_under_proc_sys() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            Path::new("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0/forwarding").unwrap(),
+            Path::new("/proc/sys/net/ipv4/conf/eth0/forwarding")
+        );
+        for bad in [
+            "",
+            ".",
+            "..",
+            "net..x",
+            "../../etc/passwd",
+            "/etc",
+            "a b",
+            "kernel.*",
+        ] {
+            assert_eq!(sysctl_path(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -592,3 +592,41 @@ fn pid_1_without_a_handler_ignores_sigterm_as_under_runc_but_not_sigkill() {
     assert_eq!(run.exited, Some((None, Some(9))));
     agent.outcome();
 }
+
+#[test]
+fn masked_and_read_only_paths_in_the_containers_mount_namespace_only() {
+    let dir = TempDir::new("masked");
+    std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+    std::fs::write(dir.path().join("secret/key"), "k").unwrap();
+    std::fs::write(dir.path().join("file"), "contents").unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "ls {d}/secret | wc -l; wc -c < {d}/file; \
+         [ -w /proc/sys/kernel/domainname ] && echo writable || echo read-only; \
+         [ -w {d}/secret ] && echo writable || echo read-only"
+    );
+    let (run, _) = run_spec(ProcessSpec {
+        pid_namespace: true,
+        masked_paths: vec![
+            format!("{d}/secret"),
+            format!("{d}/file"),
+            format!("{d}/missing"),
+        ],
+        readonly_paths: vec!["/proc/sys".into(), format!("{d}/nothing-here")],
+        ..spec(&["/bin/sh", "-c", &script])
+    });
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["0", "0", "read-only", "read-only"],
+        "{out}{:?}",
+        run.failed
+    );
+    // Only the container's view changed.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("file")).unwrap(),
+        "contents"
+    );
+    assert!(dir.path().join("secret/key").exists());
+}

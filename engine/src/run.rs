@@ -745,6 +745,9 @@ fn run_container(
         user: rec.process.user.clone(),
         // PID 1 of its own namespace, as under runc: no SIGTERM handler, no stop by SIGTERM.
         pid_namespace: true,
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        sysctl: Vec::new(),
         terminal: rec.spec.tty,
         // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
         stdin: rec.spec.interactive || (attached && interactive),

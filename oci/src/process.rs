@@ -19,6 +19,9 @@ pub fn to_agent(p: &Process, stdin: bool) -> ProcessSpec {
         user: format!("{}:{}", p.user.uid, p.user.gid),
         groups: Some(p.user.additional_gids.clone()),
         pid_namespace: true,
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        sysctl: Vec::new(),
         terminal: p.terminal,
         stdin: stdin || p.terminal,
         rlimits: p

@@ -57,7 +57,13 @@ pub fn main(store: &Store, id: &str, log: &Logger) -> i32 {
         }
     };
     let tty = bundle.process.terminal;
-    let spec = process::to_agent(&bundle.process, process::stdin_is_open());
+    let mut spec = process::to_agent(&bundle.process, process::stdin_is_open());
+    // Applied in the guest, in the container's own mount namespace.
+    spec.masked_paths = bundle.linux.masked_paths.clone();
+    spec.readonly_paths = bundle.linux.readonly_paths.clone();
+    let mut sysctl: Vec<(String, String)> = bundle.linux.sysctl.clone().into_iter().collect();
+    sysctl.sort();
+    spec.sysctl = sysctl;
     let stdin = spec.stdin;
     let mut answer = Some(start.try_clone().ok());
     let started = || {

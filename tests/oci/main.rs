@@ -66,6 +66,18 @@ fn docker_run_gives_output_exit_codes_the_guest_kernel_and_the_asked_size() {
         "{out}{}",
         stderr(&o)
     );
+    // --sysctl is set in the guest's kernel; Docker's read-only /proc/sys holds in the guest.
+    let o = d.run(&[
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "busybox:local",
+        "sh",
+        "-c",
+        // The guest's own kernel: a write that went through would harm nobody else.
+        "cat /proc/sys/net/ipv4/ip_forward; (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo writable || echo read-only; ls /sys/firmware | wc -l",
+    ]);
+    // /sys/firmware is among Docker's masked paths: an empty tmpfs.
+    assert_eq!(stdout(&o), "1\nread-only\n0\n", "{}", stderr(&o));
     // A command that does not exist: Docker's code for it, and the reason.
     let o = d.run(&["busybox:local", "nosuchcommand"]);
     assert_ne!(o.status.code(), Some(0));

@@ -74,6 +74,9 @@ pub fn exec(
         groups: None,
         // It joins the container's PID namespace.
         pid_namespace: false,
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        sysctl: Vec::new(),
     };
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()

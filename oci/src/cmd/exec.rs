@@ -44,6 +44,9 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         // It joins the container's PID namespace; it does not make one.
         return Ok(ProcessSpec {
             pid_namespace: false,
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+            sysctl: Vec::new(),
             ..process::to_agent(&process::load(path)?, stdin)
         });
     }
@@ -59,6 +62,9 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         user: args.user.clone().unwrap_or_default(),
         groups: None,
         pid_namespace: false,
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        sysctl: Vec::new(),
         terminal: args.tty,
         stdin: stdin || args.tty,
         rlimits: Vec::new(),

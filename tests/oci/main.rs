@@ -365,16 +365,30 @@ fn bad_bundles_end_with_one_error_line_in_the_log_and_leave_nothing() {
     assert!(f["hooks"].as_array().unwrap().len() == 6);
     // A whole life by hand: create, state, start, kill, delete.
     let dir = base.join("life");
-    bundle(
-        &dir,
-        config(&[
-            "sh",
-            "-c",
-            // /ready (seen on the host: the root is shared) says the handler is installed:
-            // a SIGTERM before it would be discarded, as for any PID 1 without a handler.
-            "trap 'exit 0' TERM; touch /ready; while true; do sleep 0.2; done",
-        ]),
-    );
+    let mut life = config(&[
+        "sh",
+        "-c",
+        // /ready (seen on the host: the root is shared) says the handler is installed:
+        // a SIGTERM before it would be discarded, as for any PID 1 without a handler.
+        "trap 'exit 0' TERM; touch /ready; while true; do sleep 0.2; done",
+    ]);
+    // Every kind of hook, each saving the state it gets on stdin.
+    const HOOKS: [&str; 6] = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ];
+    for h in HOOKS {
+        let out = base.join(format!("hook-{h}.json"));
+        life["hooks"][h] = serde_json::json!([{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}", out.display())],
+        }]);
+    }
+    bundle(&dir, life);
     // The relay `create` starts keeps create's stdout and stderr (the container's): they are
     // files here, so that nothing waits for their end.
     let rt = |args: &[&str]| {
@@ -446,11 +460,87 @@ fn bad_bundles_end_with_one_error_line_in_the_log_and_leave_nothing() {
     }
     assert!(rt(&["delete", "life"]).status.success());
     assert!(!rt(&["state", "life"]).status.success());
+    // The hooks ran in the spec's order of the life, each with the state of its moment.
+    for (h, status) in HOOKS.iter().zip([
+        "creating", "creating", "created", "created", "running", "stopped",
+    ]) {
+        let text = std::fs::read_to_string(base.join(format!("hook-{h}.json")))
+            .unwrap_or_else(|e| panic!("hook {h} did not run: {e}"));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["id"], "life", "{h}: {text}");
+        assert_eq!(v["status"], status, "{h}: {text}");
+        assert!(
+            v["bundle"].as_str().unwrap().ends_with("/life"),
+            "{h}: {text}"
+        );
+    }
     assert!(
         rt(&["delete", "--force", "life"]).status.success(),
         "already gone is fine with --force"
     );
+
+    // The relay killed with -9 (the engine's view: the container died): its VM's processes go
+    // with it, and `delete` leaves no state, socket or run directory.
+    let o = rt(&["create", "--bundle", dir.to_str().unwrap(), "k9"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(rt(&["start", "k9"]).status.success());
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("k9/state.json")).unwrap()).unwrap();
+    let relay = stored["pid"].as_i64().unwrap() as i32;
+    let run_dir = std::path::PathBuf::from(stored["run_dir"].as_str().unwrap());
+    let vm = descendants(relay);
+    assert!(vm.len() >= 2, "the VM's processes: {vm:?}");
+    // SAFETY: kill(2) of the relay this test created.
+    unsafe { libc::kill(relay, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vm
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "VM processes outlived the relay: {vm:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s: serde_json::Value = serde_json::from_slice(&rt(&["state", "k9"]).stdout).unwrap();
+    assert_eq!(s["status"], "stopped", "{s}");
+    assert!(rt(&["delete", "k9"]).status.success());
+    assert!(!run_dir.exists(), "{} left", run_dir.display());
+    assert!(!root.join("k9").exists());
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Every process below `pid` (by parent links in /proc).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_string()) else {
+            continue;
+        };
+        if let Some(ppid) = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for (child, _) in parent_of.iter().filter(|(_, pp)| *pp == p) {
+            out.push(*child);
+            stack.push(*child);
+        }
+    }
+    out
 }
 
 #[test]

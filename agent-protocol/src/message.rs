@@ -203,6 +203,16 @@ pub struct ProcessSpec {
     /// With `pid_namespace`: paths made read-only there (`linux.readonlyPaths`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readonly_paths: Vec<String>,
+    /// The capability sets by name (`CAP_CHOWN`, ...), as an OCI bundle's
+    /// `process.capabilities`; absent, the process keeps all of root's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Box<CapabilitySets>>,
+    /// `process.noNewPrivileges`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
+    /// `process.oomScoreAdj`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
     /// With `pid_namespace`: kernel parameters set before the process starts, as
     /// (`net.ipv4.ip_forward`, `1`) (`linux.sysctl`; the VM's kernel is the container's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -217,6 +227,26 @@ pub struct ProcessSpec {
     /// Resource limits to set before exec.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+}
+
+/// A process's capability sets by name, in the OCI runtime spec's shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySets {
+    /// Bounding set.
+    #[serde(default)]
+    pub bounding: Vec<String>,
+    /// Effective set.
+    #[serde(default)]
+    pub effective: Vec<String>,
+    /// Inheritable set.
+    #[serde(default)]
+    pub inheritable: Vec<String>,
+    /// Permitted set.
+    #[serde(default)]
+    pub permitted: Vec<String>,
+    /// Ambient set.
+    #[serde(default)]
+    pub ambient: Vec<String>,
 }
 
 /// One resource limit, in the OCI runtime spec's shape.
@@ -277,6 +307,9 @@ mod tests {
             masked_paths: vec!["/proc/kcore".into()],
             readonly_paths: vec!["/proc/sys".into()],
             sysctl: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            capabilities: None,
+            no_new_privileges: false,
+            oom_score_adj: None,
             terminal: true,
             stdin: true,
             rlimits: vec![Rlimit {

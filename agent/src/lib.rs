@@ -8,6 +8,7 @@
 //! the PID-1 parts ([`boot`], [`init`], [`shutdown`], [`vsock`]) only make sense in the guest.
 
 pub mod boot;
+pub mod caps;
 pub mod changes;
 pub mod console;
 pub mod dns_forward;

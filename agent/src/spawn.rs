@@ -283,6 +283,17 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
         source,
     })?;
     let raw_ns = ns.raw();
+    let privileges = crate::caps::Privileges {
+        caps: spec.capabilities.as_ref().map(|c| crate::caps::Masks {
+            bounding: crate::caps::mask(&c.bounding),
+            effective: crate::caps::mask(&c.effective),
+            permitted: crate::caps::mask(&c.permitted),
+            inheritable: crate::caps::mask(&c.inheritable),
+            ambient: crate::caps::mask(&c.ambient),
+        }),
+        no_new_privs: spec.no_new_privileges,
+        oom_score_adj: spec.oom_score_adj,
+    };
     let terminal = spec.terminal;
     let groups: Vec<libc::gid_t> = spec.groups.clone().unwrap_or_else(|| user.groups.clone());
     let (uid, gid) = (user.uid, user.gid);
@@ -292,7 +303,13 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
     unsafe {
         cmd.pre_exec(move || {
             raw_ns.apply()?;
-            child_setup(terminal, &rlimits, &groups, uid, gid, switch_user)?;
+            child_setup(
+                terminal,
+                &rlimits,
+                &groups,
+                (uid, gid, switch_user),
+                &privileges,
+            )?;
             exec.exec()
         });
     }
@@ -415,9 +432,8 @@ fn child_setup(
     terminal: bool,
     rlimits: &[ParsedRlimit],
     groups: &[libc::gid_t],
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    switch_user: bool,
+    (uid, gid, switch_user): (libc::uid_t, libc::gid_t, bool),
+    privileges: &crate::caps::Privileges,
 ) -> io::Result<()> {
     let check = |ret: libc::c_int| {
         if ret < 0 {
@@ -442,6 +458,7 @@ fn child_setup(
             };
             check(libc::setrlimit(limit.resource, &value))?;
         }
+        privileges.before_user_switch()?;
         if switch_user {
             // Groups first: after setuid the process may no longer change them.
             check(libc::setgroups(groups.len(), groups.as_ptr()))?;
@@ -449,7 +466,7 @@ fn child_setup(
             check(libc::setresuid(uid, uid, uid))?;
         }
     }
-    Ok(())
+    privileges.after_user_switch()
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> Result<(), SpawnError> {

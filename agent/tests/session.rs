@@ -630,3 +630,43 @@ fn masked_and_read_only_paths_in_the_containers_mount_namespace_only() {
     );
     assert!(dir.path().join("secret/key").exists());
 }
+
+#[test]
+fn capabilities_no_new_privileges_and_oom_score_as_the_bundle_says() {
+    // SAFETY: a trivial getter.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test must run as root (it sets capabilities)");
+    let one = vec!["CAP_CHOWN".to_string()];
+    let (run, _) = run_spec(ProcessSpec {
+        capabilities: Some(Box::new(mvm_agent_protocol::CapabilitySets {
+            bounding: one.clone(),
+            effective: one.clone(),
+            permitted: one.clone(),
+            inheritable: Vec::new(),
+            ambient: Vec::new(),
+        })),
+        no_new_privileges: true,
+        oom_score_adj: Some(123),
+        ..spec(&[
+            "/bin/sh",
+            "-c",
+            "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; cat /proc/self/oom_score_adj",
+        ])
+    });
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    let fields: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "CapEff: 0000000000000001",
+            "CapBnd: 0000000000000001",
+            "NoNewPrivs: 1",
+            "123"
+        ],
+        "{out}{:?}",
+        run.failed
+    );
+}

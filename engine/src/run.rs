@@ -748,6 +748,9 @@ fn run_container(
         masked_paths: Vec::new(),
         readonly_paths: Vec::new(),
         sysctl: Vec::new(),
+        capabilities: None,
+        no_new_privileges: false,
+        oom_score_adj: None,
         terminal: rec.spec.tty,
         // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
         stdin: rec.spec.interactive || (attached && interactive),

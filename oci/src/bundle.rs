@@ -72,8 +72,9 @@ pub struct Process {
     pub console_size: Option<(u64, u64)>,
     /// `rlimits`.
     pub rlimits: Vec<Rlimit>,
-    /// `capabilities`, as names such as `CAP_CHOWN`, sorted.
-    pub capabilities: Capabilities,
+    /// `capabilities`, as names such as `CAP_CHOWN`, sorted; `None` when absent (the process
+    /// keeps what it has, as under runc).
+    pub capabilities: Option<Capabilities>,
     /// `noNewPrivileges`.
     pub no_new_privileges: bool,
     /// `oomScoreAdj`.
@@ -396,16 +397,13 @@ pub(crate) fn process(
         v.sort();
         v
     };
-    let capabilities = match p.capabilities() {
-        Some(c) => Capabilities {
-            bounding: names(c.bounding()),
-            effective: names(c.effective()),
-            inheritable: names(c.inheritable()),
-            permitted: names(c.permitted()),
-            ambient: names(c.ambient()),
-        },
-        None => Capabilities::default(),
-    };
+    let capabilities = p.capabilities().as_ref().map(|c| Capabilities {
+        bounding: names(c.bounding()),
+        effective: names(c.effective()),
+        inheritable: names(c.inheritable()),
+        permitted: names(c.permitted()),
+        ambient: names(c.ambient()),
+    });
     if let Some(a) = p.apparmor_profile().as_deref().filter(|a| !a.is_empty()) {
         unsupported.push(format!(
             "process.apparmorProfile {a:?}: AppArmor is not applied in the guest"

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mvm_agent_protocol::{ProcessSpec, Rlimit};
+use mvm_agent_protocol::{CapabilitySets, ProcessSpec, Rlimit};
 
 use crate::bundle::{self, Process};
 use crate::error::{BundleError, RuntimeError};
@@ -22,6 +22,17 @@ pub fn to_agent(p: &Process, stdin: bool) -> ProcessSpec {
         masked_paths: Vec::new(),
         readonly_paths: Vec::new(),
         sysctl: Vec::new(),
+        capabilities: p.capabilities.as_ref().map(|c| {
+            Box::new(CapabilitySets {
+                bounding: c.bounding.clone(),
+                effective: c.effective.clone(),
+                inheritable: c.inheritable.clone(),
+                permitted: c.permitted.clone(),
+                ambient: c.ambient.clone(),
+            })
+        }),
+        no_new_privileges: p.no_new_privileges,
+        oom_score_adj: p.oom_score_adj,
         terminal: p.terminal,
         stdin: stdin || p.terminal,
         rlimits: p

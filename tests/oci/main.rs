@@ -78,6 +78,31 @@ fn docker_run_gives_output_exit_codes_the_guest_kernel_and_the_asked_size() {
     ]);
     // /sys/firmware is among Docker's masked paths: an empty tmpfs.
     assert_eq!(stdout(&o), "1\nread-only\n0\n", "{}", stderr(&o));
+    // Docker's capability set and --cap-drop hold in the guest; so does no-new-privileges.
+    let chown = "touch /x; chown 1 /x 2>/dev/null && echo chowned || echo denied; grep NoNewPrivs /proc/self/status";
+    let o = d.run(&["busybox:local", "sh", "-c", chown]);
+    assert!(
+        stdout(&o).starts_with("chowned\nNoNewPrivs:\t0"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = d.run(&[
+        "--cap-drop",
+        "CHOWN",
+        "--security-opt",
+        "no-new-privileges",
+        "busybox:local",
+        "sh",
+        "-c",
+        chown,
+    ]);
+    assert!(
+        stdout(&o).starts_with("denied\nNoNewPrivs:\t1"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     // A command that does not exist: Docker's code for it, and the reason.
     let o = d.run(&["busybox:local", "nosuchcommand"]);
     assert_ne!(o.status.code(), Some(0));

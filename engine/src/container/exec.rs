@@ -77,6 +77,9 @@ pub fn exec(
         masked_paths: Vec::new(),
         readonly_paths: Vec::new(),
         sysctl: Vec::new(),
+        capabilities: None,
+        no_new_privileges: false,
+        oom_score_adj: None,
     };
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()

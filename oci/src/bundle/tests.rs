@@ -505,14 +505,16 @@ fn docker_bundle() {
     assert!(!b.process.terminal);
     assert_eq!(b.process.user.additional_gids, [0]);
     assert_eq!(b.process.oom_score_adj, Some(0));
-    assert_eq!(b.process.capabilities.bounding.len(), 14);
+    assert_eq!(b.process.capabilities.as_ref().unwrap().bounding.len(), 14);
     assert!(
         b.process
             .capabilities
+            .as_ref()
+            .unwrap()
             .effective
             .contains(&"CAP_NET_BIND_SERVICE".to_string())
     );
-    assert!(b.process.capabilities.ambient.is_empty());
+    assert!(b.process.capabilities.as_ref().unwrap().ambient.is_empty());
     assert_eq!(b.root.path, t.0.join(DOCKER_ROOT));
     assert!(!b.root.readonly);
     assert_eq!(b.hostname.as_deref(), Some("bfc58179fd50"));

@@ -47,6 +47,9 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             sysctl: Vec::new(),
+            capabilities: None,
+            no_new_privileges: false,
+            oom_score_adj: None,
             ..process::to_agent(&process::load(path)?, stdin)
         });
     }
@@ -65,6 +68,9 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         masked_paths: Vec::new(),
         readonly_paths: Vec::new(),
         sysctl: Vec::new(),
+        capabilities: None,
+        no_new_privileges: false,
+        oom_score_adj: None,
         terminal: args.tty,
         stdin: stdin || args.tty,
         rlimits: Vec::new(),

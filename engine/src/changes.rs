@@ -175,6 +175,7 @@ fn export_stopped(
         run_dir: run_dir.clone(),
         nics: Vec::new(),
         shares: Vec::new(),
+        cgroup_parent: None,
     };
     std::fs::create_dir_all(spec.vm_dir())?;
     let callback = spec

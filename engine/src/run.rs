@@ -684,6 +684,7 @@ fn run_container(
         // Filled in once the TAPs exist.
         nics: Vec::new(),
         shares: Vec::new(),
+        cgroup_parent: None,
     };
     // Block the forwarded signals before any thread or child exists, so the session's
     // forwarding thread receives them (children unblock them in pre_exec).

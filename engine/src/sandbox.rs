@@ -94,6 +94,9 @@ pub struct SandboxSpec {
     pub memory_mib: u64,
     /// Network interfaces.
     pub nics: Vec<SandboxNic>,
+    /// A cgroup (relative to each hierarchy's root) the VM's processes join, with the VM's
+    /// limits set on it; the caller has joined it itself and removes it.
+    pub cgroup_parent: Option<PathBuf>,
     /// A resolver in this process's network namespace that the guest reaches at
     /// 127.0.0.11:53 through the DNS relay (Docker's embedded DNS).
     pub dns_upstream: Option<std::net::SocketAddr>,
@@ -277,6 +280,7 @@ impl Sandbox {
             run_dir: spec.run_dir.clone(),
             nics: spec.nics.iter().map(|n| n.nic.clone()).collect(),
             shares: Vec::new(),
+            cgroup_parent: spec.cgroup_parent.clone(),
         };
         fs::create_dir_all(vm_spec.vm_dir()).map_err(EngineError::runtime)?;
         let callback = vm_spec
@@ -448,6 +452,7 @@ mod tests {
             memory_mib: 256,
             nics: Vec::new(),
             dns_upstream: None,
+            cgroup_parent: None,
             debug: false,
         }
     }

@@ -12,6 +12,7 @@
 //! - [`cmd`]: one module per group of runc's commands.
 
 pub mod bundle;
+pub mod cgroups;
 pub mod cli;
 pub mod cmd;
 pub mod console;

@@ -115,6 +115,19 @@ fn prepare(
         }
         Network::New | Network::Join(_) => netns::connect(log)?,
     };
+    // The engine's cgroup for the container: ours, then the VM's processes' too.
+    let cgroup = stored
+        .cgroup
+        .clone()
+        .filter(|c| match crate::cgroups::join(c) {
+            Ok(()) => true,
+            Err(e) => {
+                log.warn(&format!(
+                    "{id}: {e}; the VM runs in the runtime's own cgroups"
+                ));
+                false
+            }
+        });
     let selection = mvm_engine::backend::select(None).map_err(RuntimeError::Other)?;
     let (spec, notes) = vm::sandbox_spec(
         &bundle,
@@ -124,6 +137,10 @@ fn prepare(
         nics,
         log.debug_enabled(),
     )?;
+    let spec = mvm_engine::sandbox::SandboxSpec {
+        cgroup_parent: cgroup,
+        ..spec
+    };
     for n in notes {
         log.debug(&format!("{id}: {n}"));
     }

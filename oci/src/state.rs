@@ -68,6 +68,9 @@ pub struct Stored {
     /// The VM's host processes, for pause and resume.
     #[serde(default)]
     pub vm_pids: Vec<u32>,
+    /// The bundle's `cgroupsPath`, relative to each hierarchy's root.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Stored {
@@ -299,6 +302,7 @@ mod tests {
             pid_start: start_time(std::process::id() as i32),
             run_dir: "/run/x".into(),
             vm_pids: vec![],
+            cgroup: None,
         };
         assert_eq!(s.status(), Status::Running);
         assert_eq!(s.to_json()["status"], "running");

@@ -120,6 +120,8 @@ pub fn sandbox_spec(
         dns_upstream: (!nics.is_empty())
             .then(|| std::net::SocketAddr::from(mvm_agent_protocol::dns::GUEST_RESOLVER)),
         nics,
+        // Set by the relay once it has joined the bundle's cgroup.
+        cgroup_parent: None,
         debug,
     };
     Ok((spec, notes))

@@ -153,8 +153,26 @@ fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
     assert!(stdout(&o).contains("tty-ok"), "{}", stdout(&o));
     // top: the container's host process; stats: one line.
     assert!(d.ok(&["top", &id]).contains("__relay"));
-    let stats = d.ok(&["stats", "--no-stream", "--format", "{{.Name}}", &id]);
-    assert!(!stats.trim().is_empty());
+    // stats: the VM's processes are in the container's cgroup (cgroupsPath), so its memory
+    // is the VM's, not the relay's few MiB.
+    let stats = d.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);
+    let used = stats
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mib: f64 = used
+        .strip_suffix("MiB")
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            used.strip_suffix("GiB")
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|g| g * 1024.0)
+        })
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(mib > 20.0, "{stats}");
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/docker").join(&id);
+    assert!(cgroup.exists() || !std::path::Path::new("/sys/fs/cgroup/memory").exists());
     // pause and unpause.
     d.ok(&["pause", &id]);
     assert!(d.ok(&["ps", "--format", "{{.Status}}"]).contains("Paused"));
@@ -173,6 +191,7 @@ fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
     d.ok(&["start", &id]);
     d.ok(&["exec", &id, "true"]);
     d.ok(&["rm", "-f", &id]);
+    assert!(!cgroup.exists(), "{} left", cgroup.display());
 
     // A shell without a handler ignores SIGTERM as PID 1: stop waits for the timeout, 137.
     let id = d.run_d(&[

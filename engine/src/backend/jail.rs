@@ -689,9 +689,27 @@ unsafe fn child(
 
 /// The VM's cgroups (v1 memory and pids, or v2), made where the host's cgroups allow it:
 /// memory bounded by the guest's size plus the hypervisor's overhead, and a cap on tasks.
-/// Removed on drop (once the processes in them have ended).
+/// Removed on drop (once the processes in them have ended), unless they are a caller's
+/// (an OCI bundle's `cgroupsPath`), which the caller removes.
 pub struct Cgroups {
     dirs: Vec<PathBuf>,
+    owned: bool,
+}
+
+/// Tasks of the caller that shares a VM's cgroup (`cgroup_parent`): the OCI runtime's relay
+/// and its threads (session, signals, the DNS relay's bounded workers).
+const CALLER_TASKS: u64 = 128;
+
+/// A cgroup path relative to a hierarchy's root, as an OCI bundle's `cgroupsPath` gives it
+/// (`/docker/ID`): normalized, with no `..`, `.` or empty component; `None` for one that would
+/// leave the hierarchy.
+pub fn relative_cgroup(path: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let ok = !parts.is_empty()
+        && parts.iter().all(|c| {
+            *c != "." && *c != ".." && c.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        });
+    ok.then(|| parts.iter().collect())
 }
 
 /// Removes the cgroups of VMs whose owner died without cleaning up (a monitor killed with -9):
@@ -724,12 +742,20 @@ fn sweep_stale(parent: &Path) {
 impl Cgroups {
     /// Makes the cgroups of a VM named `name` with `mem_bytes` of memory and at most `tasks`
     /// tasks; hosts without writable cgroups get none (and a debug line).
-    pub fn make(name: &str, mem_bytes: u64, tasks: u64) -> Self {
+    ///
+    /// With `parent` (a path relative to each hierarchy's root, see [`relative_cgroup`]) the
+    /// VM's processes go into that cgroup itself, which its caller is in too, and the limits
+    /// are set there with room for the caller's tasks.
+    pub fn make(name: &str, mem_bytes: u64, tasks: u64, parent: Option<&Path>) -> Self {
         let mut dirs = Vec::new();
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let (at, tasks) = match parent {
+            Some(p) => (p.to_path_buf(), tasks + CALLER_TASKS),
+            None => (Path::new("mvm").join(name), tasks),
+        };
         let wanted: Vec<(PathBuf, Vec<(&str, String)>)> = if v2 {
             vec![(
-                PathBuf::from("/sys/fs/cgroup/mvm").join(name),
+                PathBuf::from("/sys/fs/cgroup").join(&at),
                 vec![
                     ("memory.max", mem_bytes.to_string()),
                     ("pids.max", tasks.to_string()),
@@ -738,18 +764,20 @@ impl Cgroups {
         } else {
             vec![
                 (
-                    PathBuf::from("/sys/fs/cgroup/memory/mvm").join(name),
+                    PathBuf::from("/sys/fs/cgroup/memory").join(&at),
                     vec![("memory.limit_in_bytes", mem_bytes.to_string())],
                 ),
                 (
-                    PathBuf::from("/sys/fs/cgroup/pids/mvm").join(name),
+                    PathBuf::from("/sys/fs/cgroup/pids").join(&at),
                     vec![("pids.max", tasks.to_string())],
                 ),
             ]
         };
         for (dir, settings) in wanted {
-            if let Some(parent) = dir.parent() {
-                sweep_stale(parent);
+            if parent.is_none()
+                && let Some(up) = dir.parent()
+            {
+                sweep_stale(up);
             }
             let made = fs::create_dir_all(&dir).and_then(|()| {
                 for (file, value) in &settings {
@@ -765,7 +793,10 @@ impl Cgroups {
                 }
             }
         }
-        Self { dirs }
+        Self {
+            dirs,
+            owned: parent.is_none(),
+        }
     }
 
     /// Moves a process started elsewhere (a virtiofsd of the VM) and its children into the
@@ -805,6 +836,9 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         for d in &self.dirs {
             // Empty once the VM's processes are reaped; a moment's retry covers their exit.
             for _ in 0..50 {
@@ -855,6 +889,22 @@ pub fn open_tap(name: &str) -> Result<OwnedFd, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bundle_cgroup_paths_stay_inside_the_hierarchy() {
+        assert_eq!(
+            relative_cgroup("/docker/abc").unwrap(),
+            Path::new("docker/abc")
+        );
+        assert_eq!(
+            relative_cgroup("machine.slice//libpod-1.scope/").unwrap(),
+            Path::new("machine.slice/libpod-1.scope")
+        );
+        for bad in ["", "/", "/docker/../../etc", "..", "a/./b", "a b", "x\\y"] {
+            assert_eq!(relative_cgroup(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     fn null() -> OwnedFd {

@@ -46,6 +46,10 @@ pub struct VmSpec {
     pub nics: Vec<Nic>,
     /// virtio-fs devices: vhost-user sockets of running virtiofsd daemons.
     pub shares: Vec<Share>,
+    /// A cgroup (relative to each hierarchy's root) the VM's processes join instead of their
+    /// own, with the VM's limits set on it: an OCI bundle's `cgroupsPath`, which the caller
+    /// is in too.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// A virtio-fs device backed by a vhost-user daemon.

@@ -29,6 +29,7 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         &format!("{run_name}-{uid}"),
         (spec.mem_mib << 20) + VMM_OVERHEAD,
         u64::from(spec.vcpus) + 16,
+        spec.cgroup_parent.as_deref(),
     );
     let config = vmm_config(spec, &vm_dir, uid);
     let config = serde_json::to_string(&config)
@@ -160,6 +161,7 @@ mod tests {
                 socket: "/run/mvm/abc123/fs0.sock".into(),
                 tag: "share0".into(),
             }],
+            cgroup_parent: None,
         }
     }
 

@@ -72,6 +72,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         &format!("{run_name}-{uid}"),
         (spec.mem_mib << 20) + overhead,
         TASKS,
+        spec.cgroup_parent.as_deref(),
     );
     let jail_root = |name: &str| -> Result<std::path::PathBuf, String> {
         let d = spec.run_dir.join(name);

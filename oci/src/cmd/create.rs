@@ -76,6 +76,7 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
         pid_start: None,
         run_dir: ctx.store.run_dir(&args.id),
         vm_pids: Vec::new(),
+        cgroup: crate::cgroups::parent(bundle.linux.cgroups_path.as_deref(), ctx.systemd_cgroup),
     };
     let result = (|| {
         ctx.store.save(&stored)?;

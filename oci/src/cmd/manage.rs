@@ -126,6 +126,9 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<i32, RuntimeError>
         signal_vm(&s, Signal::SIGCONT);
     }
     kill_relay(&s);
+    if let Some(c) = &s.cgroup {
+        crate::cgroups::remove(c);
+    }
     let state = s.to_json_with(Status::Stopped).to_string();
     match Bundle::load(&s.bundle) {
         Ok(b) => {

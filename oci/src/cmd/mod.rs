@@ -28,6 +28,8 @@ pub struct Context {
     log_file: Option<PathBuf>,
     log_format: LogFormat,
     debug: bool,
+    /// `--systemd-cgroup`: `cgroupsPath` is systemd's `slice:prefix:name`.
+    pub systemd_cgroup: bool,
 }
 
 impl Context {
@@ -47,6 +49,7 @@ impl Context {
             log_file: cli.log.clone(),
             log_format: cli.log_format,
             debug: cli.debug,
+            systemd_cgroup: cli.systemd_cgroup,
         }
     }
 

@@ -722,13 +722,7 @@ fn run_container(
     tracing::debug!("phase agent_ready {:?}", t0.elapsed());
     // From here, the death of any of the VM's processes ends the session at once (its reason
     // goes to the record) rather than leaving an "Up" container nobody can reach.
-    let cut = stream.try_clone().map_err(EngineError::runtime)?;
-    let mut watched = vm.watched();
-    watched.extend(daemons.iter().map(|d| d.watched()));
-    let watch = backend::watch::start(watched, move || {
-        let _ = cut.shutdown(std::net::Shutdown::Both);
-    })
-    .map_err(|e| EngineError::runtime(format!("cannot watch the VM's processes: {e}")))?;
+    let watch = watch_session(&vm, &daemons, &stream)?;
     let vm_pids = vm.pids();
     let mark_running = move || {
         if let Err(e) = dirs.update(|r| {
@@ -746,17 +740,10 @@ fn run_container(
         user: rec.process.user.clone(),
         // PID 1 of its own namespace, as under runc: no SIGTERM handler, no stop by SIGTERM.
         pid_namespace: true,
-        masked_paths: Vec::new(),
-        readonly_paths: Vec::new(),
-        sysctl: Vec::new(),
-        capabilities: None,
-        no_new_privileges: false,
-        oom_score_adj: None,
         terminal: rec.spec.tty,
         // Created with -i, the process's stdin stays open for whoever attaches, as Docker's.
         stdin: rec.spec.interactive || (attached && interactive),
-        rlimits: Vec::new(),
-        groups: None,
+        ..ProcessSpec::default()
     };
     let raw = if attached && rec.spec.tty && interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()
@@ -829,6 +816,22 @@ fn run_container(
         }
         Err(e) => Err(EngineError::runtime(e)),
     }
+}
+
+/// Watches the VM's processes (the hypervisor, its helpers, the virtiofsd daemons): the first
+/// death cuts the session's `stream`, so a session never waits on a VM that is gone.
+pub(crate) fn watch_session(
+    vm: &backend::VmHandle,
+    daemons: &[volume::virtiofsd::Daemon],
+    stream: &std::os::unix::net::UnixStream,
+) -> Result<backend::watch::Watch, EngineError> {
+    let cut = stream.try_clone().map_err(EngineError::runtime)?;
+    let mut watched = vm.watched();
+    watched.extend(daemons.iter().map(|d| d.watched()));
+    backend::watch::start(watched, move || {
+        let _ = cut.shutdown(std::net::Shutdown::Both);
+    })
+    .map_err(|e| EngineError::runtime(format!("cannot watch the VM's processes: {e}")))
 }
 
 /// Raises the soft limit on open files to the hard one (at most 65536): the published-port

@@ -310,13 +310,7 @@ impl Sandbox {
             session::accept_agent(&mut vm, &listener, AGENT_TIMEOUT, &vm_spec.console_path())
                 .map_err(EngineError::runtime)?;
         // From here the death of any of the VM's processes ends the session at once.
-        let cut = stream.try_clone().map_err(EngineError::runtime)?;
-        let mut watched = vm.watched();
-        watched.extend(daemons.iter().map(|d| d.watched()));
-        let watch = backend::watch::start(watched, move || {
-            let _ = cut.shutdown(std::net::Shutdown::Both);
-        })
-        .map_err(|e| EngineError::runtime(format!("cannot watch the VM's processes: {e}")))?;
+        let watch = crate::run::watch_session(&vm, &daemons, &stream)?;
         Ok(Sandbox {
             vm,
             daemons,

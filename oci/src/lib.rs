@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod child;
 pub mod cli;
 pub mod cmd;
 pub mod console;

@@ -19,9 +19,6 @@ pub fn to_agent(p: &Process, stdin: bool) -> ProcessSpec {
         user: format!("{}:{}", p.user.uid, p.user.gid),
         groups: Some(p.user.additional_gids.clone()),
         pid_namespace: true,
-        masked_paths: Vec::new(),
-        readonly_paths: Vec::new(),
-        sysctl: Vec::new(),
         capabilities: p.capabilities.as_ref().map(|c| {
             Box::new(CapabilitySets {
                 bounding: c.bounding.clone(),
@@ -44,6 +41,7 @@ pub fn to_agent(p: &Process, stdin: bool) -> ProcessSpec {
                 hard: r.hard,
             })
             .collect(),
+        ..ProcessSpec::default()
     }
 }
 

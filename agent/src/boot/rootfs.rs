@@ -24,16 +24,20 @@ fn mkdirs(paths: &[&str]) -> Result<(), BootError> {
     Ok(())
 }
 
-/// The tmpfs at /run (the agent's disk is read-only) with the mount points of the layers,
-/// and the image disk mounted read-only at LOWER.
-fn mount_run_and_lower(config: &BootConfig) -> Result<(), BootError> {
+/// The tmpfs at /run: the agent's disk is read-only, and the mount points live there.
+fn mount_run() -> Result<(), BootError> {
     mount_fs(
         "tmpfs",
         RUN,
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
-    )?;
+    )
+}
+
+/// /run with the mount points of the layers, and the image disk mounted read-only at LOWER.
+fn mount_run_and_lower(config: &BootConfig) -> Result<(), BootError> {
+    mount_run()?;
     mkdirs(&[LOWER, UPPER])?;
     mount_fs(
         &config.lower,
@@ -67,13 +71,7 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
 /// bound where `mvm.file` says. The binds are made before pivot_root, while the files share
 /// is still mounted in this namespace (a bind's source must be).
 fn mount_share(config: &BootConfig, read_only: bool) -> Result<(), BootError> {
-    mount_fs(
-        "tmpfs",
-        RUN,
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )?;
+    mount_run()?;
     mkdirs(&[ROOT])?;
     let flags = if read_only {
         MsFlags::MS_RDONLY

@@ -70,16 +70,8 @@ pub fn exec(
             .unwrap_or_else(|| rec.process.user.clone()),
         terminal: spec.tty,
         stdin: spec.interactive,
-        rlimits: Vec::new(),
-        groups: None,
-        // It joins the container's PID namespace.
-        pid_namespace: false,
-        masked_paths: Vec::new(),
-        readonly_paths: Vec::new(),
-        sysctl: Vec::new(),
-        capabilities: None,
-        no_new_privileges: false,
-        oom_score_adj: None,
+        // It joins the container's PID namespace (pid_namespace false).
+        ..ProcessSpec::default()
     };
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()

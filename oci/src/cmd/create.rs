@@ -3,37 +3,16 @@
 //! namespace there), let the relay boot the VM, and write the pid file once it is ready.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
-
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use std::os::fd::AsRawFd;
+use std::process::Child;
 
 use super::Context;
 use crate::bundle::{Bundle, Network};
 use crate::cli::CreateArgs;
 use crate::error::RuntimeError;
-use crate::relay::{GO_FD, READY_FD};
 use crate::state::{Status, Stored, start_time};
 use crate::sync::{self, Reply};
-use crate::{console, hooks};
-
-/// A descriptor number above the ones the child's set-up assigns, so the `dup2`s cannot
-/// clobber each other.
-const HIGH_FD: i32 = 100;
-
-fn high(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
-    let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))
-        .map_err(|e| RuntimeError::Other(format!("cannot move a pipe: {e}")))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| RuntimeError::Other(format!("cannot make a pipe: {e}")))?;
-    Ok((high(r)?, high(w)?))
-}
+use crate::{child, hooks};
 
 /// `create`; on success the container is `created` and its relay waits for `start`.
 pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
@@ -107,10 +86,7 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
             return Err(e);
         }
         if let Some(path) = &args.pid_file {
-            let tmp = mvm_rootfs::fsutil::temp_sibling(path);
-            std::fs::write(&tmp, pid.to_string())
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| RuntimeError::io(path, e))?;
+            child::write_pid_file(path, pid as u32)?;
         }
         let state = ctx.store.load(&args.id)?.to_json().to_string();
         if let Err(e) = hooks::run_all("createContainer", &bundle.hooks.create_container, &state) {
@@ -148,64 +124,33 @@ fn spawn_relay(
     bundle: &Bundle,
     netns: Option<&File>,
 ) -> Result<Relay, RuntimeError> {
-    let (ready_r, ready_w) = pipe()?;
-    let (go_r, go_w) = pipe()?;
+    let (ready_r, ready_w) = child::pipe()?;
+    let (go_r, go_w) = child::pipe()?;
     let mut cmd = ctx.self_command()?;
     cmd.arg("__relay").arg(&args.id);
-    let tty = if bundle.process.terminal {
-        let size = bundle.process.console_size.map(|(h, w)| {
-            (
-                u16::try_from(h).unwrap_or(24),
-                u16::try_from(w).unwrap_or(80),
-            )
-        });
-        let (master, slave) = console::open(size)?;
-        if let Some(socket) = &args.console_socket {
-            console::send_master(socket, &master)?;
-        }
-        let err = |e: std::io::Error| RuntimeError::Other(format!("cannot use the pty: {e}"));
-        cmd.stdin(Stdio::from(slave.try_clone().map_err(err)?))
-            .stdout(Stdio::from(slave.try_clone().map_err(err)?))
-            .stderr(Stdio::from(slave));
-        true
-    } else {
-        false
+    let size = bundle.process.console_size.map(|(h, w)| {
+        (
+            u16::try_from(h).unwrap_or(24),
+            u16::try_from(w).unwrap_or(80),
+        )
+    });
+    let tty = child::terminal(
+        &mut cmd,
+        bundle.process.terminal,
+        size,
+        args.console_socket.as_deref(),
+    )?;
+    let net = match netns {
+        Some(f) => child::Net::Join(f.as_raw_fd()),
+        None => child::Net::New,
     };
-    let fds = (
-        ready_w.as_raw_fd(),
-        go_r.as_raw_fd(),
-        netns.map(|f| f.as_raw_fd()),
+    // fd 3 (READY_FD) and fd 4 (GO_FD) of the relay.
+    child::prepare(
+        &mut cmd,
+        [child::raw(&ready_w), child::raw(&go_r)],
+        tty,
+        net,
     );
-    // SAFETY: the hook runs in the forked child before exec and makes only async-signal-safe
-    // system calls on descriptors and values prepared above.
-    unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            let (ready, go, netns) = fds;
-            match netns {
-                Some(fd) => check(libc::setns(fd, libc::CLONE_NEWNET))?,
-                None => check(libc::unshare(libc::CLONE_NEWNET))?,
-            }
-            if tty {
-                check(libc::setsid())?;
-                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
-            }
-            check(libc::dup2(ready, READY_FD))?;
-            check(libc::dup2(go, GO_FD))?;
-            // The engine's own descriptors (the shim's socket is fd 3 of ours) stay with it.
-            check(libc::syscall(libc::SYS_close_range, GO_FD + 1, u32::MAX, 0) as libc::c_int)?;
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
-    }
     let child = cmd
         .spawn()
         .map_err(|e| RuntimeError::Other(format!("cannot start the container's relay: {e}")))?;

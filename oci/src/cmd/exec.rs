@@ -5,37 +5,22 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Stdio as ChildStdio;
+use std::os::fd::FromRawFd;
 
 use mvm_agent_protocol::ProcessSpec;
 use mvm_engine::session::Stdio;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use super::Context;
 use crate::cli::ExecArgs;
 use crate::error::RuntimeError;
 use crate::state::Status;
 use crate::sync::{self, Reply};
-use crate::{console, process};
+use crate::{child, process};
 
 const SPEC_FD: i32 = 3;
 const READY_FD: i32 = 4;
 /// The largest process spec read from the pipe.
 const MAX_SPEC_BYTES: u64 = 4 << 20;
-
-fn high_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| RuntimeError::Other(format!("cannot make a pipe: {e}")))?;
-    let up = |fd: OwnedFd| -> Result<OwnedFd, RuntimeError> {
-        let raw = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(100))
-            .map_err(|e| RuntimeError::Other(format!("cannot move a pipe: {e}")))?;
-        // SAFETY: a new descriptor nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-    };
-    Ok((up(r)?, up(w)?))
-}
 
 /// The process `args` describe.
 fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
@@ -44,12 +29,6 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         // It joins the container's PID namespace; it does not make one.
         return Ok(ProcessSpec {
             pid_namespace: false,
-            masked_paths: Vec::new(),
-            readonly_paths: Vec::new(),
-            sysctl: Vec::new(),
-            capabilities: None,
-            no_new_privileges: false,
-            oom_score_adj: None,
             ..process::to_agent(&process::load(path)?, stdin)
         });
     }
@@ -63,17 +42,10 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         env: args.env.clone(),
         cwd: args.cwd.clone().unwrap_or_else(|| "/".into()),
         user: args.user.clone().unwrap_or_default(),
-        groups: None,
-        pid_namespace: false,
-        masked_paths: Vec::new(),
-        readonly_paths: Vec::new(),
-        sysctl: Vec::new(),
-        capabilities: None,
-        no_new_privileges: false,
-        oom_score_adj: None,
         terminal: args.tty,
         stdin: stdin || args.tty,
-        rlimits: Vec::new(),
+        // It joins the container's PID namespace (pid_namespace false).
+        ..ProcessSpec::default()
     })
 }
 
@@ -88,46 +60,24 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32, RuntimeError> {
         });
     }
     let spec = process_spec(args)?;
-    let (spec_r, spec_w) = high_pipe()?;
-    let (ready_r, ready_w) = high_pipe()?;
+    let (spec_r, spec_w) = child::pipe()?;
+    let (ready_r, ready_w) = child::pipe()?;
     let mut cmd = ctx.self_command()?;
     cmd.arg("__exec").arg(&args.id);
-    let tty = spec.terminal && args.console_socket.is_some();
-    if tty {
-        let (master, slave) = console::open(None)?;
-        if let Some(socket) = &args.console_socket {
-            console::send_master(socket, &master)?;
-        }
-        let err = |e: std::io::Error| RuntimeError::Other(format!("cannot use the pty: {e}"));
-        cmd.stdin(ChildStdio::from(slave.try_clone().map_err(err)?))
-            .stdout(ChildStdio::from(slave.try_clone().map_err(err)?))
-            .stderr(ChildStdio::from(slave));
-    }
-    let fds = (spec_r.as_raw_fd(), ready_w.as_raw_fd());
-    // SAFETY: the hook runs in the forked child before exec and makes only async-signal-safe
-    // system calls on the descriptors prepared above.
-    unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| {
-                if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            if tty {
-                check(libc::setsid())?;
-                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
-            }
-            check(libc::dup2(fds.0, SPEC_FD))?;
-            check(libc::dup2(fds.1, READY_FD))?;
-            check(libc::syscall(libc::SYS_close_range, READY_FD + 1, u32::MAX, 0) as libc::c_int)?;
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    let tty = child::terminal(
+        &mut cmd,
+        spec.terminal,
+        None,
+        args.console_socket.as_deref(),
+    )?;
+    // fd 3 (SPEC_FD) and fd 4 (READY_FD) of the exec relay; the container's namespaces are
+    // the VM's, reached over vsock.
+    child::prepare(
+        &mut cmd,
+        [child::raw(&spec_r), child::raw(&ready_w)],
+        tty,
+        child::Net::Same,
+    );
     let mut child = cmd
         .spawn()
         .map_err(|e| RuntimeError::Other(format!("cannot start the exec relay: {e}")))?;
@@ -147,10 +97,7 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32, RuntimeError> {
         }
     }
     if let Some(path) = &args.pid_file {
-        let tmp = mvm_rootfs::fsutil::temp_sibling(path);
-        std::fs::write(&tmp, child.id().to_string())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| RuntimeError::io(path, e))?;
+        child::write_pid_file(path, child.id())?;
     }
     if args.detach {
         // The exec relay is the engine's (its subreaper's) to wait for.

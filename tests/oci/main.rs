@@ -216,6 +216,23 @@ fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
     // rm -f of a running container.
     let id = d.run_d(&["busybox:local", "sleep", "600"]);
     d.ok(&["rm", "-f", &id]);
+    // logs -f follows until the process ends.
+    let id = d.run_d(&["busybox:local", "sh", "-c", "echo one; sleep 1; echo two"]);
+    assert_eq!(d.ok(&["logs", "-f", &id]), "one\ntwo\n");
+    d.ok(&["rm", &id]);
+    // run -it: the process gets a terminal (the console socket's pty) of the caller's size.
+    let cmdline = format!(
+        "stty rows 33 cols 101; DOCKER_HOST=unix://{}/docker.sock docker run --rm -it --runtime microvm busybox:local sh -c 'tty; stty size'",
+        d.dir.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("/dev/pts/"), "{out}{}", stderr(&o));
+    assert!(out.contains("33 101"), "{out}");
 }
 
 #[test]

@@ -14,8 +14,8 @@ use crate::bundle::Bundle;
 use crate::error::RuntimeError;
 use crate::mount::{GuestFs, Mount, TmpfsSize};
 
-/// Memory of a VM whose bundle sets no limit, as `mvm run`'s default.
-pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// Memory of a VM whose bundle sets no limit: `mvm run`'s default.
+pub const DEFAULT_MEMORY_MIB: u64 = mvm_engine::container::spec::DEFAULT_MEM_MIB;
 /// The most vCPUs a bundle's CPU limit gives.
 pub const MAX_VCPUS: u32 = 32;
 

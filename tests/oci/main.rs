@@ -152,7 +152,11 @@ fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
     );
     assert!(stdout(&o).contains("tty-ok"), "{}", stdout(&o));
     // top: the container's host process; stats: one line.
-    assert!(d.ok(&["top", &id]).contains("__relay"));
+    let top = d.ok(&["top", &id]);
+    assert!(
+        top.contains("__relay") && top.contains("qemu-system"),
+        "{top}"
+    );
     // stats: the VM's processes are in the container's cgroup (cgroupsPath), so its memory
     // is the VM's, not the relay's few MiB.
     let stats = d.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);

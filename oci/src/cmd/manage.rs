@@ -142,11 +142,19 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<i32, RuntimeError>
     Ok(0)
 }
 
-/// `ps --format json|table ID`: the container's host process (the relay); what runs in the
-/// guest is the guest's.
+/// `ps --format json|table ID`: the container's host processes (the relay, then the VM's
+/// hypervisor and helpers); what runs in the guest is the guest's.
 pub fn ps(ctx: &Context, id: &str, format: &str) -> Result<i32, RuntimeError> {
     let s = ctx.store.load(id)?;
-    let pids: Vec<i32> = s.pid.filter(|_| s.relay_alive()).into_iter().collect();
+    let mut pids: Vec<i32> = s.pid.filter(|_| s.relay_alive()).into_iter().collect();
+    if !pids.is_empty() {
+        pids.extend(
+            s.vm_pids
+                .iter()
+                .filter_map(|p| i32::try_from(*p).ok())
+                .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
+        );
+    }
     match format {
         "json" => println!("{}", serde_json::json!(pids)),
         "table" => {

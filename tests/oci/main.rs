@@ -639,6 +639,27 @@ fn podman_runs_detaches_logs_execs_stops_and_publishes_ports() {
         p.ok(&["exec", id, "sh", "-c", "echo $$ > /dev/null; echo exec-ok"]),
         "exec-ok\n"
     );
+    // exec -it: a terminal over conmon's console socket.
+    let cmdline = format!(
+        "CONTAINERS_CONF={d}/containers.conf CONTAINERS_STORAGE_CONF={d}/storage.conf \
+         nsenter --net={ns} podman --runtime {rt} exec -it {id} sh -c 'tty; echo tty-ok'",
+        d = p.dir.display(),
+        ns = p.ns.path(),
+        rt = runtime().display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .current_dir(&p.dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("/dev/pts/"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("tty-ok"), "{}", stdout(&o));
     p.ok(&["stop", id]);
     assert_eq!(
         p.ok(&["inspect", "-f", "{{.State.ExitCode}}", id]).trim(),

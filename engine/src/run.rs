@@ -944,7 +944,7 @@ impl NetworkUp {
                 let net = all.iter().find(|n| n.id == e.network_id).ok_or_else(|| {
                     EngineError::runtime(format!("network {} not found", e.network))
                 })?;
-                network::host::ensure_bridge(net, &all).map_err(EngineError::runtime)?;
+                network::host::ensure_bridge(root, net, &all).map_err(EngineError::runtime)?;
                 network::host::create_tap(&e.tap, &net.bridge).map_err(EngineError::runtime)?;
                 up.taps.push(e.tap.clone());
                 let names = network::dns::Names::new(root, &net.id);

@@ -159,7 +159,7 @@ echo "WEB-IP=$({MVM} inspect web | sed -n 's/.*"IPAddress": *"\([0-9.]*\)".*/\1/
 echo "TUN=$([ -c /dev/net/tun ] && echo yes || echo no)"
 echo "LINKS-UP<<"; links; echo ">>"
 echo "BRIDGED=$(ip -o link show | grep -c "master $(links | grep '^mvmbr-' | head -n1) ")"
-echo "NFT<<"; nft list table ip mvm 2>&1; echo ">>"
+echo "NFT<<"; nft list ruleset 2>&1; echo ">>"
 echo "FORWARD=$(cat /proc/sys/net/ipv4/ip_forward)"
 t1=$(up)
 echo "PORT<<"; get_until 127.0.0.1 18080 hello-net; echo ">>"
@@ -508,7 +508,7 @@ fn mvm_network_bridge_ports_dns_isolation_cleanup() {
     {
         fail(
             o,
-            "nft list table ip mvm should show the NAT (masquerade) and forward chains",
+            "nft list ruleset should show the root's mvm table with its NAT (masquerade) and forward chains",
         );
     }
     if !http_ok(section(o, "PORT"), "hello-net") {

@@ -755,3 +755,39 @@ fn five_thousand_connections_to_a_published_port_leave_the_monitor_bounded() {
     ns.ok(&r, &["rm", "-f", &id]);
     assert_clean(&ns, &r);
 }
+
+#[test]
+fn two_state_roots_keep_their_own_rules_and_ranges() {
+    let ns = Netns::new();
+    let (a, b) = (root(), root());
+    let ia = ns.ok(&a, &["run", "-d", "busybox", "sleep", "600"]);
+    let ib = ns.ok(&b, &["run", "-d", "busybox", "sleep", "600"]);
+    let subnet = |r: &TestRoot| {
+        let v: serde_json::Value =
+            serde_json::from_str(&ns.ok(r, &["network", "inspect", "bridge"])).unwrap();
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (sa, sb) = (subnet(&a), subnet(&b));
+    assert_eq!(sa, "10.89.0.0/16");
+    assert!(!sb.is_empty() && sb != sa, "{sa} and {sb}");
+    // Each root's NAT rule in its own table: the second's sync did not flush the first's.
+    let rules = stdout(&ns.sh("nft list ruleset"));
+    for s in [&sa, &sb] {
+        assert!(
+            rules.contains(&format!("ip saddr {s}")),
+            "{s} not in {rules}"
+        );
+    }
+    // A rule sync of the second root (network rm) leaves the first's alone.
+    ns.ok(&b, &["rm", "-f", ib.trim()]);
+    ns.ok(&b, &["network", "create", "other"]);
+    ns.ok(&b, &["network", "rm", "other"]);
+    let rules = stdout(&ns.sh("nft list ruleset"));
+    assert!(rules.contains(&format!("ip saddr {sa}")), "{rules}");
+    ns.ok(&a, &["rm", "-f", ia.trim()]);
+    assert_clean(&ns, &a);
+    assert_clean(&ns, &b);
+}

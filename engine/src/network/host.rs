@@ -7,8 +7,47 @@ use std::process::{Command, Stdio};
 
 use super::{MTU, NetworkError, NetworkRecord};
 
-/// nftables table that holds every rule mvm makes (`nft list table ip mvm`).
-const NFT_TABLE: &str = "mvm";
+/// The nftables table of the state root `root`'s rules: `mvm` for the default root, and
+/// `mvm_<8 hex digits of the root's path hash>` for any other, so that two roots (a user's
+/// `--root`, the tests') never flush each other's rules.
+pub fn nft_table(root: &std::path::Path) -> String {
+    use sha2::Digest;
+    if root == std::path::Path::new(crate::paths::DEFAULT_ROOT) {
+        return "mvm".into();
+    }
+    let h = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let hex: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("mvm_{hex}")
+}
+
+/// The IPv4 destinations routed in this network namespace (`ip -4 route`): ranges a new
+/// network must not take, such as another state root's running bridge.
+pub fn routed_subnets() -> Vec<super::Subnet> {
+    let Ok(out) = Command::new("ip")
+        .args(["-j", "-4", "route", "show"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let Ok(routes) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout) else {
+        return Vec::new();
+    };
+    routes
+        .iter()
+        .filter_map(|r| r.get("dst")?.as_str())
+        .filter(|d| *d != "default")
+        .filter_map(|d| {
+            let d = if d.contains('/') {
+                d.to_string()
+            } else {
+                format!("{d}/32")
+            };
+            super::Subnet::parse(&d).ok()
+        })
+        .filter(|s| !s.base.is_loopback())
+        .collect()
+}
 
 fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
     let mut cmd = Command::new(program);
@@ -63,7 +102,11 @@ pub fn link_exists(name: &str) -> bool {
 
 /// Makes sure the network's bridge exists, has the gateway address, is up, and that the
 /// NAT and isolation rules cover it. The caller holds the networks lock.
-pub fn ensure_bridge(net: &NetworkRecord, all: &[NetworkRecord]) -> Result<(), NetworkError> {
+pub fn ensure_bridge(
+    root: &std::path::Path,
+    net: &NetworkRecord,
+    all: &[NetworkRecord],
+) -> Result<(), NetworkError> {
     if !link_exists(&net.bridge) {
         let subnet = net.subnet;
         let mtu = MTU.to_string();
@@ -95,7 +138,7 @@ pub fn ensure_bridge(net: &NetworkRecord, all: &[NetworkRecord]) -> Result<(), N
         // on every container start.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| NetworkError::Host(format!("cannot enable IPv4 forwarding: {e}")))?;
-        sync_rules(all)?;
+        sync_rules(root, all)?;
     }
     Ok(())
 }
@@ -108,9 +151,11 @@ pub fn remove_bridge(net: &NetworkRecord) -> Result<(), NetworkError> {
     Ok(())
 }
 
-/// Rewrites mvm's nftables table for the bridges that exist: outbound NAT for each range, and
-/// no forwarding from one mvm network to another.
-pub fn sync_rules(all: &[NetworkRecord]) -> Result<(), NetworkError> {
+/// Rewrites the nftables table of state root `root` ([`nft_table`]) for its bridges that
+/// exist: outbound NAT for each range, and no forwarding from one mvm network to another
+/// (another root's included).
+pub fn sync_rules(root: &std::path::Path, all: &[NetworkRecord]) -> Result<(), NetworkError> {
+    let table = nft_table(root);
     let live: Vec<&NetworkRecord> = all.iter().filter(|n| link_exists(&n.bridge)).collect();
     let mut nat = String::new();
     let mut forward = String::new();
@@ -125,7 +170,7 @@ pub fn sync_rules(all: &[NetworkRecord]) -> Result<(), NetworkError> {
         ));
     }
     let script = format!(
-        "table ip {NFT_TABLE} {{}}\nflush table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{forward}  }}\n}}\n"
+        "table ip {table} {{}}\nflush table ip {table}\ntable ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{forward}  }}\n}}\n"
     );
     run("nft", &["-f", "-"], Some(&script))
         .map_err(|e| NetworkError::Host(format!("cannot set the network rules: {e}")))
@@ -182,5 +227,23 @@ pub fn delete_tap(tap: &str) {
         && let Err(e) = ip(&["link", "del", tap])
     {
         tracing::warn!("cannot delete TAP device {tap}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn each_state_root_has_a_table_of_its_own() {
+        assert_eq!(nft_table(Path::new(crate::paths::DEFAULT_ROOT)), "mvm");
+        let (a, b) = (nft_table(Path::new("/tmp/a")), nft_table(Path::new("/tmp/b")));
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            assert!(t.starts_with("mvm_") && t.len() == 12, "{t}");
+            assert!(t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'), "{t}");
+        }
+        assert_eq!(a, nft_table(Path::new("/tmp/a")));
     }
 }

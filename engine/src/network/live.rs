@@ -74,7 +74,7 @@ pub fn connect(
     ep: &Endpoint,
 ) -> Result<(), String> {
     let first = rec.endpoints.is_empty();
-    let result = host::ensure_bridge(net, all)
+    let result = host::ensure_bridge(&dirs.root, net, all)
         .and_then(|()| host::attach_tap(&ep.tap, &net.bridge))
         .map_err(|e| e.to_string())
         .and_then(|()| tell_agent(dirs, &up_message(ep, first)))

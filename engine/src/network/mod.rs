@@ -257,9 +257,15 @@ pub fn create_locked(
 /// A /16 in 10.90.0.0-10.250.0.0 that no network uses yet (`network create` without
 /// `--subnet`).
 fn free_subnet(all: &[NetworkRecord]) -> Result<Subnet, NetworkError> {
+    // Ranges routed here already (another state root's running bridge, the host's own
+    // networks) are not taken either, as Docker's address pools skip them.
+    let routed = host::routed_subnets();
+    let free = |cand: &Subnet| {
+        all.iter().all(|n| !n.subnet.overlaps(cand)) && routed.iter().all(|r| !r.overlaps(cand))
+    };
     for b in 90u8..=250 {
         let cand = Subnet::new(Ipv4Addr::new(10, b, 0, 0), 16);
-        if all.iter().all(|n| !n.subnet.overlaps(&cand)) {
+        if free(&cand) {
             return Ok(cand);
         }
     }
@@ -273,8 +279,19 @@ pub fn default_locked(root: &Path) -> Result<NetworkRecord, NetworkError> {
     match find(root, DEFAULT_NETWORK) {
         Ok(n) => Ok(n),
         Err(NetworkError::NotFound(_)) => {
-            let subnet =
-                std::env::var("MVM_BRIDGE_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.into());
+            // DEFAULT_SUBNET unless something here routes it already (another state root's
+            // default network, running), then the first free range.
+            let subnet = match std::env::var("MVM_BRIDGE_SUBNET") {
+                Ok(s) => s,
+                Err(_) => {
+                    let default = Subnet::parse(DEFAULT_SUBNET).map_err(NetworkError::Invalid)?;
+                    if host::routed_subnets().iter().any(|r| r.overlaps(&default)) {
+                        free_subnet(&list(root))?.to_string()
+                    } else {
+                        DEFAULT_SUBNET.to_string()
+                    }
+                }
+            };
             create_locked(
                 root,
                 DEFAULT_NETWORK,

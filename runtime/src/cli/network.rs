@@ -266,7 +266,7 @@ fn rm(root: &Path, keys: &[String]) -> Result<i32, CliError> {
 
 fn sync_rules(root: &Path) {
     if let Ok(_lock) = network::lock(root)
-        && let Err(e) = network::host::sync_rules(&network::list(root))
+        && let Err(e) = network::host::sync_rules(root, &network::list(root))
     {
         tracing::warn!("{e}");
     }

@@ -403,3 +403,27 @@ fn import_refuses_garbage_and_bad_names() {
     let o = r.mvm(&["images", "-q"]);
     assert_eq!(stdout(&o), "");
 }
+
+#[test]
+fn dash_it_without_a_terminal_and_a_relative_workdir_are_refused_as_docker_does() {
+    let r = root();
+    // `echo hi | docker run --rm -it busybox cat`: rc 1, at once.
+    let o = r.mvm_stdin(&["run", "--rm", "-it", "busybox", "cat"], b"hi\n");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the input device is not a TTY"),
+        "{}",
+        stderr(&o)
+    );
+    // `docker run -w relative`: rc 125 with Docker's words.
+    let o = r.mvm(&["run", "--rm", "-w", "relative", "busybox", "pwd"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the working directory 'relative' is invalid, it needs to be an absolute path"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert!(r.leftover_containers().is_empty());
+}

@@ -30,6 +30,9 @@ pub enum SpecError {
     /// `-m` is not a size.
     #[error("invalid memory size {0:?}: use e.g. 512m or 2g")]
     Memory(String),
+    /// `-w` is not absolute (Docker's words).
+    #[error("the working directory '{0}' is invalid, it needs to be an absolute path")]
+    Workdir(String),
     /// `-m` is below what a guest boots in.
     #[error("minimum memory for a microVM is {MIN_MEM_MIB}m, got {0}")]
     MemoryTooSmall(String),
@@ -380,6 +383,11 @@ impl ContainerSpec {
         {
             return Err(SpecError::Hostname(h.clone()));
         }
+        if let Some(w) = &self.workdir
+            && !w.starts_with('/')
+        {
+            return Err(SpecError::Workdir(w.clone()));
+        }
         crate::volume::mounts::check_duplicates(&self.mounts).map_err(SpecError::Mount)?;
         Ok(())
     }
@@ -607,6 +615,13 @@ mod tests {
                     ..ok.clone()
                 },
                 SpecError::Hostname("x".repeat(64)),
+            ),
+            (
+                ContainerSpec {
+                    workdir: Some("relative/dir".into()),
+                    ..ok.clone()
+                },
+                SpecError::Workdir("relative/dir".into()),
             ),
         ];
         for (spec, want) in cases {

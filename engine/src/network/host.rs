@@ -238,11 +238,17 @@ mod tests {
     #[test]
     fn each_state_root_has_a_table_of_its_own() {
         assert_eq!(nft_table(Path::new(crate::paths::DEFAULT_ROOT)), "mvm");
-        let (a, b) = (nft_table(Path::new("/tmp/a")), nft_table(Path::new("/tmp/b")));
+        let (a, b) = (
+            nft_table(Path::new("/tmp/a")),
+            nft_table(Path::new("/tmp/b")),
+        );
         assert_ne!(a, b);
         for t in [&a, &b] {
             assert!(t.starts_with("mvm_") && t.len() == 12, "{t}");
-            assert!(t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'), "{t}");
+            assert!(
+                t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'),
+                "{t}"
+            );
         }
         assert_eq!(a, nft_table(Path::new("/tmp/a")));
     }

@@ -103,6 +103,12 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<i32, CliError> {
     if a.command.is_empty() {
         return Err(CliError::usage("exec needs a command".into()));
     }
+    if !a.detach && a.tty && a.interactive && !mvm_engine::terminal::is_tty(0) {
+        return Err(CliError::with_code(
+            1,
+            "the input device is not a TTY".into(),
+        ));
+    }
     let (dirs, _) = container::exec::target(engine.root(), &a.container).map_err(failed)?;
     let detached_child = a.detach && std::env::var_os(EXEC_READY_FD_ENV).is_some();
     if a.detach && !detached_child {

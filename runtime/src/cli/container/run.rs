@@ -190,6 +190,13 @@ pub fn run_or_create(engine: &Engine, a: &RunArgs, create_only: bool) -> Result<
     if create_only && a.detach {
         return Err(CliError::usage("unknown shorthand flag: 'd' in -d".into()));
     }
+    // As Docker's CLI: -it needs a terminal to read (a pipe would never end the session).
+    if !create_only && !a.detach && a.tty && a.interactive && !mvm_engine::terminal::is_tty(0) {
+        return Err(CliError::with_code(
+            1,
+            "the input device is not a TTY".into(),
+        ));
+    }
     let spec = a.spec().map_err(|e| CliError::usage(e.to_string()))?;
     if let Some(w) = &engine.backend()?.warning {
         eprintln!("mvm: warning: {w}");

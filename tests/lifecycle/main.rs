@@ -249,6 +249,16 @@ fn unknown_containers_and_bad_input() {
             stderr(&o)
         );
     }
+    // `rm -f` of a container that does not exist: said on stderr, not failed on (Docker's
+    // CLI: rc 0).
+    let o = r.mvm(&["rm", "-f", "nosuch"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No such container: nosuch"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
     let o = r.mvm(&["stop"]);
     assert_eq!(o.status.code(), Some(125));
     let o = r.mvm(&["logs", "--tail", "x", "c"]);

@@ -93,9 +93,20 @@ pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError>
 
 /// `mvm rm` (`-v`: with the container's anonymous volumes).
 pub fn rm(root: &Path, keys: &[String], force: bool, volumes: bool) -> Result<i32, CliError> {
-    each_container(keys, |key| {
-        container::stop::remove(root, key, force, volumes)
-    })
+    let mut code = 0;
+    for key in keys {
+        match container::stop::remove(root, key, force, volumes) {
+            Ok(()) => println!("{key}"),
+            // As Docker's CLI: with --force, a container that does not exist is said, not
+            // failed on.
+            Err(e @ container::ContainerError::NotFound(_)) if force => eprintln!("mvm: {e}"),
+            Err(e) => {
+                eprintln!("mvm: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// `mvm wait`: blocks until each container stops and prints its exit code.

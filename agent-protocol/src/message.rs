@@ -180,9 +180,14 @@ pub struct ProcessSpec {
     /// each only when absent.
     #[serde(default)]
     pub env: Vec<String>,
-    /// The working directory, absolute; created when missing. Empty means `/`.
+    /// The working directory, absolute; created when missing (unless `no_create_cwd`).
+    /// Empty means `/`.
     #[serde(default)]
     pub cwd: String,
+    /// A missing working directory fails the start (126) instead of being made: `exec -w`,
+    /// as Docker's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_create_cwd: bool,
     /// The user as the user gave it: `""` (root), `name`, `uid`, `uid:gid`, `name:group`,
     /// resolved in the container's `/etc/passwd` and `/etc/group`.
     #[serde(default)]

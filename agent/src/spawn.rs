@@ -81,6 +81,12 @@ pub enum SpawnError {
         /// Why.
         source: io::Error,
     },
+    /// The working directory does not exist and may not be made (`exec -w`).
+    #[error("chdir to cwd ({path:?}) failed: no such file or directory")]
+    NoCwd {
+        /// The directory.
+        path: String,
+    },
     /// A kernel parameter could not be set.
     #[error("cannot set sysctl {key}: {source}")]
     Sysctl {
@@ -114,7 +120,9 @@ impl SpawnError {
             SpawnError::Lookup(LookupError::NotInPath(_) | LookupError::NoSuchFile(_)) => {
                 StartFailedKind::NotFound
             }
-            SpawnError::Lookup(LookupError::NotExecutable(_)) => StartFailedKind::PermissionDenied,
+            SpawnError::Lookup(LookupError::NotExecutable(_)) | SpawnError::NoCwd { .. } => {
+                StartFailedKind::PermissionDenied
+            }
             SpawnError::Exec { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOENT) => StartFailedKind::NotFound,
                 Some(libc::EACCES | libc::EPERM | libc::ENOEXEC | libc::EISDIR) => {
@@ -181,6 +189,11 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
         .collect::<Result<Vec<_>, _>>()?;
     let env = build_env(&spec.env, ctx.hostname, &user.home, spec.terminal);
     let cwd = PathBuf::from("/").join(&spec.cwd);
+    if !cwd.is_dir() && spec.no_create_cwd {
+        return Err(SpawnError::NoCwd {
+            path: cwd.display().to_string(),
+        });
+    }
     if !cwd.is_dir() {
         std::fs::create_dir_all(&cwd).map_err(|source| SpawnError::Cwd {
             path: cwd.display().to_string(),

@@ -330,6 +330,15 @@ fn exec_runs_more_processes_in_the_running_vm() {
         "echo $X; pwd; id -u",
     ]);
     assert_eq!(stdout(&o), "1\n/tmp\n1000\n", "{}", stderr(&o));
+    // A -w that does not exist is not made: Docker's 126 and its reason.
+    let o = r.mvm(&["exec", "-w", "/nonexist", "svc", "pwd"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexist"), "{}", stderr(&o));
+    assert_eq!(
+        r.mvm(&["exec", "svc", "ls", "/nonexist"]).status.code(),
+        Some(1),
+        "exec -w made the directory"
+    );
     let o = r.mvm_stdin(&["exec", "-i", "svc", "cat"], b"through exec\n");
     assert_eq!(stdout(&o), "through exec\n");
     // Several at once, and the container's own process keeps running.

@@ -70,6 +70,8 @@ pub fn exec(
             .unwrap_or_else(|| rec.process.user.clone()),
         terminal: spec.tty,
         stdin: spec.interactive,
+        // As Docker's exec: a missing -w directory fails (126) rather than being made.
+        no_create_cwd: true,
         // It joins the container's PID namespace (pid_namespace false).
         ..ProcessSpec::default()
     };

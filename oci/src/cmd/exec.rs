@@ -29,6 +29,7 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         // It joins the container's PID namespace; it does not make one.
         return Ok(ProcessSpec {
             pid_namespace: false,
+            no_create_cwd: true,
             ..process::to_agent(&process::load(path)?, stdin)
         });
     }
@@ -44,6 +45,7 @@ fn process_spec(args: &ExecArgs) -> Result<ProcessSpec, RuntimeError> {
         user: args.user.clone().unwrap_or_default(),
         terminal: args.tty,
         stdin: stdin || args.tty,
+        no_create_cwd: true,
         // It joins the container's PID namespace (pid_namespace false).
         ..ProcessSpec::default()
     })

@@ -306,6 +306,7 @@ mod tests {
             args: vec!["sh".into(), "-c".into(), "ulimit -n".into()],
             env: vec!["A=b".into()],
             cwd: "/srv".into(),
+            no_create_cwd: true,
             user: "1000:1000".into(),
             groups: Some(vec![10, 20]),
             pid_namespace: true,

@@ -20,7 +20,15 @@ pub const DEFAULT_MEMORY_MIB: u64 = mvm_engine::container::spec::DEFAULT_MEM_MIB
 pub const MAX_VCPUS: u32 = 32;
 
 /// Where the agent makes a kernel file system whatever the bundle says.
-const AGENT_MAKES: &[&str] = &["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"];
+const AGENT_MAKES: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys/fs/cgroup",
+];
 
 /// The sandbox for `bundle`, and notes on what was left out.
 pub fn sandbox_spec(

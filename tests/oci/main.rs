@@ -66,6 +66,14 @@ fn docker_run_gives_output_exit_codes_the_guest_kernel_and_the_asked_size() {
         "{out}{}",
         stderr(&o)
     );
+    // The kernel file systems Docker's bundle lists are made in the guest.
+    let o = d.run(&[
+        "busybox:local",
+        "sh",
+        "-c",
+        "grep -cE ' /dev/mqueue mqueue | /sys/fs/cgroup cgroup2 ro,' /proc/mounts",
+    ]);
+    assert_eq!(stdout(&o), "2\n", "{}", stderr(&o));
     // --sysctl is set in the guest's kernel; Docker's read-only /proc/sys holds in the guest.
     let o = d.run(&[
         "--sysctl",
@@ -321,7 +329,7 @@ fn docker_ports_networks_by_name_volumes_and_binds() {
 }
 
 #[test]
-fn docker_diff_and_commit_see_what_the_container_wrote() {
+fn docker_diff_commit_and_cp_see_what_the_container_wrote() {
     let d = Dockerd::start("diff");
     let id = d.run_d(&[
         "busybox:local",
@@ -333,6 +341,14 @@ fn docker_diff_and_commit_see_what_the_container_wrote() {
     let diff = d.ok(&["diff", &id]);
     assert!(diff.lines().any(|l| l == "A /newfile"), "{diff}");
     d.ok(&["commit", &id, "committed:1"]);
+    // docker cp both ways: out of the container's root, and into it while the guest runs.
+    let out = d.dir.join("copied");
+    d.ok(&["cp", &format!("{id}:/newfile"), out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "data\n");
+    let into = d.dir.join("into");
+    std::fs::write(&into, "from the host\n").unwrap();
+    d.ok(&["cp", into.to_str().unwrap(), &format!("{id}:/fromhost")]);
+    assert_eq!(d.ok(&["exec", &id, "cat", "/fromhost"]), "from the host\n");
     d.ok(&["rm", "-f", &id]);
     let o = d.run(&["committed:1", "cat", "/newfile"]);
     assert_eq!(stdout(&o), "data\n", "{}", stderr(&o));

@@ -108,6 +108,25 @@ pub(crate) fn mount_container_fs(tmp: bool) -> Result<(), BootError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
+    // As in a Docker container: POSIX message queues, and the cgroup tree read-only (the VM's
+    // own kernel's: the container sees its VM's cgroups, nothing of the host's). Best effort:
+    // a kernel without them still runs the container.
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for (source, target, fstype, flags) in [
+        ("mqueue", "/dev/mqueue", "mqueue", nosuid_nodev_noexec),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        ),
+    ] {
+        if let Err(e) =
+            mkdir(target, 0o755).and_then(|()| mount_fs(source, target, fstype, flags, None))
+        {
+            log_debug!("{target} not mounted: {e}");
+        }
+    }
     if !tmp {
         log_debug!("container file systems mounted");
         return Ok(());

@@ -123,12 +123,9 @@ pub struct Sandbox {
 /// Copies `source` (a regular file, not followed if a link, at most
 /// [`MAX_SHARED_FILE_BYTES`]) to `dest`.
 fn copy_file(source: &Path, dest: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
     let shown = source.display();
-    let mut from = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(source)
-        .map_err(|e| format!("cannot open {shown}: {e}"))?;
+    let mut from = open_source(source).map_err(|e| format!("cannot open {shown}: {e}"))?;
     let meta = from
         .metadata()
         .map_err(|e| format!("cannot read {shown}: {e}"))?;
@@ -147,7 +144,41 @@ fn copy_file(source: &Path, dest: &Path) -> Result<(), String> {
         &mut to,
     )
     .map_err(|e| format!("cannot copy {shown}: {e}"))?;
+    // Executable stays executable (Docker's --init binds docker-init); no setuid or setgid,
+    // nothing writable but by the owner.
+    to.set_permissions(std::fs::Permissions::from_mode(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o755,
+    ))
+    .map_err(|e| format!("cannot set the mode of {}: {e}", dest.display()))?;
     Ok(())
+}
+
+/// Host system directories that no VM is given to write: a link there (such as
+/// /usr/bin/docker-init -> tini-static, which Docker's `--init` binds) is the host's own.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64"];
+
+/// Opens a shared file's source without following a link, except a link in [`SYSTEM_DIRS`]
+/// to a file in them: a link anywhere else may be one a guest made in a directory shared
+/// with it, and following it would copy whatever it points at into a guest.
+fn open_source(source: &Path) -> io::Result<File> {
+    let open = |p: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(p)
+    };
+    match open(source) {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let system = |p: &Path| SYSTEM_DIRS.iter().any(|d| p.starts_with(d));
+            let target = fs::canonicalize(source)?;
+            if system(source) && system(&target) {
+                open(&target)
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
 }
 
 /// The agent's boot configuration for `spec`: shares are tagged in the order
@@ -524,6 +555,39 @@ mod tests {
                 .unwrap_err()
                 .contains("larger")
         );
+        // A link of the host's system directories (Docker's /usr/bin/docker-init) is followed,
+        // and an executable stays executable.
+        let system_link = std::fs::read_dir("/usr/bin")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.is_symlink()
+                    && std::fs::canonicalize(p).is_ok_and(|t| {
+                        t.starts_with("/usr")
+                            && t.metadata()
+                                .is_ok_and(|m| m.is_file() && m.len() <= MAX_SHARED_FILE_BYTES)
+                    })
+            })
+            .expect("no link to a small file in /usr/bin to try");
+        copy_file(&system_link, &d.join("sys")).unwrap();
+        assert_eq!(
+            fs::read(d.join("sys")).unwrap(),
+            fs::read(fs::canonicalize(&system_link).unwrap()).unwrap()
+        );
+        std::os::unix::fs::symlink(&system_link, d.join("to-system")).unwrap();
+        assert!(copy_file(&d.join("to-system"), &d.join("c6")).is_err());
+        fs::write(d.join("tool"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            d.join("tool"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o4777),
+        )
+        .unwrap();
+        copy_file(&d.join("tool"), &d.join("c7")).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(d.join("c7")).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o7777, 0o755);
         // A FIFO does not block the copy.
         nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert!(

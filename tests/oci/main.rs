@@ -66,6 +66,20 @@ fn docker_run_gives_output_exit_codes_the_guest_kernel_and_the_asked_size() {
         "{out}{}",
         stderr(&o)
     );
+    // --init: Docker's docker-init (a link in /usr/bin on the host) is the guest's PID 1.
+    let o = d.run(&[
+        "--init",
+        "busybox:local",
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/1/cmdline; echo",
+    ]);
+    assert!(
+        stdout(&o).starts_with("/sbin/docker-init -- sh -c"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     // The kernel file systems Docker's bundle lists are made in the guest.
     let o = d.run(&[
         "busybox:local",

@@ -76,6 +76,26 @@ pub struct Connection {
     protocol: bool,
 }
 
+/// How long a backend whose socket exists may take to listen on it.
+const LISTEN_WAIT: Duration = Duration::from_secs(1);
+
+/// Connects to `path`; a refusal is retried for [`LISTEN_WAIT`]: a backend makes its socket
+/// file (bind) a moment before it listens, and its caller only waits for the file.
+fn connect_when_listening(path: &Path) -> std::io::Result<UnixStream> {
+    let deadline = std::time::Instant::now() + LISTEN_WAIT;
+    loop {
+        match UnixStream::connect(path) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ECONNREFUSED)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Connection {
     /// Connects to the backend at `path`, which must serve at least `num_queues` queues, and
     /// negotiates the protocol.
@@ -84,7 +104,7 @@ impl Connection {
             path: path.display().to_string(),
             source,
         };
-        let stream = UnixStream::connect(path).map_err(connect_err)?;
+        let stream = connect_when_listening(path).map_err(connect_err)?;
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
@@ -313,5 +333,53 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("/nonexistent/vu.sock"), "{e}");
+    }
+
+    #[test]
+    fn a_socket_bound_but_not_yet_listening_is_waited_for() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("mvm-vu-listen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("late.sock");
+        // A backend's first step: the socket file exists, nothing listens yet.
+        // SAFETY: socket(2) with constants; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: a descriptor just returned and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: bind with a pointer to a local sockaddr_un and its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(
+            UnixStream::connect(&path).unwrap_err().raw_os_error(),
+            Some(libc::ECONNREFUSED)
+        );
+        let backend = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: listen and accept on the descriptor this thread owns.
+            unsafe {
+                assert_eq!(libc::listen(fd.as_raw_fd(), 1), 0);
+                let c = libc::accept(fd.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut());
+                assert!(c >= 0);
+                libc::close(c);
+            }
+        });
+        connect_when_listening(&path).unwrap();
+        backend.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

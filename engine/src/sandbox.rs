@@ -183,7 +183,7 @@ fn open_source(source: &Path) -> io::Result<File> {
 
 /// The agent's boot configuration for `spec`: shares are tagged in the order
 /// [`start_daemons`] starts them (root, files, then the directories).
-fn boot_config(spec: &SandboxSpec) -> Result<BootConfig, EngineError> {
+fn boot_config(spec: &SandboxSpec) -> BootConfig {
     let mut c = BootConfig {
         root: RootSource::Share {
             read_only: spec.root_read_only,
@@ -213,7 +213,7 @@ fn boot_config(spec: &SandboxSpec) -> Result<BootConfig, EngineError> {
     }
     c.mounts
         .extend(spec.tmpfs.iter().cloned().map(ContainerMount::Tmpfs));
-    Ok(c)
+    c
 }
 
 /// Starts the virtiofsd of the root, of the files (copied first) and of each directory.
@@ -295,7 +295,7 @@ impl Sandbox {
         let kernel = paths::kernel().map_err(EngineError::runtime)?;
         let agent = paths::agent().map_err(EngineError::runtime)?;
         let agent_disk = agent_disk::ensure(&agent, &spec.cache).map_err(EngineError::runtime)?;
-        let cmdline = crate::run::kernel_cmdline(&boot_config(spec)?, spec.debug)
+        let cmdline = crate::run::kernel_cmdline(&boot_config(spec), spec.debug)
             .map_err(EngineError::runtime)?;
         let _ = fs::remove_dir_all(&spec.run_dir);
         let vm_spec = VmSpec {
@@ -503,7 +503,7 @@ mod tests {
             target: "/srv".into(),
             read_only: true,
         }];
-        let c = boot_config(&s).unwrap();
+        let c = boot_config(&s);
         assert_eq!(c.root, RootSource::Share { read_only: false });
         assert_eq!(c.upper, None);
         assert_eq!(

@@ -3,7 +3,7 @@
 //! the descriptors the child is meant to have (the engine's own, such as the shim's socket at
 //! fd 3 of ours, stay with the engine).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -105,9 +105,4 @@ pub fn write_pid_file(path: &Path, pid: u32) -> Result<(), RuntimeError> {
     std::fs::write(&tmp, pid.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| RuntimeError::io(path, e))
-}
-
-/// The raw descriptor of `fd`, for [`prepare`].
-pub fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
 }

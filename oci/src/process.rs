@@ -45,6 +45,18 @@ pub fn to_agent(p: &Process, stdin: bool) -> ProcessSpec {
     }
 }
 
+/// The stdio of a relay running `spec`: its own 0/1/2 are the process's (untouched, or the
+/// pty slave), forwarded to and from the agent.
+pub fn relay_stdio(spec: &ProcessSpec) -> mvm_engine::session::Stdio {
+    mvm_engine::session::Stdio {
+        stdin: spec.stdin,
+        open_stdin: false,
+        tty: spec.terminal,
+        attached: true,
+        export_layer: None,
+    }
+}
+
 /// Reads `exec --process FILE`: a runtime-spec `process` object.
 pub fn load(path: &Path) -> Result<Process, RuntimeError> {
     let bytes = bundle::read_config(path)?;

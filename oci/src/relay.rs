@@ -15,7 +15,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use mvm_engine::sandbox::Sandbox;
-use mvm_engine::session::Stdio;
 
 use crate::bundle::{Bundle, Network};
 use crate::error::RuntimeError;
@@ -56,7 +55,6 @@ pub fn main(store: &Store, id: &str, log: &Logger) -> i32 {
             return 137;
         }
     };
-    let tty = bundle.process.terminal;
     let mut spec = process::to_agent(&bundle.process, process::stdin_is_open());
     // Applied in the guest, in the container's own mount namespace.
     spec.masked_paths = bundle.linux.masked_paths.clone();
@@ -64,28 +62,17 @@ pub fn main(store: &Store, id: &str, log: &Logger) -> i32 {
     let mut sysctl: Vec<(String, String)> = bundle.linux.sysctl.clone().into_iter().collect();
     sysctl.sort();
     spec.sysctl = sysctl;
-    let stdin = spec.stdin;
-    let mut answer = Some(start.try_clone().ok());
+    let mut answer = start.try_clone().ok();
     let started = || {
         if let Err(e) = store.update(id, |s| s.status = Status::Running) {
             log.warn(&format!("cannot record {id} as running: {e}"));
         }
-        if let Some(Some(c)) = answer.take() {
+        if let Some(c) = answer.take() {
             sync::send(c, &Reply::Ok(String::new()));
         }
     };
-    let result = sandbox.run(
-        spec,
-        Stdio {
-            stdin,
-            open_stdin: false,
-            tty,
-            attached: true,
-            export_layer: None,
-        },
-        Some(listener),
-        started,
-    );
+    let stdio = process::relay_stdio(&spec);
+    let result = sandbox.run(spec, stdio, Some(listener), started);
     netns::disconnect(&joined);
     match result {
         Ok(code) => code,

@@ -343,3 +343,14 @@ pub fn kill_mentioning(dir: &Path) {
         }
     }
 }
+
+/// Runs the shell command line `cmdline` in `dir` under `script`, so its stdin and stdout are a
+/// terminal (`-it`).
+pub fn on_a_terminal(cmdline: &str, dir: &Path) -> Output {
+    Command::new(require("script"))
+        .args(["-qec", cmdline, "/dev/null"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}

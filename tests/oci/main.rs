@@ -161,11 +161,7 @@ fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
         "DOCKER_HOST=unix://{}/docker.sock docker exec -it {id} sh -c 'tty; echo tty-ok'",
         d.dir.display()
     );
-    let o = Command::new("script")
-        .args(["-qec", &cmdline, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = harness::on_a_terminal(&cmdline, &d.dir);
     assert!(
         stdout(&o).contains("/dev/pts/"),
         "{}{}",
@@ -251,11 +247,7 @@ fn docker_detached_logs_exec_stop_kill_pause_restart_and_rm() {
         "stty rows 33 cols 101; DOCKER_HOST=unix://{}/docker.sock docker run --rm -it --runtime microvm busybox:local sh -c 'tty; stty size'",
         d.dir.display()
     );
-    let o = Command::new("script")
-        .args(["-qec", &cmdline, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = harness::on_a_terminal(&cmdline, &d.dir);
     let out = stdout(&o);
     assert!(out.contains("/dev/pts/"), "{out}{}", stderr(&o));
     assert!(out.contains("33 101"), "{out}");
@@ -677,12 +669,7 @@ fn podman_runs_detaches_logs_execs_stops_and_publishes_ports() {
         ns = p.ns.path(),
         rt = runtime().display()
     );
-    let o = Command::new("script")
-        .args(["-qec", &cmdline, "/dev/null"])
-        .current_dir(&p.dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = harness::on_a_terminal(&cmdline, &p.dir);
     assert!(
         stdout(&o).contains("/dev/pts/"),
         "{}{}",

@@ -43,7 +43,7 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
             RuntimeError::Other(format!("network namespace {}: {e}", path.display()))
         })?),
     };
-    let dir = ctx.store.create_dir(&args.id)?;
+    ctx.store.create_dir(&args.id)?;
     let mut stored = Stored {
         id: args.id.clone(),
         bundle: bundle.dir.clone(),
@@ -101,8 +101,8 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, RuntimeError> {
     match result {
         Ok(()) => Ok(0),
         Err(e) => {
+            // The state and run directories, as far as they were made.
             ctx.store.remove(&stored);
-            let _ = std::fs::remove_dir_all(&dir);
             Err(e)
         }
     }
@@ -145,12 +145,7 @@ fn spawn_relay(
         None => child::Net::New,
     };
     // fd 3 (READY_FD) and fd 4 (GO_FD) of the relay.
-    child::prepare(
-        &mut cmd,
-        [child::raw(&ready_w), child::raw(&go_r)],
-        tty,
-        net,
-    );
+    child::prepare(&mut cmd, [ready_w.as_raw_fd(), go_r.as_raw_fd()], tty, net);
     let child = cmd
         .spawn()
         .map_err(|e| RuntimeError::Other(format!("cannot start the container's relay: {e}")))?;

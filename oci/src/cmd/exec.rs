@@ -5,10 +5,9 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use mvm_agent_protocol::ProcessSpec;
-use mvm_engine::session::Stdio;
 
 use super::Context;
 use crate::cli::ExecArgs;
@@ -76,7 +75,7 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32, RuntimeError> {
     // the VM's, reached over vsock.
     child::prepare(
         &mut cmd,
-        [child::raw(&spec_r), child::raw(&ready_w)],
+        [spec_r.as_raw_fd(), ready_w.as_raw_fd()],
         tty,
         child::Net::Same,
     );
@@ -138,24 +137,12 @@ pub fn exec_relay(ctx: &Context, id: &str) -> i32 {
         }
     };
     let mut ready = Some(ready);
-    let tty = spec.terminal;
-    let stdin = spec.stdin;
-    let result = mvm_engine::sandbox::exec(
-        &s.vsock_path(),
-        spec,
-        Stdio {
-            stdin,
-            open_stdin: false,
-            tty,
-            attached: true,
-            export_layer: None,
-        },
-        || {
-            if let Some(r) = ready.take() {
-                sync::send(r, &Reply::Ok(String::new()));
-            }
-        },
-    );
+    let stdio = process::relay_stdio(&spec);
+    let result = mvm_engine::sandbox::exec(&s.vsock_path(), spec, stdio, || {
+        if let Some(r) = ready.take() {
+            sync::send(r, &Reply::Ok(String::new()));
+        }
+    });
     match result {
         Ok(code) => code,
         Err(e) => {

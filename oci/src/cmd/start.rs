@@ -1,6 +1,6 @@
 //! `start` (the relay runs the process) and `run` (create, start, wait, delete).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -36,9 +36,7 @@ pub fn start(ctx: &Context, id: &str) -> Result<i32, RuntimeError> {
     let mut conn = UnixStream::connect(stored.control_path()).map_err(fail)?;
     conn.set_read_timeout(Some(START_TIMEOUT)).map_err(fail)?;
     conn.write_all(b"start\n").map_err(fail)?;
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line).map_err(fail)?;
-    match crate::sync::receive(line.as_bytes())? {
+    match crate::sync::receive(&conn)? {
         crate::sync::Reply::Ok(_) => {}
         crate::sync::Reply::Failed(_, msg) => return Err(RuntimeError::Other(msg)),
     }

@@ -116,7 +116,9 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
 /// - `""` is root; `name` must exist; a numeric `uid` need not (then gid 0, HOME `/`);
 /// - the primary gid comes from the passwd entry unless `:group` is given; a group name must
 ///   exist, a numeric gid need not;
-/// - supplementary groups are those of `/etc/group` listing the user, unless a group was given.
+/// - supplementary groups are the primary gid (Docker puts it first in `additionalGids`, so
+///   `id` shows `groups=0(root)`), then those of `/etc/group` listing the user, unless a group
+///   was given.
 pub fn resolve_user_in(
     spec: &str,
     passwd: &[PasswdEntry],
@@ -166,6 +168,8 @@ pub fn resolve_user_in(
             }
         }
     }
+    supplementary.retain(|g| *g != gid);
+    supplementary.insert(0, gid);
     Ok(ResolvedUser {
         uid,
         gid,
@@ -238,14 +242,14 @@ dup:x:10:app
     fn root_by_default() {
         let u = resolve("").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/root"));
-        assert_eq!(u.groups, [10]);
+        assert_eq!(u.groups, [0, 10]);
     }
 
     #[test]
     fn by_name_with_supplementary_groups() {
         let u = resolve("app").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (1000, 1000, "/home/app"));
-        assert_eq!(u.groups, [10, 999]);
+        assert_eq!(u.groups, [1000, 10, 999]);
     }
 
     #[test]
@@ -254,7 +258,7 @@ dup:x:10:app
         assert_eq!((u.uid, u.gid, u.home.as_str()), (33, 33, "/var/www"));
         let u = resolve("4242").unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
-        assert!(u.groups.is_empty());
+        assert_eq!(u.groups, [0]);
         let u = resolve("1001").unwrap();
         assert_eq!(u.home, "/");
     }
@@ -263,7 +267,7 @@ dup:x:10:app
     fn explicit_group() {
         let u = resolve("app:www-data").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 33));
-        assert!(u.groups.is_empty());
+        assert_eq!(u.groups, [33]);
         let u = resolve("4242:4343").unwrap();
         assert_eq!((u.uid, u.gid), (4242, 4343));
         let u = resolve("app:").unwrap();
@@ -292,6 +296,6 @@ dup:x:10:app
         std::fs::write(dir.path().join("passwd"), PASSWD).unwrap();
         std::fs::write(dir.path().join("group"), GROUP).unwrap();
         let u = resolve_user("app", dir.path()).unwrap();
-        assert_eq!((u.uid, u.groups.len()), (1000, 2));
+        assert_eq!((u.uid, u.groups.len()), (1000, 3));
     }
 }

@@ -31,6 +31,9 @@ pub struct TestRoot {
     /// network's bridge, TAPs and rules never touch the host's; the namespace goes when the
     /// last process in it (the container's monitor) does.
     pub own_netns: bool,
+    /// Run each `mvm` in this network namespace (a path under /var/run/netns) instead, one
+    /// the test made and shares with other programs (tests/parity: with a dockerd).
+    pub netns: Option<PathBuf>,
 }
 
 impl TestRoot {
@@ -57,6 +60,7 @@ impl TestRoot {
             path,
             bin: PathBuf::from(bin),
             own_netns: true,
+            netns: None,
         }
     }
 
@@ -67,9 +71,19 @@ impl TestRoot {
         self
     }
 
+    /// Runs `mvm` in the network namespace at `path`.
+    pub fn in_netns(mut self, path: &Path) -> Self {
+        self.netns = Some(path.to_path_buf());
+        self
+    }
+
     /// A command for `mvm --root <root> args...`.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = if self.own_netns {
+        let mut c = if let Some(ns) = &self.netns {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg(&self.bin);
+            c
+        } else if self.own_netns {
             // unshare execs mvm in the same process: PIDs and signals stay mvm's.
             let mut c = Command::new("unshare");
             c.arg("-n").arg(&self.bin);

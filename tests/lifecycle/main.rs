@@ -355,8 +355,9 @@ fn exec_runs_more_processes_in_the_running_vm() {
         assert_eq!(stdout(&o), format!("{i}\n"));
         assert_eq!(o.status.code(), Some(0));
     }
+    // Docker's exec: 126 for any start failure.
     let o = r.mvm(&["exec", "svc", "nosuchcommand"]);
-    assert_eq!(o.status.code(), Some(127));
+    assert_eq!(o.status.code(), Some(126));
     assert!(ps_line(&r, &id).contains("Up "), "{}", ps_line(&r, &id));
     r.mvm(&["stop", "-t", "1", "svc"]);
     let o = r.mvm(&["exec", "svc", "true"]);
@@ -738,7 +739,7 @@ fn exec_detached_and_attach() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let o = r.mvm(&["exec", "-d", &id, "no-such-command"]);
-    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     // attach: the output from now on, and the exit code.
     let o = r.mvm(&["attach", &id]);

@@ -83,9 +83,7 @@ pub fn boot() -> Result<BootConfig, BootError> {
     }
     let shared_root = config.root != RootSource::Overlay;
     rootfs::build_and_enter(&config)?;
-    // A root shared from the host is an OCI bundle's: its engine lists the mounts it wants
-    // (a /tmp tmpfs is not among Docker's).
-    mounts::mount_container_fs(!shared_root)?;
+    mounts::mount_container_fs()?;
     // Volumes and tmpfs mounts before the network, and a failure is fatal: the container
     // must not run without the data it was given. The /etc files below are written into
     // whatever is mounted by then.

@@ -64,9 +64,10 @@ fn mkdir(path: &str, mode: u32) -> Result<(), BootError> {
 }
 
 /// Inside the container root (after pivot_root): /proc, /sys, /dev with /dev/pts, /dev/shm
-/// and the usual /dev links, and with `tmp` a tmpfs on /tmp, creating mount points the image
-/// lacks.
-pub(crate) fn mount_container_fs(tmp: bool) -> Result<(), BootError> {
+/// and the usual /dev links, creating mount points the image lacks. /tmp stays the
+/// container's own disk, as in Docker: an image's files there are seen, and `diff`, `commit`
+/// and a restart keep what the container wrote.
+pub(crate) fn mount_container_fs() -> Result<(), BootError> {
     mkdir("/proc", 0o555)?;
     mount_fs("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;
     mkdir("/sys", 0o555)?;
@@ -127,18 +128,6 @@ pub(crate) fn mount_container_fs(tmp: bool) -> Result<(), BootError> {
             log_debug!("{target} not mounted: {e}");
         }
     }
-    if !tmp {
-        log_debug!("container file systems mounted");
-        return Ok(());
-    }
-    mkdir("/tmp", 0o1777)?;
-    mount_fs(
-        "tmpfs",
-        "/tmp",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )?;
     log_debug!("container file systems mounted");
     Ok(())
 }

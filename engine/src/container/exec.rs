@@ -107,9 +107,12 @@ pub fn exec(
     drop(raw);
     match result {
         Ok(code) => Ok(code),
-        Err(SessionError::StartFailed { code, message }) => {
-            Err(EngineError::with_code(code, message))
-        }
+        // Docker's exec reports every start failure (not found, not executable, a missing
+        // working directory) as 126, unlike run's 127 for a missing command.
+        Err(SessionError::StartFailed { code, message }) => Err(EngineError::with_code(
+            if code == 127 { 126 } else { code },
+            message,
+        )),
         Err(e) => Err(failed(e.to_string())),
     }
 }

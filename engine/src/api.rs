@@ -93,13 +93,14 @@ impl Engine {
         container::start::start_attached(self.root(), key, interactive)
     }
 
-    /// Stops a container: its stop signal, SIGKILL after `timeout`.
-    pub fn stop(&self, key: &str, timeout: Duration) -> Result<(), ContainerError> {
+    /// Stops a container: its stop signal, SIGKILL after `timeout` (its own
+    /// `--stop-timeout`, else 10 s, when `None`).
+    pub fn stop(&self, key: &str, timeout: Option<Duration>) -> Result<(), ContainerError> {
         container::stop::stop(self.root(), key, timeout)
     }
 
     /// Stops, then starts a container.
-    pub fn restart(&self, key: &str, timeout: Duration) -> Result<(), ContainerError> {
+    pub fn restart(&self, key: &str, timeout: Option<Duration>) -> Result<(), ContainerError> {
         container::start::restart(self.root(), key, timeout)
     }
 
@@ -256,12 +257,12 @@ mod tests {
                 "{r:?}"
             );
         };
-        gone(engine.stop("nope", Duration::ZERO));
+        gone(engine.stop("nope", Some(Duration::ZERO)));
         gone(engine.kill("nope", libc::SIGTERM));
         gone(engine.pause("nope"));
         gone(engine.unpause("nope"));
         gone(engine.start("nope"));
-        gone(engine.restart("nope", Duration::ZERO));
+        gone(engine.restart("nope", Some(Duration::ZERO)));
         gone(engine.remove("nope", RemoveOptions::default()));
         gone(engine.rename("nope", "other"));
         assert!(matches!(
@@ -322,7 +323,7 @@ mod tests {
         );
         assert_eq!(e.code(), 1);
         // Stopping what does not run is not an error; it stays created.
-        engine.stop("web", Duration::ZERO).unwrap();
+        engine.stop("web", Some(Duration::ZERO)).unwrap();
         assert_eq!(
             engine.inspect("web").unwrap().effective().0,
             Status::Created
@@ -367,7 +368,7 @@ mod tests {
         assert_eq!(engine.inspect("half").unwrap().effective().0, Status::Dead);
         assert!(matches!(engine.start("half"), Err(ContainerError::Dead(_))));
         assert!(matches!(
-            engine.restart("half", Duration::ZERO),
+            engine.restart("half", Some(Duration::ZERO)),
             Err(ContainerError::Dead(_))
         ));
         assert!(matches!(

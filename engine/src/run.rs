@@ -343,7 +343,11 @@ pub fn create(
                 .hostname
                 .clone()
                 .unwrap_or_else(|| id[..12].to_string()),
-            stop_signal: container::spec::parse_signal(&cfg.stop_signal),
+            stop_signal: spec
+                .stop_signal
+                .as_deref()
+                .and_then(container::spec::parse_signal)
+                .or_else(|| container::spec::parse_signal(&cfg.stop_signal)),
         },
         vm: container::VmSetup {
             backend: selection.kind,

@@ -15,8 +15,10 @@ pub struct Step<'a> {
     pub config: ContainerConfig,
     /// History's `created_by` (the instruction, or `mvm commit`).
     pub created_by: &'a str,
-    /// History's comment (`commit -m`).
+    /// History's comment (`commit -m`), also the image's `comment`.
     pub comment: Option<&'a str>,
+    /// The image's `author` (`commit -a`).
+    pub author: Option<&'a str>,
     /// Creation time (RFC 3339).
     pub created: &'a str,
     /// Names (`repo:tag`) to give it.
@@ -54,6 +56,13 @@ pub fn derive(
         None => (scratch_config(), Vec::new()),
     };
     image.created = Some(step.created.to_string());
+    for (key, value) in [("comment", step.comment), ("author", step.author)] {
+        if let Some(v) = value {
+            image
+                .extra
+                .insert(key.to_string(), serde_json::Value::String(v.to_string()));
+        }
+    }
     image.config = step.config.clone();
     let empty_layer = layer.is_none();
     if let Some(reader) = layer {
@@ -112,6 +121,7 @@ mod tests {
             config: ContainerConfig::default(),
             created_by: "COPY a /",
             comment: None,
+            author: None,
             created: now,
             tags: &[],
             intermediate: false,
@@ -131,6 +141,7 @@ mod tests {
                 config: cfg,
                 created_by: "CMD [\"sh\"]",
                 comment: None,
+                author: None,
                 created: now,
                 tags: &tags,
                 intermediate: false,

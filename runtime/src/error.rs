@@ -12,6 +12,9 @@ pub struct CliError {
     pub code: i32,
     /// One line for the user.
     pub message: String,
+    /// A bad flag or value the CLI itself refused (Docker's 125 for every command), as
+    /// opposed to a failure of the work (125 only for `run`; Docker's other commands exit 1).
+    pub usage: bool,
 }
 
 impl CliError {
@@ -20,6 +23,7 @@ impl CliError {
         Self {
             code: EXIT_RUNTIME,
             message: e.to_string(),
+            usage: false,
         }
     }
 
@@ -28,12 +32,17 @@ impl CliError {
         Self {
             code: EXIT_RUNTIME,
             message,
+            usage: true,
         }
     }
 
     /// An error with a specific exit code (126/127 from the agent).
     pub fn with_code(code: i32, message: String) -> Self {
-        Self { code, message }
+        Self {
+            code,
+            message,
+            usage: false,
+        }
     }
 }
 
@@ -55,6 +64,7 @@ impl From<mvm_engine::EngineError> for CliError {
         Self {
             code: e.code(),
             message: e.to_string(),
+            usage: false,
         }
     }
 }

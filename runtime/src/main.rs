@@ -13,7 +13,21 @@ use clap::Parser;
 use mvm_engine::{container, logfile, paths, terminal};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+use crate::cli::container::ContainerCommand;
 use crate::cli::{Cli, Command};
+
+/// The first word after the global flags (and their values): the command the user typed.
+fn command_word() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if matches!(a.as_str(), "--root" | "--vmm" | "--log-level") {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -23,6 +37,18 @@ fn main() -> ExitCode {
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::InvalidSubcommand
+                && let Some(word) = command_word()
+                && <Cli as clap::CommandFactory>::command()
+                    .find_subcommand(&word)
+                    .is_none()
+            {
+                // Docker's words and code for a command it does not have.
+                eprintln!(
+                    "mvm: unknown command: mvm {word}\n\nRun 'mvm --help' for more information"
+                );
+                return ExitCode::from(1);
             }
             let rendered = e.to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
@@ -53,10 +79,12 @@ fn main() -> ExitCode {
         .init();
     // Listing commands die quietly on a closed pipe (`mvm ps | head`), as other Unix tools
     // do; commands that own a VM or a session keep SIGPIPE ignored and see EPIPE instead.
-    if !matches!(
-        cli.command,
-        Command::Run(_) | Command::Exec(_) | Command::Monitor { .. }
-    ) {
+    if !matches!(cli.command, Command::Monitor { .. })
+        && !matches!(
+            cli.command.container(),
+            Some(ContainerCommand::Run(_) | ContainerCommand::Exec(_))
+        )
+    {
         // SAFETY: resetting a signal's disposition to its default has no memory-safety
         // preconditions; no handler of ours is replaced.
         unsafe {
@@ -69,7 +97,16 @@ fn main() -> ExitCode {
     }
     let code = cli.dispatch().unwrap_or_else(|e| {
         eprintln!("mvm: {e}");
-        e.code
+        // Docker's CLI: 125 when `run` fails or a flag is bad; its other commands exit 1
+        // for what failed in the work (a missing image to tag, a context to build).
+        if e.code == error::EXIT_RUNTIME
+            && !e.usage
+            && !matches!(cli.command.container(), Some(ContainerCommand::Run(_)))
+        {
+            1
+        } else {
+            e.code
+        }
     });
     let _ = std::io::stdout().flush();
     // Exit at once: helper threads (stdin, signals) may be blocked in the kernel.

@@ -335,7 +335,7 @@ fn build_errors_are_one_clear_line_and_leave_no_image() {
         r.leftover_containers()
     );
     let o = r.mvm(&["build", "/nonexistent-context-dir"]);
-    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(o.status.code(), Some(1));
 }
 
 /// Waits (up to 20 s) until the detached container `name` has written `file`.

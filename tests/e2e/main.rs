@@ -390,7 +390,7 @@ fn import_refuses_garbage_and_bad_names() {
     let junk = r.path.join("junk.tar");
     std::fs::write(&junk, b"this is not a tar archive at all").unwrap();
     let o = r.mvm(&["import", junk.to_str().unwrap(), "junk"]);
-    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a tar"), "{}", stderr(&o));
     let o = r.mvm(&[
         "import",
@@ -399,7 +399,7 @@ fn import_refuses_garbage_and_bad_names() {
     ]);
     assert_eq!(o.status.code(), Some(125));
     let o = r.mvm(&["import", "/nonexistent.tar", "x"]);
-    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(o.status.code(), Some(1));
     let o = r.mvm(&["images", "-q"]);
     assert_eq!(stdout(&o), "");
 }

@@ -222,7 +222,7 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
     std::fs::write(&data, vec![b'x'; len]).unwrap();
     let dst = TestRoot::empty(MVM).on_host_network();
     let o = dst.mvm(&["pull", &name]);
-    assert_eq!(o.status.code(), Some(125), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("digest"), "{err}");
@@ -231,17 +231,17 @@ fn corrupt_blob_is_refused_and_nothing_is_stored() {
 }
 
 #[test]
-fn missing_image_is_one_line_and_125() {
+fn missing_image_is_one_line_and_exit_1_as_docker_pull() {
     let reg = Registry::start();
     let r = TestRoot::empty(MVM).on_host_network();
     let o = r.mvm(&["pull", &format!("{}/nope:latest", reg.addr)]);
-    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not found"), "{err}");
     // Nothing listens: still one line.
     let o = r.mvm(&["pull", "127.0.0.1:1/x"]);
-    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
 }
 

@@ -219,22 +219,15 @@ fn run() -> Vec<Case> {
             .setup("create --name c1 busybox true")
             .rc("run --name c1 busybox true")
             .means(&["already in use"]),
-        case(
-            "run: a one-character name is refused",
-            gap("names are not checked against Docker's pattern"),
-        )
-        .rc("create --name p busybox true")
-        .means(&["invalid container name"]),
+        case("run: a one-character name is refused", SAME)
+            .rc("create --name p busybox true")
+            .means(&["invalid container name"]),
         case("run: bad restart policy", SAME).rc("run --rm --restart bogus busybox true"),
-        case("run: --hostname", gap("-h is help, not --hostname"))
-            .same("run --rm -h myhost busybox hostname"),
+        case("run: --hostname", SAME).same("run --rm -h myhost busybox hostname"),
         case("run: the hostname is the short ID", SAME)
             .same("run --rm busybox sh -c 'hostname | wc -c'"),
-        case(
-            "run: /etc/hosts names the container",
-            gap("-h is help, not --hostname"),
-        )
-        .same("run --rm -h myhost busybox sh -c 'grep -c myhost /etc/hosts'"),
+        case("run: /etc/hosts names the container", SAME)
+            .same("run --rm -h myhost busybox sh -c 'grep -c myhost /etc/hosts'"),
         case("run: --add-host", gap("--add-host is not implemented"))
             .same("run --rm --add-host h1:10.1.2.3 busybox sh -c 'grep h1 /etc/hosts'"),
         case(
@@ -284,19 +277,13 @@ fn run() -> Vec<Case> {
         case("run: --sysctl", gap("--sysctl is not implemented")).same(
             "run --rm --sysctl net.ipv4.ip_forward=1 busybox cat /proc/sys/net/ipv4/ip_forward",
         ),
-        case(
-            "run: labels",
-            gap("-l/--label/--label-file are not implemented"),
-        )
-        .file("labels", "c=d\n")
-        .setup("create --name c1 -l a=b --label-file {w}/labels busybox true")
-        .same("inspect -f '{{json .Config.Labels}}' c1"),
-        case(
-            "run: --stop-signal and --stop-timeout",
-            gap("--stop-signal/--stop-timeout and inspect -f are not implemented"),
-        )
-        .setup("create --name c1 --stop-signal SIGUSR1 --stop-timeout 3 busybox true")
-        .same("inspect -f '{{.Config.StopSignal}} {{.Config.StopTimeout}}' c1"),
+        case("run: labels", SAME)
+            .file("labels", "c=d\n")
+            .setup("create --name c1 -l a=b --label-file {w}/labels busybox true")
+            .same("inspect -f '{{json .Config.Labels}}' c1"),
+        case("run: --stop-signal and --stop-timeout", SAME)
+            .setup("create --name c1 --stop-signal SIGUSR1 --stop-timeout 3 busybox true")
+            .same("inspect -f '{{.Config.StopSignal}} {{.Config.StopTimeout}}' c1"),
         case(
             "run: a single file bind-mounted",
             gap("a single file cannot be bind-mounted"),
@@ -326,26 +313,17 @@ fn run() -> Vec<Case> {
 
 fn lifecycle() -> Vec<Case> {
     vec![
-        case(
-            "stop: a sleep takes the timeout and ends 137",
-            gap("inspect -f is not implemented"),
-        )
-        .setup(SLEEPER)
-        .same("stop -t 1 c1")
-        .same("inspect -f '{{.State.Status}} {{.State.ExitCode}}' c1"),
-        case(
-            "kill: ps shows the exit at once",
-            gap("kill returns before the container's exit is recorded"),
-        )
-        .setup(SLEEPER)
-        .same("kill c1")
-        .same("ps -a --format '{{.Names}} {{.Status}}'"),
-        case(
-            "kill: -s with a bad signal",
-            gap("exit code 125 instead of 1"),
-        )
-        .setup(SLEEPER)
-        .rc("kill -s FOO c1"),
+        case("stop: a sleep takes the timeout and ends 137", SAME)
+            .setup(SLEEPER)
+            .same("stop -t 1 c1")
+            .same("inspect -f '{{.State.Status}} {{.State.ExitCode}}' c1"),
+        case("kill: ps shows the exit at once", SAME)
+            .setup(SLEEPER)
+            .same("kill c1")
+            .same("ps -a --format '{{.Names}} {{.Status}}'"),
+        case("kill: -s with a bad signal", SAME)
+            .setup(SLEEPER)
+            .rc("kill -s FOO c1"),
         case("kill: a stopped container", SAME)
             .setup("create --name c1 busybox true")
             .rc("kill c1")
@@ -385,16 +363,13 @@ fn lifecycle() -> Vec<Case> {
             .setup("create --name c1 busybox true")
             .same("rename c1 c2")
             .same("ps -a --format {{.Names}}"),
-        case(
-            "container management group",
-            gap("container create and other container subcommands are missing"),
-        )
-        .setup("container create --name c1 busybox true")
-        .same("container ls -a --format {{.Names}}")
-        .same("container start -a c1")
-        .same("container inspect -f {{.State.Status}} c1")
-        .same("container rm c1")
-        .same("container prune -f"),
+        case("container management group", SAME)
+            .setup("container create --name c1 busybox true")
+            .same("container ls -a --format {{.Names}}")
+            .same("container start -a c1")
+            .same("container inspect -f {{.State.Status}} c1")
+            .same("container rm c1")
+            .same("container prune -f"),
         case("update", gap("update is not implemented"))
             .setup(SLEEPER)
             .same("update --restart always c1")
@@ -459,7 +434,9 @@ fn logs_and_cp() -> Vec<Case> {
         case("cp: - streams a tar", gap("cp is not implemented"))
             .setup(SLEEPER)
             .lines("cp c1:/etc/passwd -"),
-        case("cp: of a missing container", gap("cp is not implemented")).rc("cp nosuch:/x {w}/x"),
+        case("cp: of a missing container", gap("cp is not implemented"))
+            .rc("cp nosuch:/x {w}/x")
+            .means(&["no such container"]),
         case("export", gap("export is not implemented"))
             .setup("create --name c1 busybox true")
             .rc("export -o {w}/p.tar c1"),
@@ -467,13 +444,10 @@ fn logs_and_cp() -> Vec<Case> {
             .setup(SLEEPER)
             .setup("exec c1 sh -c 'mkdir /new && echo x > /new/f'")
             .same("diff c1"),
-        case(
-            "commit -a -m",
-            gap("inspect -f of an image is not implemented"),
-        )
-        .setup("create --name c1 busybox true")
-        .setup("commit -a me -m msg c1 img2")
-        .same("inspect -f '{{.Author}} {{.Comment}}' img2"),
+        case("commit -a -m", SAME)
+            .setup("create --name c1 busybox true")
+            .setup("commit -a me -m msg c1 img2")
+            .same("inspect -f '{{.Author}} {{.Comment}}' img2"),
     ]
 }
 
@@ -483,36 +457,36 @@ fn inspect_and_formats() -> Vec<Case> {
             .setup("create --name c1 -p 8080:80 -v /tmp:/h busybox true")
             .keys("inspect c1"),
         case("inspect: an image's keys", gap("image inspect lacks many of Docker's keys")).keys("inspect busybox"),
-        case("inspect: ports and binds", gap("inspect -f, .HostConfig.PortBindings and .Binds are missing"))
+        case("inspect: ports and binds", SAME)
             .setup("create --name c1 -p 8080:80 -v /tmp:/h busybox true")
             .same("inspect -f '{{json .HostConfig.PortBindings}} {{json .HostConfig.Binds}}' c1"),
-        case("inspect -f: json, printf, upper, lower, join, index", gap("inspect -f and labels are not implemented"))
+        case("inspect -f: json, printf, upper, lower, join, index", SAME)
             .setup("create --name c1 -l a=b busybox echo x y")
             .same("inspect -f '{{json .Config.Cmd}}' c1")
             .same("inspect -f '{{printf \"%s-x\" .Name}}' c1")
             .same("inspect -f '{{upper .Config.Image}} {{lower \"AB\"}}' c1")
             .same("inspect -f '{{join .Config.Cmd \",\"}}' c1")
             .same("inspect -f '{{index .Config.Labels \"a\"}}' c1"),
-        case("inspect -f: a missing key", gap("inspect -f is not implemented"))
+        case("inspect -f: a missing key", SAME)
             .setup("create --name c1 busybox true")
             .rc("inspect -f '{{.Nope}}' c1"),
-        case("inspect --type", gap("inspect --type is not implemented"))
+        case("inspect --type", SAME)
             .same("inspect --type image -f '{{.Os}} {{.Architecture}}' busybox")
             .rc("inspect --type container busybox"),
-        case("inspect -f of a network and a volume", gap("network/volume inspect -f are not implemented"))
+        case("inspect -f of a network and a volume", SAME)
             .setup("volume create v1")
             .same("network inspect -f '{{.Name}} {{.Driver}}' bridge")
             .same("volume inspect -f '{{.Name}} {{.Driver}}' v1"),
         case("ps --format json keys", gap("ps --format json lacks LocalVolumes and Platform"))
             .setup("create --name c1 busybox true")
             .keys("ps -a --format json"),
-        case("ps --format json values", gap("labels are not implemented"))
+        case("ps --format json values", SAME)
             .setup("create --name c1 -l a=b busybox echo x")
             .same("ps -a --format '{{json .Names}} {{json .Command}} {{json .Labels}} {{json .State}}'"),
-        case("ps: table, Label", gap("labels and .Label are not implemented"))
+        case("ps: table, Label", SAME)
             .setup("create --name c1 -l a=b busybox true")
             .same("ps -a --format 'table {{.Names}}\\t{{.Image}}\\t{{.Label \"a\"}}'"),
-        case("ps: COMMAND quoting", gap("COMMAND loses the quoting of arguments with spaces"))
+        case("ps: COMMAND quoting", SAME)
             .setup("create --name c1 busybox sh -c 'exit 5'")
             .same("ps -a --no-trunc --format {{.Command}}"),
         case("images --format json keys", SAME).keys("images --format json"),
@@ -533,17 +507,14 @@ fn ps_and_images() -> Vec<Case> {
             .lines("ps -aq")
             .same("ps -a -n 1 --format {{.Names}}")
             .same("ps -l --format {{.Names}}"),
-        case(
-            "ps: filters",
-            gap("--filter label= and status=created are not implemented"),
-        )
-        .setup("create --name c1 -l a=b busybox true")
-        .setup(SLEEPER.replace("--name c1", "--name c2").leak())
-        .same("ps -a --filter status=exited --format {{.Names}}")
-        .same("ps -a --filter status=created --format {{.Names}}")
-        .same("ps -a --filter label=a=b --format {{.Names}}")
-        .same("ps -a --filter name=c2 --format {{.Names}}")
-        .rc("ps --filter bogus=1"),
+        case("ps: filters", SAME)
+            .setup("create --name c1 -l a=b busybox true")
+            .setup(SLEEPER.replace("--name c1", "--name c2").leak())
+            .same("ps -a --filter status=exited --format {{.Names}}")
+            .same("ps -a --filter status=created --format {{.Names}}")
+            .same("ps -a --filter label=a=b --format {{.Names}}")
+            .same("ps -a --filter name=c2 --format {{.Names}}")
+            .rc("ps --filter bogus=1"),
         case("ps -s", gap("ps -s is not implemented"))
             .setup("create --name c1 busybox true")
             .same("ps -as --format '{{.Names}}'")
@@ -559,19 +530,16 @@ fn ps_and_images() -> Vec<Case> {
             .same("tag busybox mytag:1")
             .same("images --format '{{.Repository}}:{{.Tag}}' mytag")
             .same("rmi mytag:1"),
-        case("tag: errors", gap("exit code 125 instead of 1"))
+        case("tag: errors", SAME)
             .rc("tag nosuch x")
             .rc("tag busybox BAD:TAG")
             .rc("rmi nosuch"),
-        case(
-            "image management group",
-            gap("image inspect -f is not implemented"),
-        )
-        .same("image tag busybox it:1")
-        .same("image ls --format {{.Repository}} it")
-        .same("image inspect -f {{.Os}} it:1")
-        .same("image rm it:1")
-        .same("image prune -f"),
+        case("image management group", SAME)
+            .same("image tag busybox it:1")
+            .same("image ls --format {{.Repository}} it")
+            .same("image inspect -f {{.Os}} it:1")
+            .same("image rm it:1")
+            .same("image prune -f"),
         case("history", SAME).lines("history busybox"),
         case("save and load", SAME)
             .setup("save -o {w}/b.tar busybox")
@@ -594,11 +562,7 @@ fn build() -> Vec<Case> {
         )
         .file("Dockerfile", "FROM busybox\nRUN exit 3\n")
         .rc("build -q {w}"),
-        case(
-            "build: a missing Dockerfile",
-            gap("exit code 125 instead of 1"),
-        )
-        .rc("build {w}/nodir"),
+        case("build: a missing Dockerfile", SAME).rc("build {w}/nodir"),
         case("build: -q prints the ID", SAME)
             .file("Dockerfile", "FROM busybox\nENV A=1\n")
             .lines("build -q {w}"),
@@ -661,7 +625,7 @@ fn networks_and_volumes() -> Vec<Case> {
 
 fn system() -> Vec<Case> {
     vec![
-        case("unknown command", gap("exit code 125 instead of 1")).rc("nosuchcmd"),
+        case("unknown command", SAME).rc("nosuchcmd"),
         case("unknown flag", SAME).rc("ps --bogus"),
         case("system df", gap("system df is not implemented")).lines("system df"),
         case("system prune", gap("system prune is not implemented"))

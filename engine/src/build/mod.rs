@@ -345,6 +345,7 @@ impl Builder<'_> {
             config,
             created_by,
             comment: None,
+            author: None,
             created: &mvm_rootfs::time::now(),
             tags: &[],
             intermediate: true,

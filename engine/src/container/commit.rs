@@ -117,11 +117,7 @@ pub fn commit(
         .collect();
     let created_by = format!("mvm commit {}", rec.process.args.join(" "));
     let mut file = std::fs::File::open(&tmp).map_err(EngineError::runtime)?;
-    let comment = match (opts.message, opts.author) {
-        (Some(m), _) => Some(m.to_string()),
-        (None, Some(a)) => Some(format!("author: {a}")),
-        _ => None,
-    };
+    let comment = opts.message.map(str::to_string);
     let image = mvm_rootfs::derive::derive(
         &store,
         Some(&base),
@@ -130,6 +126,7 @@ pub fn commit(
             config,
             created_by: &created_by,
             comment: comment.as_deref(),
+            author: opts.author,
             created: &mvm_rootfs::time::now(),
             tags: &tags,
             intermediate: false,

@@ -113,5 +113,11 @@ pub fn kill(root: &Path, key: &str, signal: i32) -> Result<(), ContainerError> {
         // Between two runs there is no process to signal; the policy stops here.
         return Ok(());
     }
-    request_signal(&dirs.control_path(), signal).map_err(ContainerError::Owner)
+    request_signal(&dirs.control_path(), signal).map_err(ContainerError::Owner)?;
+    // As Docker's daemon: a SIGKILL returns once the container has exited, so a `ps` or
+    // `inspect` right after sees it stopped.
+    if signal == libc::SIGKILL {
+        super::stop::wait_stopped(&dirs, std::time::Duration::from_secs(10));
+    }
+    Ok(())
 }

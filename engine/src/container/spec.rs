@@ -8,6 +8,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::logs::LogOptions;
@@ -80,6 +82,9 @@ pub enum SpecError {
     /// `--rm` with a restart policy.
     #[error("Conflicting options: --restart and --rm")]
     RestartWithRm,
+    /// A bad `--stop-signal`.
+    #[error("invalid signal: {0}")]
+    StopSignal(String),
     /// A bad `--name`.
     #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     Name(String),
@@ -353,6 +358,15 @@ pub struct ContainerSpec {
     pub publish_all: bool,
     /// `-v`, `--mount`, `--tmpfs`, in that order.
     pub mounts: Vec<MountSpec>,
+    /// `-l`/`--label` and `--label-file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `--stop-signal` as written (the image's StopSignal, then SIGTERM, when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`, seconds `stop` waits when not told (10 when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
 }
 
 impl ContainerSpec {
@@ -373,10 +387,16 @@ impl ContainerSpec {
         if self.auto_remove && !self.restart.is_none() {
             return Err(SpecError::RestartWithRm);
         }
+        // Docker's pattern: at least two characters.
         if let Some(n) = &self.name
-            && !super::valid_name(n)
+            && (n.len() < 2 || !super::valid_name(n))
         {
             return Err(SpecError::Name(n.clone()));
+        }
+        if let Some(s) = &self.stop_signal
+            && parse_signal(s).is_none()
+        {
+            return Err(SpecError::StopSignal(s.clone()));
         }
         if let Some(h) = &self.hostname
             && !valid_hostname(h)

@@ -35,9 +35,10 @@ pub fn start_attached(root: &Path, key: &str, interactive: bool) -> Result<i32, 
 }
 
 /// `restart`: stop (as `stop` with `timeout`), then start.
-pub fn restart(root: &Path, key: &str, timeout: Duration) -> Result<(), ContainerError> {
+pub fn restart(root: &Path, key: &str, timeout: Option<Duration>) -> Result<(), ContainerError> {
     let (dirs, rec, _lock) = resolve_locked(root, key)?;
     refuse_dead(&rec)?;
+    let timeout = timeout.unwrap_or_else(|| super::stop::stop_timeout(&rec));
     super::stop::stop_one(&dirs, &rec, timeout);
     if !dirs.dir.exists() {
         // It was started with --rm and went with its stop.

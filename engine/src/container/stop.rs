@@ -7,7 +7,7 @@ use super::{ContainerDirs, ContainerError, ContainerRecord, pid_alive, resolve, 
 use crate::session::request_signal;
 
 /// Polls until the container has no live monitor, at most `timeout`; whether it stopped.
-fn wait_stopped(dirs: &ContainerDirs, timeout: Duration) -> bool {
+pub(crate) fn wait_stopped(dirs: &ContainerDirs, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match dirs.load() {
@@ -32,11 +32,17 @@ pub fn kill_owner(dirs: &ContainerDirs, rec: &ContainerRecord) {
     let _ = std::fs::remove_dir_all(&dirs.run);
 }
 
-/// `stop`: the stop signal, then SIGKILL after `timeout`, then the VM goes.
-pub fn stop(root: &Path, key: &str, timeout: Duration) -> Result<(), ContainerError> {
+/// `stop`: the stop signal, then SIGKILL after `timeout` (the container's `--stop-timeout`,
+/// else 10 s, when `None`), then the VM goes.
+pub fn stop(root: &Path, key: &str, timeout: Option<Duration>) -> Result<(), ContainerError> {
     let (dirs, rec, _lock) = resolve_locked(root, key)?;
-    stop_one(&dirs, &rec, timeout);
+    stop_one(&dirs, &rec, timeout.unwrap_or_else(|| stop_timeout(&rec)));
     Ok(())
+}
+
+/// How long `stop` waits for a container when not told: its `--stop-timeout`, else 10 s.
+pub fn stop_timeout(rec: &ContainerRecord) -> Duration {
+    Duration::from_secs(rec.spec.stop_timeout.map_or(10, u64::from))
 }
 
 /// Stops one container if it runs: no restart by its policy, the stop signal, SIGKILL after

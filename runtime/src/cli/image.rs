@@ -52,7 +52,7 @@ pub enum ImageCommand {
 pub fn image(root: &Path, cmd: &ImageCommand) -> Result<i32, CliError> {
     match cmd {
         ImageCommand::Ls(a) => images(root, a),
-        ImageCommand::Inspect(a) => inspect(root, &a.images),
+        ImageCommand::Inspect(a) => inspect(root, &a.images, a.format.as_deref()),
         ImageCommand::Rm(a) => rmi(root, a),
         ImageCommand::Tag(a) => tag(root, a),
         ImageCommand::Pull(a) => pull(root, a),
@@ -556,6 +556,9 @@ pub fn rmi(root: &Path, args: &RmiArgs) -> Result<i32, CliError> {
 /// `image inspect` arguments.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Format the output using the given Go template.
+    #[arg(short = 'f', long)]
+    format: Option<String>,
     /// Images.
     #[arg(required = true)]
     images: Vec<String>,
@@ -571,7 +574,10 @@ fn print_json_indented(v: &Value) {
 }
 
 /// `mvm image inspect`: a JSON array; exit 1 when some image is missing, as Docker.
-pub fn inspect(root: &Path, names: &[String]) -> Result<i32, CliError> {
+pub fn inspect(root: &Path, names: &[String], format: Option<&str>) -> Result<i32, CliError> {
+    let template = format
+        .map(crate::output::inspect::parse_format)
+        .transpose()?;
     let store = open_store(root)?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
@@ -582,7 +588,10 @@ pub fn inspect(root: &Path, names: &[String]) -> Result<i32, CliError> {
             Err(e) => return Err(CliError::runtime(e)),
         }
     }
-    print_json_indented(&Value::Array(found));
+    match &template {
+        Some(t) => crate::output::inspect::print_values(&found, Some(t))?,
+        None => print_json_indented(&Value::Array(found)),
+    }
     if missing.is_empty() {
         Ok(0)
     } else {

@@ -16,8 +16,7 @@ use mvm_engine::container::ContainerError;
 use mvm_engine::{Engine, EngineOptions, paths, report};
 
 use crate::error::CliError;
-use container::lifecycle::{ContainersArgs, KillArgs, RenameArgs, RmArgs, StartArgs, StopArgs};
-use container::{ContainerCommand, attach, commit, exec, inspect, lifecycle, logs, ps, run, stats};
+use container::{ContainerCommand, ContainerGroup, inspect, lifecycle, ps};
 
 /// `mvm`'s global flags and its command.
 #[derive(Parser, Debug)]
@@ -44,27 +43,12 @@ pub struct Cli {
 /// Docker's commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a command in a new container (its own microVM).
-    Run(run::RunArgs),
-    /// Create a new container without starting it.
-    Create(run::RunArgs),
-    /// Start one or more created or stopped containers.
-    Start(StartArgs),
-    /// Restart one or more containers.
-    Restart(StopArgs),
-    /// Pause all processes within one or more containers (the VM's vCPUs stop).
-    Pause(ContainersArgs),
-    /// Unpause all processes within one or more containers.
-    Unpause(ContainersArgs),
-    /// Rename a container.
-    Rename(RenameArgs),
-    /// Display the running processes of a container.
-    Top(stats::TopArgs),
-    /// Display a live stream of container(s) resource usage statistics.
-    Stats(stats::StatsArgs),
+    /// The container commands (run, exec, logs, stop, ...), also under `container`.
+    #[command(flatten)]
+    Containers(ContainerCommand),
     /// Manage containers.
     #[command(subcommand)]
-    Container(ContainerCommand),
+    Container(ContainerGroup),
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
@@ -73,14 +57,6 @@ pub enum Command {
     Volume(volume::VolumeCommand),
     /// Build an image from a Dockerfile.
     Build(build::BuildArgs),
-    /// Create a new image from a container's changes.
-    Commit(commit::CommitArgs),
-    /// Inspect changes to files or directories on a container's filesystem.
-    Diff(commit::DiffArgs),
-    /// Attach local standard input, output, and error streams to a running container.
-    Attach(attach::AttachArgs),
-    /// List port mappings or a specific mapping for the container.
-    Port(network::PortArgs),
     /// Create an image from a root filesystem tarball.
     Import(image::ImportArgs),
     /// List images.
@@ -112,26 +88,24 @@ pub enum Command {
     Version,
     /// List containers.
     Ps(ps::PsArgs),
-    /// Fetch the logs of a container.
-    Logs(logs::LogsArgs),
-    /// Stop one or more running containers.
-    Stop(StopArgs),
-    /// Send a signal to one or more running containers.
-    Kill(KillArgs),
-    /// Remove one or more containers.
-    Rm(RmArgs),
-    /// Block until one or more containers stop, then print their exit codes.
-    Wait(ContainersArgs),
     /// Return low-level information on containers.
-    Inspect(ContainersArgs),
-    /// Run a command in a running container.
-    Exec(exec::ExecArgs),
+    Inspect(inspect::InspectArgs),
     /// Runs a detached container (started by `run -d`).
     #[command(name = "__monitor", hide = true)]
     Monitor {
         /// Container ID.
         id: String,
     },
+}
+
+impl Command {
+    /// The container command this is, at the top level or under `container`.
+    pub fn container(&self) -> Option<&ContainerCommand> {
+        match self {
+            Command::Containers(c) | Command::Container(ContainerGroup::Common(c)) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl Cli {
@@ -148,28 +122,17 @@ impl Cli {
     pub fn dispatch(&self) -> Result<i32, CliError> {
         let root = &self.root;
         match &self.command {
-            Command::Run(a) => run::run_or_create(&self.engine()?, a, false),
-            Command::Create(a) => run::run_or_create(&self.engine()?, a, true),
-            Command::Start(a) => lifecycle::start(root, &a.containers, a.attach, a.interactive),
-            Command::Restart(a) => lifecycle::restart(root, &a.containers, a.time),
-            Command::Pause(a) => lifecycle::pause(root, &a.containers),
-            Command::Unpause(a) => lifecycle::unpause(root, &a.containers),
-            Command::Rename(a) => lifecycle::rename(root, &a.container, &a.new_name),
-            Command::Top(a) => stats::top(root, &a.container, &a.ps_options),
-            Command::Stats(a) => {
-                stats::stats(root, &a.containers, a.all, a.no_stream, a.format.as_deref())
+            Command::Containers(c) | Command::Container(ContainerGroup::Common(c)) => {
+                c.dispatch(self)
             }
-            Command::Container(ContainerCommand::Ls(a)) | Command::Ps(a) => {
+            Command::Container(ContainerGroup::Inspect(a)) => inspect::inspect_containers(root, a),
+            Command::Container(ContainerGroup::Ls(a)) | Command::Ps(a) => {
                 ps::ps(root, &a.options())
             }
-            Command::Container(ContainerCommand::Prune { force }) => lifecycle::prune(root, *force),
+            Command::Container(ContainerGroup::Prune { force }) => lifecycle::prune(root, *force),
             Command::Network(c) => network::network(root, c),
             Command::Volume(c) => volume::volume(root, c),
             Command::Build(a) => build::build(&self.engine()?, a),
-            Command::Commit(a) => a.run(root),
-            Command::Diff(a) => commit::diff(root, &a.container),
-            Command::Attach(a) => a.run(root),
-            Command::Port(a) => network::port(root, &a.container, a.private.as_deref()),
             Command::Import(a) => image::import(root, a),
             Command::Images(a) => image::images(root, a),
             Command::Pull(a) => image::pull(root, a),
@@ -184,13 +147,7 @@ impl Cli {
             Command::Load(a) => image::load(root, a),
             Command::Info => system::info(root, self.vmm.as_deref()),
             Command::Version => system::version(),
-            Command::Logs(a) => logs::logs(&self.engine()?, a),
-            Command::Stop(a) => lifecycle::stop(root, &a.containers, a.time),
-            Command::Kill(a) => lifecycle::kill(root, &a.containers, &a.signal),
-            Command::Rm(a) => lifecycle::rm(root, &a.containers, a.force, a.volumes),
-            Command::Wait(a) => lifecycle::wait(root, &a.containers),
-            Command::Inspect(a) => inspect::inspect(root, &a.containers),
-            Command::Exec(a) => exec::exec(&self.engine()?, a),
+            Command::Inspect(a) => inspect::inspect(root, a),
             Command::Monitor { id } => Ok(self.engine()?.monitor(id)),
         }
     }

@@ -25,6 +25,9 @@ pub enum NetworkCommand {
     Ls(LsArgs),
     /// Display detailed information on one or more networks.
     Inspect {
+        /// Format the output using the given Go template.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
         /// Networks.
         #[arg(required = true)]
         networks: Vec<String>,
@@ -102,7 +105,7 @@ pub fn network(root: &Path, cmd: &NetworkCommand) -> Result<i32, CliError> {
     match cmd {
         NetworkCommand::Create(a) => create(root, a),
         NetworkCommand::Ls(a) => ls(root, a),
-        NetworkCommand::Inspect { networks } => inspect(root, networks),
+        NetworkCommand::Inspect { format, networks } => inspect(root, networks, format.as_deref()),
         NetworkCommand::Rm { networks } => rm(root, networks),
         NetworkCommand::Prune { force } => prune(root, *force),
         NetworkCommand::Connect {
@@ -230,8 +233,8 @@ fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
     })
 }
 
-fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
-    Ok(crate::output::inspect::print_found(keys, |k| {
+fn inspect(root: &Path, keys: &[String], format: Option<&str>) -> Result<i32, CliError> {
+    crate::output::inspect::print_found(keys, format, |k| {
         let found = if k == network::DEFAULT_NETWORK {
             let _lock = network::lock(root).map_err(|e| e.to_string())?;
             network::default_locked(root)
@@ -241,7 +244,7 @@ fn inspect(root: &Path, keys: &[String]) -> Result<i32, CliError> {
         found
             .map(|n| inspect_json(root, &n))
             .map_err(|e| e.to_string())
-    }))
+    })
 }
 
 fn rm(root: &Path, keys: &[String]) -> Result<i32, CliError> {

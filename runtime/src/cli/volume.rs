@@ -37,6 +37,9 @@ pub enum VolumeCommand {
     },
     /// Display detailed information on one or more volumes.
     Inspect {
+        /// Format the output using the given Go template.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
         /// Volumes.
         #[arg(required = true)]
         volumes: Vec<String>,
@@ -107,10 +110,10 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
             print_formatted(format, &rows, LS_HEADERS)?;
             Ok(0)
         }
-        VolumeCommand::Inspect { volumes } => {
-            Ok(crate::output::inspect::print_found(volumes, |n| {
+        VolumeCommand::Inspect { format, volumes } => {
+            crate::output::inspect::print_found(volumes, format.as_deref(), |n| {
                 volume::get(root, n).map(|v| inspect_json(root, &v))
-            }))
+            })
         }
         VolumeCommand::Rm { force, volumes } => {
             let mut code = 0;

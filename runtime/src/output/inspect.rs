@@ -9,6 +9,7 @@ use mvm_rootfs::{ImageRecord, Store, StoreError, catalog};
 use serde_json::{Value, json};
 
 use crate::error::CliError;
+use crate::output::template::Template;
 
 /// `ps`'s PORTS column: `0.0.0.0:8080->80/tcp, ...`.
 pub fn ports_column(rec: &ContainerRecord) -> String {
@@ -17,6 +18,50 @@ pub fn ports_column(rec: &ContainerRecord) -> String {
         .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.key()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `HostConfig.PortBindings`: the `-p` flags as given (an unset address or port is "").
+pub fn port_bindings(ports: &[mvm_engine::network::ports::PortMapping]) -> Value {
+    let mut map = serde_json::Map::new();
+    for p in ports {
+        let host_ip = if p.host_ip.is_unspecified() {
+            String::new()
+        } else {
+            p.host_ip.to_string()
+        };
+        let host_port = if p.host_port == 0 {
+            String::new()
+        } else {
+            p.host_port.to_string()
+        };
+        if let Some(list) = map
+            .entry(p.key())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            list.push(json!({ "HostIp": host_ip, "HostPort": host_port }));
+        }
+    }
+    Value::Object(map)
+}
+
+/// `HostConfig.Binds`: host directories and named volumes as `-v` writes them; null when none.
+pub fn binds(mounts: &[volume::mounts::MountSpec]) -> Value {
+    let binds: Vec<String> = mounts
+        .iter()
+        .filter(|m| {
+            matches!(m.kind, Kind::Bind | Kind::Volume) && !m.source.is_empty() && !m.anonymous
+        })
+        .map(|m| {
+            let ro = if m.read_only { ":ro" } else { "" };
+            format!("{}:{}{ro}", m.source, m.target)
+        })
+        .collect();
+    if binds.is_empty() {
+        Value::Null
+    } else {
+        json!(binds)
+    }
 }
 
 /// `NetworkSettings` of a container's inspect JSON.
@@ -130,8 +175,10 @@ pub fn image_size(img: &ImageRecord) -> u64 {
 /// and a line on stderr for each it did not; the exit code is 1 if any was missing.
 pub fn print_found<E: std::fmt::Display>(
     keys: &[String],
+    format: Option<&str>,
     mut find: impl FnMut(&str) -> Result<Value, E>,
-) -> i32 {
+) -> Result<i32, CliError> {
+    let template = format.map(parse_format).transpose()?;
     let mut out = Vec::new();
     let mut code = 0;
     for key in keys {
@@ -143,9 +190,36 @@ pub fn print_found<E: std::fmt::Display>(
             }
         }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
-    );
-    code
+    print_values(&out, template.as_ref())?;
+    Ok(code)
+}
+
+/// An `-f`/`--format` template, `json` meaning `{{json .}}` as Docker's.
+pub fn parse_format(format: &str) -> Result<Template, CliError> {
+    let text = if format == "json" {
+        "{{json .}}".to_string()
+    } else {
+        format.replace("\\t", "\t").replace("\\n", "\n")
+    };
+    Template::parse(&text)
+        .map_err(|e| CliError::with_code(1, format!("template parsing error: {e}")))
+}
+
+/// Inspect documents: an indented JSON array, or each through the template on its line.
+pub fn print_values(values: &[Value], template: Option<&Template>) -> Result<(), CliError> {
+    match template {
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(values).unwrap_or_else(|_| "[]".into())
+        ),
+        Some(t) => {
+            for v in values {
+                let line = t
+                    .render(v)
+                    .map_err(|e| CliError::with_code(1, format!("template parsing error: {e}")))?;
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,5 +7,6 @@ pub mod inspect;
 pub mod prompt;
 pub mod state;
 pub mod table;
+pub mod template;
 pub mod time;
 pub mod units;

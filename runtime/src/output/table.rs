@@ -7,6 +7,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use crate::error::CliError;
+use crate::output::template::Template;
 
 /// One row of a listing: its fields by the names `--format` uses (`ID`, `Names`, ...).
 pub type Row<'a> = BTreeMap<&'a str, String>;
@@ -49,50 +50,55 @@ pub fn tabulate(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Renders `{{.Field}}`, `{{json .Field}}` and `{{json .}}` against `fields`, with `\t` and
-/// `\n` escapes, as Docker's `--format` does for these simple templates. A field the row does
-/// not have is an error, as in Go's templates.
+/// Renders a `--format` template (Go's template language, output/template.rs) against a
+/// row's fields, with `\t` and `\n` escapes as Docker's. `{{.Label "key"}}` reads the row's
+/// `Labels` (`k=v,...`). A field the row does not have is an error, as in Go's templates.
 pub fn render_template(tpl: &str, fields: &BTreeMap<&str, String>) -> Result<String, CliError> {
     let tpl = tpl.replace("\\t", "\t").replace("\\n", "\n");
+    let uses_labels = tpl.contains(".Label \"");
+    let tpl = rewrite_label_calls(&tpl);
+    let mut obj: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+        .collect();
+    let labels: serde_json::Map<String, Value> = fields
+        .get("Labels")
+        .map(|l| {
+            l.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if uses_labels {
+        obj.insert("LabelMap".into(), Value::Object(labels));
+    }
+    let t = Template::parse(&tpl).map_err(|e| CliError::usage(e.to_string()))?;
+    t.render(&Value::Object(obj))
+        .map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// `.Label "k"` (a method in Docker's Go types) as `(or (index .LabelMap "k") "")`.
+fn rewrite_label_calls(tpl: &str) -> String {
     let mut out = String::new();
-    let mut rest = tpl.as_str();
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| CliError::usage(format!("template: unclosed action in {tpl:?}")))?;
-        let action = after[..end].trim();
-        let (json_fn, arg) = match action.strip_prefix("json ") {
-            Some(a) => (true, a.trim()),
-            None => (false, action),
-        };
-        if arg == "." {
-            if !json_fn {
-                return Err(CliError::usage("template: {{.}} needs json".into()));
+    let mut rest = tpl;
+    while let Some(i) = rest.find(".Label \"") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + ".Label ".len()..];
+        match after[1..].find('"') {
+            Some(end) => {
+                let key = &after[..end + 2];
+                out.push_str(&format!("(or (index .LabelMap {key}) \"\")"));
+                rest = &after[end + 2..];
             }
-            let obj: serde_json::Map<String, Value> = fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
-                .collect();
-            out.push_str(&Value::Object(obj).to_string());
-        } else {
-            let name = arg.strip_prefix('.').ok_or_else(|| {
-                CliError::usage(format!("template: unsupported action {{{{{action}}}}}"))
-            })?;
-            let v = fields.get(name).ok_or_else(|| {
-                CliError::usage(format!("template: can't evaluate field {name} in --format"))
-            })?;
-            if json_fn {
-                out.push_str(&Value::String(v.clone()).to_string());
-            } else {
-                out.push_str(v);
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
             }
         }
-        rest = &after[end + 2..];
     }
     out.push_str(rest);
-    Ok(out)
+    out
 }
 
 /// The text of `rows` through `--format`: `json` (one object a line), `table TEMPLATE`
@@ -109,21 +115,27 @@ pub fn format_rows(format: &str, rows: &[Row], headers: Headers) -> Result<Strin
     }
     if let Some(tpl) = format.strip_prefix("table") {
         let tpl = tpl.trim_start();
-        // Header: each {{.Field}} replaced by its column name.
-        let mut header_fields = BTreeMap::new();
+        // Header: each action replaced by its column's name.
+        let mut head_line = String::new();
         let mut rest = tpl;
         while let Some(s) = rest.find("{{") {
+            head_line.push_str(&rest[..s]);
             let after = &rest[s + 2..];
             let Some(e) = after.find("}}") else { break };
-            let action = after[..e].trim();
+            let action = after[..e].trim().trim_matches('-').trim();
             let name = action
                 .trim_start_matches("json ")
                 .trim()
                 .trim_start_matches('.');
-            header_fields.insert(name, header(headers, name));
+            // `{{.Label "k"}}`'s column is headed by the key.
+            match name.strip_prefix("Label ") {
+                Some(key) => head_line.push_str(key.trim().trim_matches('"')),
+                None => head_line.push_str(&header(headers, name)),
+            }
             rest = &after[e + 2..];
         }
-        let mut lines = vec![render_template(tpl, &header_fields)?];
+        head_line.push_str(rest);
+        let mut lines = vec![head_line.replace("\\t", "\t")];
         for r in rows {
             lines.push(render_template(tpl, r)?);
         }
@@ -187,12 +199,19 @@ mod tests {
             r#"{"Repository":"busybox","Tag":"latest"}"#
         );
         assert_eq!(render_template("plain", &f).unwrap(), "plain");
+        let f = BTreeMap::from([("Labels", "a=b,c=d".to_string())]);
+        assert_eq!(
+            render_template("{{.Label \"c\"}}|{{.Label \"x\"}}|{{upper .Labels}}", &f).unwrap(),
+            "d||A=B,C=D"
+        );
+        let t = format_rows("table {{.Label \"a\"}}", &[f], HEADERS).unwrap();
+        assert_eq!(t, "a\nb\n");
     }
 
     #[test]
     fn bad_templates_are_usage_errors() {
         let f = BTreeMap::from([("Tag", "latest".to_string())]);
-        for bad in ["{{.Nope}}", "{{.Tag", "{{.}}", "{{Tag}}", "{{json .Nope}}"] {
+        for bad in ["{{.Nope}}", "{{.Tag", "{{Tag}}", "{{json .Nope}}"] {
             let e = render_template(bad, &f).unwrap_err();
             assert_eq!(e.code, 125, "{bad}");
         }

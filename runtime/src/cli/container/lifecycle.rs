@@ -42,9 +42,9 @@ pub fn start(
 }
 
 /// `mvm restart`.
-pub fn restart(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
+pub fn restart(root: &Path, keys: &[String], timeout: Option<u64>) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        container::start::restart(root, key, Duration::from_secs(timeout))
+        container::start::restart(root, key, timeout.map(Duration::from_secs))
     })
 }
 
@@ -78,16 +78,16 @@ pub fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
 }
 
 /// `mvm stop`: the stop signal, then SIGKILL after the timeout, then the VM goes.
-pub fn stop(root: &Path, keys: &[String], timeout: u64) -> Result<i32, CliError> {
+pub fn stop(root: &Path, keys: &[String], timeout: Option<u64>) -> Result<i32, CliError> {
     each_container(keys, |key| {
-        container::stop::stop(root, key, Duration::from_secs(timeout))
+        container::stop::stop(root, key, timeout.map(Duration::from_secs))
     })
 }
 
 /// `mvm kill`.
 pub fn kill(root: &Path, keys: &[String], signal: &str) -> Result<i32, CliError> {
-    let sig =
-        parse_signal(signal).ok_or_else(|| CliError::usage(format!("invalid signal: {signal}")))?;
+    let sig = parse_signal(signal)
+        .ok_or_else(|| CliError::with_code(1, format!("invalid signal: {signal}")))?;
     each_container(keys, |key| container::signal::kill(root, key, sig))
 }
 
@@ -139,9 +139,9 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container.
-    #[arg(short = 't', long = "time", default_value_t = 10)]
-    pub time: u64,
+    /// Seconds to wait before killing the container (its --stop-timeout, else 10).
+    #[arg(short = 't', long = "time")]
+    pub time: Option<u64>,
     /// Containers.
     #[arg(required = true)]
     pub containers: Vec<String>,

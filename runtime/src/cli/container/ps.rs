@@ -39,6 +39,8 @@ enum Filter {
     Id(String),
     Exited(i32),
     Ancestor(String),
+    /// `label=KEY` or `label=KEY=VALUE`.
+    Label(String, Option<String>),
 }
 
 const STATUSES: &[&str] = &[
@@ -53,24 +55,34 @@ const STATUSES: &[&str] = &[
 
 fn parse_filter(f: &str) -> Result<Filter, CliError> {
     let (k, v) = f.split_once('=').ok_or_else(|| {
-        CliError::usage(format!("bad format of filter (expected name=value): {f}"))
+        CliError::with_code(
+            1,
+            format!("bad format of filter (expected name=value): {f}"),
+        )
     })?;
     Ok(match k {
         "status" if STATUSES.contains(&v) => Filter::Status(v.into()),
         "status" => {
-            return Err(CliError::usage(format!(
-                "invalid filter 'status={v}': use one of {}",
-                STATUSES.join(", ")
-            )));
+            return Err(CliError::with_code(
+                1,
+                format!(
+                    "invalid filter 'status={v}': use one of {}",
+                    STATUSES.join(", ")
+                ),
+            ));
         }
         "name" => Filter::Name(v.trim_start_matches('/').into()),
         "id" => Filter::Id(v.into()),
         "exited" => Filter::Exited(
             v.parse()
-                .map_err(|_| CliError::usage(format!("invalid filter 'exited={v}'")))?,
+                .map_err(|_| CliError::with_code(1, format!("invalid filter 'exited={v}'")))?,
         ),
         "ancestor" => Filter::Ancestor(v.into()),
-        _ => return Err(CliError::usage(format!("invalid filter '{k}'"))),
+        "label" => match v.split_once('=') {
+            Some((k, val)) => Filter::Label(k.into(), Some(val.into())),
+            None => Filter::Label(v.into(), None),
+        },
+        _ => return Err(CliError::with_code(1, format!("invalid filter '{k}'"))),
     })
 }
 
@@ -79,7 +91,20 @@ fn passes(rec: &ContainerRecord, filters: &[Filter]) -> bool {
     let (status, code) = rec.effective();
     let mut by_kind: BTreeMap<&str, bool> = BTreeMap::new();
     for f in filters {
+        // Labels are ANDed, each label filter on its own, as Docker's.
+        if let Filter::Label(k, v) = f {
+            let has = rec
+                .spec
+                .labels
+                .get(k)
+                .is_some_and(|x| v.as_ref().is_none_or(|v| v == x));
+            if !has {
+                return false;
+            }
+            continue;
+        }
         let (kind, ok) = match f {
+            Filter::Label(..) => continue,
             Filter::Status(s) => ("status", *s == status.as_str()),
             Filter::Name(n) => ("name", rec.name.contains(n.as_str())),
             Filter::Id(p) => ("id", rec.id.starts_with(p.as_str())),
@@ -102,8 +127,22 @@ fn passes(rec: &ContainerRecord, filters: &[Filter]) -> bool {
     by_kind.values().all(|ok| *ok)
 }
 
+/// `ps`'s COMMAND: the words, those with blanks or quotes single-quoted as a shell would
+/// read them back, the whole in double quotes (Docker CLI 24 and later).
 fn command_column(rec: &ContainerRecord, no_trunc: bool) -> String {
-    let cmd = format!("\"{}\"", rec.process.args.join(" "));
+    let words: Vec<String> = rec
+        .process
+        .args
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            } else {
+                w.clone()
+            }
+        })
+        .collect();
+    let cmd = serde_json::to_string(&words.join(" ")).unwrap_or_default();
     if !no_trunc && cmd.chars().count() > 22 {
         let cut: String = cmd.chars().take(20).collect();
         return format!("{cut}…\"");
@@ -129,7 +168,15 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
         ("Status", status_text(rec)),
         ("Size", "0B".into()),
         ("Names", rec.name.clone()),
-        ("Labels", String::new()),
+        (
+            "Labels",
+            rec.spec
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         ("Mounts", String::new()),
         (
             "Networks",

@@ -11,10 +11,13 @@ use crate::error::CliError;
 use mvm_engine::run::{RunMode, RunOutcome};
 use mvm_engine::volume::mounts;
 
-/// The flags `run` and `create` share.
+/// The flags `run` and `create` share. `-h` is `--hostname`, as in Docker; help is `--help`.
 #[derive(Args, Debug)]
-#[command(trailing_var_arg = true)]
+#[command(trailing_var_arg = true, disable_help_flag = true)]
 pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -43,7 +46,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub entrypoint: Option<String>,
     /// Container host name.
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// Memory of the microVM (e.g. 512m, 1g).
     #[arg(short = 'm', long)]
@@ -84,6 +87,18 @@ pub struct RunArgs {
     /// Mount a tmpfs directory: /PATH[:size=64m,mode=1777].
     #[arg(long = "tmpfs")]
     pub tmpfs: Vec<String>,
+    /// Set metadata on a container (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    /// Read in a line delimited file of labels.
+    #[arg(long = "label-file")]
+    pub label_file: Vec<PathBuf>,
+    /// Signal to stop the container (SIGTERM by default, or the image's).
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait for the container to stop before it is killed (10 by default).
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u32>,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -152,6 +167,17 @@ impl RunArgs {
             env.extend(read_env_file(f)?);
         }
         env.extend(self.env.iter().filter_map(|w| resolve_env_word(w)));
+        // `--label-file`s first, then `-l`: later keys win. A bare key has an empty value.
+        let mut labels = std::collections::BTreeMap::new();
+        let mut label_words = Vec::new();
+        for f in &self.label_file {
+            label_words.extend(read_env_file_lines(f)?);
+        }
+        label_words.extend(self.label.iter().cloned());
+        for w in label_words {
+            let (k, v) = w.split_once('=').unwrap_or((&w, ""));
+            labels.insert(k.to_string(), v.to_string());
+        }
         let spec = ContainerSpec {
             image: self.image.clone(),
             name: self.name.clone(),
@@ -179,6 +205,9 @@ impl RunArgs {
             ports,
             publish_all: self.publish_all,
             mounts: all_mounts,
+            labels,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
         };
         spec.validate()?;
         Ok(spec)
@@ -197,7 +226,11 @@ pub fn run_or_create(engine: &Engine, a: &RunArgs, create_only: bool) -> Result<
             "the input device is not a TTY".into(),
         ));
     }
-    let spec = a.spec().map_err(|e| CliError::usage(e.to_string()))?;
+    let spec = a.spec().map_err(|e| match e {
+        // The daemon's check in Docker: `create` exits 1 for it, `run` 125.
+        FlagError::Spec(SpecError::Name(_)) if create_only => CliError::with_code(1, e.to_string()),
+        e => CliError::usage(e.to_string()),
+    })?;
     if let Some(w) = &engine.backend()?.warning {
         eprintln!("mvm: warning: {w}");
     }
@@ -206,7 +239,15 @@ pub fn run_or_create(engine: &Engine, a: &RunArgs, create_only: bool) -> Result<
         (false, true) => RunMode::Detach,
         (false, false) => RunMode::Attach,
     };
-    match engine.run(spec, mode, &crate::cli::Terminal)? {
+    let outcome = engine.run(spec, mode, &crate::cli::Terminal).map_err(|e| {
+        let mut e = CliError::from(e);
+        // Docker's `create` exits 1 for what the daemon refuses (`run` keeps 125).
+        if create_only && e.code == crate::error::EXIT_RUNTIME {
+            e.code = 1;
+        }
+        e
+    })?;
+    match outcome {
         RunOutcome::Created(id) | RunOutcome::Detached(id) => {
             println!("{id}");
             Ok(0)
@@ -216,6 +257,14 @@ pub fn run_or_create(engine: &Engine, a: &RunArgs, create_only: bool) -> Result<
 }
 
 fn read_env_file(path: &Path) -> Result<Vec<String>, FlagError> {
+    Ok(read_env_file_lines(path)?
+        .iter()
+        .filter_map(|w| resolve_env_word(w))
+        .collect())
+}
+
+/// The lines of an `--env-file` or `--label-file` without blanks and comments.
+fn read_env_file_lines(path: &Path) -> Result<Vec<String>, FlagError> {
     let text = std::fs::read_to_string(path).map_err(|source| FlagError::EnvFile {
         path: path.to_path_buf(),
         source,
@@ -224,7 +273,7 @@ fn read_env_file(path: &Path) -> Result<Vec<String>, FlagError> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(resolve_env_word)
+        .map(str::to_string)
         .collect())
 }
 
@@ -276,7 +325,15 @@ mod tests {
             "--cpus",
             "1.5",
             "--name",
-            "n",
+            "n1",
+            "-l",
+            "a=b",
+            "--label",
+            "bare",
+            "--stop-signal",
+            "SIGUSR1",
+            "--stop-timeout",
+            "3",
             "--log-opt",
             "max-file=2",
             "--network",
@@ -319,6 +376,21 @@ mod tests {
         assert_eq!(s.ports[0].container_port, 80);
         assert_eq!(s.mounts.len(), 2);
         assert!(s.mounts[0].read_only);
+        assert_eq!(
+            s.labels,
+            [
+                ("a".to_string(), "b".to_string()),
+                ("bare".into(), String::new())
+            ]
+            .into()
+        );
+        assert_eq!(
+            (s.stop_signal.as_deref(), s.stop_timeout),
+            (Some("SIGUSR1"), Some(3))
+        );
+        // Docker's names: two characters at least; a signal must be one.
+        assert!(spec_of(&["--name", "n", "busybox"]).is_err());
+        assert!(spec_of(&["--stop-signal", "SIGNOPE", "busybox"]).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use crate::DEFAULT_VSOCK_PORT;
 
-pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig};
+pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig, parse_hosts};
 pub use root::{FILES_SHARE_TAG, FileMount, MAX_FILE_NAME, ROOT_SHARE_TAG, RootSource};
 pub use volume::{
     ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
@@ -99,6 +99,9 @@ pub struct BootConfig {
     /// Answer DNS on 127.0.0.11:53 in the guest through the host's relay
     /// (`mvm.dnsrelay=1`, see [`crate::dns`]).
     pub dns_relay: bool,
+    /// The size of /dev/shm in bytes (`mvm.shm=SIZE`, `--shm-size`); Docker's 64 MiB when
+    /// `None`.
+    pub shm_size: Option<u64>,
     /// Log to the console (`mvm.debug=1`).
     pub debug: bool,
     /// Export mode (`mvm.export=1`): a helper VM that reads a stopped container's changes.
@@ -125,6 +128,7 @@ impl Default for BootConfig {
             port: DEFAULT_VSOCK_PORT,
             callback: None,
             dns_relay: false,
+            shm_size: None,
             debug: false,
             export: false,
         }
@@ -271,6 +275,14 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
             }
             "debug" => config.debug = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
             "dnsrelay" => config.dns_relay = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
+            "shm" => {
+                config.shm_size = Some(
+                    value
+                        .and_then(|v| parse_tmpfs_size(v).ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("expected a size, DIGITS[k|m|g]"))?,
+                );
+            }
             "export" => config.export = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
             _ => {}
         }
@@ -379,6 +391,9 @@ impl BootConfig {
         }
         if self.dns_relay {
             words.push("mvm.dnsrelay=1".to_string());
+        }
+        if let Some(size) = self.shm_size {
+            words.push(format!("mvm.shm={size}"));
         }
         if self.debug {
             words.push("mvm.debug=1".to_string());
@@ -765,6 +780,7 @@ mod tests {
             hostname: Some("bfc58179fd50".into()),
             callback: Some(crate::DEFAULT_CALLBACK_PORT),
             dns_relay: true,
+            shm_size: Some(8 << 20),
             ..BootConfig::default()
         });
         round_trip(&BootConfig {

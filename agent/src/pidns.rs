@@ -292,7 +292,22 @@ fn mask(path: *const libc::c_char) -> io::Result<()> {
 }
 
 /// Makes `path` read-only (a bind of itself, remounted read-only); a missing path is skipped.
+/// `/` is the root file system (`--read-only`): its own mount remounted read-only in this
+/// namespace, the mounts under it (volumes, /proc, /dev) left as they are.
 fn read_only(path: *const libc::c_char) -> io::Result<()> {
+    // SAFETY: the caller's path is NUL-terminated: reading its first two bytes is in bounds.
+    if unsafe { *path == b'/' as libc::c_char && *path.add(1) == 0 } {
+        // SAFETY: mount(2) on a literal; only this mount namespace's root mount changes.
+        return check(unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        });
+    }
     // SAFETY: mount(2) on a NUL-terminated path the caller keeps alive.
     let r = unsafe {
         libc::mount(

@@ -21,6 +21,7 @@ pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod session;
+pub mod system;
 pub mod terminal;
 pub mod volume;
 

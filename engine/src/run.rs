@@ -123,6 +123,7 @@ fn container_boot_config(
     debug: bool,
     endpoints: &[network::Endpoint],
     mounts: &[volume::mounts::MountSpec],
+    spec: &container::spec::ContainerSpec,
 ) -> Result<BootConfig, EngineError> {
     let bad = |what: &str, value: &str, why: &str| {
         EngineError::runtime(format!("the container's {what} {value:?}: {why}"))
@@ -142,6 +143,17 @@ fn container_boot_config(
     }
     if let Some(first) = endpoints.first() {
         c.dns = vec![first.gateway.into()];
+    }
+    // --dns, --dns-search, --dns-option and --add-host, checked when the spec was made.
+    if !spec.dns.is_empty() {
+        c.dns = spec.dns.clone();
+    }
+    c.dns_search = spec.dns_search.clone();
+    c.shm_size = spec.shm_size;
+    c.dns_options = spec.dns_options.clone();
+    for h in &spec.extra_hosts {
+        c.extra_hosts
+            .extend(boot::parse_hosts(h).map_err(|why| bad("--add-host", h, why))?);
     }
     // Shares are numbered in mount order, as start_shares starts their daemons.
     let mut share = 0;
@@ -677,6 +689,7 @@ fn run_container(
                 rec.vm.debug,
                 &rec.endpoints,
                 &rec.mounts,
+                &rec.spec,
             )?,
             rec.vm.debug,
         )
@@ -749,6 +762,8 @@ fn run_container(
         stdin: rec.spec.interactive || (attached && interactive),
         ..ProcessSpec::default()
     };
+    let mut process = process;
+    container::process_opts::apply(&rec.spec, &mut process);
     let raw = if attached && rec.spec.tty && interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()
     } else {
@@ -1074,6 +1089,7 @@ mod tests {
                 mount(Kind::Volume, "/ro", true, ""),
                 mount(Kind::Tmpfs, "/run", false, ""),
             ],
+            &Default::default(),
         )
         .unwrap();
         let line = kernel_cmdline(&boot, true).unwrap();
@@ -1102,7 +1118,7 @@ mod tests {
 
         // What the agent would refuse fails on the host, before a VM boots.
         assert!(
-            container_boot_config("a b", false, &[], &[])
+            container_boot_config("a b", false, &[], &[], &Default::default())
                 .and_then(|c| { kernel_cmdline(&c, false).map_err(EngineError::runtime) })
                 .is_err()
         );

@@ -2,6 +2,9 @@
 //! sets up logging, runs the command and exits with Docker's code; the commands are in
 //! `cli/`, their output helpers in `output/`, the work in the `mvm-engine` library.
 
+// serde_json's json! for Docker's inspect documents (70 keys in HostConfig) nests deeply.
+#![recursion_limit = "256"]
+
 mod cli;
 mod error;
 mod output;

@@ -272,7 +272,8 @@ fn images_tag_rmi_history_inspect() {
     let mut lines = out.lines();
     let header = lines.next().unwrap();
     assert!(
-        header.starts_with("REPOSITORY   TAG      IMAGE ID       CREATED"),
+        // Docker's padding: at least 10 columns a cell (Go's tabwriter minwidth).
+        header.starts_with("REPOSITORY   TAG       IMAGE ID       CREATED"),
         "{header}"
     );
     let row = lines.next().unwrap();
@@ -558,14 +559,8 @@ fn image_prune_removes_dangling_images_but_not_shared_or_used_ones() {
     let used = used.trim().to_string();
     let listed = ok(&r.mvm(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
     assert_eq!(listed.matches("<none>:<none>").count(), 2, "{listed}");
-    // A container uses the second one.
-    let cdir = r.path.join("containers/0123456789abcdef");
-    std::fs::create_dir_all(&cdir).unwrap();
-    std::fs::write(
-        cdir.join("config.json"),
-        format!("{{\"image_id\":\"{used}\"}}"),
-    )
-    .unwrap();
+    // A container (created, never started) uses the second one.
+    ok(&r.mvm(&["create", "--network", "none", &used, "true"]));
 
     let out = ok(&r.mvm(&["image", "prune", "-f"]));
     assert!(out.starts_with("Deleted Images:\n"), "{out}");

@@ -397,7 +397,7 @@ fn publish_all_uses_the_images_exposed_ports() {
             "run",
             "-d",
             "--name",
-            "p",
+            "p1",
             "-P",
             "web:exposed",
             "sh",
@@ -405,14 +405,14 @@ fn publish_all_uses_the_images_exposed_ports() {
             &web,
         ],
     );
-    let hostport = ns.ok(&r, &["port", "p", "8080/tcp"]);
+    let hostport = ns.ok(&r, &["port", "p1", "8080/tcp"]);
     let port: u16 = hostport.trim().rsplit(':').next().unwrap().parse().unwrap();
     assert!(port > 0, "{hostport}");
     let body = eventually("-P port answers", || {
         http_get(&ns, &format!("127.0.0.1:{port}"))
     });
     assert_eq!(body, "all\n");
-    ns.ok(&r, &["rm", "-f", "p"]);
+    ns.ok(&r, &["rm", "-f", "p1"]);
     assert_clean(&ns, &r);
 }
 
@@ -633,9 +633,9 @@ fn default_bridge_and_none() {
     let web = httpd("bridged", 80);
     ns.ok(
         &r,
-        &["run", "-d", "--name", "w", "busybox", "sh", "-c", &web],
+        &["run", "-d", "--name", "w1", "busybox", "sh", "-c", &web],
     );
-    let ip = inspect(&ns, &r, "w")["NetworkSettings"]["IPAddress"]
+    let ip = inspect(&ns, &r, "w1")["NetworkSettings"]["IPAddress"]
         .as_str()
         .unwrap()
         .to_string();
@@ -663,7 +663,7 @@ fn default_bridge_and_none() {
     assert!(links.contains(&"lo"), "{links:?}");
     assert!(!links.iter().any(|l| l.starts_with("eth")), "{links:?}");
     // kill -9 of the monitor, then rm -f: its TAP goes too.
-    let pid = inspect(&ns, &r, "w")["State"]["Pid"].as_u64().unwrap();
+    let pid = inspect(&ns, &r, "w1")["State"]["Pid"].as_u64().unwrap();
     assert!(
         Command::new("kill")
             .args(["-9", &pid.to_string()])
@@ -671,7 +671,7 @@ fn default_bridge_and_none() {
             .unwrap()
             .success()
     );
-    ns.ok(&r, &["rm", "-f", "w"]);
+    ns.ok(&r, &["rm", "-f", "w1"]);
     assert_clean(&ns, &r);
 }
 

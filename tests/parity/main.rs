@@ -136,7 +136,7 @@ impl Pair {
                     &Step::new(&format!("rm -f {}", ids.join(" ")), Check::Quiet),
                 );
             }
-            for image in list("images --format {{.Repository}}:{{.Tag}}@{{.ID}}") {
+            for image in list("images -a --format {{.Repository}}:{{.Tag}}@{{.ID}}") {
                 let (tag, id) = image.split_once('@').unwrap_or((&image, ""));
                 if tag != "busybox:latest" {
                     let target = if tag.contains("<none>") { id } else { tag };

@@ -184,22 +184,22 @@ fn bind_mount_shows_host_files_and_host_changes() {
     ok(
         &r,
         &[
-            "run", "-d", "--name", "b", "-v", &spec, "busybox", "sleep", "600",
+            "run", "-d", "--name", "b1", "-v", &spec, "busybox", "sleep", "600",
         ],
     );
-    assert_eq!(ok(&r, &["exec", "b", "cat", "/h/hello"]), "from-host\n");
+    assert_eq!(ok(&r, &["exec", "b1", "cat", "/h/hello"]), "from-host\n");
     std::fs::write(d.path().join("hello"), "changed\n").unwrap();
     std::fs::write(d.path().join("new"), "new-file\n").unwrap();
     eventually("the guest sees the host's change", || {
-        let o = r.mvm(&["exec", "b", "cat", "/h/hello", "/h/new"]);
+        let o = r.mvm(&["exec", "b1", "cat", "/h/hello", "/h/new"]);
         (stdout(&o) == "changed\nnew-file\n").then_some(())
     });
-    ok(&r, &["exec", "b", "sh", "-c", "echo from-guest > /h/back"]);
+    ok(&r, &["exec", "b1", "sh", "-c", "echo from-guest > /h/back"]);
     assert_eq!(
         std::fs::read_to_string(d.path().join("back")).unwrap(),
         "from-guest\n"
     );
-    ok(&r, &["rm", "-f", "b"]);
+    ok(&r, &["rm", "-f", "b1"]);
     // The host directory and its files are the user's: rm leaves them.
     assert!(d.path().join("hello").exists());
     assert_clean(&r);
@@ -367,12 +367,15 @@ fn anonymous_volumes_are_seeded_from_the_image_and_go_with_rm_v() {
         ],
     );
     // The image's VOLUME gets a fresh volume seeded with the image's /etc.
-    ok(&r, &["run", "-d", "--name", "a", "withvol", "sleep", "600"]);
+    ok(
+        &r,
+        &["run", "-d", "--name", "a1", "withvol", "sleep", "600"],
+    );
     let out = ok(
         &r,
         &[
             "exec",
-            "a",
+            "a1",
             "sh",
             "-c",
             "grep -c root /etc/passwd; grep ' /etc ' /proc/mounts",
@@ -386,16 +389,16 @@ fn anonymous_volumes_are_seeded_from_the_image_and_go_with_rm_v() {
     // -v /path: another anonymous volume.
     ok(&r, &["run", "--rm", "-v", "/cache", "busybox", "true"]);
     assert_eq!(volumes(&r), anon, "--rm removes its anonymous volume");
-    ok(&r, &["rm", "-f", "-v", "a"]);
+    ok(&r, &["rm", "-f", "-v", "a1"]);
     assert!(volumes(&r).is_empty(), "rm -v removes anonymous volumes");
     // Without -v they stay, and prune removes them (named ones only with -a).
     ok(
         &r,
         &[
-            "run", "--name", "b", "-v", "/keep", "-v", "named:/n", "busybox", "true",
+            "run", "--name", "b1", "-v", "/keep", "-v", "named:/n", "busybox", "true",
         ],
     );
-    ok(&r, &["rm", "b"]);
+    ok(&r, &["rm", "b1"]);
     assert_eq!(volumes(&r).len(), 2);
     let out = ok(&r, &["volume", "prune", "-f"]);
     assert!(out.starts_with("Deleted Volumes:"), "{out}");

@@ -14,7 +14,12 @@ pub fn hosts_content(
     addr: Option<Ipv4Addr>,
     extra: &[HostEntry],
 ) -> String {
-    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    // Docker's lines, in Docker's order.
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n",
+    );
     if let Some(name) = hostname {
         match addr {
             Some(addr) => {
@@ -33,24 +38,26 @@ pub fn hosts_content(
     s
 }
 
-/// The container's /etc/resolv.conf: `nameserver` lines for `dns`, then `search` and
-/// `options` lines when there are any.
+/// The container's /etc/resolv.conf as Docker writes it: `search`, `nameserver` lines for
+/// `dns`, `options`, each only when there are any.
 pub fn resolv_content(dns: &[IpAddr], search: &[String], options: &[String]) -> String {
-    let mut s = String::new();
-    for server in dns {
-        let _ = writeln!(s, "nameserver {server}");
-    }
-    resolv_tail(&mut s, search, options);
-    s
+    let servers: Vec<String> = dns.iter().map(|d| format!("nameserver {d}")).collect();
+    resolv_lines(&servers, search, options)
 }
 
-fn resolv_tail(s: &mut String, search: &[String], options: &[String]) {
+/// Docker's order: `search`, the `nameserver` lines, `options`.
+fn resolv_lines(servers: &[String], search: &[String], options: &[String]) -> String {
+    let mut s = String::new();
     if !search.is_empty() {
         let _ = writeln!(s, "search {}", search.join(" "));
+    }
+    for line in servers {
+        let _ = writeln!(s, "{line}");
     }
     if !options.is_empty() {
         let _ = writeln!(s, "options {}", options.join(" "));
     }
+    s
 }
 
 /// `resolv` with its `nameserver` lines replaced by one for `dns` (search and options kept).
@@ -78,14 +85,17 @@ fn resolv_for(config: &BootConfig, existing: Option<&str>) -> Option<String> {
     if config.dns_search.is_empty() && config.dns_options.is_empty() {
         return None;
     }
-    let mut s = String::new();
-    for line in existing.unwrap_or("").lines() {
-        if line.split_whitespace().next() == Some("nameserver") {
-            let _ = writeln!(s, "{}", line.trim());
-        }
-    }
-    resolv_tail(&mut s, &config.dns_search, &config.dns_options);
-    Some(s)
+    let servers: Vec<String> = existing
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("nameserver"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    Some(resolv_lines(
+        &servers,
+        &config.dns_search,
+        &config.dns_options,
+    ))
 }
 
 /// Writes the files under `root` (`/` in the guest, after pivot_root, so that links in the
@@ -123,6 +133,10 @@ mod tests {
     use crate::test_util::TempDir;
     use mvm_agent_protocol::boot::parse_cmdline;
 
+    const DOCKER_LINES: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+        fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+        ff02::2\tip6-allrouters\n";
+
     #[test]
     fn nameservers_replaced_search_kept() {
         let dns = std::net::Ipv4Addr::new(10, 90, 0, 1);
@@ -149,10 +163,7 @@ mod tests {
         write_etc_files(dir.path(), &config).unwrap();
         let read = |n: &str| std::fs::read_to_string(etc.join(n)).unwrap();
         assert_eq!(read("hostname"), "box\n");
-        assert_eq!(
-            read("hosts"),
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tbox\n"
-        );
+        assert_eq!(read("hosts"), format!("{DOCKER_LINES}127.0.1.1\tbox\n"));
         assert_eq!(read("resolv.conf"), "nameserver 9.9.9.9\n");
 
         config.dns = vec!["1.1.1.1".parse().unwrap(), "::1".parse().unwrap()];
@@ -180,26 +191,22 @@ mod tests {
         let read = |n: &str| std::fs::read_to_string(dir.path().join("etc").join(n)).unwrap();
         assert_eq!(
             read("hosts"),
-            "127.0.0.1\tlocalhost\n\
-             ::1\tlocalhost ip6-localhost ip6-loopback\n\
-             10.88.0.2\tweb\n\
+            format!(
+                "{DOCKER_LINES}10.88.0.2\tweb\n\
              10.88.0.5\tdb\n\
              fd00::5\tv6\n"
+            )
         );
         assert_eq!(
             read("resolv.conf"),
-            "nameserver 10.88.0.1\nnameserver 1.1.1.1\n\
-             search example.com corp\noptions ndots:0 rotate\n"
+            "search example.com corp\nnameserver 10.88.0.1\nnameserver 1.1.1.1\n\
+             options ndots:0 rotate\n"
         );
         assert_eq!(read("hostname"), "web\n");
 
         // Without a hostname, the address has no name to carry; the extra entries still come.
         let hosts = hosts_content(None, Some(Ipv4Addr::new(10, 88, 0, 2)), &config.extra_hosts);
-        assert_eq!(
-            hosts,
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
-             10.88.0.5\tdb\nfd00::5\tv6\n"
-        );
+        assert_eq!(hosts, format!("{DOCKER_LINES}10.88.0.5\tdb\nfd00::5\tv6\n"));
     }
 
     #[test]
@@ -216,7 +223,7 @@ mod tests {
         write_etc_files(dir.path(), &config).unwrap();
         assert_eq!(
             std::fs::read_to_string(etc.join("resolv.conf")).unwrap(),
-            "nameserver 9.9.9.9\nnameserver\t8.8.8.8\nsearch new.example\noptions ndots:1\n"
+            "search new.example\nnameserver 9.9.9.9\nnameserver\t8.8.8.8\noptions ndots:1\n"
         );
 
         // No image file: just the search line.

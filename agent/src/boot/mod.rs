@@ -83,7 +83,7 @@ pub fn boot() -> Result<BootConfig, BootError> {
     }
     let shared_root = config.root != RootSource::Overlay;
     rootfs::build_and_enter(&config)?;
-    mounts::mount_container_fs()?;
+    mounts::mount_container_fs(config.shm_size)?;
     // Volumes and tmpfs mounts before the network, and a failure is fatal: the container
     // must not run without the data it was given. The /etc files below are written into
     // whatever is mounted by then.

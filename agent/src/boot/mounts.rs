@@ -64,10 +64,11 @@ fn mkdir(path: &str, mode: u32) -> Result<(), BootError> {
 }
 
 /// Inside the container root (after pivot_root): /proc, /sys, /dev with /dev/pts, /dev/shm
-/// and the usual /dev links, creating mount points the image lacks. /tmp stays the
+/// (of `shm_size` bytes, Docker's 64 MiB by default) and the usual /dev links, creating mount
+/// points the image lacks. /tmp stays the
 /// container's own disk, as in Docker: an image's files there are seen, and `diff`, `commit`
 /// and a restart keep what the container wrote.
-pub(crate) fn mount_container_fs() -> Result<(), BootError> {
+pub(crate) fn mount_container_fs(shm_size: Option<u64>) -> Result<(), BootError> {
     mkdir("/proc", 0o555)?;
     mount_fs("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;
     mkdir("/sys", 0o555)?;
@@ -106,8 +107,8 @@ pub(crate) fn mount_container_fs() -> Result<(), BootError> {
         "shm",
         "/dev/shm",
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20)).as_str()),
     )?;
     // As in a Docker container: POSIX message queues, and the cgroup tree read-only (the VM's
     // own kernel's: the container sees its VM's cgroups, nothing of the host's). Best effort:

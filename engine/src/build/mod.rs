@@ -672,9 +672,11 @@ impl Builder<'_> {
         };
         if code != 0 {
             cleanup();
-            return Err(failed(format!(
-                "The command '{shown}' returned a non-zero code: {code}"
-            )));
+            // Docker's builder ends with the step's own exit code.
+            return Err(EngineError::with_code(
+                code,
+                format!("The command '{shown}' returned a non-zero code: {code}"),
+            ));
         }
         let (dirs, _) = found.map_err(|e| failed(format!("the build container is gone: {e}")))?;
         dirs.remove();

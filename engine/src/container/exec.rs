@@ -75,6 +75,9 @@ pub fn exec(
         // It joins the container's PID namespace (pid_namespace false).
         ..ProcessSpec::default()
     };
+    // The container's capabilities and limits, as Docker's exec gets them.
+    let mut process = process;
+    super::process_opts::apply(&rec.spec, &mut process);
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()
         .thread_block()

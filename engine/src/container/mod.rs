@@ -11,6 +11,7 @@ pub mod commit;
 mod error;
 pub mod exec;
 pub mod logs;
+pub mod process_opts;
 pub mod prune;
 pub mod rename;
 pub mod signal;

@@ -82,6 +82,27 @@ pub enum SpecError {
     /// `--rm` with a restart policy.
     #[error("Conflicting options: --restart and --rm")]
     RestartWithRm,
+    /// A bad `--shm-size`.
+    #[error("invalid size {0:?} for --shm-size: use e.g. 64m or 1g")]
+    ShmSize(String),
+    /// A bad `--ulimit`.
+    #[error("invalid ulimit argument: {0}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048")]
+    Ulimit(String),
+    /// A bad `--sysctl`.
+    #[error("invalid sysctl {0:?}: use KEY=VALUE, e.g. net.ipv4.ip_forward=1")]
+    Sysctl(String),
+    /// A bad `--add-host`.
+    #[error("invalid argument {0:?} for --add-host: use NAME:IP")]
+    Host(String),
+    /// A bad `--cap-add` or `--cap-drop`.
+    #[error("unknown capability: {0:?}")]
+    Capability(String),
+    /// A bad `--dns` or `--dns-search`.
+    #[error("invalid DNS setting {0:?}")]
+    Dns(String),
+    /// A host device: a microVM's kernel has its own devices.
+    #[error("--device {0}: a host device cannot be handed to a microVM's own kernel")]
+    Device(String),
     /// A bad `--stop-signal`.
     #[error("invalid signal: {0}")]
     StopSignal(String),
@@ -367,6 +388,39 @@ pub struct ContainerSpec {
     /// `--stop-timeout`, seconds `stop` waits when not told (10 when `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
+    /// `--cap-add`, kernel names (`CAP_NET_ADMIN`) or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`, as `cap_add`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// `--read-only`: the root file system is read-only (volumes and tmpfs mounts are not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// `--ulimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<mvm_agent_protocol::Rlimit>,
+    /// `--sysctl`, set in the VM's own kernel before the process starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctls: Vec<(String, String)>,
+    /// `--add-host`, `name:ip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// `--dns`: the container's name servers instead of the network's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--dns-search`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `--shm-size` in bytes (Docker's 64 MiB when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
 }
 
 impl ContainerSpec {

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use mvm_rootfs::archive::{self, SaveItem};
-use mvm_rootfs::prune::PruneOptions;
 use mvm_rootfs::registry::{self, PullOptions};
 use mvm_rootfs::{ImageRecord, Reference, Store, StoreError, catalog};
 use serde_json::Value;
 
 use crate::error::CliError;
 use crate::output;
+use crate::output::filter::{Filters, glob};
 use crate::output::table::{Headers, print_formatted};
 use crate::output::time::parse_rfc3339;
 use crate::output::units::{human_size, human_size_with_precision};
@@ -265,6 +265,9 @@ pub struct ImagesArgs {
     /// Format output using a Go-template-like string ('{{.Repository}}:{{.Tag}}') or json.
     #[arg(long)]
     format: Option<String>,
+    /// Filter output: reference=PATTERN, dangling=true|false, label=KEY[=VALUE].
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
     /// Show only images of this repository (REPOSITORY[:TAG]).
     repository: Option<String>,
 }
@@ -314,8 +317,14 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
         };
         (registry::familiar(repo), tag)
     });
+    let filters = Filters::parse(&args.filter, &["reference", "dangling", "label"])?;
+    let dangling = filters.boolean("dangling")?;
     let mut rows: Vec<BTreeMap<&str, String>> = Vec::new();
     for img in &list {
+        let labels = img.config.config.labels.clone().unwrap_or_default();
+        if dangling.is_some_and(|d| d != img.tags.is_empty()) || !filters.labels(&labels) {
+            continue;
+        }
         let rds = catalog::repo_digests_of(&digests, &img.manifest_digest);
         let mut names: Vec<(String, String)> = img
             .tags
@@ -340,6 +349,10 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
             if let Some((frepo, ftag)) = &filter
                 && (repo != *frepo || ftag.as_ref().is_some_and(|t| *t != tag))
             {
+                continue;
+            }
+            let full = format!("{repo}:{tag}");
+            if !filters.any("reference", |p| glob(p, &repo) || glob(p, &full)) {
                 continue;
             }
             let digest = rds
@@ -860,26 +873,6 @@ pub struct PruneArgs {
     force: bool,
 }
 
-/// IDs of the images the containers under `<root>/containers` were made from.
-pub fn images_in_use(root: &Path) -> std::collections::BTreeSet<mvm_rootfs::Digest> {
-    let mut out = std::collections::BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir(root.join("containers")) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(data) = std::fs::read(e.path().join("config.json")) else {
-            continue;
-        };
-        if let Ok(v) = serde_json::from_slice::<Value>(&data)
-            && let Some(id) = v.get("image_id").and_then(Value::as_str)
-            && let Ok(d) = mvm_rootfs::Digest::parse(id)
-        {
-            out.insert(d);
-        }
-    }
-    out
-}
-
 /// `mvm image prune`.
 pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
     let warning = if args.all {
@@ -890,12 +883,7 @@ pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
     if !output::prompt::confirm(args.force, warning) {
         return Ok(0);
     }
-    let store = open_store(root)?;
-    let opts = PruneOptions {
-        all: args.all,
-        in_use: images_in_use(root),
-    };
-    let report = mvm_rootfs::prune::prune(&store, &opts).map_err(CliError::runtime)?;
+    let report = mvm_engine::system::prune_images(root, args.all).map_err(CliError::runtime)?;
     let mut out = String::new();
     if !report.untagged.is_empty() || !report.deleted.is_empty() {
         out.push_str("Deleted Images:\n");

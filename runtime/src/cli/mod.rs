@@ -84,6 +84,9 @@ pub enum Command {
     Image(image::ImageCommand),
     /// Show the backend in use and where things are.
     Info,
+    /// Manage mvm: disk usage, pruning, information.
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Show the version.
     Version,
     /// List containers.
@@ -146,6 +149,7 @@ impl Cli {
             Command::Save(a) => image::save(root, a),
             Command::Load(a) => image::load(root, a),
             Command::Info => system::info(root, self.vmm.as_deref()),
+            Command::System(c) => system::system(root, self.vmm.as_deref(), c),
             Command::Version => system::version(),
             Command::Inspect(a) => inspect::inspect(root, a),
             Command::Monitor { id } => Ok(self.engine()?.monitor(id)),

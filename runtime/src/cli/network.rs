@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::error::CliError;
+use crate::output::filter::Filters;
 use crate::output::table::{Headers, print_formatted};
 use mvm_engine::container;
 use mvm_engine::network::{self, NetworkError, NetworkRecord};
@@ -98,6 +99,9 @@ pub struct LsArgs {
     /// Format output using a template.
     #[arg(long)]
     format: Option<String>,
+    /// Filter output: name=, id=, driver=, label=KEY[=VALUE], type=custom|builtin.
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
 }
 
 /// `mvm network ...`.
@@ -164,8 +168,17 @@ fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
         let _lock = network::lock(root).map_err(CliError::runtime)?;
         network::default_locked(root).map_err(CliError::runtime)?;
     }
+    let filters = Filters::parse(&a.filter, &["name", "id", "driver", "label", "type"])?;
     let rows: Vec<BTreeMap<&str, String>> = network::list(root)
         .iter()
+        .filter(|n| {
+            let builtin = n.name == network::DEFAULT_NETWORK;
+            filters.any("name", |v| n.name.contains(v))
+                && filters.any("id", |v| n.id.starts_with(v))
+                && filters.any("driver", |v| n.driver == v)
+                && filters.any("type", |v| (v == "builtin") == builtin)
+                && filters.labels(&n.labels)
+        })
         .map(|n| {
             BTreeMap::from([
                 (
@@ -282,22 +295,13 @@ fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
     ) {
         return Ok(0);
     }
-    let mut removed = Vec::new();
-    for n in network::list(root) {
-        if n.name == network::DEFAULT_NETWORK {
-            continue;
-        }
-        if network::remove(root, &n.id).is_ok() {
-            removed.push(n.name);
-        }
-    }
+    let removed = mvm_engine::system::prune_networks(root);
     if !removed.is_empty() {
         println!("Deleted Networks:");
         for n in removed {
             println!("{n}");
         }
     }
-    sync_rules(root);
     Ok(0)
 }
 

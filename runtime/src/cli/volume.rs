@@ -7,6 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::error::CliError;
+use crate::output::filter::Filters;
 use crate::output::table::{Headers, print_formatted};
 use mvm_engine::volume::{self, VolumeError, VolumeRecord};
 
@@ -34,6 +35,9 @@ pub enum VolumeCommand {
         /// Format output using a template.
         #[arg(long)]
         format: Option<String>,
+        /// Filter output: name=, driver=, dangling=true|false, label=KEY[=VALUE].
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
     },
     /// Display detailed information on one or more volumes.
     Inspect {
@@ -86,9 +90,21 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
             println!("{}", v.name);
             Ok(0)
         }
-        VolumeCommand::Ls { quiet, format } => {
+        VolumeCommand::Ls {
+            quiet,
+            format,
+            filter,
+        } => {
+            let filters = Filters::parse(filter, &["name", "driver", "dangling", "label"])?;
+            let dangling = filters.boolean("dangling")?;
             let rows: Vec<BTreeMap<&str, String>> = volume::list(root)
                 .iter()
+                .filter(|v| {
+                    filters.any("name", |f| v.name.contains(f))
+                        && filters.any("driver", |f| f == "local")
+                        && filters.labels(&v.labels)
+                        && dangling.is_none_or(|d| d == volume::users(root, &v.name).is_empty())
+                })
                 .map(|v| {
                     BTreeMap::from([
                         ("Driver", "local".to_string()),
@@ -155,19 +171,8 @@ fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
     ) {
         return Ok(0);
     }
-    let _lock = volume::lock(root).map_err(CliError::runtime)?;
-    let mut removed = Vec::new();
-    let mut bytes = 0;
-    for v in volume::list(root) {
-        if !(all || v.anonymous) || !volume::users(root, &v.name).is_empty() {
-            continue;
-        }
-        let size = volume::disk_usage(&volume::data_dir(root, &v.name));
-        if volume::remove_locked(root, &v.name).is_ok() {
-            bytes += size;
-            removed.push(v.name);
-        }
-    }
+    let (removed, bytes) =
+        mvm_engine::system::prune_volumes(root, all).map_err(CliError::runtime)?;
     if !removed.is_empty() {
         println!("Deleted Volumes:");
         for n in &removed {

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use mvm_engine::container::ContainerRecord;
+use mvm_engine::container::spec::LogConfig;
+use mvm_engine::container::{ContainerDirs, ContainerRecord, Status};
 use mvm_engine::volume::{self, mounts::Kind};
 use mvm_rootfs::{ImageRecord, Store, StoreError, catalog};
 use serde_json::{Value, json};
@@ -18,6 +19,186 @@ pub fn ports_column(rec: &ContainerRecord) -> String {
         .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.key()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A container's inspect JSON: every key of Docker's (20.10, API 1.41), with mvm's values
+/// where it has them and Docker's values for an option left unset elsewhere.
+pub fn container_json(root: &Path, dirs: &ContainerDirs, rec: &ContainerRecord) -> Value {
+    let (status, exit) = rec.effective();
+    let (spec, process, st) = (&rec.spec, &rec.process, &rec.state);
+    let (log_type, log_config) = match &spec.log {
+        LogConfig::JsonFile(o) => (
+            "json-file",
+            json!({ "max-size": o.max_size.to_string(), "max-file": o.max_file.to_string() }),
+        ),
+        LogConfig::None => ("none", json!({})),
+    };
+    let ulimits: Vec<Value> = spec
+        .ulimits
+        .iter()
+        .map(|u| json!({ "Name": u.kind, "Soft": u.soft, "Hard": u.hard }))
+        .collect();
+    let sysctls: serde_json::Map<String, Value> = spec
+        .sysctls
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let null_if_empty = |v: &[String]| if v.is_empty() { Value::Null } else { json!(v) };
+    let etc = |name: &str| dirs.dir.join(name).display().to_string();
+    let host_config = json!({
+        "Binds": binds(&spec.mounts),
+        "ContainerIDFile": "",
+        "LogConfig": { "Type": log_type, "Config": log_config },
+        "NetworkMode": spec.network.to_string(),
+        "PortBindings": port_bindings(&spec.ports),
+        "RestartPolicy": {
+            "Name": spec.restart.name(),
+            "MaximumRetryCount": spec.restart.max_retries(),
+        },
+        "AutoRemove": spec.auto_remove,
+        "VolumeDriver": "",
+        "VolumesFrom": Value::Null,
+        "CapAdd": null_if_empty(&spec.cap_add),
+        "CapDrop": null_if_empty(&spec.cap_drop),
+        "CgroupnsMode": "private",
+        "Dns": spec.dns,
+        "DnsOptions": spec.dns_options,
+        "DnsSearch": spec.dns_search,
+        "ExtraHosts": null_if_empty(&spec.extra_hosts),
+        "GroupAdd": Value::Null,
+        "IpcMode": "private",
+        "Cgroup": "",
+        "Links": Value::Null,
+        "OomScoreAdj": 0,
+        "PidMode": "",
+        "Privileged": spec.privileged,
+        "PublishAllPorts": spec.publish_all,
+        "ReadonlyRootfs": spec.read_only,
+        "SecurityOpt": Value::Null,
+        "Sysctls": if sysctls.is_empty() { Value::Null } else { Value::Object(sysctls) },
+        "UTSMode": "",
+        "UsernsMode": "",
+        "ShmSize": spec.shm_size.unwrap_or(64 << 20),
+        "Runtime": rec.vm.backend,
+        "ConsoleSize": [0, 0],
+        "Isolation": "",
+        "CpuShares": 0,
+        "Memory": spec.resources.memory_mib << 20,
+        "NanoCpus": u64::from(spec.resources.vcpus) * 1_000_000_000,
+        "CgroupParent": "",
+        "BlkioWeight": 0,
+        "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": Value::Null,
+        "BlkioDeviceWriteBps": Value::Null,
+        "BlkioDeviceReadIOps": Value::Null,
+        "BlkioDeviceWriteIOps": Value::Null,
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": "",
+        "CpusetMems": "",
+        "Devices": [],
+        "DeviceCgroupRules": Value::Null,
+        "DeviceRequests": Value::Null,
+        "KernelMemory": 0,
+        "KernelMemoryTCP": 0,
+        "MemoryReservation": 0,
+        // A VM has no swap beside its memory.
+        "MemorySwap": spec.resources.memory_mib << 20,
+        "MemorySwappiness": Value::Null,
+        "OomKillDisable": false,
+        "PidsLimit": Value::Null,
+        "Ulimits": if ulimits.is_empty() { Value::Null } else { json!(ulimits) },
+        "CpuCount": 0,
+        "CpuPercent": 0,
+        "IOMaximumIOps": 0,
+        "IOMaximumBandwidth": 0,
+        "MaskedPaths": Value::Null,
+        "ReadonlyPaths": Value::Null,
+    });
+    let config = json!({
+        "Hostname": process.hostname,
+        "Domainname": "",
+        "User": process.user,
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "ExposedPorts": exposed_ports(rec),
+        "Tty": spec.tty,
+        "OpenStdin": spec.interactive,
+        "StdinOnce": false,
+        "Env": process.env,
+        "Cmd": process.args,
+        "Image": spec.image,
+        "Volumes": Value::Null,
+        "WorkingDir": process.cwd,
+        "Entrypoint": spec.entrypoint,
+        "OnBuild": Value::Null,
+        "Labels": spec.labels,
+        "StopSignal": spec.stop_signal,
+        "StopTimeout": spec.stop_timeout,
+    });
+    json!({
+        "Id": rec.id,
+        "Created": rec.created,
+        "Path": process.args.first(),
+        "Args": process.args.get(1..).unwrap_or(&[]),
+        "State": {
+            "Status": status,
+            "Running": matches!(status, Status::Running | Status::Paused),
+            "Paused": status == Status::Paused,
+            "Restarting": status == Status::Restarting,
+            "OOMKilled": false,
+            "Dead": status == Status::Dead,
+            "Pid": if status == Status::Running { st.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": exit.unwrap_or(0),
+            "Error": st.error.clone().unwrap_or_default(),
+            "StartedAt": st.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+            "FinishedAt": st.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+        },
+        "Image": rec.image_id,
+        // The guest's files: written into the container's own disk, not on the host.
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": dirs.log_path(),
+        "Name": format!("/{}", rec.name),
+        "RestartCount": st.restart_count,
+        "Driver": "mvm",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": Value::Null,
+        "HostConfig": host_config,
+        "GraphDriver": {
+            "Data": {
+                "LowerDir": rec.vm.image_disk,
+                "UpperDir": etc("upper.ext4"),
+                // Merged inside the guest only.
+                "MergedDir": "",
+                "WorkDir": "",
+            },
+            "Name": "mvm",
+        },
+        "Mounts": mounts_json(root, rec),
+        "Config": config,
+        "NetworkSettings": network_settings(rec),
+    })
+}
+
+/// Docker's time for "never" (`StartedAt` of a container never started).
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+fn exposed_ports(rec: &ContainerRecord) -> Value {
+    let ports: serde_json::Map<String, Value> =
+        rec.ports.iter().map(|p| (p.key(), json!({}))).collect();
+    if ports.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(ports)
+    }
 }
 
 /// `HostConfig.PortBindings`: the `-p` flags as given (an unset address or port is "").
@@ -78,6 +259,12 @@ pub fn network_settings(rec: &ContainerRecord) -> Value {
                 "IPPrefixLen": e.prefix,
                 "MacAddress": e.mac,
                 "Aliases": e.aliases,
+                "IPAMConfig": Value::Null,
+                "Links": Value::Null,
+                "IPv6Gateway": "",
+                "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0,
+                "DriverOpts": Value::Null,
             }),
         );
     }
@@ -92,6 +279,18 @@ pub fn network_settings(rec: &ContainerRecord) -> Value {
     }
     let first = rec.endpoints.first();
     json!({
+        "Bridge": "",
+        "SandboxID": "",
+        "HairpinMode": false,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "SandboxKey": "",
+        "SecondaryIPAddresses": Value::Null,
+        "SecondaryIPv6Addresses": Value::Null,
+        "EndpointID": first.map(|e| e.tap.clone()).unwrap_or_default(),
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": "",
         "Networks": networks,
         "Ports": ports,
         "IPAddress": first.map(|e| e.ip.to_string()).unwrap_or_default(),

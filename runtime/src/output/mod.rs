@@ -3,6 +3,7 @@
 //! the `[y/N]` question. The engine returns data; only the CLI turns it into text for a
 //! person.
 
+pub mod filter;
 pub mod inspect;
 pub mod prompt;
 pub mod state;

@@ -24,8 +24,9 @@ pub fn header(headers: Headers, field: &str) -> String {
         .map_or_else(|| field.to_uppercase(), |(_, h)| (*h).to_string())
 }
 
-/// Pads columns as Go's tabwriter does for Docker's tables: three spaces after the widest
-/// cell, the last column unpadded.
+/// Pads columns as Go's tabwriter does for Docker's tables (`tabwriter.NewWriter(out, 10, 1,
+/// 3, ' ', 0)`): three spaces after the widest cell, at least 10 columns, the last column
+/// unpadded.
 pub fn tabulate(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
@@ -39,7 +40,7 @@ pub fn tabulate(rows: &[Vec<String>]) -> String {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
             if i + 1 < r.len() {
-                line.push_str(&format!("{c:<w$}", w = widths[i] + 3));
+                line.push_str(&format!("{c:<w$}", w = (widths[i] + 3).max(10)));
             } else {
                 line.push_str(c);
             }
@@ -231,7 +232,7 @@ mod tests {
             vec!["é".into(), "x".into()],
             vec!["ab".into(), String::new()],
         ]);
-        assert_eq!(t, "é    x\nab\n");
+        assert_eq!(t, "é         x\nab\n");
         assert_eq!(tabulate(&[]), "");
     }
 

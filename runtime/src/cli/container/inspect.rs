@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use mvm_engine::container::{self, Status};
+use mvm_engine::container;
 
 use crate::error::CliError;
 
@@ -61,61 +61,7 @@ fn inspect_kinds(
             Err(format!("No such object: {key}"))
         };
         match found {
-            Ok((dirs, rec)) => {
-                let (status, exit) = rec.effective();
-                let (spec, process, st) = (&rec.spec, &rec.process, &rec.state);
-                Ok(serde_json::json!({
-                    "Id": rec.id,
-                    "Created": rec.created,
-                    "Path": process.args.first(),
-                    "Args": process.args.get(1..).unwrap_or(&[]),
-                    "RestartCount": st.restart_count,
-                    "State": {
-                        "Status": status,
-                        "Running": matches!(status, Status::Running | Status::Paused),
-                        "Paused": status == Status::Paused,
-                        "Restarting": status == Status::Restarting,
-                        "Dead": status == Status::Dead,
-                        "Pid": if status == Status::Running { st.pid.unwrap_or(0) } else { 0 },
-                        "ExitCode": exit.unwrap_or(0),
-                        "Error": st.error.clone().unwrap_or_default(),
-                        "StartedAt": st.started_at.clone().unwrap_or_default(),
-                        "FinishedAt": st.finished_at.clone().unwrap_or_default(),
-                    },
-                    "Image": rec.image_id,
-                    "LogPath": dirs.log_path(),
-                    "Name": format!("/{}", rec.name),
-                    "Driver": "mvm",
-                    "HostConfig": {
-                        "Memory": spec.resources.memory_mib << 20,
-                        "NanoCpus": u64::from(spec.resources.vcpus) * 1_000_000_000,
-                        "AutoRemove": spec.auto_remove,
-                        "Runtime": rec.vm.backend,
-                        "NetworkMode": spec.network.to_string(),
-                        "PortBindings": crate::output::inspect::port_bindings(&spec.ports),
-                        "Binds": crate::output::inspect::binds(&spec.mounts),
-                        "RestartPolicy": {
-                            "Name": spec.restart.name(),
-                            "MaximumRetryCount": spec.restart.max_retries(),
-                        },
-                    },
-                    "Config": {
-                        "Hostname": process.hostname,
-                        "User": process.user,
-                        "Tty": spec.tty,
-                        "OpenStdin": spec.interactive,
-                        "Env": process.env,
-                        "Cmd": process.args,
-                        "Image": spec.image,
-                        "WorkingDir": process.cwd,
-                        "Labels": spec.labels,
-                        "StopSignal": spec.stop_signal,
-                        "StopTimeout": spec.stop_timeout,
-                    },
-                    "Mounts": crate::output::inspect::mounts_json(root, &rec),
-                    "NetworkSettings": crate::output::inspect::network_settings(&rec),
-                }))
-            }
+            Ok((dirs, rec)) => Ok(crate::output::inspect::container_json(root, &dirs, &rec)),
             // As `docker inspect`: a name that is no container may be an image.
             Err(_) if !images => Err(format!("No such container: {key}")),
             Err(e) => match crate::output::inspect::image_value(root, key) {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use mvm_engine::Engine;
+use mvm_engine::container::process_opts;
 use mvm_engine::container::spec::{self, ContainerSpec, LogConfig, Resources, SpecError};
 use mvm_engine::network::ports;
 
@@ -99,6 +100,42 @@ pub struct RunArgs {
     /// Seconds to wait for the container to stop before it is killed (10 by default).
     #[arg(long = "stop-timeout")]
     pub stop_timeout: Option<u32>,
+    /// Add Linux capabilities.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges (every capability) to this container.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Ulimit options: NAME=SOFT[:HARD].
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Sysctl options: KEY=VALUE (the VM's own kernel: any parameter).
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Add a custom host-to-IP mapping (NAME:IP).
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options.
+    #[arg(long = "dns-option")]
+    pub dns_option: Vec<String>,
+    /// Size of /dev/shm (64m by default).
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// Add a host device (refused: a microVM's kernel has its own devices).
+    #[arg(long)]
+    pub device: Vec<String>,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -208,7 +245,54 @@ impl RunArgs {
             labels,
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
+            cap_add: capabilities(&self.cap_add)?,
+            cap_drop: capabilities(&self.cap_drop)?,
+            privileged: self.privileged,
+            read_only: self.read_only,
+            ulimits: self
+                .ulimit
+                .iter()
+                .map(|u| process_opts::parse_ulimit(u))
+                .collect::<Result<_, _>>()?,
+            sysctls: self
+                .sysctl
+                .iter()
+                .map(|s| process_opts::parse_sysctl(s))
+                .collect::<Result<_, _>>()?,
+            extra_hosts: self
+                .add_host
+                .iter()
+                .map(|h| process_opts::parse_host(h))
+                .collect::<Result<_, _>>()?,
+            dns: self
+                .dns
+                .iter()
+                .map(|d| d.parse().map_err(|_| SpecError::Dns(d.clone())))
+                .collect::<Result<_, _>>()?,
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
+            shm_size: self
+                .shm_size
+                .as_deref()
+                .map(|s| {
+                    // Docker's size words (`64m`, `1g`, bytes) as the agent's tmpfs reads them.
+                    let lower = s.to_ascii_lowercase();
+                    let word = lower.strip_suffix('b').unwrap_or(&lower);
+                    mvm_agent_protocol::boot::parse_tmpfs_size(word)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| SpecError::ShmSize(s.to_string()))
+                })
+                .transpose()?,
         };
+        if let Some(d) = self.device.first() {
+            return Err(SpecError::Device(d.clone()).into());
+        }
+        for d in self.dns_search.iter().chain(&self.dns_option) {
+            if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == ',') {
+                return Err(SpecError::Dns(d.clone()).into());
+            }
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -254,6 +338,14 @@ pub fn run_or_create(engine: &Engine, a: &RunArgs, create_only: bool) -> Result<
         }
         RunOutcome::Exited(code) => Ok(code),
     }
+}
+
+/// `--cap-add`/`--cap-drop` values in the kernel's spelling.
+fn capabilities(words: &[String]) -> Result<Vec<String>, SpecError> {
+    words
+        .iter()
+        .map(|w| process_opts::capability_name(w).ok_or_else(|| SpecError::Capability(w.clone())))
+        .collect()
 }
 
 fn read_env_file(path: &Path) -> Result<Vec<String>, FlagError> {

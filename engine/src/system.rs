@@ -48,6 +48,21 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
+/// `ps -s`: the bytes a container's writable disk takes, and those with its image's layers
+/// ("virtual").
+pub fn container_sizes(root: &Path, rec: &container::ContainerRecord) -> (u64, u64) {
+    let rw = allocated(
+        &container::ContainerDirs::new(root, &rec.id)
+            .dir
+            .join("upper.ext4"),
+    );
+    let image = Store::open(&root.join("images"))
+        .ok()
+        .and_then(|s| mvm_rootfs::catalog::resolve(&s, &rec.image_id).ok())
+        .map_or(0, |img| img.manifest.layers.iter().map(|l| l.size).sum());
+    (rw, rw + image)
+}
+
 /// What the root holds, by kind.
 pub fn disk_usage(root: &Path) -> Result<DiskUsage, EngineError> {
     let store = Store::open(&root.join("images")).map_err(EngineError::runtime)?;

@@ -193,8 +193,17 @@ fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
                 ("Driver", n.driver.clone()),
                 ("Scope", "local".to_string()),
                 ("CreatedAt", n.created.clone()),
+                ("IPv4", "true".to_string()),
                 ("IPv6", "false".to_string()),
                 ("Internal", "false".to_string()),
+                (
+                    "Labels",
+                    n.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
             ])
         })
         .collect();
@@ -240,6 +249,8 @@ fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
         "Internal": false,
         "Attachable": false,
         "Ingress": false,
+        "ConfigFrom": { "Network": "" },
+        "ConfigOnly": false,
         "Containers": containers,
         "Options": { "com.docker.network.bridge.name": n.bridge },
         "Labels": n.labels,

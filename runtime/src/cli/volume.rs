@@ -115,6 +115,21 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
                         ),
                         ("Scope", "local".to_string()),
                         ("CreatedAt", v.created.clone()),
+                        (
+                            "Labels",
+                            v.labels
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        ),
+                        // Docker's values for a local volume without usage data (`-s` not
+                        // asked) and outside a cluster.
+                        ("Links", "N/A".to_string()),
+                        ("Size", "N/A".to_string()),
+                        ("Availability", "N/A".to_string()),
+                        ("Group", "N/A".to_string()),
+                        ("Status", "N/A".to_string()),
                     ])
                 })
                 .collect();

@@ -11,6 +11,7 @@ use crate::error::CliError;
 use crate::output::state::status_text;
 use crate::output::table::{Headers, print_formatted};
 use crate::output::time::{ago, since};
+use crate::output::units::human_size;
 
 /// Options of `mvm ps`.
 #[derive(Debug, Default)]
@@ -29,6 +30,8 @@ pub struct PsOptions {
     pub filters: Vec<String>,
     /// `--format`.
     pub format: Option<String>,
+    /// `-s`: the SIZE column (the writable disk, and with the image's layers).
+    pub size: bool,
 }
 
 /// One `--filter`.
@@ -179,6 +182,16 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
         ),
         ("Mounts", String::new()),
         (
+            "LocalVolumes",
+            rec.mounts
+                .iter()
+                .filter(|m| m.kind == mvm_engine::volume::mounts::Kind::Volume)
+                .count()
+                .to_string(),
+        ),
+        // The daemon's platform of the image; an API 1.41 daemon gives none.
+        ("Platform", String::new()),
+        (
             "Networks",
             rec.endpoints
                 .iter()
@@ -230,7 +243,20 @@ fn select(root: &Path, opts: &PsOptions) -> Result<Vec<ContainerRecord>, CliErro
 /// `mvm ps`.
 pub fn ps(root: &Path, opts: &PsOptions) -> Result<i32, CliError> {
     let list = select(root, opts)?;
-    let rows: Vec<_> = list.iter().map(|c| fields(c, opts.no_trunc)).collect();
+    let rows: Vec<_> = list
+        .iter()
+        .map(|c| {
+            let mut f = fields(c, opts.no_trunc);
+            if opts.size {
+                let (rw, all) = mvm_engine::system::container_sizes(root, c);
+                f.insert(
+                    "Size",
+                    format!("{} (virtual {})", human_size(rw), human_size(all)),
+                );
+            }
+            f
+        })
+        .collect();
     if opts.quiet {
         let mut out = std::io::stdout().lock();
         for r in &rows {
@@ -238,9 +264,12 @@ pub fn ps(root: &Path, opts: &PsOptions) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
-    let format = opts.format.as_deref().unwrap_or(
-        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}",
-    );
+    let default = if opts.size {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
+    } else {
+        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    };
+    let format = opts.format.as_deref().unwrap_or(default);
     print_formatted(format, &rows, HEADERS)?;
     Ok(0)
 }
@@ -286,6 +315,9 @@ pub struct PsArgs {
     /// Format output using a template ('table ...', 'json', or '{{.Field}}...').
     #[arg(long)]
     pub format: Option<String>,
+    /// Display total file sizes.
+    #[arg(short = 's', long)]
+    pub size: bool,
 }
 
 impl PsArgs {
@@ -298,6 +330,7 @@ impl PsArgs {
             last: self.last,
             filters: self.filter.clone(),
             format: self.format.clone(),
+            size: self.size,
         }
     }
 }

@@ -8,6 +8,11 @@ use mvm_rootfs::{ImageRecord, Reference, Store, StoreError, catalog};
 use crate::error::EngineError;
 use crate::report::Reporter;
 
+/// An image's size as Docker reports it: the sum of its layers (compressed, as stored).
+pub fn size(img: &ImageRecord) -> u64 {
+    img.manifest.layers.iter().map(|l| l.size).sum()
+}
+
 /// The image `name`, pulled first when the store lacks it (as `docker run` does).
 pub fn resolve_or_pull(
     root: &Path,

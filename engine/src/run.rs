@@ -144,13 +144,14 @@ fn container_boot_config(
     if let Some(first) = endpoints.first() {
         c.dns = vec![first.gateway.into()];
     }
-    // --dns, --dns-search, --dns-option and --add-host, checked when the spec was made.
+    // --dns, --dns-search, --dns-option, --shm-size and --add-host, checked when the spec
+    // was made.
     if !spec.dns.is_empty() {
         c.dns = spec.dns.clone();
     }
     c.dns_search = spec.dns_search.clone();
-    c.shm_size = spec.shm_size;
     c.dns_options = spec.dns_options.clone();
+    c.shm_size = spec.shm_size;
     for h in &spec.extra_hosts {
         c.extra_hosts
             .extend(boot::parse_hosts(h).map_err(|why| bad("--add-host", h, why))?);
@@ -750,7 +751,7 @@ fn run_container(
         }
         drop(lock);
     };
-    let process = ProcessSpec {
+    let mut process = ProcessSpec {
         args: rec.process.args.clone(),
         env: rec.process.env.clone(),
         cwd: rec.process.cwd.clone(),
@@ -762,7 +763,6 @@ fn run_container(
         stdin: rec.spec.interactive || (attached && interactive),
         ..ProcessSpec::default()
     };
-    let mut process = process;
     container::process_opts::apply(&rec.spec, &mut process);
     let raw = if attached && rec.spec.tty && interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()

@@ -59,7 +59,7 @@ pub fn container_sizes(root: &Path, rec: &container::ContainerRecord) -> (u64, u
     let image = Store::open(&root.join("images"))
         .ok()
         .and_then(|s| mvm_rootfs::catalog::resolve(&s, &rec.image_id).ok())
-        .map_or(0, |img| img.manifest.layers.iter().map(|l| l.size).sum());
+        .map_or(0, |img| crate::image::size(&img));
     (rw, rw + image)
 }
 
@@ -69,7 +69,7 @@ pub fn disk_usage(root: &Path) -> Result<DiskUsage, EngineError> {
     let used = images_in_use(root);
     let mut images = Usage::default();
     for img in mvm_rootfs::catalog::list(&store).map_err(EngineError::runtime)? {
-        let size: u64 = img.manifest.layers.iter().map(|l| l.size).sum();
+        let size = crate::image::size(&img);
         images.total += 1;
         images.size += size;
         if used.contains(&img.id) {
@@ -116,11 +116,7 @@ pub fn prune_networks(root: &Path) -> Vec<String> {
             removed.push(n.name);
         }
     }
-    if let Ok(_lock) = network::lock(root)
-        && let Err(e) = network::host::sync_rules(root, &network::list(root))
-    {
-        tracing::warn!("{e}");
-    }
+    network::resync_rules(root);
     removed
 }
 

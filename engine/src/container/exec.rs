@@ -57,7 +57,7 @@ pub fn exec(
         env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
         env.push(kv.clone());
     }
-    let process = ProcessSpec {
+    let mut process = ProcessSpec {
         args: spec.args.clone(),
         env,
         cwd: spec
@@ -76,7 +76,6 @@ pub fn exec(
         ..ProcessSpec::default()
     };
     // The container's capabilities and limits, as Docker's exec gets them.
-    let mut process = process;
     super::process_opts::apply(&rec.spec, &mut process);
     let failed = |msg: String| EngineError::with_code(EXIT_FAILED, msg);
     session::forwarded_signals()

@@ -140,6 +140,16 @@ pub fn lock(root: &Path) -> Result<mvm_rootfs::fsutil::LockFile, NetworkError> {
         .map_err(|e| NetworkError::State(format!("cannot lock the networks: {e}")))
 }
 
+/// Rewrites the root's nftables rules for the networks it has now (after some were removed);
+/// a failure is logged, the removal stands.
+pub fn resync_rules(root: &Path) {
+    if let Ok(_lock) = lock(root)
+        && let Err(e) = host::sync_rules(root, &list(root))
+    {
+        tracing::warn!("{e}");
+    }
+}
+
 /// Every network.
 pub fn list(root: &Path) -> Vec<NetworkRecord> {
     let Ok(rd) = std::fs::read_dir(dir(root)) else {

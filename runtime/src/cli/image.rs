@@ -360,7 +360,7 @@ pub fn images(root: &Path, args: &ImagesArgs) -> Result<i32, CliError> {
                 .find_map(|rd| rd.strip_prefix(&format!("{repo}@")))
                 .unwrap_or("<none>")
                 .to_string();
-            let size = human_size(crate::output::inspect::image_size(img));
+            let size = human_size(mvm_engine::image::size(img));
             let id = if args.no_trunc {
                 img.id.to_string()
             } else {
@@ -884,17 +884,7 @@ pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let report = mvm_engine::system::prune_images(root, args.all).map_err(CliError::runtime)?;
-    let mut out = String::new();
-    if !report.untagged.is_empty() || !report.deleted.is_empty() {
-        out.push_str("Deleted Images:\n");
-        for u in &report.untagged {
-            out.push_str(&format!("untagged: {u}\n"));
-        }
-        for d in &report.deleted {
-            out.push_str(&format!("deleted: {d}\n"));
-        }
-        out.push('\n');
-    }
+    let mut out = output::prune::section("Deleted Images", &output::prune::image_lines(&report));
     out.push_str(&format!(
         "Total reclaimed space: {}",
         human_size_with_precision(report.reclaimed, 4)

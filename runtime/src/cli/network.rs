@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::error::CliError;
 use crate::output::filter::Filters;
-use crate::output::table::{Headers, print_formatted};
+use crate::output::table::{Headers, labels_column, print_formatted};
 use mvm_engine::container;
 use mvm_engine::network::{self, NetworkError, NetworkRecord};
 
@@ -196,14 +196,7 @@ fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
                 ("IPv4", "true".to_string()),
                 ("IPv6", "false".to_string()),
                 ("Internal", "false".to_string()),
-                (
-                    "Labels",
-                    n.labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
+                ("Labels", labels_column(&n.labels)),
             ])
         })
         .collect();
@@ -287,16 +280,8 @@ fn rm(root: &Path, keys: &[String]) -> Result<i32, CliError> {
             }
         }
     }
-    sync_rules(root);
+    network::resync_rules(root);
     Ok(code)
-}
-
-fn sync_rules(root: &Path) {
-    if let Ok(_lock) = network::lock(root)
-        && let Err(e) = network::host::sync_rules(root, &network::list(root))
-    {
-        tracing::warn!("{e}");
-    }
 }
 
 fn prune(root: &Path, force: bool) -> Result<i32, CliError> {

@@ -7,6 +7,7 @@ use mvm_engine::system::{self, Usage};
 use mvm_engine::{backend, container, paths};
 
 use crate::error::CliError;
+use crate::output::prune::{image_lines, section};
 use crate::output::table::tabulate;
 use crate::output::units::human_size;
 
@@ -91,29 +92,17 @@ fn prune(root: &Path, all: bool, force: bool, volumes: bool) -> Result<i32, CliE
     if !crate::output::prompt::confirm(force, warning.trim_end()) {
         return Ok(0);
     }
-    let mut out = String::new();
-    let mut section = |title: &str, lines: &[String]| {
-        if !lines.is_empty() {
-            out += &format!("{title}:\n{}\n\n", lines.join("\n"));
-        }
-    };
     let pruned = container::prune::prune(root);
-    section("Deleted Containers", &pruned.ids);
-    section("Deleted Networks", &system::prune_networks(root));
+    let mut out = section("Deleted Containers", &pruned.ids);
+    out += &section("Deleted Networks", &system::prune_networks(root));
     let mut bytes = pruned.bytes;
     if volumes {
         let (names, freed) = system::prune_volumes(root, false).map_err(CliError::runtime)?;
-        section("Deleted Volumes", &names);
+        out += &section("Deleted Volumes", &names);
         bytes += freed;
     }
     let report = system::prune_images(root, all).map_err(CliError::runtime)?;
-    let images: Vec<String> = report
-        .untagged
-        .iter()
-        .map(|u| format!("untagged: {u}"))
-        .chain(report.deleted.iter().map(|d| format!("deleted: {d}")))
-        .collect();
-    section("Deleted Images", &images);
+    out += &section("Deleted Images", &image_lines(&report));
     bytes += report.reclaimed;
     print!("{out}");
     println!("Total reclaimed space: {}", human_size(bytes));

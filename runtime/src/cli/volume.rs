@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::error::CliError;
 use crate::output::filter::Filters;
-use crate::output::table::{Headers, print_formatted};
+use crate::output::table::{Headers, labels_column, print_formatted};
 use mvm_engine::volume::{self, VolumeError, VolumeRecord};
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -115,14 +115,7 @@ pub fn volume(root: &Path, cmd: &VolumeCommand) -> Result<i32, CliError> {
                         ),
                         ("Scope", "local".to_string()),
                         ("CreatedAt", v.created.clone()),
-                        (
-                            "Labels",
-                            v.labels
-                                .iter()
-                                .map(|(k, v)| format!("{k}={v}"))
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        ),
+                        ("Labels", labels_column(&v.labels)),
                         // Docker's values for a local volume without usage data (`-s` not
                         // asked) and outside a cluster.
                         ("Links", "N/A".to_string()),
@@ -188,13 +181,10 @@ fn prune(root: &Path, all: bool, force: bool) -> Result<i32, CliError> {
     }
     let (removed, bytes) =
         mvm_engine::system::prune_volumes(root, all).map_err(CliError::runtime)?;
-    if !removed.is_empty() {
-        println!("Deleted Volumes:");
-        for n in &removed {
-            println!("{n}");
-        }
-        println!();
-    }
+    print!(
+        "{}",
+        crate::output::prune::section("Deleted Volumes", &removed)
+    );
     println!(
         "Total reclaimed space: {}",
         crate::output::units::human_size(bytes)

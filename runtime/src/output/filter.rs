@@ -52,12 +52,17 @@ impl Filters {
 
     /// Whether `labels` hold every `label=KEY` or `label=KEY=VALUE` given.
     pub fn labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.get("label").is_none_or(|vs| {
-            vs.iter().all(|f| match f.split_once('=') {
-                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-                None => labels.contains_key(f),
-            })
-        })
+        self.0
+            .get("label")
+            .is_none_or(|vs| vs.iter().all(|f| has_label(labels, f)))
+    }
+}
+
+/// Whether `labels` hold one `label=` filter's value: `KEY` (any value) or `KEY=VALUE`.
+pub fn has_label(labels: &BTreeMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
     }
 }
 

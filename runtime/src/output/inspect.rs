@@ -44,7 +44,6 @@ pub fn container_json(root: &Path, dirs: &ContainerDirs, rec: &ContainerRecord) 
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     let null_if_empty = |v: &[String]| if v.is_empty() { Value::Null } else { json!(v) };
-    let etc = |name: &str| dirs.dir.join(name).display().to_string();
     let host_config = json!({
         "Binds": binds(&spec.mounts),
         "ContainerIDFile": "",
@@ -175,7 +174,7 @@ pub fn container_json(root: &Path, dirs: &ContainerDirs, rec: &ContainerRecord) 
         "GraphDriver": {
             "Data": {
                 "LowerDir": rec.vm.image_disk,
-                "UpperDir": etc("upper.ext4"),
+                "UpperDir": dirs.dir.join("upper.ext4"),
                 // Merged inside the guest only.
                 "MergedDir": "",
                 "WorkDir": "",
@@ -345,7 +344,7 @@ pub fn image_json(store: &Store, img: &ImageRecord) -> Value {
         "Config": img.config.config,
         "Architecture": img.config.architecture,
         "Os": img.config.os,
-        "Size": image_size(img),
+        "Size": mvm_engine::image::size(img),
         "RootFS": {
             "Type": img.config.rootfs.kind,
             "Layers": img.config.rootfs.diff_ids,
@@ -363,11 +362,6 @@ pub fn image_value(root: &Path, name: &str) -> Result<Option<Value>, CliError> {
         Err(StoreError::NotFound(_)) | Err(StoreError::Reference(_)) => Ok(None),
         Err(e) => Err(CliError::runtime(e)),
     }
-}
-
-/// Bytes of an image's layers (compressed, as stored).
-pub fn image_size(img: &ImageRecord) -> u64 {
-    img.manifest.layers.iter().map(|l| l.size).sum()
 }
 
 /// Docker's `inspect` of several objects: one JSON array of those `find` found, printed once,

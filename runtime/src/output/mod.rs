@@ -6,6 +6,7 @@
 pub mod filter;
 pub mod inspect;
 pub mod prompt;
+pub mod prune;
 pub mod state;
 pub mod table;
 pub mod template;

@@ -24,6 +24,15 @@ pub fn header(headers: Headers, field: &str) -> String {
         .map_or_else(|| field.to_uppercase(), |(_, h)| (*h).to_string())
 }
 
+/// A `Labels` column: `k=v` pairs joined by commas, as Docker's listings print them.
+pub fn labels_column(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Pads columns as Go's tabwriter does for Docker's tables (`tabwriter.NewWriter(out, 10, 1,
 /// 3, ' ', 0)`): three spaces after the widest cell, at least 10 columns, the last column
 /// unpadded.

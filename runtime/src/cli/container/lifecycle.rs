@@ -63,13 +63,10 @@ pub fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
         return Ok(0);
     }
     let pruned = container::prune::prune(root);
-    if !pruned.ids.is_empty() {
-        println!("Deleted Containers:");
-        for id in &pruned.ids {
-            println!("{id}");
-        }
-        println!();
-    }
+    print!(
+        "{}",
+        crate::output::prune::section("Deleted Containers", &pruned.ids)
+    );
     println!(
         "Total reclaimed space: {}",
         crate::output::units::human_size(pruned.bytes)

@@ -8,8 +8,9 @@ use clap::Args;
 use mvm_engine::container::{self, ContainerRecord};
 
 use crate::error::CliError;
+use crate::output::filter::has_label;
 use crate::output::state::status_text;
-use crate::output::table::{Headers, print_formatted};
+use crate::output::table::{Headers, labels_column, print_formatted};
 use crate::output::time::{ago, since};
 use crate::output::units::human_size;
 
@@ -43,7 +44,7 @@ enum Filter {
     Exited(i32),
     Ancestor(String),
     /// `label=KEY` or `label=KEY=VALUE`.
-    Label(String, Option<String>),
+    Label(String),
 }
 
 const STATUSES: &[&str] = &[
@@ -81,10 +82,7 @@ fn parse_filter(f: &str) -> Result<Filter, CliError> {
                 .map_err(|_| CliError::with_code(1, format!("invalid filter 'exited={v}'")))?,
         ),
         "ancestor" => Filter::Ancestor(v.into()),
-        "label" => match v.split_once('=') {
-            Some((k, val)) => Filter::Label(k.into(), Some(val.into())),
-            None => Filter::Label(v.into(), None),
-        },
+        "label" => Filter::Label(v.into()),
         _ => return Err(CliError::with_code(1, format!("invalid filter '{k}'"))),
     })
 }
@@ -94,20 +92,10 @@ fn passes(rec: &ContainerRecord, filters: &[Filter]) -> bool {
     let (status, code) = rec.effective();
     let mut by_kind: BTreeMap<&str, bool> = BTreeMap::new();
     for f in filters {
-        // Labels are ANDed, each label filter on its own, as Docker's.
-        if let Filter::Label(k, v) = f {
-            let has = rec
-                .spec
-                .labels
-                .get(k)
-                .is_some_and(|x| v.as_ref().is_none_or(|v| v == x));
-            if !has {
-                return false;
-            }
-            continue;
-        }
         let (kind, ok) = match f {
-            Filter::Label(..) => continue,
+            // Labels are ANDed, each label filter on its own, as Docker's.
+            Filter::Label(l) if !has_label(&rec.spec.labels, l) => return false,
+            Filter::Label(_) => continue,
             Filter::Status(s) => ("status", *s == status.as_str()),
             Filter::Name(n) => ("name", rec.name.contains(n.as_str())),
             Filter::Id(p) => ("id", rec.id.starts_with(p.as_str())),
@@ -171,15 +159,7 @@ fn fields(rec: &ContainerRecord, no_trunc: bool) -> BTreeMap<&'static str, Strin
         ("Status", status_text(rec)),
         ("Size", "0B".into()),
         ("Names", rec.name.clone()),
-        (
-            "Labels",
-            rec.spec
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        ("Labels", labels_column(&rec.spec.labels)),
         ("Mounts", String::new()),
         (
             "LocalVolumes",

@@ -17,6 +17,7 @@
 //! result is packed into a disk that only the guest mounts, from a tree only root can reach.
 
 mod at;
+pub mod copy;
 #[cfg(test)]
 mod tests;
 

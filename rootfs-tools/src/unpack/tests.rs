@@ -554,3 +554,155 @@ fn garbage_is_corrupt_not_a_panic() {
     assert!(apply(&root, tar).is_err());
     fs::remove_dir_all(&root).unwrap();
 }
+
+// `cp` out of a container: the guest's tree written into a directory of the user's.
+
+fn copy_into(dest: &Path, tar: Vec<u8>, top: copy::Top) -> Result<copy::CopyOutcome, UnpackError> {
+    let dest = dest.to_path_buf();
+    copy::extract_copy(&tar[..], &Limits::default(), move |_| Ok((dest, top)))
+}
+
+#[test]
+fn copy_places_the_tree_by_its_top() {
+    let w = World::new("copy-top");
+    let tree = || {
+        Tar::new()
+            .dir("d/")
+            .dir("d/e/")
+            .file("d/e/f", b"one")
+            .symlink("d/l", "/etc/passwd")
+            .done()
+    };
+    copy_into(&w.root, tree(), copy::Top::Keep).unwrap();
+    assert_eq!(fs::read(w.root.join("d/e/f")).unwrap(), b"one");
+    assert_eq!(
+        fs::read_link(w.root.join("d/l")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    copy_into(&w.root, tree(), copy::Top::Rename("out".into())).unwrap();
+    assert_eq!(fs::read(w.root.join("out/e/f")).unwrap(), b"one");
+    fs::create_dir(w.root.join("into")).unwrap();
+    copy_into(&w.root.join("into"), tree(), copy::Top::Contents).unwrap();
+    assert_eq!(fs::read(w.root.join("into/e/f")).unwrap(), b"one");
+    assert!(!w.root.join("into/d").exists());
+    // A file over an existing one replaces it; a hard link to a file the copy wrote is kept.
+    let t = Tar::new().file("f", b"new").hardlink("f2", "f").done();
+    fs::write(w.root.join("f"), b"old").unwrap();
+    let err = copy_into(&w.root, t, copy::Top::Keep).unwrap_err();
+    assert!(err.to_string().contains("outside the copied path"), "{err}");
+    copy_into(
+        &w.root,
+        Tar::new().file("f", b"new").done(),
+        copy::Top::Keep,
+    )
+    .unwrap();
+    assert_eq!(fs::read(w.root.join("f")).unwrap(), b"new");
+    let t = Tar::new()
+        .dir("h/")
+        .file("h/a", b"x")
+        .hardlink("h/b", "h/a")
+        .done();
+    copy_into(&w.root, t, copy::Top::Keep).unwrap();
+    assert_eq!(
+        fs::metadata(w.root.join("h/a")).unwrap().ino(),
+        fs::metadata(w.root.join("h/b")).unwrap().ino()
+    );
+    w.check();
+}
+
+#[test]
+fn attack_copy_writes_beside_the_path_asked_for() {
+    let w = World::new("copy-beside");
+    let t = Tar::new().file("d", b"ok").file("victim", b"pwned").done();
+    let err = copy_into(&w.root, t, copy::Top::Keep).unwrap_err();
+    assert!(matches!(err, UnpackError::Escape { .. }), "{err}");
+    assert!(!w.root.join("victim").exists());
+    for bad in ["d/../victim", "../victim"] {
+        let t = Tar::new()
+            .dir("d/")
+            .entry(bad, EntryType::Regular, b"x", None, 0o644)
+            .done();
+        assert!(copy_into(&w.root, t, copy::Top::Keep).is_err(), "{bad}");
+    }
+    w.check();
+}
+
+#[test]
+fn attack_copy_through_a_symlink_it_made_or_found() {
+    let w = World::new("copy-links");
+    // A link the tree made, then a file through it.
+    let t = Tar::new()
+        .dir("d/")
+        .symlink("d/l", &w.victimdir())
+        .file("d/l/file", b"pwned")
+        .done();
+    let err = copy_into(&w.root, t, copy::Top::Keep).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    // A link already in the destination (the user's, or an earlier copy's) under the top
+    // name: replaced by the tree's directory, never written through.
+    std::os::unix::fs::symlink(w.victimdir(), w.root.join("e")).unwrap();
+    let t = Tar::new().dir("e/").file("e/file", b"pwned").done();
+    copy_into(&w.root, t, copy::Top::Keep).unwrap();
+    assert_eq!(fs::read(w.root.join("e/file")).unwrap(), b"pwned");
+    // ... and without the directory entry first, refused.
+    std::os::unix::fs::symlink(w.victimdir(), w.root.join("g")).unwrap();
+    let t = Tar::new().file("g/file", b"pwned").done();
+    assert!(copy_into(&w.root, t, copy::Top::Keep).is_err());
+    // A hard link to a host file, by absolute path or to a file the copy did not write.
+    let t = Tar::new().dir("k/").hardlink("k/h", &w.victim()).done();
+    assert!(copy_into(&w.root, t, copy::Top::Keep).is_err());
+    fs::write(w.root.join("k2"), b"user's").unwrap();
+    let t = Tar::new().dir("k/").hardlink("k/h", "k/../k2").done();
+    assert!(copy_into(&w.root, t, copy::Top::Keep).is_err());
+    w.check();
+}
+
+#[test]
+fn attack_copy_plants_setuid_files_and_devices() {
+    let w = World::new("copy-modes");
+    let t = Tar::new()
+        .dir("d/")
+        .entry("d/suid", EntryType::Regular, b"#!/bin/sh\n", None, 0o6755)
+        .entry("d/sticky", EntryType::Directory, b"", None, 0o1777)
+        .entry("d/mem", EntryType::Char, b"", None, 0o666)
+        .entry("d/disk", EntryType::Block, b"", None, 0o666)
+        .entry("d/fifo", EntryType::Fifo, b"", None, 0o666)
+        .done();
+    let out = copy_into(&w.root, t, copy::Top::Keep).unwrap();
+    assert_eq!(out.skipped, 3);
+    let mode = |p: &str| {
+        fs::symlink_metadata(w.root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode("d/suid") & 0o7777, 0o755);
+    assert_eq!(mode("d/sticky") & 0o7777, 0o1777);
+    for p in ["d/mem", "d/disk", "d/fifo"] {
+        assert!(!w.root.join(p).exists(), "{p}");
+    }
+    // Owners are not the tree's: whoever copies owns what is written.
+    let t = Tar::new()
+        .owned("o", EntryType::Directory, None, 0o755, 4242)
+        .done();
+    copy_into(&w.root, t, copy::Top::Keep).unwrap();
+    assert_eq!(
+        fs::metadata(w.root.join("o")).unwrap().uid(),
+        nix::unistd::getuid().as_raw()
+    );
+    // Bounds hold.
+    let t = Tar::new()
+        .dir("b/")
+        .file("b/1", b"1")
+        .file("b/2", b"2")
+        .done();
+    let limits = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 2,
+    };
+    let dest = w.root.clone();
+    let err =
+        copy::extract_copy(&t[..], &limits, move |_| Ok((dest, copy::Top::Keep))).unwrap_err();
+    assert!(matches!(err, UnpackError::TooLarge(_)), "{err}");
+    w.check();
+}

@@ -104,10 +104,13 @@ pub struct BootConfig {
     pub shm_size: Option<u64>,
     /// Log to the console (`mvm.debug=1`).
     pub debug: bool,
-    /// Export mode (`mvm.export=1`): a helper VM that reads a stopped container's changes.
-    /// The image and writable disks are mounted read-only and nothing is run; the only
-    /// request served is `export`.
+    /// Export mode (`mvm.export=1`): a helper VM that reads a stopped container's changes
+    /// or files. The image and writable disks are mounted read-only, their overlay is the
+    /// root, and nothing is run; the requests served are `export` and `copy_out`.
     pub export: bool,
+    /// With `export`, the writable disk mounted read-write (`mvm.export=rw`): the helper
+    /// also serves `copy_in`, into a stopped container.
+    pub export_writable: bool,
 }
 
 impl Default for BootConfig {
@@ -131,6 +134,7 @@ impl Default for BootConfig {
             shm_size: None,
             debug: false,
             export: false,
+            export_writable: false,
         }
     }
 }
@@ -283,7 +287,11 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                         .ok_or_else(|| bad("expected a size, DIGITS[k|m|g]"))?,
                 );
             }
-            "export" => config.export = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
+            "export" if value == Some("rw") => {
+                config.export = true;
+                config.export_writable = true;
+            }
+            "export" => config.export = flag(value).ok_or_else(|| bad("expected 0, 1 or rw"))?,
             _ => {}
         }
     }
@@ -399,7 +407,8 @@ impl BootConfig {
             words.push("mvm.debug=1".to_string());
         }
         if self.export {
-            words.push("mvm.export=1".to_string());
+            let mode = if self.export_writable { "rw" } else { "1" };
+            words.push(format!("mvm.export={mode}"));
         }
         let line = words.join(" ");
         if parse_cmdline(&line)? != *self {
@@ -793,6 +802,14 @@ mod tests {
             upper: Some(DISK_UPPER.into()),
             callback: Some(crate::DEFAULT_CALLBACK_PORT),
             export: true,
+            ..BootConfig::default()
+        });
+        // ... and the one that copies into a stopped container.
+        round_trip(&BootConfig {
+            upper: Some(DISK_UPPER.into()),
+            callback: Some(crate::DEFAULT_CALLBACK_PORT),
+            export: true,
+            export_writable: true,
             ..BootConfig::default()
         });
     }

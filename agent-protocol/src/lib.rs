@@ -34,8 +34,9 @@ pub use frame::{
 };
 pub use handshake::{check_version, host_handshake};
 pub use message::{
-    AgentMessage, CAPABILITY_NAMES, CapabilitySets, Export, ExportKind, HostMessage, NetworkUp,
-    ProcessSpec, Rlimit, StartFailedKind, container_exit_code,
+    AgentMessage, CAPABILITY_NAMES, CapabilitySets, CopyFailedKind, CopyIn, CopyInHow, CopyOut,
+    Export, ExportKind, HostMessage, NetworkUp, ProcessSpec, Rlimit, StartFailedKind,
+    container_exit_code,
 };
 pub use reader::FrameReader;
 pub use writer::FrameWriter;

@@ -41,10 +41,70 @@ pub enum HostMessage {
     /// data frames, ends the stream with its EOF frame and answers `Done`, or answers
     /// `Error` at any point (the host then discards what it got), and closes.
     Export(Export),
+    /// `cp` out of the container: instead of `Start`, on a connection of its own. The agent
+    /// answers `CopyFailed`, or streams a tar of the path (one top entry named by the path's
+    /// last component, a directory with all it holds) on [`crate::Stream::Changes`] data
+    /// frames, ends it with its EOF frame and answers `Done`, and closes.
+    CopyOut(CopyOut),
+    /// `cp` into the container: instead of `Start`, on a connection of its own. The host then
+    /// sends a tar on [`crate::Stream::Stdin`] data frames and their EOF; the agent writes it
+    /// where [`CopyIn`] says, answers `Done` or `CopyFailed` once the stream ended, and
+    /// closes.
+    CopyIn(CopyIn),
     /// A message type this version does not know (sent by a newer peer). Never sent; the
     /// receiver answers it with an `Error` and carries on.
     #[serde(other)]
     Unknown,
+}
+
+/// What a [`HostMessage::CopyOut`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOut {
+    /// The path in the container, absolute (relative is taken from `/`).
+    pub path: String,
+    /// Follow a symlink that is the path's last component (`cp -L`).
+    #[serde(default)]
+    pub follow_link: bool,
+}
+
+/// What a [`HostMessage::CopyIn`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyIn {
+    /// The destination in the container, as the user wrote it (a trailing `/` says it must
+    /// be a directory).
+    pub path: String,
+    /// How the tar's entries map onto the destination.
+    pub how: CopyInHow,
+    /// Keep the tar's owners (`cp -a`); otherwise everything belongs to root, as Docker's.
+    #[serde(default)]
+    pub keep_owners: bool,
+}
+
+/// How a [`CopyIn`] tar lands, as Docker's `cp` decides from the source and the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyInHow {
+    /// The tar has one top entry (the source's name): into the destination when it is a
+    /// directory, else as the destination (whose parent must exist).
+    Named,
+    /// The tar has one top directory whose children are copied (`SRC/.`): into the
+    /// destination directory, made when missing.
+    Contents,
+    /// A tar the user gave (`cp - c1:/dir`): extracted as it is into the destination, which
+    /// must be a directory.
+    Archive,
+}
+
+/// Why a copy failed, for the host to word it as Docker does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFailedKind {
+    /// The path (or the destination's parent) does not exist.
+    NotFound,
+    /// A destination that must be a directory is not one.
+    NotADirectory,
+    /// Anything else.
+    Other,
 }
 
 /// What an [`HostMessage::Export`] asks for.
@@ -67,6 +127,9 @@ pub enum ExportKind {
     Layer,
     /// Docker's `diff` lines, `A /path`, `C /path` or `D /path`, one per line, sorted.
     Diff,
+    /// The container's whole root file system as a tar (`export`): the image with the
+    /// changes, without volumes and the kernel's file systems mounted in it.
+    Rootfs,
 }
 
 /// One interface's configuration, as `mvm.net` gives it at boot.
@@ -126,8 +189,15 @@ pub enum AgentMessage {
         /// The signal number when the process was killed by a signal.
         signal: Option<i32>,
     },
-    /// A `NetworkUp`, `NetworkDown` or `Export` was carried out.
+    /// A `NetworkUp`, `NetworkDown`, `Export`, `CopyOut` or `CopyIn` was carried out.
     Done,
+    /// A `CopyOut` or `CopyIn` could not be carried out; the agent then closes.
+    CopyFailed {
+        /// Why, coarsely.
+        kind: CopyFailedKind,
+        /// What happened, for a human (one line).
+        message: String,
+    },
     /// A message type this version does not know (sent by a newer peer). Never sent.
     #[serde(other)]
     Unknown,

@@ -56,12 +56,18 @@ pub fn keep(upper: &Path, lower: &Path) -> nix::Result<()> {
 
 /// Writes the changes as `what` asks to `out`.
 pub fn export(what: ExportKind, out: impl Write) -> io::Result<()> {
-    let layers = LAYERS
-        .get()
-        .ok_or_else(|| io::Error::other("this VM has no overlay to export"))?;
+    let layers = || {
+        LAYERS
+            .get()
+            .ok_or_else(|| io::Error::other("this VM has no overlay to export"))
+    };
     match what {
-        ExportKind::Layer => write_layer(layers.upper.as_fd(), out),
-        ExportKind::Diff => write_diff(layers.upper.as_fd(), layers.lower.as_fd(), out),
+        ExportKind::Layer => write_layer(layers()?.upper.as_fd(), out),
+        ExportKind::Diff => {
+            let l = layers()?;
+            write_diff(l.upper.as_fd(), l.lower.as_fd(), out)
+        }
+        ExportKind::Rootfs => crate::copy::export_rootfs(out),
     }
 }
 
@@ -191,13 +197,69 @@ fn header_for(st: &FileStat, kind: tar::EntryType) -> tar::Header {
     h
 }
 
-struct LayerWalk<W: Write> {
+/// Which directories a walk goes into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Boundary {
+    /// Every one (the upper directory is one file system).
+    None,
+    /// Those on this device only (`export`: the root file system, not what is mounted on
+    /// it); a mount point itself is written as an empty directory.
+    Device(u64),
+    /// Not the kernel's own file systems (`cp`: /proc, /sys, cgroups...), whose mount points
+    /// are written as empty directories; volumes and tmpfs mounts are gone into.
+    KernelFs,
+}
+
+/// A tar of a tree walked from descriptors: a layer of the upper directory (whiteouts and
+/// opaque markers, the runtime's files left out) or a plain copy of the container's files.
+pub(crate) struct LayerWalk<W: Write> {
     tar: tar::Builder<W>,
     /// (dev, ino) of files with several links, and the first path written for each.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Overlay semantics (whiteouts, opaque directories, runtime files).
+    layer: bool,
+    boundary: Boundary,
+}
+
+/// File system magic numbers of the kernel's own file systems.
+const KERNEL_FS: &[i64] = &[
+    0x9fa0,      // proc
+    0x6265_6572, // sysfs
+    0x6367_7270, // cgroup2
+    0x0027_e0eb, // cgroup
+    0x1cd1,      // devpts
+    0x1980_0202, // mqueue
+    0x7363_6673, // securityfs
+    0x6462_6720, // debugfs
+    0x7472_6163, // tracefs
+    0xcafe_4a11, // bpf
+    0x6165_676c, // pstore
+    0x6265_6570, // configfs
+    0x4249_4e4d, // binfmt_misc
+];
+
+fn is_kernel_fs(dir: BorrowedFd<'_>) -> bool {
+    nix::sys::statfs::fstatfs(dir)
+        .is_ok_and(|fs| KERNEL_FS.contains(&fs.filesystem_type().0))
 }
 
 impl<W: Write> LayerWalk<W> {
+    /// A walk that writes `out`.
+    pub(crate) fn new(out: W, layer: bool, boundary: Boundary) -> LayerWalk<W> {
+        let mut tar = tar::Builder::new(out);
+        tar.follow_symlinks(false);
+        LayerWalk {
+            tar,
+            links: HashMap::new(),
+            layer,
+            boundary,
+        }
+    }
+
+    /// Ends the tar and flushes `out`.
+    pub(crate) fn finish(self) -> io::Result<()> {
+        self.tar.into_inner()?.flush()
+    }
     /// A PAX extended header with `SCHILY.xattr.NAME` records for the entry that follows
     /// (what the host's unpacker and Docker's read back as the file's xattrs).
     fn xattrs_for_next(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -218,10 +280,11 @@ impl<W: Write> LayerWalk<W> {
         self.tar.append_data(&mut h, "PaxHeader", &body[..])
     }
 
-    fn dir(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
+    /// Writes the entries of `dir`, at `rel` in the tar.
+    pub(crate) fn dir(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
         for name in names(dir)? {
             let path = rel.join(&name);
-            if is_runtime_file(&path) {
+            if self.layer && is_runtime_file(&path) {
                 continue;
             }
             let st = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
@@ -230,7 +293,8 @@ impl<W: Write> LayerWalk<W> {
         Ok(())
     }
 
-    fn entry(
+    /// Writes `name` in `dir` (whose `lstat` is `st`) at `path` in the tar, and all it holds.
+    pub(crate) fn entry(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
@@ -238,7 +302,7 @@ impl<W: Write> LayerWalk<W> {
         st: &FileStat,
     ) -> io::Result<()> {
         let k = kind(st);
-        if is_whiteout(st) {
+        if self.layer && is_whiteout(st) {
             let mut wh = OsString::from(".wh.");
             wh.push(name);
             let mut h = header_for(st, tar::EntryType::Regular);
@@ -252,7 +316,15 @@ impl<W: Write> LayerWalk<W> {
             self.xattrs_for_next(sub.as_fd())?;
             let mut h = header_for(st, tar::EntryType::Directory);
             self.tar.append_data(&mut h, path, io::empty())?;
-            if is_opaque(sub.as_fd()) {
+            let descend = match self.boundary {
+                Boundary::None => true,
+                Boundary::Device(dev) => st.st_dev == dev,
+                Boundary::KernelFs => !is_kernel_fs(sub.as_fd()),
+            };
+            if !descend {
+                return Ok(());
+            }
+            if self.layer && is_opaque(sub.as_fd()) {
                 let mut o = header_for(st, tar::EntryType::Regular);
                 o.set_mode(0o644);
                 self.tar
@@ -310,13 +382,9 @@ impl<W: Write> LayerWalk<W> {
 /// The upper directory as an OCI layer tar: whiteouts become `.wh.` files, opaque
 /// directories get `.wh..wh..opq`, hard links stay links.
 pub fn write_layer(upper: BorrowedFd<'_>, out: impl Write) -> io::Result<()> {
-    let mut walk = LayerWalk {
-        tar: tar::Builder::new(out),
-        links: HashMap::new(),
-    };
-    walk.tar.follow_symlinks(false);
+    let mut walk = LayerWalk::new(out, true, Boundary::None);
     walk.dir(upper, Path::new(""))?;
-    walk.tar.into_inner()?.flush()
+    walk.finish()
 }
 
 /// Docker's `diff` lines (`A /x`, `C /y`, `D /z`) for the upper directory over `lower`.

@@ -11,6 +11,7 @@ pub mod boot;
 pub mod caps;
 pub mod changes;
 pub mod console;
+pub mod copy;
 pub mod dns_forward;
 pub mod exec_path;
 pub mod init;

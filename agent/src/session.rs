@@ -33,6 +33,8 @@ const CHUNK: usize = 64 * 1024;
 /// Session settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// The container's root, where `cp` resolves paths.
+    pub root: PathBuf,
     /// The container's `/etc`.
     pub etc_dir: PathBuf,
     /// The container's hostname.
@@ -54,6 +56,7 @@ impl SessionConfig {
     /// The settings for the guest, after pivot_root.
     pub fn guest(hostname: Option<String>) -> SessionConfig {
         SessionConfig {
+            root: PathBuf::from("/"),
             etc_dir: PathBuf::from("/etc"),
             hostname,
             exit_grace: Duration::from_millis(100),
@@ -162,6 +165,16 @@ pub fn serve<S: Read + Write + AsFd>(
             }
             Ok(Some(Frame::Control(HostMessage::Export(req)))) => {
                 export_changes(&mut conn, req)?;
+                conn.close(config.close_timeout);
+                return Ok(SessionOutcome::NoProcess);
+            }
+            Ok(Some(Frame::Control(HostMessage::CopyOut(req)))) => {
+                copy_out(&mut conn, &config.root, &req)?;
+                conn.close(config.close_timeout);
+                return Ok(SessionOutcome::NoProcess);
+            }
+            Ok(Some(Frame::Control(HostMessage::CopyIn(req)))) => {
+                copy_in(&mut conn, &config.root, &req)?;
                 conn.close(config.close_timeout);
                 return Ok(SessionOutcome::NoProcess);
             }
@@ -295,6 +308,100 @@ fn export_changes<S: Read + Write + AsFd>(
     }
 }
 
+/// `cp` out: the tar on `Changes` frames, their EOF and `Done`; or `CopyFailed`. A failure
+/// after bytes went out is still `CopyFailed` (the host drops what it got).
+fn copy_out<S: Read + Write + AsFd>(
+    conn: &mut Conn<S>,
+    root: &std::path::Path,
+    req: &mvm_agent_protocol::CopyOut,
+) -> Result<(), SessionError> {
+    let result = {
+        let mut sink = ChangesSink {
+            conn: &mut *conn,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        crate::copy::copy_out(root, req, &mut sink).and_then(|()| sink.flush().map_err(Into::into))
+    };
+    match result {
+        Ok(()) => {
+            conn.send_eof(Stream::Changes)?;
+            conn.send(&AgentMessage::Done)
+        }
+        Err(e) => conn.send(&AgentMessage::CopyFailed {
+            kind: e.kind,
+            message: e.message,
+        }),
+    }
+}
+
+/// `cp` in: the tar from `Stdin` frames until their EOF, then `Done` or `CopyFailed`.
+fn copy_in<S: Read + Write + AsFd>(
+    conn: &mut Conn<S>,
+    root: &std::path::Path,
+    req: &mvm_agent_protocol::CopyIn,
+) -> Result<(), SessionError> {
+    let result = {
+        let input = StdinSource {
+            conn: &mut *conn,
+            buf: Vec::new(),
+            pos: 0,
+            ended: false,
+        };
+        crate::copy::copy_in(root, req, input)
+    };
+    match result {
+        Ok(()) => conn.send(&AgentMessage::Done),
+        Err(e) => conn.send(&AgentMessage::CopyFailed {
+            kind: e.kind,
+            message: e.message,
+        }),
+    }
+}
+
+/// Reads the bytes of `Stdin` data frames up to their EOF frame; anything else the host
+/// sends meanwhile is an error.
+struct StdinSource<'a, S> {
+    conn: &'a mut Conn<S>,
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl<S: Read + Write + AsFd> Read for StdinSource<'_, S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self
+                .conn
+                .recv()
+                .map_err(|e| io::Error::other(e.to_string()))?
+            {
+                Some(Frame::Data {
+                    stream: Stream::Stdin,
+                    data,
+                }) => {
+                    self.ended = data.is_empty();
+                    self.buf = data;
+                    self.pos = 0;
+                }
+                Some(other) => {
+                    return Err(io::Error::other(format!(
+                        "unexpected {} in the copied archive",
+                        describe(&other)
+                    )));
+                }
+                None => return Err(io::Error::other("the host left mid-copy")),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Writes into `Changes` data frames of up to [`CHUNK`] bytes.
 struct ChangesSink<'a, S> {
     conn: &'a mut Conn<S>,
@@ -343,6 +450,8 @@ fn describe(frame: &HostFrame) -> String {
         Frame::Control(HostMessage::NetworkUp(_)) => "network_up".into(),
         Frame::Control(HostMessage::NetworkDown { .. }) => "network_down".into(),
         Frame::Control(HostMessage::Export(_)) => "export".into(),
+        Frame::Control(HostMessage::CopyOut(_)) => "copy_out".into(),
+        Frame::Control(HostMessage::CopyIn(_)) => "copy_in".into(),
         Frame::Control(HostMessage::Unknown) => "a message of unknown type".into(),
         Frame::Data { stream, .. } => format!("{stream:?} data"),
     }

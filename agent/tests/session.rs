@@ -36,6 +36,7 @@ fn start_agent() -> (Agent, Host) {
     std::fs::write(etc.path().join("group"), GROUP).unwrap();
     let (host, agent) = UnixStream::pair().unwrap();
     let config = SessionConfig {
+        root: std::path::PathBuf::from("/"),
         etc_dir: etc.path().to_path_buf(),
         hostname: Some("testbox".into()),
         exit_grace: Duration::from_millis(100),

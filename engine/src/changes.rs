@@ -7,14 +7,14 @@
 //! applied later with the hardened unpack, as a registry's would be.
 
 use std::io::{BufReader, Read, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mvm_agent_protocol::boot::BootConfig;
 use mvm_agent_protocol::{
-    AgentMessage, DEFAULT_CALLBACK_PORT, DEFAULT_VSOCK_PORT, Export, ExportKind, Frame,
-    FrameReader, FrameWriter, HostMessage, Stream, host_handshake,
+    AgentMessage, CopyFailedKind, DEFAULT_CALLBACK_PORT, DEFAULT_VSOCK_PORT, Export, ExportKind,
+    Frame, FrameReader, FrameWriter, HostMessage, Stream, host_handshake,
 };
 
 use crate::backend::{self, VmSpec};
@@ -45,6 +45,14 @@ pub enum ChangesError {
     /// The helper VM failed.
     #[error("the helper microVM: {0}")]
     Helper(String),
+    /// A `cp` the agent could not carry out.
+    #[error("{message}")]
+    Copy {
+        /// Why, coarsely.
+        kind: CopyFailedKind,
+        /// The agent's words.
+        message: String,
+    },
     /// Host-side I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -86,6 +94,9 @@ pub fn read_export(
             Some(Frame::Control(AgentMessage::Error { message })) => {
                 return Err(ChangesError::Agent(message));
             }
+            Some(Frame::Control(AgentMessage::CopyFailed { kind, message })) => {
+                return Err(ChangesError::Copy { kind, message });
+            }
             Some(other) => {
                 return Err(ChangesError::Protocol(format!(
                     "unexpected {} in the changes",
@@ -94,6 +105,23 @@ pub fn read_export(
             }
             None => return Err(ChangesError::Protocol("the connection ended early".into())),
         }
+    }
+}
+
+/// Reads the answer to a request that streams nothing back (`copy_in`): `Done`, or the
+/// agent's error.
+pub fn read_answer(reader: &mut FrameReader<impl Read>) -> Result<(), ChangesError> {
+    match reader.read_frame::<AgentMessage>().map_err(protocol)? {
+        Some(Frame::Control(AgentMessage::Done)) => Ok(()),
+        Some(Frame::Control(AgentMessage::Error { message })) => Err(ChangesError::Agent(message)),
+        Some(Frame::Control(AgentMessage::CopyFailed { kind, message })) => {
+            Err(ChangesError::Copy { kind, message })
+        }
+        Some(other) => Err(ChangesError::Protocol(format!(
+            "unexpected {} in the answer",
+            describe(&other)
+        ))),
+        None => Err(ChangesError::Protocol("the connection ended early".into())),
     }
 }
 
@@ -120,18 +148,23 @@ pub fn request_export(
         .and_then(|()| writer.flush())
         .map_err(protocol)?;
     let cap = match export.what {
-        ExportKind::Layer => MAX_LAYER_BYTES,
+        ExportKind::Layer | ExportKind::Rootfs => MAX_LAYER_BYTES,
         ExportKind::Diff => MAX_DIFF_BYTES,
     };
     read_export(reader, out, cap)
 }
 
-/// The changes of a running (or paused, resumed by the caller) container, from its agent.
-fn export_running(
+/// A connection to the agent whose handshake is done.
+pub type AgentReader = FrameReader<BufReader<UnixStream>>;
+/// Its writing half.
+pub type AgentWriter = FrameWriter<UnixStream>;
+
+/// Runs `f` on a connection of its own to a running (or paused, resumed by the caller)
+/// container's agent.
+fn with_running<R>(
     dirs: &ContainerDirs,
-    export: Export,
-    out: &mut impl Write,
-) -> Result<u64, ChangesError> {
+    f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
+) -> Result<R, ChangesError> {
     let stream = crate::session::connect_guest(
         &dirs.vsock_path(),
         DEFAULT_VSOCK_PORT,
@@ -140,18 +173,17 @@ fn export_running(
     let mut reader = FrameReader::new(BufReader::new(stream.try_clone()?));
     let mut writer = FrameWriter::new(stream);
     host_handshake(&mut reader, &mut writer).map_err(protocol)?;
-    request_export(&mut reader, &mut writer, export, out)
+    f(&mut reader, &mut writer)
 }
 
-/// The changes on a stopped container's writable disk, read by a helper VM that mounts it
-/// read-only.
-fn export_stopped(
+/// Runs `f` on the connection of a helper VM that mounts a stopped container's disks as its
+/// root: read-only, or the writable disk read-write when `writable` (`cp` into it).
+fn with_helper<R>(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
-    kind: backend::Kind,
-    export: Export,
-    out: &mut impl Write,
-) -> Result<u64, ChangesError> {
+    writable: bool,
+    f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
+) -> Result<R, ChangesError> {
     // Beside the container's own run directory (a short path: unix sockets live in it), so
     // a `start` meanwhile does not meet it.
     let mut name = dirs.run.file_name().unwrap_or_default().to_os_string();
@@ -164,6 +196,7 @@ fn export_stopped(
         cmdline: crate::run::kernel_cmdline(
             &BootConfig {
                 export: true,
+                export_writable: writable,
                 ..crate::run::boot_config(rec.vm.debug)
             },
             false,
@@ -171,7 +204,7 @@ fn export_stopped(
         .map_err(|e| ChangesError::Helper(e.to_string()))?,
         vcpus: 1,
         mem_mib: HELPER_MEM_MIB,
-        disks: crate::run::container_disks(rec, upper_disk(dirs), true),
+        disks: crate::run::container_disks(rec, upper_disk(dirs), !writable),
         run_dir: run_dir.clone(),
         nics: Vec::new(),
         shares: Vec::new(),
@@ -183,7 +216,7 @@ fn export_stopped(
         .with_file_name(format!("vsock.sock_{DEFAULT_CALLBACK_PORT}"));
     let listener = UnixListener::bind(&callback)?;
     let result = (|| {
-        let mut vm = backend::start(kind, &spec).map_err(ChangesError::Helper)?;
+        let mut vm = backend::start(rec.vm.backend, &spec).map_err(ChangesError::Helper)?;
         let stream =
             crate::session::accept_agent(&mut vm, &listener, HELPER_TIMEOUT, &spec.console_path())
                 .map_err(|e| ChangesError::Helper(e.to_string()))?;
@@ -191,13 +224,29 @@ fn export_stopped(
         let mut reader = FrameReader::new(BufReader::new(stream.try_clone()?));
         let mut writer = FrameWriter::new(stream.try_clone()?);
         host_handshake(&mut reader, &mut writer).map_err(protocol)?;
-        let n = request_export(&mut reader, &mut writer, export, out);
+        let r = f(&mut reader, &mut writer);
         let _ = stream.shutdown(std::net::Shutdown::Both);
-        vm.finish(Duration::from_secs(5));
-        n
+        // A writable helper must end cleanly: its power-off flushes the disk.
+        vm.finish(Duration::from_secs(if writable { 30 } else { 5 }));
+        r
     })();
     let _ = std::fs::remove_dir_all(&run_dir);
     result
+}
+
+/// Runs `f` on a connection to an agent that sees the container's files: its own when it
+/// runs, else a helper VM's over its disks.
+pub fn with_agent<R>(
+    dirs: &ContainerDirs,
+    rec: &ContainerRecord,
+    writable: bool,
+    f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
+) -> Result<R, ChangesError> {
+    if rec.effective().0 == crate::container::Status::Running {
+        with_running(dirs, f)
+    } else {
+        with_helper(dirs, rec, writable, f)
+    }
 }
 
 /// The container's writable disk.
@@ -213,16 +262,20 @@ pub fn export(
     export: Export,
     out: &mut impl Write,
 ) -> Result<u64, ChangesError> {
-    if !upper_disk(dirs).exists() {
-        if export.what == ExportKind::Layer {
-            tar::Builder::new(&mut *out).finish()?;
+    match export.what {
+        ExportKind::Layer | ExportKind::Diff if !upper_disk(dirs).exists() => {
+            if export.what == ExportKind::Layer {
+                tar::Builder::new(&mut *out).finish()?;
+            }
+            return Ok(0);
         }
-        return Ok(0);
+        // The whole root needs a helper even for a container that never ran.
+        ExportKind::Rootfs => {
+            crate::run::ensure_upper_disk(dirs).map_err(ChangesError::Helper)?;
+        }
+        _ => {}
     }
-    if rec.effective().0 == crate::container::Status::Running {
-        return export_running(dirs, export, out);
-    }
-    export_stopped(dirs, rec, rec.vm.backend, export, out)
+    with_agent(dirs, rec, false, |r, w| request_export(r, w, export, out))
 }
 
 /// Writes the container's layer (an OCI layer tar) to the file `path`.

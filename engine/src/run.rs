@@ -661,6 +661,19 @@ pub fn monitor(root: &Path, id: &str) -> i32 {
     }
 }
 
+/// The container's writable disk, made the first time it is needed and kept across restarts,
+/// as a container's layer is.
+pub(crate) fn ensure_upper_disk(dirs: &ContainerDirs) -> Result<PathBuf, String> {
+    let upper = crate::changes::upper_disk(dirs);
+    if !upper.exists() {
+        let tmp = dirs.dir.join("upper.ext4.tmp");
+        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES)
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &upper).map_err(|e| e.to_string())?;
+    }
+    Ok(upper)
+}
+
 /// Boots the container's VM, runs its process and returns its exit code. `attached` copies
 /// the output to our terminal and forwards our stdin; the log always gets it. `lock` (the
 /// container's command lock) is released once the process runs.
@@ -674,14 +687,7 @@ fn run_container(
 ) -> Result<i32, EngineError> {
     let rec = dirs.load().map_err(EngineError::runtime)?;
     raise_nofile();
-    // The writable disk is made once and kept across restarts, as a container's layer is.
-    let upper = dirs.dir.join("upper.ext4");
-    if !upper.exists() {
-        let tmp = dirs.dir.join("upper.ext4.tmp");
-        mvm_rootfs::disk::create_writable_disk(&tmp, UPPER_DISK_BYTES)
-            .map_err(EngineError::runtime)?;
-        std::fs::rename(&tmp, &upper).map_err(EngineError::runtime)?;
-    }
+    let upper = ensure_upper_disk(dirs).map_err(EngineError::runtime)?;
     let spec = VmSpec {
         kernel: rec.vm.kernel.clone(),
         cmdline: kernel_cmdline(

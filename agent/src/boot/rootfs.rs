@@ -56,6 +56,11 @@ pub(crate) fn build_and_enter(config: &BootConfig) -> Result<(), BootError> {
         RootSource::Overlay => mount_overlay(config)?,
         RootSource::Share { read_only } => mount_share(config, read_only)?,
     }
+    enter_root()
+}
+
+/// Makes ROOT the root.
+fn enter_root() -> Result<(), BootError> {
     // pivot_root(".", ".") stacks the old root on top of the new one at the same place;
     // detaching it then leaves the new root alone, with no put_old directory needed in the
     // container's file system.
@@ -126,6 +131,11 @@ fn mount_overlay(config: &BootConfig) -> Result<(), BootError> {
 /// attached the writable one read-only too), for an `export` of the changes. A disk whose
 /// journal needs replaying (its VM was killed) cannot be replayed read-only: it is mounted
 /// without the journal, which may miss the last writes before the kill.
+///
+/// The overlay of the two is then the helper's root, as it is the container's, for `cp` and
+/// `export` to resolve paths as the container does (read-only, the writable disk as a lower
+/// layer; with `export_writable`, the writable disk read-write as the overlay's upper, for
+/// `cp` into the container).
 pub(crate) fn mount_for_export(config: &BootConfig) -> Result<(), BootError> {
     mount_run_and_lower(config)?;
     let upper = config
@@ -135,19 +145,47 @@ pub(crate) fn mount_for_export(config: &BootConfig) -> Result<(), BootError> {
             target: UPPER.to_string(),
             reason: "export mode needs mvm.upper",
         })?;
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if let Err(e) = mount_fs(upper, UPPER, "ext4", ro, None) {
-        crate::log_error!("{e}; mounting it without its journal");
-        mount_fs(upper, UPPER, "ext4", ro, Some("noload"))?;
+    let (upperdir, workdir) = (format!("{UPPER}/upper"), format!("{UPPER}/work"));
+    let root_opts = if config.export_writable {
+        mount_fs(
+            upper,
+            UPPER,
+            "ext4",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        )?;
+        mkdirs(&[&upperdir, &workdir])?;
+        format!("lowerdir={LOWER},upperdir={upperdir},workdir={workdir}")
+    } else {
+        let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if let Err(e) = mount_fs(upper, UPPER, "ext4", ro, None) {
+            crate::log_error!("{e}; mounting it without its journal");
+            mount_fs(upper, UPPER, "ext4", ro, Some("noload"))?;
+        }
+        if Path::new(&upperdir).is_dir() {
+            format!("lowerdir={upperdir}:{LOWER}")
+        } else {
+            // The container's VM never got as far as making its upper directory: no changes.
+            let empty = format!("{RUN}/mvm/empty");
+            mkdirs(&[&empty])?;
+            crate::changes::keep(Path::new(&empty), Path::new(LOWER))
+                .map_err(sys(format!("opening {empty} and {LOWER}")))?;
+            // A read-only overlay needs two lower layers.
+            format!("lowerdir={empty}:{LOWER}")
+        }
+    };
+    if Path::new(&upperdir).is_dir() {
+        crate::changes::keep(Path::new(&upperdir), Path::new(LOWER))
+            .map_err(sys(format!("opening {upperdir} and {LOWER}")))?;
     }
-    let mut upperdir = format!("{UPPER}/upper");
-    if !Path::new(&upperdir).is_dir() {
-        // The container's VM never got as far as making its upper directory: no changes.
-        upperdir = format!("{RUN}/mvm/empty");
-        mkdirs(&[&upperdir])?;
-    }
-    crate::changes::keep(Path::new(&upperdir), Path::new(LOWER))
-        .map_err(sys(format!("opening {upperdir} and {LOWER}")))?;
-    log_debug!("export mode: layers mounted read-only");
+    mkdirs(&[ROOT])?;
+    let flags = if config.export_writable {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    mount_fs("overlay", ROOT, "overlay", flags, Some(&root_opts))?;
+    enter_root()?;
+    log_debug!("export mode: the container's root mounted");
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod commit;
+pub mod copy;
 mod error;
 pub mod exec;
 pub mod logs;

@@ -44,6 +44,8 @@ pub struct CopyOutcome {
     pub totals: Totals,
     /// Device nodes, fifos and other entries that are never made on the host.
     pub skipped: u64,
+    /// Files whose setuid or setgid bit was dropped.
+    pub unprivileged: u64,
 }
 
 /// The first entry of a copied tree: its top name and whether it is a directory.
@@ -234,7 +236,11 @@ impl Copier {
             }
         };
         // setuid and setgid never reach the host; the sticky bit is harmless.
-        let mode = entry.header().mode().map_err(corrupt)? & 0o1777;
+        let full = entry.header().mode().map_err(corrupt)?;
+        if full & 0o6000 != 0 && kind != EntryType::Symlink {
+            outcome.unprivileged += 1;
+        }
+        let mode = full & 0o1777;
         let mtime = entry.header().mtime().unwrap_or(0);
         // A hard link's source is checked before anything is replaced.
         let source = match (kind, &link) {

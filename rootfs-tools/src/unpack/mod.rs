@@ -85,6 +85,9 @@ pub enum UnpackError {
     /// The layer is larger than allowed.
     #[error("layer exceeds the limit of {0}")]
     TooLarge(String),
+    /// The caller refused where the tree would go.
+    #[error("{0}")]
+    Refused(String),
     /// A filesystem operation failed.
     #[error("unpacking {path}: {source}")]
     Io {

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod commit;
+pub mod copy;
 pub mod exec;
 pub mod inspect;
 pub mod lifecycle;
@@ -58,6 +59,10 @@ pub enum ContainerCommand {
     Wait(ContainersArgs),
     /// Run a command in a running container.
     Exec(exec::ExecArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(copy::CpArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(copy::ExportArgs),
 }
 
 impl ContainerCommand {
@@ -88,6 +93,8 @@ impl ContainerCommand {
             ContainerCommand::Rm(a) => lifecycle::rm(root, &a.containers, a.force, a.volumes),
             ContainerCommand::Wait(a) => lifecycle::wait(root, &a.containers),
             ContainerCommand::Exec(a) => exec::exec(&cli.engine()?, a),
+            ContainerCommand::Cp(a) => a.run(root),
+            ContainerCommand::Export(a) => a.run(root),
         }
     }
 }

@@ -20,8 +20,9 @@ use crate::DEFAULT_VSOCK_PORT;
 pub use net::{HostEntry, MAX_MTU, MIN_MTU, MacAddr, NetConfig, parse_hosts};
 pub use root::{FILES_SHARE_TAG, FileMount, MAX_FILE_NAME, ROOT_SHARE_TAG, RootSource};
 pub use volume::{
-    ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, TmpfsMount, VirtiofsMount,
-    check_target, in_kernel_dir, parse_mount, parse_tmpfs, parse_tmpfs_mode, parse_tmpfs_size,
+    ContainerMount, DEFAULT_TMPFS_MODE, KERNEL_DIRS, MAX_TAG_LEN, SHARED_FILE_NAME, TmpfsMount,
+    VirtiofsMount, check_target, in_kernel_dir, parse_mount, parse_tmpfs, parse_tmpfs_mode,
+    parse_tmpfs_size,
 };
 
 /// The agent's disk, the guest's read-only EROFS root holding `/mvm-agent`: the VM's first
@@ -380,7 +381,13 @@ impl BootConfig {
                     m.tag,
                     m.target,
                     if m.read_only { "ro" } else { "rw" },
-                    if m.seed { ",seed" } else { "" }
+                    if m.seed {
+                        ",seed"
+                    } else if m.file {
+                        ",file"
+                    } else {
+                        ""
+                    }
                 ),
                 ContainerMount::Tmpfs(t) => {
                     let mut w = format!("mvm.tmpfs={}", t.target);
@@ -617,6 +624,7 @@ mod tests {
                 target: "/data".into(),
                 read_only: false,
                 seed: true,
+                file: false,
             })
         );
         assert_eq!(
@@ -732,6 +740,7 @@ mod tests {
                     target: "/data".into(),
                     read_only: false,
                     seed: true,
+                    file: false,
                 }),
                 ContainerMount::Tmpfs(TmpfsMount {
                     target: "/data/tmp".into(),
@@ -744,6 +753,7 @@ mod tests {
                     target: "/srv/conf".into(),
                     read_only: true,
                     seed: false,
+                    file: true,
                 }),
                 ContainerMount::Tmpfs(TmpfsMount {
                     target: "/run".into(),
@@ -762,6 +772,7 @@ mod tests {
                     target: "/data2".into(),
                     read_only: false,
                     seed: false,
+                    file: false,
                 }),
             ],
             port: 2000,
@@ -941,6 +952,7 @@ mod tests {
                         target,
                         read_only,
                         seed: !read_only && next(2) == 0,
+                        file: false,
                     })
                 } else {
                     ContainerMount::Tmpfs(TmpfsMount {

@@ -239,8 +239,7 @@ const KERNEL_FS: &[i64] = &[
 ];
 
 fn is_kernel_fs(dir: BorrowedFd<'_>) -> bool {
-    nix::sys::statfs::fstatfs(dir)
-        .is_ok_and(|fs| KERNEL_FS.contains(&fs.filesystem_type().0))
+    nix::sys::statfs::fstatfs(dir).is_ok_and(|fs| KERNEL_FS.contains(&fs.filesystem_type().0))
 }
 
 impl<W: Write> LayerWalk<W> {

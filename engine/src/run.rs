@@ -181,6 +181,7 @@ fn container_boot_config(
                         // only into an empty volume); a read-only one cannot be written, so it is
                         // not seeded.
                         seed: kind == volume::mounts::Kind::Volume && !m.read_only,
+                        file: is_file_bind(m),
                     }));
                 share += 1;
             }
@@ -324,6 +325,9 @@ pub fn create(
                         .map_err(EngineError::runtime)?;
                     m.source = v.name;
                 }
+                // A missing source is made a directory, as Docker's -v does; a file stays
+                // one (a single-file bind mount).
+                volume::mounts::Kind::Bind if Path::new(&m.source).is_file() => {}
                 volume::mounts::Kind::Bind => {
                     std::fs::create_dir_all(&m.source).map_err(|e| {
                         EngineError::runtime(format!("cannot create bind source {}: {e}", m.source))
@@ -890,6 +894,11 @@ fn spare_nics(kind: backend::Kind, rec: &ContainerRecord) -> Result<usize, Engin
     Ok(network::spare_nic_count().min(slots - fixed))
 }
 
+/// A bind mount of one regular file (`-v /host/file:/etc/file`), shared alone.
+fn is_file_bind(m: &volume::mounts::MountSpec) -> bool {
+    m.kind == volume::mounts::Kind::Bind && Path::new(&m.source).is_file()
+}
+
 /// Starts a virtiofsd for each volume and bind mount of the container (host-side read-only
 /// for `:ro`), in mount order.
 fn start_shares(
@@ -909,7 +918,7 @@ fn start_shares(
             volume::mounts::Kind::Volume => volume::data_dir(root, &m.source),
             _ => PathBuf::from(&m.source),
         };
-        if !dir.is_dir() {
+        if !dir.is_dir() && !is_file_bind(m) {
             return Err(EngineError::runtime(format!(
                 "cannot mount {} at {}: {} is not a directory",
                 m.source,
@@ -919,8 +928,20 @@ fn start_shares(
         }
         let socket = dirs.run.join(format!("fs{i}.sock"));
         let log = dirs.run.join(format!("virtiofsd-{i}.log"));
-        let d = volume::virtiofsd::start(&dir, &socket, m.read_only, &log)
-            .map_err(EngineError::runtime)?;
+        let d = if is_file_bind(m) {
+            volume::virtiofsd::start_file(
+                &dir,
+                &dirs.run.join(format!("file{i}")),
+                &socket,
+                m.read_only,
+                &log,
+            )
+        } else {
+            volume::virtiofsd::start(&dir, &socket, m.read_only, &log)
+        }
+        .map_err(|e| {
+            EngineError::runtime(format!("cannot mount {} at {}: {e}", m.source, m.target))
+        })?;
         shares.push(backend::Share {
             socket: d.socket.clone(),
             tag: boot::share_tag(i),

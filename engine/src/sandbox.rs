@@ -209,6 +209,7 @@ fn boot_config(spec: &SandboxSpec) -> BootConfig {
             target: d.target.clone(),
             read_only: d.read_only,
             seed: false,
+            file: false,
         }));
     }
     c.mounts
@@ -519,7 +520,8 @@ mod tests {
                 tag: boot::share_tag(0),
                 target: "/srv".into(),
                 read_only: true,
-                seed: false
+                seed: false,
+                file: false
             })]
         );
         // What the kernel gets reads back the same.

@@ -276,12 +276,12 @@ fn run() -> Vec<Case> {
         case("run: --stop-signal and --stop-timeout", SAME)
             .setup("create --name c1 --stop-signal SIGUSR1 --stop-timeout 3 busybox true")
             .same("inspect -f '{{.Config.StopSignal}} {{.Config.StopTimeout}}' c1"),
-        case(
-            "run: a single file bind-mounted",
-            gap("a single file cannot be bind-mounted"),
-        )
-        .file("f", "content\n")
-        .same("run --rm -v {w}/f:/etc/myfile:ro busybox cat /etc/myfile"),
+        case("run: a single file bind-mounted", SAME)
+            .file("f", "content\n")
+            .same("run --rm -v {w}/f:/etc/myfile:ro busybox cat /etc/myfile")
+            .rc("run --rm -v {w}/f:/etc/myfile:ro busybox sh -c 'echo x > /etc/myfile'")
+            .same("run --rm -v {w}/f:/etc/passwd busybox sh -c 'echo appended >> /etc/passwd; ls /etc | grep -c passwd'")
+            .same("run --rm -v {w}:/w busybox cat /w/f"),
         case("run: a bind-mounted directory", SAME)
             .file("d/f", "in dir\n")
             .same("run --rm -v {w}/d:/d busybox cat /d/f"),

@@ -353,6 +353,56 @@ fn the_guest_cannot_reach_outside_a_shared_directory() {
 }
 
 #[test]
+fn a_single_file_bind_mount_shares_that_file_alone() {
+    let r = root();
+    let d = HostDir::new("onefile");
+    std::fs::write(d.path().join("app.conf"), "setting=1\n").unwrap();
+    std::fs::write(d.path().join("sibling-secret"), "host-secret\n").unwrap();
+    let spec = format!("{}/app.conf:/etc/app.conf", d.s());
+    // The guest's kernel is the attacker's: it mounts the file's share itself and looks
+    // beside the file, and writes through the file.
+    let script = "cat /etc/app.conf; echo setting=2 >> /etc/app.conf; \
+                  mkdir /m && mount -t virtiofs mvmfs0 /m && ls -a /m; \
+                  cat /m/sibling-secret /m/../sibling-secret; echo done";
+    let o = r.mvm(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "-v",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = stdout(&o);
+    assert!(out.starts_with("setting=1\n"), "{out}{}", stderr(&o));
+    assert!(
+        !out.contains("host-secret"),
+        "the guest read a sibling: {out}"
+    );
+    assert!(
+        out.contains("file"),
+        "the share was not mounted: {out}{}",
+        stderr(&o)
+    );
+    assert!(out.ends_with("done\n"), "{out}{}", stderr(&o));
+    // Writes reach the host file; nothing else there changed, and no mount is left behind.
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("app.conf")).unwrap(),
+        "setting=1\nsetting=2\n"
+    );
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("app.conf"),
+        "a host mount was left: {mounts}"
+    );
+    assert_clean(&r);
+}
+
+#[test]
 fn anonymous_volumes_are_seeded_from_the_image_and_go_with_rm_v() {
     let r = root();
     let tar = common::busybox_tar();

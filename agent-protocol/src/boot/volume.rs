@@ -25,7 +25,7 @@ impl ContainerMount {
     }
 }
 
-/// `mvm.mount=TAG,/TARGET,ro|rw[,seed]`.
+/// `mvm.mount=TAG,/TARGET,ro|rw[,seed|file]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtiofsMount {
     /// The virtio-fs device's tag: 1 to 36 bytes of `[A-Za-z0-9_.-]`.
@@ -37,7 +37,13 @@ pub struct VirtiofsMount {
     /// Copy the image's content at `target` into the share when the share is empty, as
     /// Docker fills a new volume.
     pub seed: bool,
+    /// The share holds one regular file, [`SHARED_FILE_NAME`], bound at `target` (a
+    /// single-file bind mount, `-v /host/file:/etc/file`).
+    pub file: bool,
 }
+
+/// The name of the file in a share of [`VirtiofsMount::file`].
+pub const SHARED_FILE_NAME: &str = "file";
 
 /// `mvm.tmpfs=/TARGET[,size=SIZE][,mode=OCTAL][,ro]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +67,7 @@ pub const DEFAULT_TMPFS_MODE: u32 = 0o1777;
 
 /// Parses the value of one `mvm.mount` key.
 pub fn parse_mount(value: &str) -> Result<VirtiofsMount, &'static str> {
-    const SYNTAX: &str = "expected TAG,/TARGET,ro|rw[,seed]";
+    const SYNTAX: &str = "expected TAG,/TARGET,ro|rw[,seed|file]";
     let fields: Vec<&str> = value.split(',').collect();
     if !(3..=4).contains(&fields.len()) {
         return Err(SYNTAX);
@@ -76,9 +82,10 @@ pub fn parse_mount(value: &str) -> Result<VirtiofsMount, &'static str> {
         "rw" => false,
         _ => return Err("expected ro or rw after the target"),
     };
-    let seed = match fields.get(3) {
-        None => false,
-        Some(&"seed") => true,
+    let (seed, file) = match fields.get(3) {
+        None => (false, false),
+        Some(&"seed") => (true, false),
+        Some(&"file") => (false, true),
         Some(_) => return Err(SYNTAX),
     };
     if read_only && seed {
@@ -90,6 +97,7 @@ pub fn parse_mount(value: &str) -> Result<VirtiofsMount, &'static str> {
         target,
         read_only,
         seed,
+        file,
     })
 }
 
@@ -214,11 +222,14 @@ mod tests {
                 tag: "vol0".into(),
                 target: "/data".into(),
                 read_only: false,
-                seed: false
+                seed: false,
+                file: false
             }
         );
         let m = parse_mount("a.B_c-9,/srv/www/html,ro").unwrap();
         assert!(m.read_only && !m.seed);
+        let f = parse_mount("f0,/etc/app.conf,ro,file").unwrap();
+        assert!(f.read_only && f.file && !f.seed);
         assert_eq!(m.target, "/srv/www/html");
         let m = parse_mount("v1,/var/lib/mysql,rw,seed").unwrap();
         assert!(!m.read_only && m.seed);

@@ -8,13 +8,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MsFlags, mount};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::seed::copy_tree;
 use super::{BootError, io_err, sys};
 use crate::log_debug;
 use mvm_agent_protocol::boot::{
-    ContainerMount, FileMount, TmpfsMount, VirtiofsMount, in_kernel_dir,
+    ContainerMount, FileMount, SHARED_FILE_NAME, TmpfsMount, VirtiofsMount, in_kernel_dir,
 };
 
 /// Mounts `mounts` in the container whose root directory is `root` (`/` at boot).
@@ -30,6 +30,9 @@ pub(crate) fn mount_all(root: &Path, mounts: &[ContainerMount]) -> Result<(), Bo
 }
 
 fn mount_virtiofs(root: &Path, v: &VirtiofsMount) -> Result<(), BootError> {
+    if v.file {
+        return mount_shared_file(root, v);
+    }
     let flags = if v.read_only {
         MsFlags::MS_RDONLY
     } else {
@@ -45,6 +48,42 @@ fn mount_virtiofs(root: &Path, v: &VirtiofsMount) -> Result<(), BootError> {
             None::<&str>,
         )
     })
+}
+
+/// A single-file bind mount: the share (which holds only that file, the host staged it) is
+/// mounted on a scratch directory of the root, its file bound at the target, and the scratch
+/// mount detached and its directory removed: the container sees the file alone.
+fn mount_shared_file(root: &Path, v: &VirtiofsMount) -> Result<(), BootError> {
+    let scratch = root.join(format!(".mvm-file-{}", v.tag));
+    fs::create_dir(&scratch).map_err(io_err(format!("creating {}", scratch.display())))?;
+    let flags = if v.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    let bound = mount(
+        Some(v.tag.as_str()),
+        &scratch,
+        Some("virtiofs"),
+        flags,
+        None::<&str>,
+    )
+    .map_err(sys(format!(
+        "mounting virtio-fs tag {} for {}",
+        v.tag, v.target
+    )))
+    .and_then(|()| {
+        let f = FileMount {
+            name: SHARED_FILE_NAME.to_string(),
+            target: v.target.clone(),
+            read_only: v.read_only,
+        };
+        let r = bind_file(root, &scratch.join(SHARED_FILE_NAME), &f);
+        let _ = umount2(&scratch, MntFlags::MNT_DETACH);
+        r
+    });
+    let _ = fs::remove_dir(&scratch);
+    bound
 }
 
 /// The mount options of a tmpfs: the root's mode, then the size when given.

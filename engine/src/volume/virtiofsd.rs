@@ -38,6 +38,115 @@ impl Drop for Daemon {
 
 /// Starts virtiofsd sharing `dir` on `socket`; its log goes to `log`.
 pub fn start(dir: &Path, socket: &Path, read_only: bool, log: &Path) -> Result<Daemon, String> {
+    start_staged(dir, socket, read_only, log, None)
+}
+
+/// Starts virtiofsd sharing one regular file: in a mount namespace of its own, a tmpfs on the
+/// empty directory `stage` holds only an empty file [`SHARED_FILE_NAME`] with `file` bound on
+/// it, and that directory is shared. The guest reaches that one file and nothing beside it
+/// (sharing its host directory would hand the guest its siblings); the host's namespace
+/// never sees the mounts, and they go with the daemon.
+///
+/// [`SHARED_FILE_NAME`]: mvm_agent_protocol::boot::SHARED_FILE_NAME
+pub fn start_file(
+    file: &Path,
+    stage: &Path,
+    socket: &Path,
+    read_only: bool,
+    log: &Path,
+) -> Result<Daemon, String> {
+    if !std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a regular file", file.display()));
+    }
+    std::fs::create_dir_all(stage)
+        .map_err(|e| format!("cannot create {}: {e}", stage.display()))?;
+    let staged = stage.join(mvm_agent_protocol::boot::SHARED_FILE_NAME);
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("{} has a NUL byte", p.display()))
+    };
+    let paths = StagePaths {
+        source: c(file)?,
+        stage: c(stage)?,
+        staged: c(&staged)?,
+        read_only,
+    };
+    start_staged(stage, socket, read_only, log, Some(paths))
+}
+
+/// What the child makes in its namespace before virtiofsd runs, prepared before the fork
+/// (nothing may allocate after it).
+struct StagePaths {
+    source: std::ffi::CString,
+    stage: std::ffi::CString,
+    staged: std::ffi::CString,
+    read_only: bool,
+}
+
+impl StagePaths {
+    /// In the forked child: a private mount namespace, the tmpfs and the bound file.
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: unshare, mount, open and close are async-signal-safe system calls; every
+        // pointer is a NUL-terminated string made before the fork, alive for the calls, or
+        // null where the call allows it.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.stage.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"mode=0755,size=16k".as_ptr().cast(),
+            ))?;
+            let fd = libc::open(
+                self.staged.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o644,
+            );
+            check(fd)?;
+            libc::close(fd);
+            check(libc::mount(
+                self.source.as_ptr(),
+                self.staged.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            if self.read_only {
+                check(libc::mount(
+                    std::ptr::null(),
+                    self.staged.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn start_staged(
+    dir: &Path,
+    socket: &Path,
+    read_only: bool,
+    log: &Path,
+    stage: Option<StagePaths>,
+) -> Result<Daemon, String> {
     let bin = crate::paths::on_path("virtiofsd")
         .ok_or("virtiofsd not found: `cargo install --locked virtiofsd` (scripts/setup.sh does)")?;
     // Its stderr goes through a pump that keeps the log bounded (logfile::pump); the thread
@@ -57,6 +166,14 @@ pub fn start(dir: &Path, socket: &Path, read_only: bool, log: &Path) -> Result<D
         .stderr(Stdio::from(log_file));
     if read_only {
         cmd.arg("--readonly");
+    }
+    if let Some(stage) = stage {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: `apply` makes only async-signal-safe system calls on data prepared before
+        // the fork (see there).
+        unsafe {
+            cmd.pre_exec(move || stage.apply());
+        }
     }
     let child = cmd
         .spawn()

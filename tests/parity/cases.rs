@@ -607,8 +607,15 @@ fn build() -> Vec<Case> {
 
 fn networks_and_volumes() -> Vec<Case> {
     vec![
-        case("network ls", gap("network ls lacks host and none"))
-            .same("network ls --format '{{.Name}} {{.Driver}}'"),
+        case("network ls", SAME)
+            .same("network ls --format '{{.Name}} {{.Driver}}'")
+            .same("network ls --filter type=builtin --format '{{.Name}}'")
+            .lines("network ls"),
+        case("network: host and none", SAME)
+            .keys("network inspect none")
+            .same("network inspect -f '{{.Name}} {{.Driver}}' host")
+            .rc("network rm host")
+            .means(&["pre-defined"]),
         case("network create, ls, rm", SAME)
             .lines("network create n1")
             .same("network ls --filter name=n1 --format {{.Name}}")

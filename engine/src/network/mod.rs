@@ -32,6 +32,25 @@ use crate::container;
 pub const DEFAULT_NETWORK: &str = "bridge";
 /// The default network's range; `MVM_BRIDGE_SUBNET` changes it before the network exists.
 pub const DEFAULT_SUBNET: &str = "10.89.0.0/16";
+/// Docker's predefined networks besides the default bridge, with their drivers: `host` (which
+/// a microVM cannot join: it has a kernel and a network stack of its own) and `none`.
+pub const PREDEFINED: &[(&str, &str)] = &[("host", "host"), ("none", "null")];
+
+/// A predefined network's ID: the same for a state root every time.
+pub fn predefined_id(root: &Path, name: &str) -> String {
+    let seed = format!("mvm predefined network {name} {}", root.display());
+    mvm_rootfs::Digest::of(seed.as_bytes()).hex().to_string()
+}
+
+/// The predefined network (not the bridge) a name or ID prefix means, with its driver.
+pub fn find_predefined(root: &Path, key: &str) -> Option<(&'static str, &'static str, String)> {
+    PREDEFINED.iter().find_map(|&(name, driver)| {
+        let id = predefined_id(root, name);
+        let by_id = key.len() >= 3 && id.starts_with(key);
+        (key == name || by_id).then_some((name, driver, id))
+    })
+}
+
 /// MTU of bridges, TAPs and guest interfaces.
 pub const MTU: u32 = 1500;
 

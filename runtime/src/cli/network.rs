@@ -169,10 +169,44 @@ fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
         network::default_locked(root).map_err(CliError::runtime)?;
     }
     let filters = Filters::parse(&a.filter, &["name", "id", "driver", "label", "type"])?;
-    let rows: Vec<BTreeMap<&str, String>> = network::list(root)
+    // What a row shows; Docker's host and none are listed as it lists them (no record of
+    // ours holds them).
+    struct Listed {
+        id: String,
+        name: String,
+        driver: String,
+        created: String,
+        labels: BTreeMap<String, String>,
+    }
+    let records = network::list(root);
+    let created = records
+        .iter()
+        .find(|n| n.name == network::DEFAULT_NETWORK)
+        .map(|n| n.created.clone())
+        .unwrap_or_default();
+    let mut all: Vec<Listed> = records
+        .into_iter()
+        .map(|n| Listed {
+            id: n.id,
+            name: n.name,
+            driver: n.driver,
+            created: n.created,
+            labels: n.labels,
+        })
+        .chain(network::PREDEFINED.iter().map(|&(name, driver)| Listed {
+            id: network::predefined_id(root, name),
+            name: name.to_string(),
+            driver: driver.to_string(),
+            created: created.clone(),
+            labels: BTreeMap::new(),
+        }))
+        .collect();
+    all.sort_by(|x, y| x.name.cmp(&y.name));
+    let rows: Vec<BTreeMap<&str, String>> = all
         .iter()
         .filter(|n| {
-            let builtin = n.name == network::DEFAULT_NETWORK;
+            let builtin = n.name == network::DEFAULT_NETWORK
+                || network::PREDEFINED.iter().any(|(p, _)| *p == n.name);
             filters.any("name", |v| n.name.contains(v))
                 && filters.any("id", |v| n.id.starts_with(v))
                 && filters.any("driver", |v| n.driver == v)
@@ -209,6 +243,49 @@ fn ls(root: &Path, a: &LsArgs) -> Result<i32, CliError> {
     };
     print_formatted(format, &rows, LS_HEADERS)?;
     Ok(0)
+}
+
+/// `network inspect host` / `none`: Docker's document for them.
+fn predefined_json(root: &Path, name: &str, driver: &str, id: &str) -> Value {
+    let mut containers = serde_json::Map::new();
+    if name == "none" {
+        for c in container::list(root)
+            .into_iter()
+            .filter(|c| c.endpoints.is_empty())
+        {
+            containers.insert(
+                c.id.clone(),
+                json!({
+                    "Name": c.name,
+                    "EndpointID": "",
+                    "MacAddress": "",
+                    "IPv4Address": "",
+                    "IPv6Address": "",
+                }),
+            );
+        }
+    }
+    json!({
+        "Name": name,
+        "Id": id,
+        "Created": network::list(root)
+            .into_iter()
+            .find(|n| n.name == network::DEFAULT_NETWORK)
+            .map(|n| n.created)
+            .unwrap_or_default(),
+        "Scope": "local",
+        "Driver": driver,
+        "EnableIPv6": false,
+        "IPAM": { "Driver": "default", "Options": null, "Config": [] },
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": { "Network": "" },
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": {},
+        "Labels": {},
+    })
 }
 
 fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
@@ -252,6 +329,9 @@ fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
 
 fn inspect(root: &Path, keys: &[String], format: Option<&str>) -> Result<i32, CliError> {
     crate::output::inspect::print_found(keys, format, |k| {
+        if let Some((name, driver, id)) = network::find_predefined(root, k) {
+            return Ok(predefined_json(root, name, driver, &id));
+        }
         let found = if k == network::DEFAULT_NETWORK {
             let _lock = network::lock(root).map_err(|e| e.to_string())?;
             network::default_locked(root)
@@ -267,8 +347,8 @@ fn inspect(root: &Path, keys: &[String], format: Option<&str>) -> Result<i32, Cl
 fn rm(root: &Path, keys: &[String]) -> Result<i32, CliError> {
     let mut code = 0;
     for k in keys {
-        if k == network::DEFAULT_NETWORK {
-            eprintln!("mvm: bridge is a pre-defined network and cannot be removed");
+        if k == network::DEFAULT_NETWORK || network::PREDEFINED.iter().any(|(p, _)| p == k) {
+            eprintln!("mvm: {k} is a pre-defined network and cannot be removed");
             code = 1;
             continue;
         }

@@ -270,6 +270,10 @@ pub struct ProcessSpec {
     /// main process, as under runc); later processes (`exec`) join that namespace.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pid_namespace: bool,
+    /// With `pid_namespace`: a minimal init is PID 1 and runs the process as its child,
+    /// forwarding signals and reaping orphans (`run --init`, Docker's docker-init).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     /// With `pid_namespace`: paths hidden in the container's mount namespace (a file under
     /// /dev/null, a directory under an empty read-only tmpfs; missing ones skipped), as an
     /// OCI bundle's `linux.maskedPaths`.

@@ -15,6 +15,7 @@ pub mod copy;
 pub mod dns_forward;
 pub mod exec_path;
 pub mod init;
+pub mod mini_init;
 pub mod netdev;
 pub mod pidns;
 pub mod pty;

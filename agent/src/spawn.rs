@@ -308,6 +308,7 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
         oom_score_adj: spec.oom_score_adj,
     };
     let terminal = spec.terminal;
+    let with_init = spec.init && spec.pid_namespace;
     let groups: Vec<libc::gid_t> = spec.groups.clone().unwrap_or_else(|| user.groups.clone());
     let (uid, gid) = (user.uid, user.gid);
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
@@ -323,6 +324,9 @@ pub fn spawn(spec: &ProcessSpec, ctx: &SpawnContext<'_>) -> Result<Spawned, Spaw
                 (uid, gid, switch_user),
                 &privileges,
             )?;
+            if with_init {
+                crate::mini_init::become_init(terminal)?;
+            }
             exec.exec()
         });
     }

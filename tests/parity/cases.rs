@@ -244,8 +244,15 @@ fn run() -> Vec<Case> {
             .same("run --rm --read-only -v rov:/data busybox touch /data/x"),
         case("run: --tmpfs", SAME)
             .same("run --rm --tmpfs /scratch busybox sh -c 'touch /scratch/x && echo ok'"),
-        case("run: --init", gap("--init is not implemented for mvm run"))
-            .same("run --rm --init busybox cat /proc/1/comm"),
+        case("run: --init", SAME)
+            .same("run --rm --init busybox cat /proc/1/comm")
+            .same("run --rm --init busybox sh -c 'sleep 100 & kill -9 $$'")
+            .same("run --rm --init busybox sh -c 'exit 3'")
+            .same("run --rm --init busybox sh -c 'ps -o pid,comm | tail -n +2 | head -1'"),
+        case("run: --init forwards stop's signal", SAME)
+            .setup("run -d --init --name c1 busybox sh -c 'trap \"exit 7\" TERM; while :; do sleep 0.1; done'")
+            .same("stop -t 20 c1")
+            .same("inspect -f '{{.State.ExitCode}} {{.HostConfig.Init}}' c1"),
         case("run: PID 1 ignores SIGKILL from inside", SAME)
             .same("run --rm busybox sh -c 'kill -9 $$; echo alive'"),
         case("run: default capabilities", SAME).same("run --rm busybox grep Cap /proc/self/status"),
@@ -362,10 +369,16 @@ fn lifecycle() -> Vec<Case> {
             .same("container inspect -f {{.State.Status}} c1")
             .same("container rm c1")
             .same("container prune -f"),
-        case("update", gap("update is not implemented"))
+        case("update", SAME)
             .setup(SLEEPER)
             .same("update --restart always c1")
-            .same("inspect -f {{.HostConfig.RestartPolicy.Name}} c1"),
+            .same("inspect -f {{.HostConfig.RestartPolicy.Name}} c1")
+            .rc("update c1")
+            .rc("update --restart always nosuch"),
+        case("update: size of a stopped container", SAME)
+            .setup("create --name c1 busybox true")
+            .same("update --cpus 2 c1")
+            .same("inspect -f '{{.HostConfig.NanoCpus}}' c1"),
     ]
 }
 

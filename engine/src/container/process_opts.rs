@@ -150,6 +150,7 @@ pub fn apply(spec: &ContainerSpec, p: &mut ProcessSpec) {
     p.capabilities = capabilities(spec);
     p.rlimits = spec.ulimits.clone();
     p.sysctl = spec.sysctls.clone();
+    p.init = spec.init;
     if spec.read_only {
         p.readonly_paths.push("/".into());
     }

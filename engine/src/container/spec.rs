@@ -397,6 +397,9 @@ pub struct ContainerSpec {
     /// `--privileged`: every capability.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub privileged: bool,
+    /// `--init`: a minimal init is the container's PID 1 and runs the command as its child.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     /// `--read-only`: the root file system is read-only (volumes and tmpfs mounts are not).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,

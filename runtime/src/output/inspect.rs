@@ -73,6 +73,7 @@ pub fn container_json(root: &Path, dirs: &ContainerDirs, rec: &ContainerRecord) 
         "Privileged": spec.privileged,
         "PublishAllPorts": spec.publish_all,
         "ReadonlyRootfs": spec.read_only,
+        "Init": spec.init,
         "SecurityOpt": Value::Null,
         "Sysctls": if sysctls.is_empty() { Value::Null } else { Value::Object(sysctls) },
         "UTSMode": "",

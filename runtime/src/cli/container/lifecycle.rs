@@ -182,3 +182,64 @@ pub struct RenameArgs {
     /// New name.
     pub new_name: String,
 }
+
+/// `update`'s flags: what a microVM can change.
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Number of CPUs (applies at the next start).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Memory limit (applies at the next start).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Restart policy to apply when a container exits.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+impl UpdateArgs {
+    /// `mvm update`: each container named, as Docker prints them.
+    pub fn run(&self, root: &Path) -> Result<i32, CliError> {
+        let bad = |e: mvm_engine::container::SpecError| CliError::usage(e.to_string());
+        let u = mvm_engine::container::update::Update {
+            restart: self
+                .restart
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(bad)?,
+            memory_mib: self
+                .memory
+                .as_deref()
+                .map(mvm_engine::container::spec::parse_memory)
+                .transpose()
+                .map_err(bad)?,
+            vcpus: self
+                .cpus
+                .as_deref()
+                .map(mvm_engine::container::spec::parse_cpus)
+                .transpose()
+                .map_err(bad)?,
+        };
+        if u == Default::default() {
+            return Err(CliError::with_code(
+                1,
+                "you must provide one or more flags when using this command".into(),
+            ));
+        }
+        let mut code = 0;
+        for c in &self.containers {
+            match mvm_engine::container::update::update(root, c, &u) {
+                Ok(()) => println!("{c}"),
+                Err(e) => {
+                    eprintln!("mvm: {e}");
+                    code = 1;
+                }
+            }
+        }
+        Ok(code)
+    }
+}

@@ -63,6 +63,8 @@ pub enum ContainerCommand {
     Cp(copy::CpArgs),
     /// Export a container's filesystem as a tar archive.
     Export(copy::ExportArgs),
+    /// Update configuration of one or more containers.
+    Update(lifecycle::UpdateArgs),
 }
 
 impl ContainerCommand {
@@ -95,6 +97,7 @@ impl ContainerCommand {
             ContainerCommand::Exec(a) => exec::exec(&cli.engine()?, a),
             ContainerCommand::Cp(a) => a.run(root),
             ContainerCommand::Export(a) => a.run(root),
+            ContainerCommand::Update(a) => a.run(root),
         }
     }
 }

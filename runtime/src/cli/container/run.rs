@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// Mount the container's root filesystem as read only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
     /// Ulimit options: NAME=SOFT[:HARD].
     #[arg(long)]
     pub ulimit: Vec<String>,
@@ -249,6 +252,7 @@ impl RunArgs {
             cap_drop: capabilities(&self.cap_drop)?,
             privileged: self.privileged,
             read_only: self.read_only,
+            init: self.init,
             ulimits: self
                 .ulimit
                 .iter()

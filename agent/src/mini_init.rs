@@ -25,8 +25,8 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 /// Only between fork and exec in a single-threaded child: it makes only async-signal-safe
 /// system calls and allocates nothing.
 pub unsafe fn become_init(terminal: bool) -> io::Result<()> {
-    // SAFETY (for every call below): system calls on local, initialised values; the process
-    // is single-threaded (between fork and exec).
+    // SAFETY: every call below is a system call on local, initialised values, in a process
+    // that is single-threaded (between fork and exec), as the caller guarantees.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);

@@ -46,7 +46,7 @@ pub fn update(root: &Path, key: &str, u: &Update) -> Result<(), EngineError> {
     }
     dirs.update(|r| {
         if let Some(p) = &u.restart {
-            r.spec.restart = p.clone();
+            r.spec.restart = *p;
         }
         if let Some(m) = u.memory_mib {
             r.spec.resources.memory_mib = m;

@@ -431,6 +431,7 @@ mod tests {
             user: "1000:1000".into(),
             groups: Some(vec![10, 20]),
             pid_namespace: true,
+            init: true,
             masked_paths: vec!["/proc/kcore".into()],
             readonly_paths: vec!["/proc/sys".into()],
             sysctl: vec![("net.ipv4.ip_forward".into(), "1".into())],

@@ -508,7 +508,7 @@ fn inspect_and_formats() -> Vec<Case> {
         case("inspect: a container's keys", SAME)
             .setup("create --name c1 -p 8080:80 -v /tmp:/h busybox true")
             .keys("inspect c1"),
-        case("inspect: an image's keys", gap("image inspect lacks many of Docker's keys")).keys("inspect busybox"),
+        case("inspect: an image's keys", SAME).keys("inspect busybox"),
         case("inspect: ports and binds", SAME)
             .setup("create --name c1 -p 8080:80 -v /tmp:/h busybox true")
             .same("inspect -f '{{json .HostConfig.PortBindings}} {{json .HostConfig.Binds}}' c1"),

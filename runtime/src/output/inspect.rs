@@ -342,16 +342,56 @@ pub fn image_json(store: &Store, img: &ImageRecord) -> Value {
         "Created": img.config.created.clone().unwrap_or_default(),
         "DockerVersion": extra.get("docker_version").cloned().unwrap_or(Value::String(String::new())),
         "Author": extra.get("author").cloned().unwrap_or(Value::String(String::new())),
-        "Config": img.config.config,
+        "Container": extra.get("container").cloned().unwrap_or(Value::String(String::new())),
+        "ContainerConfig": docker_config(extra.get("container_config").cloned().unwrap_or(Value::Null)),
+        "Config": docker_config(serde_json::to_value(&img.config.config).unwrap_or(Value::Null)),
         "Architecture": img.config.architecture,
         "Os": img.config.os,
         "Size": mvm_engine::image::size(img),
+        "VirtualSize": mvm_engine::image::size(img),
+        // No host directory holds an image's merged tree: a microVM boots it from a disk.
+        "GraphDriver": {
+            "Name": "mvm",
+            "Data": { "MergedDir": "", "UpperDir": "", "WorkDir": "" },
+        },
         "RootFS": {
             "Type": img.config.rootfs.kind,
             "Layers": img.config.rootfs.diff_ids,
         },
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
     })
+}
+
+/// An image's `Config` (or legacy `ContainerConfig`) with every key Docker prints, the
+/// image's own values kept.
+fn docker_config(given: Value) -> Value {
+    let mut c = match given {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let defaults = [
+        ("Hostname", json!("")),
+        ("Domainname", json!("")),
+        ("User", json!("")),
+        ("AttachStdin", json!(false)),
+        ("AttachStdout", json!(false)),
+        ("AttachStderr", json!(false)),
+        ("Tty", json!(false)),
+        ("OpenStdin", json!(false)),
+        ("StdinOnce", json!(false)),
+        ("Env", Value::Null),
+        ("Cmd", Value::Null),
+        ("Image", json!("")),
+        ("Volumes", Value::Null),
+        ("WorkingDir", json!("")),
+        ("Entrypoint", Value::Null),
+        ("OnBuild", Value::Null),
+        ("Labels", Value::Null),
+    ];
+    for (k, v) in defaults {
+        c.entry(k).or_insert(v);
+    }
+    Value::Object(c)
 }
 
 /// The inspect JSON of the image `name`, `None` when the store has no such image (for

@@ -35,7 +35,7 @@ pub use frame::{
 pub use handshake::{check_version, host_handshake};
 pub use message::{
     AgentMessage, CAPABILITY_NAMES, CapabilitySets, CopyFailedKind, CopyIn, CopyInHow, CopyOut,
-    Export, ExportKind, HostMessage, NetworkUp, ProcessSpec, Rlimit, StartFailedKind,
+    Export, ExportKind, HostMessage, NetworkUp, ProcessEntry, ProcessSpec, Rlimit, StartFailedKind,
     container_exit_code,
 };
 pub use reader::FrameReader;

@@ -51,13 +51,35 @@ pub enum HostMessage {
     /// where [`CopyIn`] says, answers `Done` or `CopyFailed` once the stream ended, and
     /// closes.
     CopyIn(CopyIn),
+    /// `top` and `stats`: instead of `Start`, on a connection of its own. The agent answers
+    /// `Processes` with the processes of the container's PID namespace, and closes.
+    Processes,
     /// A message type this version does not know (sent by a newer peer). Never sent; the
     /// receiver answers it with an `Error` and carries on.
     #[serde(other)]
     Unknown,
 }
 
-/// What a [`HostMessage::CopyOut`] asks for.
+/// One process of the container, as `ps -ef` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessEntry {
+    /// Its PID in the container's namespace.
+    pub pid: i32,
+    /// Its parent's PID there (0 for the container's PID 1).
+    pub ppid: i32,
+    /// Its real user ID.
+    pub uid: u32,
+    /// That user's name in the container's /etc/passwd, or the number.
+    pub user: String,
+    /// Its controlling terminal (`pts/0`), or `?`.
+    pub tty: String,
+    /// When it started, seconds since the epoch (the guest's clock).
+    pub started: u64,
+    /// CPU time used, milliseconds.
+    pub cpu_ms: u64,
+    /// Its command line, or `[name]` when it has none.
+    pub cmd: String,
+}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyOut {
     /// The path in the container, absolute (relative is taken from `/`).
@@ -191,6 +213,11 @@ pub enum AgentMessage {
     },
     /// A `NetworkUp`, `NetworkDown`, `Export`, `CopyOut` or `CopyIn` was carried out.
     Done,
+    /// The answer to `Processes`.
+    Processes {
+        /// By PID.
+        processes: Vec<ProcessEntry>,
+    },
     /// A `CopyOut` or `CopyIn` could not be carried out; the agent then closes.
     CopyFailed {
         /// Why, coarsely.

@@ -18,6 +18,7 @@ pub mod init;
 pub mod mini_init;
 pub mod netdev;
 pub mod pidns;
+pub mod procs;
 pub mod pty;
 pub mod reaper;
 pub mod rlimit;

@@ -168,6 +168,18 @@ pub fn serve<S: Read + Write + AsFd>(
                 conn.close(config.close_timeout);
                 return Ok(SessionOutcome::NoProcess);
             }
+            Ok(Some(Frame::Control(HostMessage::Processes))) => {
+                let processes = crate::procs::list(
+                    std::path::Path::new("/proc"),
+                    config
+                        .container_init
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    &config.etc_dir,
+                );
+                conn.send(&AgentMessage::Processes { processes })?;
+                conn.close(config.close_timeout);
+                return Ok(SessionOutcome::NoProcess);
+            }
             Ok(Some(Frame::Control(HostMessage::CopyOut(req)))) => {
                 copy_out(&mut conn, &config.root, &req)?;
                 conn.close(config.close_timeout);
@@ -452,6 +464,7 @@ fn describe(frame: &HostFrame) -> String {
         Frame::Control(HostMessage::Export(_)) => "export".into(),
         Frame::Control(HostMessage::CopyOut(_)) => "copy_out".into(),
         Frame::Control(HostMessage::CopyIn(_)) => "copy_in".into(),
+        Frame::Control(HostMessage::Processes) => "processes".into(),
         Frame::Control(HostMessage::Unknown) => "a message of unknown type".into(),
         Frame::Data { stream, .. } => format!("{stream:?} data"),
     }

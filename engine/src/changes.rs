@@ -161,7 +161,7 @@ pub type AgentWriter = FrameWriter<UnixStream>;
 
 /// Runs `f` on a connection of its own to a running (or paused, resumed by the caller)
 /// container's agent.
-fn with_running<R>(
+pub fn with_running<R>(
     dirs: &ContainerDirs,
     f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
 ) -> Result<R, ChangesError> {

@@ -27,29 +27,14 @@ pub fn diff(root: &Path, key: &str) -> Result<Vec<u8>, EngineError> {
     Ok(lines)
 }
 
-/// Runs `f` with the container's agent able to answer: a paused VM is resumed for the
-/// duration (its processes stopped in the guest instead, when `f` asks for a freeze) and
-/// paused again after.
+/// Runs `f` with the container's agent able to answer (see [`super::signal::while_awake`]).
 fn with_agent_awake<R>(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
     f: impl FnOnce(&ContainerRecord) -> Result<R, crate::changes::ChangesError>,
 ) -> Result<R, EngineError> {
-    let paused = rec.effective().0 == Status::Paused;
-    let resumed;
-    let rec = if paused {
-        super::signal::set_paused(dirs, rec, false).map_err(EngineError::runtime)?;
-        // Read as running, so its changes come from its agent, not from its disk.
-        resumed = dirs.load().map_err(EngineError::runtime)?;
-        &resumed
-    } else {
-        rec
-    };
-    let result = f(rec);
-    if paused && let Err(e) = super::signal::set_paused(dirs, rec, true) {
-        tracing::warn!("pausing the container again: {e}");
-    }
-    result.map_err(|e| EngineError::runtime(format!("cannot read the container's changes: {e}")))
+    super::signal::while_awake(dirs, rec, f)
+        .map_err(|e| EngineError::runtime(format!("cannot read the container's changes: {e}")))
 }
 
 /// The image a container was made from.

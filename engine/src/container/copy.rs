@@ -221,7 +221,7 @@ pub fn export(root: &Path, key: &str, out: &mut dyn Write) -> Result<u64, Engine
         what: ExportKind::Rootfs,
         freeze: false,
     };
-    awake(&dirs, &rec, |rec| {
+    super::signal::while_awake(&dirs, &rec, |rec| {
         crate::changes::export(&dirs, rec, export, &mut WriteRef(out))
     })
     .map_err(|e| failed(format!("exporting the container: {e}")))
@@ -235,28 +235,9 @@ fn with_files<R>(
     writable: bool,
     f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
 ) -> Result<R, ChangesError> {
-    awake(dirs, rec, |rec| {
+    super::signal::while_awake(dirs, rec, |rec| {
         crate::changes::with_agent(dirs, rec, writable, f)
     })
-}
-
-fn awake<R>(
-    dirs: &super::ContainerDirs,
-    rec: &ContainerRecord,
-    f: impl FnOnce(&ContainerRecord) -> Result<R, ChangesError>,
-) -> Result<R, ChangesError> {
-    if rec.effective().0 != Status::Paused {
-        return f(rec);
-    }
-    super::signal::set_paused(dirs, rec, false).map_err(|e| ChangesError::Agent(e.to_string()))?;
-    let result = dirs
-        .load()
-        .map_err(|e| ChangesError::Agent(e.to_string()))
-        .and_then(|resumed| f(&resumed));
-    if let Err(e) = super::signal::set_paused(dirs, rec, true) {
-        tracing::warn!("pausing the container again: {e}");
-    }
-    result
 }
 
 /// `p` as an absolute path in the container (Docker takes a relative one from `/`).

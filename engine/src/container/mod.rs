@@ -21,6 +21,7 @@ pub mod start;
 pub mod state;
 pub mod stats;
 pub mod stop;
+pub mod top;
 pub mod update;
 
 use std::fs;

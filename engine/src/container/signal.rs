@@ -121,3 +121,26 @@ pub fn kill(root: &Path, key: &str, signal: i32) -> Result<(), ContainerError> {
     }
     Ok(())
 }
+
+/// Runs `f` with the container's agent able to answer: a paused VM is resumed for the
+/// duration (`f` gets the record as running) and paused again after.
+pub(crate) fn while_awake<R>(
+    dirs: &ContainerDirs,
+    rec: &ContainerRecord,
+    f: impl FnOnce(&ContainerRecord) -> Result<R, crate::changes::ChangesError>,
+) -> Result<R, crate::changes::ChangesError> {
+    use crate::changes::ChangesError;
+    if rec.effective().0 != super::Status::Paused {
+        return f(rec);
+    }
+    set_paused(dirs, rec, false).map_err(|e| ChangesError::Agent(e.to_string()))?;
+    // Read again: it is running now, so its agent answers, not its disk.
+    let result = dirs
+        .load()
+        .map_err(ChangesError::Agent)
+        .and_then(|resumed| f(&resumed));
+    if let Err(e) = set_paused(dirs, rec, true) {
+        tracing::warn!("pausing the container again: {e}");
+    }
+    result
+}

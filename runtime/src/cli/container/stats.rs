@@ -21,6 +21,7 @@ fn row(
     before: container::stats::Counters,
     after: container::stats::Counters,
     secs: f64,
+    pids: Option<usize>,
 ) -> BTreeMap<&'static str, String> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -50,7 +51,14 @@ fn row(
             "BlockIO",
             format!("{} / {}", human_size(after.read), human_size(after.written)),
         ),
-        ("PIDs", if running { "-".into() } else { "0".into() }),
+        (
+            "PIDs",
+            match (running, pids) {
+                (true, Some(n)) => n.to_string(),
+                (true, None) => "-".into(),
+                (false, _) => "0".into(),
+            },
+        ),
     ])
 }
 
@@ -104,7 +112,14 @@ pub fn stats(
             .iter()
             .zip(&pids)
             .zip(&before)
-            .map(|((r, p), b)| row(r, *b, container::stats::read(p), secs))
+            .map(|((r, p), b)| {
+                let after = container::stats::read(p);
+                let count = r
+                    .is_running()
+                    .then(|| container::top::count(root, r))
+                    .flatten();
+                row(r, *b, after, secs, count)
+            })
             .collect();
         if !no_stream {
             // Clear the screen and home the cursor, as docker stats redraws.
@@ -121,6 +136,9 @@ pub fn stats(
 
 /// `mvm top CONTAINER [ps OPTIONS]`: `ps` inside the guest, through the agent.
 pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> {
+    if ps_args.is_empty() {
+        return top_ef(root, key);
+    }
     let (_, rec) = container::resolve(root, key)?;
     if rec.effective().0 != container::Status::Running {
         return Err(container::ContainerError::NotRunning(rec.id).into());
@@ -134,6 +152,56 @@ pub fn top(root: &Path, key: &str, ps_args: &[String]) -> Result<i32, CliError> 
         ..Default::default()
     };
     Ok(container::exec::exec(root, key, &spec, true, || {})?)
+}
+
+/// `top` without ps options: the container's processes in the columns of Docker's
+/// `ps -ef` (PIDs as the container numbers them: its processes have no host PID).
+fn top_ef(root: &Path, key: &str) -> Result<i32, CliError> {
+    let procs = container::top::processes(root, key)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let rows: Vec<BTreeMap<&str, String>> = procs
+        .iter()
+        .map(|p| {
+            let secs = p.cpu_ms / 1000;
+            let age = now.saturating_sub(p.started).max(1);
+            BTreeMap::from([
+                ("UID", p.user.clone()),
+                ("PID", p.pid.to_string()),
+                ("PPID", p.ppid.to_string()),
+                ("C", (p.cpu_ms / 10 / age).to_string()),
+                ("STIME", start_time(p.started, now)),
+                ("TTY", p.tty.clone()),
+                (
+                    "TIME",
+                    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+                ),
+                ("CMD", p.cmd.clone()),
+            ])
+        })
+        .collect();
+    print_formatted(
+        "table {{.UID}}\t{{.PID}}\t{{.PPID}}\t{{.C}}\t{{.STIME}}\t{{.TTY}}\t{{.TIME}}\t{{.CMD}}",
+        &rows,
+        &[],
+    )?;
+    Ok(0)
+}
+
+/// `ps`'s STIME (UTC): the time of day for a process started today, else the month and day.
+fn start_time(started: u64, now: u64) -> String {
+    if now.saturating_sub(started) < 24 * 3600 {
+        let day = started % 86_400;
+        format!("{:02}:{:02}", day / 3600, day / 60 % 60)
+    } else {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let (_, m, d) = mvm_rootfs::time::civil_from_days((started / 86_400) as i64);
+        let month = MONTHS.get((m - 1) as usize).copied().unwrap_or("???");
+        format!("{month}{d:02}")
+    }
 }
 
 #[cfg(test)]

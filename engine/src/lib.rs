@@ -12,6 +12,7 @@ pub mod build;
 pub mod changes;
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod logfile;
 pub mod logs;

@@ -690,6 +690,9 @@ fn run_container(
     lock: Option<container::CommandLock>,
 ) -> Result<i32, EngineError> {
     let rec = dirs.load().map_err(EngineError::runtime)?;
+    if attached {
+        crate::events::container(&dirs.root, &rec, "attach", &[]);
+    }
     raise_nofile();
     let upper = ensure_upper_disk(dirs).map_err(EngineError::runtime)?;
     let spec = VmSpec {

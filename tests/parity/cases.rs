@@ -698,6 +698,15 @@ fn system() -> Vec<Case> {
         case("port", gap("no IPv6 published ports"))
             .setup("run -d --name c1 -p 8080:80 busybox sleep 600")
             .same("port c1"),
-        case("events", gap("events is not implemented")).rc("events --since 0 --until 1"),
+        case("events", SAME).rc("events --since 0 --until 1"),
+        case("events: a container's life", SAME)
+            .setup("run --name ev1 busybox true")
+            .setup("rm ev1")
+            // Docker's daemon may record the destroy after rm returns: left out here.
+            .same(
+                "events --since 60s --until 0s --filter container=ev1 --filter event=create \
+                 --filter event=attach --filter event=start --filter event=die \
+                 --format '{{.Type}} {{.Action}} {{.Actor.Attributes.name}}'",
+            ),
     ]
 }

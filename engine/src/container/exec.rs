@@ -87,6 +87,9 @@ pub fn exec(
         Duration::from_secs(10),
     )
     .map_err(|e| failed(format!("cannot reach container {}: {e}", rec.id)))?;
+    let command = spec.args.join(" ");
+    crate::events::container(root, &rec, &format!("exec_create: {command}"), &[]);
+    crate::events::container(root, &rec, &format!("exec_start: {command}"), &[]);
     let raw = if attached && spec.tty && spec.interactive && crate::terminal::is_tty(0) {
         crate::terminal::RawMode::enable()
     } else {
@@ -107,6 +110,12 @@ pub fn exec(
         started,
     );
     drop(raw);
+    let code = match &result {
+        Ok(c) => c.to_string(),
+        Err(SessionError::StartFailed { code, .. }) => code.to_string(),
+        Err(_) => "-1".into(),
+    };
+    crate::events::container(root, &rec, "exec_die", &[("exitCode", &code)]);
     match result {
         Ok(code) => Ok(code),
         // Docker's exec reports every start failure (not found, not executable, a missing

@@ -270,16 +270,39 @@ impl ContainerDirs {
         let _lock = mvm_rootfs::fsutil::LockFile::acquire(&self.dir.join(".lock"))
             .map_err(|e| format!("cannot lock {}: {e}", self.dir.display()))?;
         let mut rec = self.load()?;
+        let before = rec.state.status;
         f(&mut rec);
         self.save(&rec)?;
+        self.status_event(before, &rec);
         Ok(rec)
     }
 
-    /// Writes the record atomically.
+    /// The event a change of status is (`start`, `die`, `pause`, `unpause`).
+    fn status_event(&self, before: Status, rec: &ContainerRecord) {
+        let after = rec.state.status;
+        let code = rec.state.exit_code.unwrap_or(0).to_string();
+        let (action, extra): (&str, Vec<(&str, &str)>) = match (before, after) {
+            (Status::Paused, Status::Running) => ("unpause", vec![]),
+            (Status::Running, Status::Paused) => ("pause", vec![]),
+            (b, Status::Running) if b != Status::Running => ("start", vec![]),
+            (b, Status::Exited | Status::Restarting) if b.is_live() && b != Status::Restarting => {
+                ("die", vec![("exitCode", code.as_str())])
+            }
+            _ => return,
+        };
+        crate::events::container(&self.root, rec, action, &extra);
+    }
+
+    /// Writes the record atomically (the first write of a record is its `create` event).
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), String> {
+        let new = !self.record_path().exists();
         let data = serde_json::to_vec_pretty(rec).map_err(|e| e.to_string())?;
         mvm_rootfs::fsutil::atomic_write(&self.record_path(), &data)
-            .map_err(|e| format!("cannot write {}: {e}", self.record_path().display()))
+            .map_err(|e| format!("cannot write {}: {e}", self.record_path().display()))?;
+        if new {
+            crate::events::container(&self.root, rec, "create", &[]);
+        }
+        Ok(())
     }
 }
 

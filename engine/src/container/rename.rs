@@ -23,7 +23,10 @@ pub fn rename(root: &Path, old: &str, new: &str) -> Result<(), ContainerError> {
     if list(root).iter().any(|c| c.name == new) {
         return Err(ContainerError::NameInUse(new.to_string()));
     }
-    dirs.update(|r| r.name = new.to_string())
-        .map(|_| ())
-        .map_err(ContainerError::Record)
+    let renamed = dirs
+        .update(|r| r.name = new.to_string())
+        .map_err(ContainerError::Record)?;
+    let old_name = format!("/{}", rec.name);
+    crate::events::container(root, &renamed, "rename", &[("oldName", &old_name)]);
+    Ok(())
 }

@@ -113,6 +113,7 @@ pub fn kill(root: &Path, key: &str, signal: i32) -> Result<(), ContainerError> {
         // Between two runs there is no process to signal; the policy stops here.
         return Ok(());
     }
+    crate::events::container(root, &rec, "kill", &[("signal", &signal.to_string())]);
     request_signal(&dirs.control_path(), signal).map_err(ContainerError::Owner)?;
     // As Docker's daemon: a SIGKILL returns once the container has exited, so a `ps` or
     // `inspect` right after sees it stopped.

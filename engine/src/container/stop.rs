@@ -55,13 +55,17 @@ pub fn stop_one(dirs: &ContainerDirs, rec: &ContainerRecord, timeout: Duration) 
     let _ = dirs.update(|r| r.state.manual_stop = true);
     super::signal::resume_vm(dirs, rec);
     let sig = rec.process.stop_signal.unwrap_or(libc::SIGTERM);
+    let root = &dirs.root;
+    crate::events::container(root, rec, "kill", &[("signal", &sig.to_string())]);
     let _ = request_signal(&dirs.control_path(), sig);
     if !wait_stopped(dirs, timeout) {
+        crate::events::container(root, rec, "kill", &[("signal", "9")]);
         let _ = request_signal(&dirs.control_path(), libc::SIGKILL);
         if !wait_stopped(dirs, Duration::from_secs(5)) {
             kill_owner(dirs, rec);
         }
     }
+    crate::events::container(root, rec, "stop", &[]);
 }
 
 /// `rm` (`force`: a running one too, killed first; `volumes`: with its anonymous volumes).
@@ -74,6 +78,7 @@ pub fn remove(root: &Path, key: &str, force: bool, volumes: bool) -> Result<(), 
         kill_owner(&dirs, &rec);
     }
     dirs.remove();
+    crate::events::container(root, &rec, "destroy", &[]);
     if volumes {
         crate::volume::remove_anonymous(root, &rec.mounts);
     }

@@ -55,6 +55,6 @@ pub fn update(root: &Path, key: &str, u: &Update) -> Result<(), EngineError> {
             r.spec.resources.vcpus = c;
         }
     })
-    .map_err(EngineError::runtime)?;
-    Ok(())
+    .map_err(EngineError::runtime)
+    .map(|rec| crate::events::container(root, &rec, "update", &[]))
 }

@@ -19,6 +19,32 @@ pub fn connect(
     container_key: &str,
     aliases: &[String],
 ) -> Result<(), EngineError> {
+    connect_inner(root, net_key, container_key, aliases)?;
+    event(root, net_key, container_key, "connect");
+    Ok(())
+}
+
+/// The network's `connect` or `disconnect` event.
+fn event(root: &Path, net_key: &str, container_key: &str, action: &str) {
+    if let (Ok(net), Ok((_, c))) = (
+        super::find(root, net_key),
+        container::resolve(root, container_key),
+    ) {
+        let attrs = [
+            ("container", c.id.as_str()),
+            ("name", net.name.as_str()),
+            ("type", "bridge"),
+        ];
+        crate::events::record(root, "network", action, &net.id, &attrs);
+    }
+}
+
+fn connect_inner(
+    root: &Path,
+    net_key: &str,
+    container_key: &str,
+    aliases: &[String],
+) -> Result<(), EngineError> {
     let (dirs, rec, _cmd) = container::resolve_locked(root, container_key)?;
     if rec.spec.network == container::NetworkMode::None {
         return Err(EngineError::Conflict(format!(
@@ -95,6 +121,12 @@ pub fn connect(
 
 /// Disconnects container `container_key` from network `net_key`.
 pub fn disconnect(root: &Path, net_key: &str, container_key: &str) -> Result<(), EngineError> {
+    disconnect_inner(root, net_key, container_key)?;
+    event(root, net_key, container_key, "disconnect");
+    Ok(())
+}
+
+fn disconnect_inner(root: &Path, net_key: &str, container_key: &str) -> Result<(), EngineError> {
     let (dirs, rec, _cmd) = container::resolve_locked(root, container_key)?;
     let net = super::find(root, net_key).map_err(conflict)?;
     let Some(ep) = rec

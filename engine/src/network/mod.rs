@@ -280,6 +280,13 @@ pub fn create_locked(
         labels,
     };
     save(root, &rec)?;
+    crate::events::record(
+        root,
+        "network",
+        "create",
+        &rec.id,
+        &[("name", name), ("type", "bridge")],
+    );
     Ok(rec)
 }
 
@@ -357,6 +364,13 @@ pub fn remove(root: &Path, key: &str) -> Result<NetworkRecord, NetworkError> {
     host::remove_bridge(&rec)?;
     std::fs::remove_file(record_path(root, &rec.name))
         .map_err(|e| NetworkError::State(format!("cannot remove the network record: {e}")))?;
+    crate::events::record(
+        root,
+        "network",
+        "destroy",
+        &rec.id,
+        &[("name", &rec.name), ("type", "bridge")],
+    );
     Ok(rec)
 }
 

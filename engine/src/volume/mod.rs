@@ -133,6 +133,7 @@ pub fn create_locked(
     let json = serde_json::to_vec_pretty(&rec).map_err(|e| VolumeError::State(e.to_string()))?;
     mvm_rootfs::fsutil::atomic_write(&dir(root).join(&name).join("volume.json"), &json)
         .map_err(|e| VolumeError::State(format!("cannot write the volume record: {e}")))?;
+    crate::events::record(root, "volume", "create", &name, &[("driver", "local")]);
     Ok(rec)
 }
 
@@ -166,7 +167,9 @@ pub fn remove_locked(root: &Path, name: &str) -> Result<(), VolumeError> {
         });
     }
     std::fs::remove_dir_all(dir(root).join(name))
-        .map_err(|e| VolumeError::State(format!("remove {name}: {e}")))
+        .map_err(|e| VolumeError::State(format!("remove {name}: {e}")))?;
+    crate::events::record(root, "volume", "destroy", name, &[("driver", "local")]);
+    Ok(())
 }
 
 /// Removes the anonymous volumes a removed container had (`rm -v`, `--rm`); volumes another

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod container;
+pub mod events;
 pub mod image;
 pub mod network;
 pub mod system;
@@ -87,6 +88,8 @@ pub enum Command {
     /// Manage mvm: disk usage, pruning, information.
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Get real time events from the engine.
+    Events(events::EventsArgs),
     /// Show the version.
     Version,
     /// List containers.
@@ -150,6 +153,7 @@ impl Cli {
             Command::Load(a) => image::load(root, a),
             Command::Info => system::info(root, self.vmm.as_deref()),
             Command::System(c) => system::system(root, self.vmm.as_deref(), c),
+            Command::Events(a) => a.run(root),
             Command::Version => system::version(),
             Command::Inspect(a) => inspect::inspect(root, a),
             Command::Monitor { id } => Ok(self.engine()?.monitor(id)),

@@ -31,6 +31,8 @@ pub enum SystemCommand {
     },
     /// Show the backend in use and where things are.
     Info,
+    /// Get real time events from the engine.
+    Events(crate::cli::events::EventsArgs),
 }
 
 /// `mvm system ...`.
@@ -43,6 +45,7 @@ pub fn system(root: &Path, vmm: Option<&str>, cmd: &SystemCommand) -> Result<i32
             volumes,
         } => prune(root, *all, *force, *volumes),
         SystemCommand::Info => info(root, vmm),
+        SystemCommand::Events(a) => a.run(root),
     }
 }
 

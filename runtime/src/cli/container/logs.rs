@@ -56,27 +56,7 @@ pub fn logs(engine: &Engine, a: &LogsArgs) -> Result<i32, CliError> {
 /// `logs --since/--until` in Docker's forms: an RFC 3339 time, Unix seconds
 /// (`1700000000[.5]`), or a duration before now (`10m`, `1h30m`, `45s`).
 pub fn log_window(since: Option<&str>, until: Option<&str>) -> Result<Window, CliError> {
-    let secs = |v: &str, flag: &str| -> Result<f64, CliError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let bad = || {
-            CliError::usage(format!(
-                "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
-            ))
-        };
-        let secs: f64 = if let Some(d) = crate::output::time::parse_go_duration(v) {
-            now.as_secs_f64() - d
-        } else if let Ok(n) = v.parse::<f64>() {
-            n
-        } else {
-            crate::output::time::parse_rfc3339(v).ok_or_else(bad)? as f64
-        };
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(bad());
-        }
-        Ok(secs)
-    };
+    let secs = crate::output::time::point_in_time;
     Ok(Window::new(
         since.map(|v| secs(v, "since")).transpose()?,
         until.map(|v| secs(v, "until")).transpose()?,

@@ -136,6 +136,55 @@ pub fn parse_go_duration(v: &str) -> Option<f64> {
     Some(total)
 }
 
+/// A point in time given as Docker's `--since`/`--until` take it: an RFC 3339 time, Unix
+/// seconds (`1700000000[.5]`), or a duration before now (`10m`, `1h30m`, `45s`); seconds
+/// since the epoch.
+pub fn point_in_time(v: &str, flag: &str) -> Result<f64, crate::error::CliError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let bad = || {
+        crate::error::CliError::usage(format!(
+            "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
+        ))
+    };
+    let secs: f64 = if let Some(d) = parse_go_duration(v) {
+        now.as_secs_f64() - d
+    } else if let Ok(n) = v.parse::<f64>() {
+        n
+    } else {
+        parse_rfc3339(v).ok_or_else(bad)? as f64
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Ok(secs)
+}
+
+/// Go's RFC 3339 with nanoseconds of a UTC time (`2026-12-07T19:20:16.123456789Z`, trailing
+/// zeros of the fraction dropped), as `docker events` prints times.
+pub fn rfc3339_nano(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    let mut f = format!("{frac:09}");
+    while f.ends_with('0') {
+        f.pop();
+    }
+    let dot = if f.is_empty() {
+        String::new()
+    } else {
+        format!(".{f}")
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{dot}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,53 +310,4 @@ mod tests {
         assert_eq!(parse_go_duration("5x"), None);
         assert_eq!(parse_go_duration("h"), None);
     }
-}
-
-/// A point in time given as Docker's `--since`/`--until` take it: an RFC 3339 time, Unix
-/// seconds (`1700000000[.5]`), or a duration before now (`10m`, `1h30m`, `45s`); seconds
-/// since the epoch.
-pub fn point_in_time(v: &str, flag: &str) -> Result<f64, crate::error::CliError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let bad = || {
-        crate::error::CliError::usage(format!(
-            "invalid value for --{flag}: {v:?} (use e.g. 2026-12-01T10:00:00Z, 1700000000 or 10m)"
-        ))
-    };
-    let secs: f64 = if let Some(d) = parse_go_duration(v) {
-        now.as_secs_f64() - d
-    } else if let Ok(n) = v.parse::<f64>() {
-        n
-    } else {
-        parse_rfc3339(v).ok_or_else(bad)? as f64
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad());
-    }
-    Ok(secs)
-}
-
-/// Go's RFC 3339 with nanoseconds of a UTC time (`2026-12-07T19:20:16.123456789Z`, trailing
-/// zeros of the fraction dropped), as `docker events` prints times.
-pub fn rfc3339_nano(nanos: i64) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let frac = nanos.rem_euclid(1_000_000_000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    let mut f = format!("{frac:09}");
-    while f.ends_with('0') {
-        f.pop();
-    }
-    let dot = if f.is_empty() {
-        String::new()
-    } else {
-        format!(".{f}")
-    };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{dot}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
 }

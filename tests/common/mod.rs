@@ -93,6 +93,8 @@ impl TestRoot {
         };
         c.arg("--root").arg(&self.path).args(args);
         c.env_remove("MVM_VMM");
+        // Docker's config file (registry credentials) of this test's own, not the user's.
+        c.env("DOCKER_CONFIG", self.path.join("docker-config"));
         c
     }
 

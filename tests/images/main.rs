@@ -255,7 +255,8 @@ fn login_saves_credentials_0600_and_logout_removes_them() {
         b"secret\n",
     );
     assert!(stdout(&o).contains("Login Succeeded"), "{}", stderr(&o));
-    let auth = r.path.join("auth.json");
+    // Docker's own file, so `docker login` and `mvm login` share it.
+    let auth = r.path.join("docker-config/config.json");
     assert_eq!(
         std::fs::metadata(&auth).unwrap().permissions().mode() & 0o777,
         0o600

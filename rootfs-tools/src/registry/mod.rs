@@ -93,8 +93,11 @@ pub enum RegistryError {
 /// How to reach registries and what to show.
 #[derive(Clone, Debug, Default)]
 pub struct PullOptions {
-    /// The credentials file (`<state root>/auth.json`); none: anonymous only.
+    /// The credentials file (Docker's `config.json`); none: anonymous only.
     pub credentials: Option<PathBuf>,
+    /// Where an older mvm kept credentials (`<state root>/auth.json`), read when the
+    /// credentials file has none for the registry.
+    pub legacy: Option<PathBuf>,
     /// Draw progress bars on stderr (only sensible when it is a terminal).
     pub progress: bool,
 }
@@ -106,13 +109,20 @@ impl PullOptions {
         use std::io::IsTerminal;
         Self {
             credentials: Some(credentials_path(root)),
+            legacy: Some(legacy_credentials_path(root)),
             progress: std::io::stderr().is_terminal(),
         }
     }
 }
 
-/// Where `mvm login` keeps credentials under a state root.
+/// Where `mvm login` keeps credentials: Docker's config file (shared with `docker login`),
+/// or under the state root when no home is known.
 pub fn credentials_path(root: &Path) -> PathBuf {
+    credentials::docker_config_file().unwrap_or_else(|| legacy_credentials_path(root))
+}
+
+/// Where mvm kept credentials before it shared Docker's file; still read.
+pub fn legacy_credentials_path(root: &Path) -> PathBuf {
     root.join("auth.json")
 }
 
@@ -143,7 +153,11 @@ fn auth_for(opts: &PullOptions, registry: &str) -> Result<RegistryAuth, Registry
     let Some(path) = &opts.credentials else {
         return Ok(RegistryAuth::Anonymous);
     };
-    match credentials::lookup(path, registry) {
+    let found = credentials::lookup(path, registry).and_then(|found| match (found, &opts.legacy) {
+        (None, Some(old)) if old != path => credentials::lookup(old, registry),
+        (found, _) => Ok(found),
+    });
+    match found {
         Ok(Some((u, p))) => Ok(RegistryAuth::Basic(u, p)),
         Ok(None) => Ok(RegistryAuth::Anonymous),
         Err(e) => Err(RegistryError::Io(e.to_string())),

@@ -412,6 +412,12 @@ fn publish_all_uses_the_images_exposed_ports() {
         http_get(&ns, &format!("127.0.0.1:{port}"))
     });
     assert_eq!(body, "all\n");
+    // All addresses means IPv6 ones too, as Docker's: the same port on [::1].
+    assert!(hostport.contains(&format!("[::]:{port}")), "{hostport}");
+    assert_eq!(
+        http_get(&ns, &format!("[::1]:{port}")).as_deref(),
+        Some("all\n")
+    );
     ns.ok(&r, &["rm", "-f", "p1"]);
     assert_clean(&ns, &r);
 }

@@ -695,9 +695,12 @@ fn system() -> Vec<Case> {
         case("stats: PIDs", SAME)
             .setup(SLEEPER)
             .same("stats --no-stream --format '{{.Name}} {{.PIDs}}' c1"),
-        case("port", gap("no IPv6 published ports"))
-            .setup("run -d --name c1 -p 8080:80 busybox sleep 600")
-            .same("port c1"),
+        case("port", SAME)
+            .setup("run -d --name c1 -p 8080:80 -p 127.0.0.1:5353:53/udp busybox sleep 600")
+            .same("port c1")
+            .same("port c1 80")
+            .same("ps --format '{{.Ports}}'")
+            .same("inspect -f '{{json .NetworkSettings.Ports}}' c1"),
         case("events", SAME).rc("events --since 0 --until 1"),
         case("events: a container's life", SAME)
             .setup("run --name ev1 busybox true")

@@ -6,7 +6,7 @@
 
 mod proxy;
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,8 +37,9 @@ impl Proto {
 /// One published port. `host_port` 0 until bound (then the port the kernel chose).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
-    /// Host address to listen on (`0.0.0.0`: all).
-    pub host_ip: Ipv4Addr,
+    /// Host address to listen on (`0.0.0.0`: all IPv4 addresses, and all IPv6 ones too when
+    /// the host has IPv6, as Docker's; `::`: all IPv6 addresses).
+    pub host_ip: IpAddr,
     /// Host port (0: any free one).
     pub host_port: u16,
     /// The container's port.
@@ -51,6 +52,11 @@ impl PortMapping {
     /// `80/tcp`, as Docker keys ports.
     pub fn key(&self) -> String {
         format!("{}/{}", self.container_port, self.proto.name())
+    }
+
+    /// The host end as Docker's `port` prints it: `0.0.0.0:8080`, `[::]:8080`.
+    pub fn host_addr(&self) -> String {
+        SocketAddr::new(self.host_ip, self.host_port).to_string()
     }
 }
 
@@ -78,18 +84,29 @@ pub fn parse(spec: &str) -> Result<PortMapping, String> {
         }
         None => (spec, Proto::Tcp),
     };
+    // An IPv6 host address is bracketed: `[::1]:8080:80`.
+    let (bracketed, body) = match body.strip_prefix('[').and_then(|b| b.split_once("]:")) {
+        Some((ip, rest)) => (Some(ip), rest),
+        None => (None, body),
+    };
     let parts: Vec<&str> = body.split(':').collect();
-    let (ip, host, container) = match parts.as_slice() {
-        [c] => (None, "", *c),
-        [h, c] => (None, *h, *c),
-        [ip, h, c] => (Some(*ip), *h, *c),
-        _ => return Err(format!("invalid port specification {spec:?}")),
+    let (ip, host, container) = match (bracketed, parts.as_slice()) {
+        (Some(ip), [h, c]) => (Some(ip), *h, *c),
+        (Some(_), _) => return Err(format!("invalid port specification {spec:?}")),
+        (None, parts) => match parts {
+            [c] => (None, "", *c),
+            [h, c] => (None, *h, *c),
+            [ip, h, c] => (Some(*ip), *h, *c),
+            _ => return Err(format!("invalid port specification {spec:?}")),
+        },
     };
     let host_ip = match ip {
-        None | Some("") => Ipv4Addr::UNSPECIFIED,
+        None | Some("") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         Some(a) => a
+            .trim_start_matches('[')
+            .trim_end_matches(']')
             .parse()
-            .map_err(|_| format!("invalid IP address {a:?} in {spec:?} (IPv4 only)"))?,
+            .map_err(|_| format!("invalid IP address {a:?} in {spec:?}"))?,
     };
     let host_port = if host.is_empty() {
         0
@@ -113,7 +130,7 @@ pub fn parse_exposed(key: &str) -> Result<PortMapping, String> {
         other => return Err(format!("image exposes {key:?}: unknown protocol {other}")),
     };
     Ok(PortMapping {
-        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         host_port: 0,
         container_port: parse_port(port, "container", key)?,
         proto,
@@ -132,48 +149,128 @@ pub enum Bound {
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// Binds every mapping (before the VM starts: a port in use fails the start) and fills in
-/// the ports the kernel chose.
-pub fn bind_all(maps: &mut [PortMapping]) -> Result<Vec<Bound>, String> {
+/// the ports the kernel chose. A mapping on all IPv4 addresses gets its IPv6 twin on the
+/// same port (`[::]`, IPv6 only) when the host has IPv6, as Docker's; the twin is added to
+/// `maps` after it.
+pub fn bind_all(maps: &mut Vec<PortMapping>) -> Result<Vec<Bound>, String> {
     let mut out = Vec::new();
-    for m in maps.iter_mut() {
-        let addr = SocketAddrV4::new(m.host_ip, m.host_port);
-        let in_use = |e: std::io::Error| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!(
-                    "Bind for {}:{} failed: port is already allocated",
-                    m.host_ip, m.host_port
-                )
-            } else {
-                format!(
-                    "cannot publish {}:{}/{}: {e}",
-                    m.host_ip,
-                    m.host_port,
-                    m.proto.name()
-                )
+    let mut all = Vec::new();
+    let given = std::mem::take(maps);
+    let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    // A restart binds the record's ports again: their IPv6 twins are made anew below.
+    let is_twin = |m: &PortMapping| {
+        m.host_ip == any6
+            && given.iter().any(|v4| {
+                v4.host_ip == any4
+                    && v4.host_port == m.host_port
+                    && v4.container_port == m.container_port
+                    && v4.proto == m.proto
+            })
+    };
+    let kept: Vec<PortMapping> = given.iter().filter(|m| !is_twin(m)).cloned().collect();
+    for mut m in kept {
+        out.push(bind_one(&mut m)?);
+        let twin = (m.host_ip == any4).then(|| PortMapping {
+            host_ip: any6,
+            ..m.clone()
+        });
+        all.push(m);
+        if let Some(mut t) = twin {
+            match bind_one(&mut t) {
+                Ok(b) => {
+                    out.push(b);
+                    all.push(t);
+                }
+                // No IPv6 on this host: IPv4 alone, as Docker's.
+                Err(BindError::NoFamily) => {}
+                Err(BindError::Other(e)) => return Err(e),
             }
-        };
-        let bound = match m.proto {
-            Proto::Tcp => {
-                let l = TcpListener::bind(addr).map_err(in_use)?;
-                // std listens with a backlog of 128: a burst of connections beyond it would
-                // wait for SYN retransmits, seconds, although the proxy accepts quickly.
-                let backlog = nix::sys::socket::Backlog::new(LISTEN_BACKLOG)
-                    .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
-                nix::sys::socket::listen(&l, backlog)
-                    .map_err(|e| in_use(std::io::Error::from(e)))?;
-                Bound::Tcp(l)
-            }
-            Proto::Udp => Bound::Udp(UdpSocket::bind(addr).map_err(in_use)?),
-        };
-        let local = match &bound {
-            Bound::Tcp(l) => l.local_addr(),
-            Bound::Udp(u) => u.local_addr(),
         }
-        .map_err(|e| e.to_string())?;
-        m.host_port = local.port();
-        out.push(bound);
     }
+    *maps = all;
     Ok(out)
+}
+
+enum BindError {
+    /// The host has no IPv6.
+    NoFamily,
+    Other(String),
+}
+
+impl From<BindError> for String {
+    fn from(e: BindError) -> String {
+        match e {
+            BindError::NoFamily => "the host has no IPv6".into(),
+            BindError::Other(s) => s,
+        }
+    }
+}
+
+/// A socket of `m`'s family and protocol bound to its address (IPv6 sockets only take IPv6,
+/// so `[::]` and `0.0.0.0` can share a port).
+fn bind_socket(m: &PortMapping) -> Result<std::os::fd::OwnedFd, std::io::Error> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
+    };
+    let family = match m.host_ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let kind = match m.proto {
+        Proto::Tcp => SockType::Stream,
+        Proto::Udp => SockType::Datagram,
+    };
+    let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+    if m.proto == Proto::Tcp {
+        // As std's listeners: a port in TIME_WAIT can be bound again.
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    if family == AddressFamily::Inet6 {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    let addr = SockaddrStorage::from(SocketAddr::new(m.host_ip, m.host_port));
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    Ok(fd)
+}
+
+fn bind_one(m: &mut PortMapping) -> Result<Bound, BindError> {
+    let in_use = |e: std::io::Error| {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+        ) && m.host_ip.is_ipv6()
+        {
+            return BindError::NoFamily;
+        }
+        BindError::Other(if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "Bind for {} failed: port is already allocated",
+                m.host_addr()
+            )
+        } else {
+            format!("cannot publish {}/{}: {e}", m.host_addr(), m.proto.name())
+        })
+    };
+    let fd = bind_socket(m).map_err(in_use)?;
+    let bound = match m.proto {
+        Proto::Tcp => {
+            // std listens with a backlog of 128: a burst of connections beyond it would
+            // wait for SYN retransmits, seconds, although the proxy accepts quickly.
+            let backlog = nix::sys::socket::Backlog::new(LISTEN_BACKLOG)
+                .unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+            nix::sys::socket::listen(&fd, backlog).map_err(|e| in_use(std::io::Error::from(e)))?;
+            Bound::Tcp(TcpListener::from(fd))
+        }
+        Proto::Udp => Bound::Udp(UdpSocket::from(fd)),
+    };
+    let local = match &bound {
+        Bound::Tcp(l) => l.local_addr(),
+        Bound::Udp(u) => u.local_addr(),
+    }
+    .map_err(|e| BindError::Other(e.to_string()))?;
+    m.host_port = local.port();
+    Ok(bound)
 }
 
 /// Running proxies (one thread for all of a container's published ports); dropping this
@@ -263,6 +360,33 @@ mod tests {
         }
         assert_eq!(parse_exposed("80/tcp").unwrap().container_port, 80);
         assert!(parse_exposed("80/sctp").is_err());
+        let m = parse("[::1]:8080:80").unwrap();
+        assert_eq!((m.host_ip, m.host_port), (Ipv6Addr::LOCALHOST.into(), 8080));
+        assert_eq!(m.host_addr(), "[::1]:8080");
+        assert!(parse("[::1]:80").is_err());
+    }
+
+    #[test]
+    fn all_addresses_means_ipv6_too_and_a_rebind_keeps_one_twin() {
+        let host_has_ipv6 =
+            std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|s| !s.trim().is_empty());
+        for proto in ["tcp", "udp"] {
+            let mut maps = vec![parse(&format!("80/{proto}")).unwrap()];
+            let bound = bind_all(&mut maps).unwrap();
+            assert_eq!(bound.len(), maps.len());
+            if !host_has_ipv6 {
+                assert_eq!(maps.len(), 1);
+                continue;
+            }
+            assert_eq!(maps.len(), 2, "{maps:?}");
+            assert_eq!(maps[1].host_ip, Ipv6Addr::UNSPECIFIED);
+            assert_eq!(maps[0].host_port, maps[1].host_port);
+            assert_eq!(maps[1].host_addr(), format!("[::]:{}", maps[0].host_port));
+            // As a restart does: the same ports again, once the old sockets are gone.
+            drop(bound);
+            let again = bind_all(&mut maps).unwrap();
+            assert_eq!((again.len(), maps.len()), (2, 2), "{maps:?}");
+        }
     }
 
     #[test]
@@ -277,7 +401,7 @@ mod tests {
             s.write_all(&b.map(|c| c.to_ascii_uppercase())).unwrap();
         });
         let mut maps = vec![PortMapping {
-            host_ip: Ipv4Addr::LOCALHOST,
+            host_ip: Ipv4Addr::LOCALHOST.into(),
             host_port: 0,
             container_port: port,
             proto: Proto::Tcp,
@@ -413,7 +537,7 @@ mod tests {
     /// A proxy on a loopback port to `echo`'s port.
     fn proxy_to(port: u16, proto: Proto, limits: Limits) -> (Proxies, u16) {
         let mut maps = vec![PortMapping {
-            host_ip: Ipv4Addr::LOCALHOST,
+            host_ip: Ipv4Addr::LOCALHOST.into(),
             host_port: 0,
             container_port: port,
             proto,
@@ -692,7 +816,7 @@ mod tests {
         if let Ok(guest) = std::env::var("MVM_PROXY_BENCH_GUEST_PORT") {
             // The proxy role: serve until the parent closes our stdin.
             let mut maps = vec![PortMapping {
-                host_ip: Ipv4Addr::LOCALHOST,
+                host_ip: Ipv4Addr::LOCALHOST.into(),
                 host_port: 0,
                 container_port: guest.parse().unwrap(),
                 proto: Proto::Tcp,

@@ -384,15 +384,17 @@ fn prune(root: &Path, force: bool) -> Result<i32, CliError> {
 /// `mvm port CONTAINER [PRIVATE_PORT[/PROTO]]`.
 pub fn port(root: &Path, key: &str, private: Option<&str>) -> Result<i32, CliError> {
     let (_, rec) = container::resolve(root, key).map_err(failed)?;
-    let ports: Vec<_> = if rec.is_running() {
+    let mut ports: Vec<_> = if rec.is_running() {
         rec.ports.clone()
     } else {
         Vec::new()
     };
+    // Docker's order: by container port and protocol, then the host end.
+    ports.sort_by_key(|p| (p.container_port, p.proto.name(), p.host_addr()));
     match private {
         None => {
             for p in &ports {
-                println!("{} -> {}:{}", p.key(), p.host_ip, p.host_port);
+                println!("{} -> {}", p.key(), p.host_addr());
             }
             Ok(0)
         }
@@ -410,7 +412,7 @@ pub fn port(root: &Path, key: &str, private: Option<&str>) -> Result<i32, CliErr
                 )));
             }
             for p in hits {
-                println!("{}:{}", p.host_ip, p.host_port);
+                println!("{}", p.host_addr());
             }
             Ok(0)
         }

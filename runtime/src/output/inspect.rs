@@ -12,11 +12,21 @@ use serde_json::{Value, json};
 use crate::error::CliError;
 use crate::output::template::Template;
 
-/// `ps`'s PORTS column: `0.0.0.0:8080->80/tcp, ...`.
+/// `ps`'s PORTS column: `0.0.0.0:8080->80/tcp, [::]:8080->80/tcp`, in Docker's order (by
+/// container port, host port, protocol, address).
 pub fn ports_column(rec: &ContainerRecord) -> String {
-    rec.ports
+    let mut ports: Vec<_> = rec.ports.iter().collect();
+    ports.sort_by_key(|p| {
+        (
+            p.container_port,
+            p.host_port,
+            p.proto.name(),
+            p.host_ip.to_string(),
+        )
+    });
+    ports
         .iter()
-        .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.key()))
+        .map(|p| format!("{}->{}", p.host_addr(), p.key()))
         .collect::<Vec<_>>()
         .join(", ")
 }

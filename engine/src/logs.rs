@@ -21,6 +21,10 @@ pub struct LogEntry {
     pub stream: String,
     /// When it was written.
     pub time: String,
+    /// The container's labels and environment variables that `--log-opt labels=`/`env=`
+    /// named, as Docker's json-file keeps them with each line (`logs --details`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attrs: std::collections::BTreeMap<String, String>,
 }
 
 /// Longest line kept whole; longer output is split, as Docker splits at 16 KiB.
@@ -93,9 +97,11 @@ impl LogOptions {
                             format!("invalid --log-opt max-file={v:?}: use a number from 1 to {MAX_MAX_FILE}")
                         })?;
                 }
+                // Read by `attrs` when the writer opens.
+                "labels" | "env" => {}
                 _ => {
                     return Err(format!(
-                        "unknown log opt {k:?} for the json-file log driver (supported: max-size, max-file)"
+                        "unknown log opt {k:?} for the json-file log driver (supported: max-size, max-file, labels, env)"
                     ));
                 }
             }
@@ -104,10 +110,41 @@ impl LogOptions {
     }
 }
 
+/// The attributes `--log-opt labels=a,b` and `env=A,B` ask to keep with every line: those of
+/// the container's `labels` and `env` (`KEY=VALUE`) it has.
+pub fn attrs(
+    log_opts: &[String],
+    labels: &std::collections::BTreeMap<String, String>,
+    env: &[String],
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for opt in log_opts {
+        let Some((k, v)) = opt.split_once('=') else {
+            continue;
+        };
+        for name in v.split(',').filter(|n| !n.is_empty()) {
+            let found = match k {
+                "labels" => labels.get(name).cloned(),
+                "env" => env.iter().find_map(|e| {
+                    e.split_once('=')
+                        .filter(|(ek, _)| *ek == name)
+                        .map(|(_, ev)| ev.to_string())
+                }),
+                _ => None,
+            };
+            if let Some(val) = found {
+                out.insert(name.to_string(), val);
+            }
+        }
+    }
+    out
+}
+
 /// Appends a container's output to its log, a line per entry.
 pub struct LogWriter {
     file: RotatingFile,
     partial: [Vec<u8>; 2],
+    attrs: std::collections::BTreeMap<String, String>,
 }
 
 impl LogWriter {
@@ -116,7 +153,14 @@ impl LogWriter {
         Ok(Self {
             file: RotatingFile::open(path, opts.max_size, opts.max_file)?,
             partial: [Vec::new(), Vec::new()],
+            attrs: Default::default(),
         })
+    }
+
+    /// Every line from now on carries `attrs` (see [`attrs`]).
+    pub fn with_attrs(mut self, attrs: std::collections::BTreeMap<String, String>) -> Self {
+        self.attrs = attrs;
+        self
     }
 
     fn entry(&mut self, stderr: bool, bytes: &[u8]) -> io::Result<()> {
@@ -124,6 +168,7 @@ impl LogWriter {
             log: String::from_utf8_lossy(bytes).into_owned(),
             stream: if stderr { "stderr" } else { "stdout" }.into(),
             time: mvm_rootfs::time::now(),
+            attrs: self.attrs.clone(),
         };
         let mut line = serde_json::to_vec(&entry).map_err(io::Error::other)?;
         line.push(b'\n');

@@ -784,7 +784,15 @@ fn run_container(
     };
     let log = rec
         .log()
-        .map(|opts| crate::logs::LogWriter::open(&dirs.log_path(), opts))
+        .map(|opts| {
+            crate::logs::LogWriter::open(&dirs.log_path(), opts).map(|w| {
+                w.with_attrs(crate::logs::attrs(
+                    &rec.spec.log_opts,
+                    &rec.spec.labels,
+                    &rec.process.env,
+                ))
+            })
+        })
         .transpose()
         .map_err(|e| EngineError::runtime(format!("cannot open the container log: {e}")))?;
     // `network connect`/`disconnect` ask us, through the control socket, to follow the record.

@@ -9,6 +9,10 @@ pub enum Expect {
     /// The same behaviour.
     Same,
     /// A known difference still to close: what is left.
+    #[allow(
+        dead_code,
+        reason = "every known gap is closed; the next one found is marked so"
+    )]
     Gap(&'static str),
     /// mvm differs on purpose: why, and what mvm says instead (in its stderr).
     Deliberate {
@@ -54,6 +58,10 @@ fn case(name: &'static str, expect: Expect) -> Case {
     }
 }
 
+#[allow(
+    dead_code,
+    reason = "every known gap is closed; the next one found is marked so"
+)]
 fn gap(what: &'static str) -> Expect {
     Expect::Gap(what)
 }
@@ -416,12 +424,12 @@ fn logs_and_cp() -> Vec<Case> {
             .same("logs c1")
             .same("logs --tail 1 c1")
             .same("logs -t c1"),
-        case(
-            "logs --details",
-            gap("logs --details and labels are not implemented"),
-        )
-        .setup("run --name c1 -l x=y --log-opt labels=x busybox echo a")
-        .same("logs --details c1"),
+        case("logs --details", SAME)
+            .setup("run --name c1 -l x=y -e E=v --log-opt labels=x,nolabel --log-opt env=E busybox echo a")
+            .setup("run --name c2 busybox echo b")
+            .same("logs --details c1")
+            .same("logs --details -t c2")
+            .same("inspect -f '{{.HostConfig.LogConfig.Config.labels}}' c1"),
         case("cp: out of and into a container", SAME)
             .file("f", "from host\n")
             .setup(SLEEPER)

@@ -369,6 +369,9 @@ pub struct ContainerSpec {
     pub auto_remove: bool,
     /// `--log-driver`, `--log-opt`.
     pub log: LogConfig,
+    /// `--log-opt` as given (its `labels=` and `env=` name what each log line carries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_opts: Vec<String>,
     /// `--network`.
     pub network: NetworkMode,
     /// `--network-alias`.

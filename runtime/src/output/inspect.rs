@@ -37,10 +37,16 @@ pub fn container_json(root: &Path, dirs: &ContainerDirs, rec: &ContainerRecord) 
     let (status, exit) = rec.effective();
     let (spec, process, st) = (&rec.spec, &rec.process, &rec.state);
     let (log_type, log_config) = match &spec.log {
-        LogConfig::JsonFile(o) => (
-            "json-file",
-            json!({ "max-size": o.max_size.to_string(), "max-file": o.max_file.to_string() }),
-        ),
+        LogConfig::JsonFile(o) => {
+            let mut c =
+                json!({ "max-size": o.max_size.to_string(), "max-file": o.max_file.to_string() });
+            for (k, v) in spec.log_opts.iter().filter_map(|o| o.split_once('=')) {
+                if matches!(k, "labels" | "env") {
+                    c[k] = json!(v);
+                }
+            }
+            ("json-file", c)
+        }
         LogConfig::None => ("none", json!({})),
     };
     let ulimits: Vec<Value> = spec

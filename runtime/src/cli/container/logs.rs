@@ -21,6 +21,9 @@ pub struct LogsArgs {
     /// Show timestamps.
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Show extra details provided to logs (the attributes --log-opt labels=/env= keep).
+    #[arg(long)]
+    pub details: bool,
     /// Show logs since a timestamp (2026-12-01T10:00:00Z, Unix seconds) or a relative time (10m).
     #[arg(long)]
     pub since: Option<String>,
@@ -44,10 +47,10 @@ pub fn logs(engine: &Engine, a: &LogsArgs) -> Result<i32, CliError> {
     let failed = |e: LogError| CliError::with_code(1, e.to_string());
     let mut log = engine.logs(&a.container, window).map_err(failed)?;
     for e in log.backlog(tail).map_err(failed)? {
-        print_entry(&e, a.timestamps);
+        print_entry(&e, a.timestamps, a.details);
     }
     if a.follow {
-        log.follow(|e| print_entry(e, a.timestamps))
+        log.follow(|e| print_entry(e, a.timestamps, a.details))
             .map_err(failed)?;
     }
     Ok(0)
@@ -65,12 +68,20 @@ pub fn log_window(since: Option<&str>, until: Option<&str>) -> Result<Window, Cl
 
 /// Writes one log entry to our stdout or stderr, as its stream was (with its time first for
 /// `-t`).
-fn print_entry(e: &LogEntry, timestamps: bool) {
-    let text = if timestamps {
-        format!("{} {}", e.time, e.log)
-    } else {
-        e.log.clone()
-    };
+fn print_entry(e: &LogEntry, timestamps: bool, details: bool) {
+    let mut text = String::new();
+    if timestamps {
+        text.push_str(&e.time);
+        text.push(' ');
+    }
+    // `--details`: the line's attributes, `k=v,k2=v2 `, before the text (Docker's order:
+    // time, details, text).
+    if details {
+        let attrs: Vec<String> = e.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&attrs.join(","));
+        text.push(' ');
+    }
+    text.push_str(&e.log);
     if e.stream == "stderr" {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());

@@ -240,6 +240,7 @@ impl RunArgs {
             restart,
             auto_remove: self.rm,
             log,
+            log_opts: self.log_opt.clone(),
             network,
             network_aliases: self.network_alias.clone(),
             ports,

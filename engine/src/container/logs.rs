@@ -122,6 +122,7 @@ mod tests {
             log: "x\n".into(),
             stream: "stdout".into(),
             time: time.into(),
+            attrs: Default::default(),
         }
     }
 

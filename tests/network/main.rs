@@ -412,6 +412,12 @@ fn publish_all_uses_the_images_exposed_ports() {
         http_get(&ns, &format!("127.0.0.1:{port}"))
     });
     assert_eq!(body, "all\n");
+    // stats counts the traffic on the container's interface.
+    let net_io = ns.ok(
+        &r,
+        &["stats", "--no-stream", "--format", "{{.NetIO}}", "p1"],
+    );
+    assert_ne!(net_io.trim(), "0B / 0B", "{net_io}");
     // All addresses means IPv6 ones too, as Docker's: the same port on [::1].
     assert!(hostport.contains(&format!("[::]:{port}")), "{hostport}");
     assert_eq!(

@@ -700,6 +700,13 @@ fn system() -> Vec<Case> {
         )
         .setup(SLEEPER)
         .same("top c1"),
+        case("image: the management group", SAME)
+            .file("ctx/Dockerfile", "FROM busybox\nRUN echo built > /b\n")
+            .same("image ls --format '{{.Repository}}:{{.Tag}}' busybox")
+            .setup("image build -q -t grp:1 {w}/ctx")
+            .same("run --rm grp:1 cat /b")
+            .rc("image rm grp:1")
+            .same("image ls -q grp"),
         case("stats: PIDs", SAME)
             .setup(SLEEPER)
             .same("stats --no-stream --format '{{.Name}} {{.PIDs}}' c1"),

@@ -58,3 +58,56 @@ pub fn host_pids(rec: &ContainerRecord) -> Vec<u32> {
         .chain(super::signal::vm_pids(rec))
         .collect()
 }
+
+/// Bytes the container received and sent over its network interfaces: its TAP devices'
+/// counters in this network namespace's `/proc/net/dev`, seen from the guest's side (what a
+/// TAP transmits, the guest receives).
+pub fn net_io(rec: &ContainerRecord) -> (u64, u64) {
+    let Ok(dev) = std::fs::read_to_string("/proc/self/net/dev") else {
+        return (0, 0);
+    };
+    net_io_in(&dev, rec.endpoints.iter().map(|e| e.tap.as_str()))
+}
+
+/// [`net_io`] over the text of a `/proc/net/dev`.
+fn net_io_in<'a>(dev: &str, taps: impl Iterator<Item = &'a str>) -> (u64, u64) {
+    let taps: Vec<&str> = taps.collect();
+    let mut rx = 0u64;
+    let mut tx = 0u64;
+    for line in dev.lines().skip(2) {
+        let Some((name, counters)) = line.split_once(':') else {
+            continue;
+        };
+        if !taps.contains(&name.trim()) {
+            continue;
+        }
+        let f: Vec<u64> = counters
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // Receive bytes is field 0, transmit bytes field 8 (the TAP's view).
+        tx += f.first().copied().unwrap_or(0);
+        rx += f.get(8).copied().unwrap_or(0);
+    }
+    (rx, tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_io_is_the_taps_counters_turned_around() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
+mvt0123456789a0:     300       3    0    0    0     0          0         0      700       7    0    0    0     0       0          0
+mvt0123456789a1:      30       3    0    0    0     0          0         0       70       7    0    0    0     0       0          0
+";
+        assert_eq!(
+            net_io_in(dev, ["mvt0123456789a0", "mvt0123456789a1"].into_iter()),
+            (770, 330)
+        );
+        assert_eq!(net_io_in(dev, std::iter::empty()), (0, 0));
+    }
+}

@@ -46,6 +46,8 @@ pub enum ImageCommand {
     Load(LoadArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Import the contents from a tarball to create a filesystem image.
+    Import(ImportArgs),
 }
 
 /// `mvm image SUBCOMMAND`.
@@ -61,6 +63,7 @@ pub fn image(root: &Path, cmd: &ImageCommand) -> Result<i32, CliError> {
         ImageCommand::Save(a) => save(root, a),
         ImageCommand::Load(a) => load(root, a),
         ImageCommand::Prune(a) => prune(root, a),
+        ImageCommand::Import(a) => import(root, a),
     }
 }
 

@@ -82,7 +82,7 @@ pub enum Command {
     Load(image::LoadArgs),
     /// Manage images.
     #[command(subcommand)]
-    Image(image::ImageCommand),
+    Image(ImageGroup),
     /// Show the backend in use and where things are.
     Info,
     /// Manage mvm: disk usage, pruning, information.
@@ -148,7 +148,8 @@ impl Cli {
             Command::Tag(a) => image::tag(root, a),
             Command::Rmi(a) => image::rmi(root, a),
             Command::History(a) => image::history(root, a),
-            Command::Image(c) => image::image(root, c),
+            Command::Image(ImageGroup::Common(c)) => image::image(root, c),
+            Command::Image(ImageGroup::Build(a)) => build::build(&self.engine()?, a),
             Command::Save(a) => image::save(root, a),
             Command::Load(a) => image::load(root, a),
             Command::Info => system::info(root, self.vmm.as_deref()),
@@ -159,6 +160,17 @@ impl Cli {
             Command::Monitor { id } => Ok(self.engine()?.monitor(id)),
         }
     }
+}
+
+/// `mvm image ...`: the image commands, and `build` (whose flags live with the top-level
+/// command).
+#[derive(Subcommand, Debug)]
+pub enum ImageGroup {
+    /// The image commands.
+    #[command(flatten)]
+    Common(image::ImageCommand),
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
 }
 
 /// The engine's progress lines, where Docker's CLI prints them.

@@ -46,7 +46,14 @@ fn row(
             "MemPerc",
             format!("{:.2}%", mem as f64 * 100.0 / limit.max(1) as f64),
         ),
-        ("NetIO", "0B / 0B".into()),
+        ("NetIO", {
+            let (rx, tx) = if running {
+                container::stats::net_io(rec)
+            } else {
+                (0, 0)
+            };
+            format!("{} / {}", human_size(rx), human_size(tx))
+        }),
         (
             "BlockIO",
             format!("{} / {}", human_size(after.read), human_size(after.written)),

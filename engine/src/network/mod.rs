@@ -280,13 +280,11 @@ pub fn create_locked(
         labels,
     };
     save(root, &rec)?;
-    crate::events::record(
-        root,
-        "network",
-        "create",
-        &rec.id,
-        &[("name", name), ("type", "bridge")],
-    );
+    // The default network is Docker's predefined one: made on first use, not "created".
+    if name != DEFAULT_NETWORK {
+        let attrs = [("name", name), ("type", "bridge")];
+        crate::events::record(root, "network", "create", &rec.id, &attrs);
+    }
     Ok(rec)
 }
 

@@ -145,7 +145,7 @@ fn matches(f: &Filters, e: &Event) -> bool {
             e.kind == "container" && (e.actor.id.starts_with(v) || attr("name") == v)
         })
         && f.any("image", |v| {
-            attr("image") == v || (e.kind == "image" && e.actor.id == v)
+            attr("image") == v || (e.kind == "image" && (e.actor.id == v || attr("name") == v))
         })
         && f.any("network", |v| {
             e.kind == "network" && (e.actor.id.starts_with(v) || attr("name") == v)

@@ -122,7 +122,14 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<i32, CliError> {
         }
     }
     println!("{canonical}{suffix}");
+    let name = format!("{}{suffix}", registry::familiar(&reference.repository));
+    image_event(root, "pull", &name, &name);
     Ok(0)
+}
+
+/// An image event, as Docker records them (`name` the reference the command used).
+fn image_event(root: &Path, action: &str, id: &str, name: &str) {
+    mvm_engine::events::record(root, "image", action, id, &[("name", name)]);
 }
 
 /// `push` arguments.
@@ -423,6 +430,9 @@ pub struct TagArgs {
 pub fn tag(root: &Path, args: &TagArgs) -> Result<i32, CliError> {
     let store = open_store(root)?;
     catalog::tag(&store, &args.source, &args.target).map_err(CliError::runtime)?;
+    if let Ok(img) = catalog::resolve(&store, &args.target) {
+        image_event(root, "tag", &img.id.to_string(), &args.target);
+    }
     Ok(0)
 }
 
@@ -528,6 +538,7 @@ fn rmi_one(
     if let Some(k) = &by_name {
         catalog::untag(store, k).map_err(CliError::runtime)?;
         let _ = writeln!(out, "Untagged: {k}");
+        image_event(root, "untag", &image.id.to_string(), k);
         let image = store
             .load(&image.manifest_digest)
             .map_err(CliError::runtime)?;
@@ -544,6 +555,7 @@ fn rmi_one(
     }
     if !deleted.blobs.is_empty() {
         let _ = writeln!(out, "Deleted: {}", image.id);
+        image_event(root, "delete", &image.id.to_string(), &image.id.to_string());
         for b in deleted.blobs.iter().filter(|b| **b != image.id) {
             let _ = writeln!(out, "Deleted: {b}");
         }
@@ -861,6 +873,8 @@ pub fn load(root: &Path, args: &LoadArgs) -> Result<i32, CliError> {
         for n in &l.names {
             let _ = writeln!(out, "Loaded image: {n}");
         }
+        let id = l.image.id.to_string();
+        image_event(root, "load", &id, l.names.first().unwrap_or(&id));
     }
     Ok(0)
 }
@@ -937,5 +951,7 @@ pub fn import(root: &Path, args: &ImportArgs) -> Result<i32, CliError> {
     )
     .map_err(CliError::runtime)?;
     println!("{}", image.id);
+    let id = image.id.to_string();
+    image_event(root, "import", &id, &id);
     Ok(0)
 }

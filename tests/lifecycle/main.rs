@@ -896,3 +896,75 @@ fn concurrent_starts_of_one_container_run_one_monitor() {
     r.ok(&["rm", "-f", "once"]);
     assert_clean(&r);
 }
+
+#[test]
+fn events_follow_what_happens_and_replay_a_window() {
+    use std::io::{BufRead, BufReader};
+    let r = root();
+    // Following: only what happens from now on, until it is stopped.
+    let mut follower = r
+        .cmd(&[
+            "events",
+            "--filter",
+            "container=evf",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mvm events");
+    let lines = BufReader::new(follower.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for l in lines.lines().map_while(Result::ok) {
+            let done = l.ends_with("destroy evf");
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    // Another container's events are filtered out.
+    r.ok(&["create", "--name", "other", "busybox", "true"]);
+    r.ok(&["run", "--name", "evf", "busybox", "true"]);
+    r.ok(&["rm", "evf", "other"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let seen = reader.join().unwrap();
+    assert_eq!(
+        seen,
+        [
+            "container create evf",
+            "container attach evf",
+            "container start evf",
+            "container die evf",
+            "container destroy evf"
+        ],
+        "{seen:?}"
+    );
+    // Replaying a window ends by itself, in Docker's line format.
+    let out = r.ok(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "event=destroy",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains(" container destroy "), "{out}");
+    assert!(lines.iter().any(|l| l.ends_with("name=evf)")), "{out}");
+    // Bad input: one clear line, non-zero.
+    let o = r.mvm(&["events", "--since", "yesterday"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
+    assert_clean(&r);
+}

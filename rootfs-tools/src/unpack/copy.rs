@@ -197,19 +197,8 @@ impl Copier {
         limits: &Limits,
         outcome: &mut CopyOutcome,
     ) -> Result<(), UnpackError> {
-        let totals = &mut outcome.totals;
-        totals.entries += 1;
-        if totals.entries > limits.max_entries {
-            return Err(UnpackError::TooLarge(format!(
-                "{} entries",
-                limits.max_entries
-            )));
-        }
         let size = entry.header().size().map_err(corrupt)?;
-        totals.bytes = totals.bytes.saturating_add(size);
-        if totals.bytes > limits.max_bytes {
-            return Err(UnpackError::TooLarge(format!("{} bytes", limits.max_bytes)));
-        }
+        outcome.totals.count(size, limits)?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
         let Some(mut comps) = self.place(&raw)? else {
             return Ok(());

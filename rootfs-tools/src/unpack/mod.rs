@@ -68,6 +68,24 @@ pub struct Totals {
     pub entries: u64,
 }
 
+impl Totals {
+    /// Counts one more entry of `size` bytes; an error past `limits`.
+    fn count(&mut self, size: u64, limits: &Limits) -> Result<(), UnpackError> {
+        self.entries += 1;
+        if self.entries > limits.max_entries {
+            return Err(UnpackError::TooLarge(format!(
+                "{} entries",
+                limits.max_entries
+            )));
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > limits.max_bytes {
+            return Err(UnpackError::TooLarge(format!("{} bytes", limits.max_bytes)));
+        }
+        Ok(())
+    }
+}
+
 /// Why a layer could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -246,18 +264,8 @@ impl Unpacker<'_> {
         limits: &Limits,
         totals: &mut Totals,
     ) -> Result<(), UnpackError> {
-        totals.entries += 1;
-        if totals.entries > limits.max_entries {
-            return Err(UnpackError::TooLarge(format!(
-                "{} entries",
-                limits.max_entries
-            )));
-        }
         let size = entry.header().size().map_err(corrupt)?;
-        totals.bytes = totals.bytes.saturating_add(size);
-        if totals.bytes > limits.max_bytes {
-            return Err(UnpackError::TooLarge(format!("{} bytes", limits.max_bytes)));
-        }
+        totals.count(size, limits)?;
         let raw = entry.path().map_err(corrupt)?.into_owned();
         let mut comps = normalise(&raw)?;
         let Some(name) = comps.pop() else {

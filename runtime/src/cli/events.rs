@@ -28,6 +28,17 @@ pub struct EventsArgs {
     pub format: Option<String>,
 }
 
+/// The filters `events` knows, as Docker's.
+const FILTER_KEYS: &[&str] = &[
+    "container",
+    "event",
+    "type",
+    "image",
+    "label",
+    "network",
+    "volume",
+];
+
 /// How often the log is looked at for new events while following.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -44,19 +55,8 @@ impl EventsArgs {
             .as_deref()
             .map(|v| crate::output::time::point_in_time(v, "until"))
             .transpose()?;
-        let filters = Filters::parse(
-            &self.filter,
-            &[
-                "container",
-                "event",
-                "type",
-                "image",
-                "label",
-                "network",
-                "volume",
-            ],
-        )
-        .map_err(|e| CliError::with_code(1, e.message))?;
+        let filters = Filters::parse(&self.filter, FILTER_KEYS)
+            .map_err(|e| CliError::with_code(1, e.message))?;
         let template = match self.format.as_deref() {
             None => None,
             Some("json") => Some(parse("{{json .}}")?),
@@ -176,15 +176,7 @@ mod tests {
         let f = |w: &[&str]| {
             Filters::parse(
                 &w.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                &[
-                    "container",
-                    "event",
-                    "type",
-                    "image",
-                    "label",
-                    "network",
-                    "volume",
-                ],
+                FILTER_KEYS,
             )
             .unwrap()
         };

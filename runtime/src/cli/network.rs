@@ -253,77 +253,83 @@ fn predefined_json(root: &Path, name: &str, driver: &str, id: &str) -> Value {
             .into_iter()
             .filter(|c| c.endpoints.is_empty())
         {
-            containers.insert(
-                c.id.clone(),
-                json!({
-                    "Name": c.name,
-                    "EndpointID": "",
-                    "MacAddress": "",
-                    "IPv4Address": "",
-                    "IPv6Address": "",
-                }),
-            );
+            containers.insert(c.id.clone(), endpoint_json(&c.name, "", "", ""));
         }
     }
-    json!({
-        "Name": name,
-        "Id": id,
-        "Created": network::list(root)
-            .into_iter()
-            .find(|n| n.name == network::DEFAULT_NETWORK)
-            .map(|n| n.created)
-            .unwrap_or_default(),
-        "Scope": "local",
-        "Driver": driver,
-        "EnableIPv6": false,
-        "IPAM": { "Driver": "default", "Options": null, "Config": [] },
-        "Internal": false,
-        "Attachable": false,
-        "Ingress": false,
-        "ConfigFrom": { "Network": "" },
-        "ConfigOnly": false,
-        "Containers": containers,
-        "Options": {},
-        "Labels": {},
-    })
+    let created = network::list(root)
+        .into_iter()
+        .find(|n| n.name == network::DEFAULT_NETWORK)
+        .map(|n| n.created)
+        .unwrap_or_default();
+    network_json(
+        (name, id, &created, driver),
+        json!({ "Driver": "default", "Options": null, "Config": [] }),
+        containers,
+        (json!({}), json!({})),
+    )
 }
 
 fn inspect_json(root: &Path, n: &NetworkRecord) -> Value {
     let mut containers = serde_json::Map::new();
     for c in container::list(root) {
         for e in c.endpoints.iter().filter(|e| e.network_id == n.id) {
+            let ip = format!("{}/{}", e.ip, e.prefix);
             containers.insert(
                 c.id.clone(),
-                json!({
-                    "Name": c.name,
-                    "EndpointID": e.tap,
-                    "MacAddress": e.mac,
-                    "IPv4Address": format!("{}/{}", e.ip, e.prefix),
-                    "IPv6Address": "",
-                }),
+                endpoint_json(&c.name, &e.tap, &e.mac.to_string(), &ip),
             );
         }
     }
-    json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": n.created,
-        "Scope": "local",
-        "Driver": n.driver,
-        "EnableIPv6": false,
-        "IPAM": {
+    network_json(
+        (&n.name, &n.id, &n.created, &n.driver),
+        json!({
             "Driver": "default",
             "Options": {},
             "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }],
-        },
+        }),
+        containers,
+        (
+            json!({ "com.docker.network.bridge.name": n.bridge }),
+            json!(n.labels),
+        ),
+    )
+}
+
+/// A container's entry in a network's `Containers`.
+fn endpoint_json(name: &str, endpoint: &str, mac: &str, ipv4: &str) -> Value {
+    json!({
+        "Name": name,
+        "EndpointID": endpoint,
+        "MacAddress": mac,
+        "IPv4Address": ipv4,
+        "IPv6Address": "",
+    })
+}
+
+/// Docker's network document: (name, ID, created, driver), its IPAM, its containers and
+/// (options, labels).
+fn network_json(
+    (name, id, created, driver): (&str, &str, &str, &str),
+    ipam: Value,
+    containers: serde_json::Map<String, Value>,
+    (options, labels): (Value, Value),
+) -> Value {
+    json!({
+        "Name": name,
+        "Id": id,
+        "Created": created,
+        "Scope": "local",
+        "Driver": driver,
+        "EnableIPv6": false,
+        "IPAM": ipam,
         "Internal": false,
         "Attachable": false,
         "Ingress": false,
         "ConfigFrom": { "Network": "" },
         "ConfigOnly": false,
         "Containers": containers,
-        "Options": { "com.docker.network.bridge.name": n.bridge },
-        "Labels": n.labels,
+        "Options": options,
+        "Labels": labels,
     })
 }
 

@@ -613,9 +613,10 @@ fn networks_are_isolated_and_connect_adds_an_interface() {
         pruned.lines().any(|l| l == "a") && pruned.lines().any(|l| l == "b"),
         "{pruned}"
     );
+    // Docker's predefined networks stay.
     assert_eq!(
         ns.ok(&r, &["network", "ls", "--format", "{{.Name}}"]),
-        "bridge\n"
+        "bridge\nhost\nnone\n"
     );
     assert_clean(&ns, &r);
 }

@@ -620,6 +620,11 @@ fn build() -> Vec<Case> {
             .file("Dockerfile", "FROM busybox\nRUN exit 3\n")
             .rc("build -q {w}"),
         case("build: a missing Dockerfile", SAME).rc("build {w}/nodir"),
+        case("build: rmi of a built image", SAME)
+            .file("Dockerfile", "FROM busybox\nRUN echo x > /x\n")
+            .setup("build -q -t rb:1 {w}")
+            .same("rmi rb:1")
+            .same("images -q rb"),
         case("build: -q prints the ID", SAME)
             .file("Dockerfile", "FROM busybox\nENV A=1\n")
             .lines("build -q {w}"),

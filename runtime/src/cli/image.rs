@@ -556,7 +556,10 @@ fn rmi_one(
     if !deleted.blobs.is_empty() {
         let _ = writeln!(out, "Deleted: {}", image.id);
         image_event(root, "delete", &image.id.to_string(), &image.id.to_string());
-        for b in deleted.blobs.iter().filter(|b| **b != image.id) {
+        // Then each layer that went, as Docker lists them (not the manifest or index blobs,
+        // which Docker's store does not have).
+        let layer = |b: &&mvm_rootfs::Digest| image.manifest.layers.iter().any(|l| &l.digest == *b);
+        for b in deleted.blobs.iter().filter(layer) {
             let _ = writeln!(out, "Deleted: {b}");
         }
     }

@@ -486,6 +486,15 @@ fn logs_and_cp() -> Vec<Case> {
             .same("start -a c1")
             .same("cp c1:/f {w}/back")
             .same("run --rm -v {w}:/w busybox cat /w/back"),
+        case("cp: into what is read-only", SAME)
+            .file("f", "from host\n")
+            .setup("run -d --name c1 --read-only -v rov:/data -v rov2:/ro:ro busybox sleep 600")
+            .rc("cp {w}/f c1:/etc/x")
+            .means(&["read-only"])
+            .rc("cp {w}/f c1:/ro/x")
+            .means(&["read-only"])
+            .same("cp {w}/f c1:/data/f")
+            .same("exec c1 cat /data/f"),
         case("cp: into a created container", SAME)
             .file("f", "from host\n")
             .setup("create --name c1 busybox cat /etc/f")

@@ -173,6 +173,7 @@ pub fn copy_in(
         CopyInFrom::Archive(_) => None,
     };
     let (dirs, rec, _lock) = resolve_locked(root, key)?;
+    writable_at(&rec, &absolute(dest))?;
     if rec.effective().0 != Status::Running {
         crate::run::ensure_upper_disk(&dirs).map_err(EngineError::runtime)?;
     }
@@ -211,6 +212,27 @@ pub fn copy_in(
         } => failed(format!("Could not find the file {dest} in container {key}")),
         other => failed(other.to_string()),
     })
+}
+
+/// Refuses `cp` into what the container has read-only, as Docker's: a `:ro` mount, or the
+/// root of a `--read-only` container outside its writable mounts. The deepest mount that
+/// holds `path` decides.
+fn writable_at(rec: &ContainerRecord, path: &str) -> Result<(), EngineError> {
+    let under = |target: &str| {
+        let t = target.trim_end_matches('/');
+        path == t || path.starts_with(&format!("{t}/")) || t.is_empty()
+    };
+    let mount = rec
+        .mounts
+        .iter()
+        .filter(|m| under(&m.target))
+        .max_by_key(|m| m.target.len());
+    match mount {
+        Some(m) if m.read_only => Err(failed("mounted volume is marked read-only".into())),
+        Some(_) => Ok(()),
+        None if rec.spec.read_only => Err(failed("container rootfs is marked read-only".into())),
+        None => Ok(()),
+    }
 }
 
 /// `export`: the container's root file system (its image with its changes, no volumes) as a

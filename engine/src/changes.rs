@@ -177,11 +177,12 @@ pub fn with_running<R>(
 }
 
 /// Runs `f` on the connection of a helper VM that mounts a stopped container's disks as its
-/// root: read-only, or the writable disk read-write when `writable` (`cp` into it).
+/// root: read-only, or the writable disk read-write when `writable` (`cp` into it); with
+/// `volumes`, its volumes and bind mounts too (served by their virtiofsd, as when it runs).
 fn with_helper<R>(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
-    writable: bool,
+    (writable, volumes): (bool, bool),
     f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
 ) -> Result<R, ChangesError> {
     // Beside the container's own run directory (a short path: unix sockets live in it), so
@@ -190,6 +191,21 @@ fn with_helper<R>(
     name.push(".export");
     let run_dir = dirs.run.with_file_name(name);
     let _ = std::fs::remove_dir_all(&run_dir);
+    // The volumes' daemons keep their sockets in the helper's directory, where its jail
+    // sees them.
+    let (daemons, shares) = if volumes && !rec.mounts.is_empty() {
+        std::fs::create_dir_all(&run_dir)?;
+        let helper_dirs = ContainerDirs {
+            id: dirs.id.clone(),
+            root: dirs.root.clone(),
+            dir: dirs.dir.clone(),
+            run: run_dir.clone(),
+        };
+        crate::run::start_shares(&helper_dirs, rec)
+            .map_err(|e| ChangesError::Helper(e.to_string()))?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let spec = VmSpec {
         kernel: rec.vm.kernel.clone(),
         // The kernel stays quiet even when the agent logs (`verbose` false).
@@ -197,6 +213,11 @@ fn with_helper<R>(
             &BootConfig {
                 export: true,
                 export_writable: writable,
+                mounts: if volumes {
+                    crate::run::helper_mounts(&rec.mounts)
+                } else {
+                    Vec::new()
+                },
                 ..crate::run::boot_config(rec.vm.debug)
             },
             false,
@@ -207,7 +228,7 @@ fn with_helper<R>(
         disks: crate::run::container_disks(rec, upper_disk(dirs), !writable),
         run_dir: run_dir.clone(),
         nics: Vec::new(),
-        shares: Vec::new(),
+        shares,
         cgroup_parent: None,
     };
     std::fs::create_dir_all(spec.vm_dir())?;
@@ -230,22 +251,23 @@ fn with_helper<R>(
         vm.finish(Duration::from_secs(if writable { 30 } else { 5 }));
         r
     })();
+    drop(daemons);
     let _ = std::fs::remove_dir_all(&run_dir);
     result
 }
 
 /// Runs `f` on a connection to an agent that sees the container's files: its own when it
-/// runs, else a helper VM's over its disks.
+/// runs, else a helper VM's over its disks (and, with `volumes`, its volumes: `cp`).
 pub fn with_agent<R>(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
-    writable: bool,
+    (writable, volumes): (bool, bool),
     f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
 ) -> Result<R, ChangesError> {
     if rec.effective().0 == crate::container::Status::Running {
         with_running(dirs, f)
     } else {
-        with_helper(dirs, rec, writable, f)
+        with_helper(dirs, rec, (writable, volumes), f)
     }
 }
 
@@ -275,7 +297,9 @@ pub fn export(
         }
         _ => {}
     }
-    with_agent(dirs, rec, false, |r, w| request_export(r, w, export, out))
+    with_agent(dirs, rec, (false, false), |r, w| {
+        request_export(r, w, export, out)
+    })
 }
 
 /// Writes the container's layer (an OCI layer tar) to the file `path`.

@@ -190,6 +190,26 @@ fn container_boot_config(
     Ok(c)
 }
 
+/// The boot mounts of a stopped container's volumes and bind mounts for a helper VM (`cp`):
+/// the shares [`start_shares`] serves, in its order, none seeded; tmpfs mounts hold nothing
+/// while the container is stopped.
+pub(crate) fn helper_mounts(mounts: &[volume::mounts::MountSpec]) -> Vec<boot::ContainerMount> {
+    mounts
+        .iter()
+        .filter(|m| m.kind != volume::mounts::Kind::Tmpfs)
+        .enumerate()
+        .map(|(i, m)| {
+            boot::ContainerMount::Virtiofs(boot::VirtiofsMount {
+                tag: boot::share_tag(i),
+                target: m.target.clone(),
+                read_only: m.read_only,
+                seed: false,
+                file: is_file_bind(m),
+            })
+        })
+        .collect()
+}
+
 /// How [`run`] ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -912,7 +932,7 @@ fn is_file_bind(m: &volume::mounts::MountSpec) -> bool {
 
 /// Starts a virtiofsd for each volume and bind mount of the container (host-side read-only
 /// for `:ro`), in mount order.
-fn start_shares(
+pub(crate) fn start_shares(
     dirs: &ContainerDirs,
     rec: &ContainerRecord,
 ) -> Result<(Vec<volume::virtiofsd::Daemon>, Vec<backend::Share>), EngineError> {

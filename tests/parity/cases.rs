@@ -495,6 +495,14 @@ fn logs_and_cp() -> Vec<Case> {
             .means(&["read-only"])
             .same("cp {w}/f c1:/data/f")
             .same("exec c1 cat /data/f"),
+        case("cp: a stopped container's volume", SAME)
+            .file("f", "into the volume\n")
+            .setup("create --name c1 -v cpvol:/data busybox cat /data/f /data/g")
+            .setup("run --rm -v cpvol:/data busybox sh -c 'echo there > /data/g'")
+            .same("cp {w}/f c1:/data/f")
+            .same("cp c1:/data/g {w}/g")
+            .same("run --rm -v {w}:/w busybox cat /w/g")
+            .same("start -a c1"),
         case("cp: into a created container", SAME)
             .file("f", "from host\n")
             .setup("create --name c1 busybox cat /etc/f")

@@ -77,8 +77,9 @@ pub fn boot() -> Result<BootConfig, BootError> {
     log_debug!("boot config: {config:?}");
 
     if config.export {
-        // A helper VM for a stopped container's changes: nothing else to set up.
+        // A helper VM for a stopped container's files: its root, and for `cp` its volumes.
         rootfs::mount_for_export(&config)?;
+        volumes::mount_all(std::path::Path::new("/"), &config.mounts)?;
         return Ok(config);
     }
     let shared_root = config.root != RootSource::Overlay;

@@ -258,7 +258,7 @@ fn with_files<R>(
     f: impl FnOnce(&mut AgentReader, &mut AgentWriter) -> Result<R, ChangesError>,
 ) -> Result<R, ChangesError> {
     super::signal::while_awake(dirs, rec, |rec| {
-        crate::changes::with_agent(dirs, rec, writable, f)
+        crate::changes::with_agent(dirs, rec, (writable, true), f)
     })
 }
 

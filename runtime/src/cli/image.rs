@@ -792,11 +792,8 @@ fn save_items(store: &Store, name: &str) -> Result<Vec<SaveItem>, CliError> {
 
 /// `mvm save`.
 pub fn save(root: &Path, args: &SaveArgs) -> Result<i32, CliError> {
-    if args.output.is_none() && std::io::stdout().is_terminal() {
-        return Err(CliError::with_code(
-            1,
-            "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
-        ));
+    if args.output.is_none() {
+        crate::output::outfile::refuse_terminal_stdout()?;
     }
     let store = open_store(root)?;
     let mut items = Vec::new();
@@ -805,25 +802,9 @@ pub fn save(root: &Path, args: &SaveArgs) -> Result<i32, CliError> {
     }
     match &args.output {
         Some(path) => {
-            // Written beside the target and renamed, so a failed save leaves no partial file.
-            let tmp = mvm_rootfs::fsutil::temp_sibling(path);
-            let result = (|| {
-                let file = std::fs::File::create(&tmp).map_err(|e| {
-                    CliError::runtime(format!("failed to save image: {}: {e}", path.display()))
-                })?;
-                let mut w = std::io::BufWriter::new(file);
-                archive::save(&store, &items, &mut w).map_err(CliError::runtime)?;
-                let file = w
-                    .into_inner()
-                    .map_err(|e| CliError::runtime(format!("write {}: {e}", path.display())))?;
-                file.sync_all()
-                    .and_then(|()| std::fs::rename(&tmp, path))
-                    .map_err(|e| CliError::runtime(format!("write {}: {e}", path.display())))
-            })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result?;
+            crate::output::outfile::write_replacing(path, "failed to save image", |w| {
+                archive::save(&store, &items, w).map_err(CliError::runtime)
+            })?;
         }
         None => {
             let mut w = std::io::BufWriter::new(std::io::stdout().lock());

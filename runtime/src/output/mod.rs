@@ -5,6 +5,7 @@
 
 pub mod filter;
 pub mod inspect;
+pub mod outfile;
 pub mod prompt;
 pub mod prune;
 pub mod state;

@@ -175,37 +175,21 @@ pub struct ExportArgs {
 }
 
 impl ExportArgs {
-    /// `mvm export`: written beside the target and renamed, so a failed export leaves no
-    /// partial file.
+    /// `mvm export`: to a file (see [`crate::output::outfile`]) or to stdout.
     pub fn run(&self, root: &Path) -> Result<i32, CliError> {
         let Some(path) = &self.output else {
-            if std::io::stdout().is_terminal() {
-                return Err(failed(
-                    "cowardly refusing to save to a terminal. Use the -o flag or redirect",
-                ));
-            }
+            crate::output::outfile::refuse_terminal_stdout()?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             copy::export(root, &self.container, &mut out)?;
             out.flush().map_err(CliError::runtime)?;
             return Ok(0);
         };
-        let tmp = mvm_rootfs::fsutil::temp_sibling(path);
-        let result = (|| {
-            let file = std::fs::File::create(&tmp).map_err(|e| {
-                failed(&format!(
-                    "failed to export container: {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let mut w = std::io::BufWriter::new(file);
-            copy::export(root, &self.container, &mut w)?;
-            w.flush().map_err(CliError::runtime)?;
-            std::fs::rename(&tmp, path).map_err(CliError::runtime)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map(|()| 0)
+        crate::output::outfile::write_replacing(path, "failed to export container", |w| {
+            copy::export(root, &self.container, w)
+                .map(|_| ())
+                .map_err(Into::into)
+        })?;
+        Ok(0)
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,9 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
 use tar::{Archive, EntryType};
 
-use super::{Limits, Totals, UnpackError, at, corrupt, io_at, normalise};
+use super::{
+    Limits, Totals, UnpackError, at, corrupt, io_at, link_target, make_room, normalise, write_file,
+};
 
 /// Where the copied tree's top entry lands in the destination directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,15 +210,7 @@ impl Copier {
         };
         let kind = entry.header().entry_type();
         let link = match kind {
-            EntryType::Symlink | EntryType::Link => Some(
-                entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| {
-                        UnpackError::Corrupt(format!("{}: link without target", raw.display()))
-                    })?
-                    .into_owned(),
-            ),
+            EntryType::Symlink | EntryType::Link => Some(link_target(entry, &raw)?),
             EntryType::Directory | EntryType::Regular | EntryType::Continuous => None,
             _ => {
                 // Device nodes and fifos are the guest's; the host never makes them.
@@ -239,16 +233,9 @@ impl Copier {
         let dir = self.parent(&raw, &comps)?;
         let pfd = dir.as_fd();
         let real: PathBuf = comps.iter().chain(std::iter::once(&name)).collect();
-        let existing = at::lstat_at(pfd, &name).map_err(io_at(&raw))?;
-        let existing_dir = existing
-            .as_ref()
-            .is_some_and(|st| at::kind(st) == SFlag::S_IFDIR);
-        let keep = kind == EntryType::Directory && existing_dir;
-        if existing.is_some() && !keep {
-            at::remove(pfd, &name).map_err(io_at(&raw))?;
-            if existing_dir {
-                self.cache = None;
-            }
+        let (keep, removed_dir) = make_room(pfd, &name, kind == EntryType::Directory, &raw)?;
+        if removed_dir {
+            self.cache = None;
         }
         match kind {
             EntryType::Directory => {
@@ -274,15 +261,7 @@ impl Copier {
                 at::link_at(sdir.as_fd(), &sname, pfd, &name).map_err(io_at(&raw))?;
             }
             _ => {
-                let mut f = at::create_file(pfd, &name).map_err(io_at(&raw))?;
-                let copied = io::copy(&mut entry.take(size), &mut f)
-                    .map_err(|e| UnpackError::Corrupt(format!("{}: {e}", raw.display())))?;
-                if copied != size {
-                    return Err(UnpackError::Corrupt(format!(
-                        "{}: truncated",
-                        raw.display()
-                    )));
-                }
+                let f = write_file(pfd, &name, entry, size, &raw)?;
                 at::chmod_fd(f.as_fd(), mode).map_err(io_at(&raw))?;
                 at::set_mtime_fd(f.as_fd(), mtime).map_err(io_at(&raw))?;
                 self.created.insert(real);

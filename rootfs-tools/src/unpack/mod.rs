@@ -127,6 +127,56 @@ fn corrupt(e: impl std::fmt::Display) -> UnpackError {
     UnpackError::Corrupt(e.to_string())
 }
 
+/// The target of a link entry (a hard link's path or a symlink's text).
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, raw: &Path) -> Result<PathBuf, UnpackError> {
+    Ok(entry
+        .link_name()
+        .map_err(corrupt)?
+        .ok_or_else(|| UnpackError::Corrupt(format!("{}: link without target", raw.display())))?
+        .into_owned())
+}
+
+/// Makes room for entry `name` in `dir`: whatever is there goes, unless both are directories
+/// (then it is kept and merged into). Returns (kept a directory, removed a directory).
+fn make_room(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    entry_is_dir: bool,
+    raw: &Path,
+) -> Result<(bool, bool), UnpackError> {
+    let existing = at::lstat_at(dir, name).map_err(io_at(raw))?;
+    let existing_dir = existing
+        .as_ref()
+        .is_some_and(|st| at::kind(st) == SFlag::S_IFDIR);
+    let keep = entry_is_dir && existing_dir;
+    if existing.is_some() && !keep {
+        at::remove(dir, name).map_err(io_at(raw))?;
+        return Ok((false, existing_dir));
+    }
+    Ok((keep, false))
+}
+
+/// Creates the regular file `name` in `dir` with the entry's `size` bytes; a short entry is
+/// corrupt.
+fn write_file<R: Read>(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    entry: &mut tar::Entry<'_, R>,
+    size: u64,
+    raw: &Path,
+) -> Result<std::fs::File, UnpackError> {
+    let mut f = at::create_file(dir, name).map_err(io_at(raw))?;
+    let copied = io::copy(&mut entry.take(size), &mut f)
+        .map_err(|e| UnpackError::Corrupt(format!("{}: {e}", raw.display())))?;
+    if copied != size {
+        return Err(UnpackError::Corrupt(format!(
+            "{}: truncated",
+            raw.display()
+        )));
+    }
+    Ok(f)
+}
+
 /// Splits an entry path into normal components, refusing `..`.
 fn normalise(raw: &Path) -> Result<Vec<OsString>, UnpackError> {
     let mut out = Vec::new();
@@ -298,15 +348,7 @@ impl Unpacker<'_> {
         let major = header.device_major().ok().flatten().unwrap_or(0);
         let minor = header.device_minor().ok().flatten().unwrap_or(0);
         let link_name = match kind {
-            EntryType::Symlink | EntryType::Link => Some(
-                entry
-                    .link_name()
-                    .map_err(corrupt)?
-                    .ok_or_else(|| {
-                        UnpackError::Corrupt(format!("{}: link without target", raw.display()))
-                    })?
-                    .into_owned(),
-            ),
+            EntryType::Symlink | EntryType::Link => Some(link_target(entry, &raw)?),
             _ => None,
         };
         // The source of a hard link, resolved (and checked) before anything is replaced.
@@ -318,16 +360,9 @@ impl Unpacker<'_> {
         let pfd = parent.fd.try_clone().map_err(io_at(&raw))?;
         let real = at::joined(&parent.path, &name);
         let pfd = pfd.as_fd();
-        let existing = at::lstat_at(pfd, &name).map_err(io_at(&raw))?;
-        let existing_dir = existing
-            .as_ref()
-            .is_some_and(|st| at::kind(st) == SFlag::S_IFDIR);
-        let keep_dir = kind == EntryType::Directory && existing_dir;
-        if existing.is_some() && !keep_dir {
-            at::remove(pfd, &name).map_err(io_at(&raw))?;
-            if existing_dir {
-                self.forget_parent();
-            }
+        let (keep_dir, removed_dir) = make_room(pfd, &name, kind == EntryType::Directory, &raw)?;
+        if removed_dir {
+            self.forget_parent();
         }
         match kind {
             EntryType::Directory => {
@@ -338,15 +373,7 @@ impl Unpacker<'_> {
                     .map_err(io_at(&raw))?;
             }
             EntryType::Regular | EntryType::Continuous => {
-                let mut f = at::create_file(pfd, &name).map_err(io_at(&raw))?;
-                let copied = io::copy(&mut entry.take(size), &mut f)
-                    .map_err(|e| UnpackError::Corrupt(format!("{}: {e}", raw.display())))?;
-                if copied != size {
-                    return Err(UnpackError::Corrupt(format!(
-                        "{}: truncated",
-                        raw.display()
-                    )));
-                }
+                let f = write_file(pfd, &name, entry, size, &raw)?;
                 // chown first: it clears setuid bits and capabilities that come after it.
                 at::chown_fd(f.as_fd(), uid, gid).map_err(io_at(&raw))?;
                 at::chmod_fd(f.as_fd(), mode).map_err(io_at(&raw))?;

@@ -111,18 +111,28 @@ pub fn read_export(
 /// Reads the answer to a request that streams nothing back (`copy_in`): `Done`, or the
 /// agent's error.
 pub fn read_answer(reader: &mut FrameReader<impl Read>) -> Result<(), ChangesError> {
+    match read_reply(reader)? {
+        AgentMessage::Done => Ok(()),
+        other => Err(unexpected(&Frame::Control(other))),
+    }
+}
+
+/// Reads the one control message that answers a request; the agent's refusals (`error`,
+/// `copy_failed`) are errors, and so is anything that is no control message.
+pub fn read_reply(reader: &mut FrameReader<impl Read>) -> Result<AgentMessage, ChangesError> {
     match reader.read_frame::<AgentMessage>().map_err(protocol)? {
-        Some(Frame::Control(AgentMessage::Done)) => Ok(()),
         Some(Frame::Control(AgentMessage::Error { message })) => Err(ChangesError::Agent(message)),
         Some(Frame::Control(AgentMessage::CopyFailed { kind, message })) => {
             Err(ChangesError::Copy { kind, message })
         }
-        Some(other) => Err(ChangesError::Protocol(format!(
-            "unexpected {} in the answer",
-            describe(&other)
-        ))),
+        Some(Frame::Control(m)) => Ok(m),
+        Some(other) => Err(unexpected(&other)),
         None => Err(ChangesError::Protocol("the connection ended early".into())),
     }
+}
+
+fn unexpected(frame: &Frame<AgentMessage>) -> ChangesError {
+    ChangesError::Protocol(format!("unexpected {} in the answer", describe(frame)))
 }
 
 fn describe(frame: &Frame<AgentMessage>) -> String {

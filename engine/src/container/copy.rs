@@ -205,13 +205,7 @@ pub fn copy_in(
         let _ = w.write_eof(Stream::Stdin).and_then(|()| w.flush());
         crate::changes::read_answer(r)
     });
-    result.map_err(|e| match e {
-        ChangesError::Copy {
-            kind: CopyFailedKind::NotFound,
-            ..
-        } => failed(format!("Could not find the file {dest} in container {key}")),
-        other => failed(other.to_string()),
-    })
+    result.map_err(|e| copy_error(e, dest, key))
 }
 
 /// Refuses `cp` into what the container has read-only, as Docker's: a `:ro` mount, or the

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mvm_agent_protocol::{AgentMessage, Frame, HostMessage, ProcessEntry};
+use mvm_agent_protocol::{AgentMessage, HostMessage, ProcessEntry};
 
 use super::{ContainerError, ContainerRecord, resolve};
 use crate::changes::ChangesError;
@@ -31,14 +31,8 @@ fn ask(dirs: &super::ContainerDirs) -> Result<Vec<ProcessEntry>, ChangesError> {
         w.write_control(&HostMessage::Processes)
             .and_then(|()| w.flush())
             .map_err(|e| ChangesError::Protocol(e.to_string()))?;
-        match r
-            .read_frame::<AgentMessage>()
-            .map_err(|e| ChangesError::Protocol(e.to_string()))?
-        {
-            Some(Frame::Control(AgentMessage::Processes { processes })) => Ok(processes),
-            Some(Frame::Control(AgentMessage::Error { message })) => {
-                Err(ChangesError::Agent(message))
-            }
+        match crate::changes::read_reply(r)? {
+            AgentMessage::Processes { processes } => Ok(processes),
             _ => Err(ChangesError::Protocol(
                 "no process list in the answer".into(),
             )),

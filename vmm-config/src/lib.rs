@@ -10,6 +10,7 @@
 //! config live here too ([`MAX_VIRTIO_DEVICES`], [`BLOCK_ID_BYTES`], [`check_tag`],
 //! [`valid_ifname`]), and the VMM's device code uses them from here.
 
+pub mod api;
 mod devices;
 mod modes;
 
@@ -38,7 +39,9 @@ pub const MIN_GUEST_CID: u64 = 3;
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
-    /// Guest kernel: an ELF `vmlinux` (PVH entry used when present) or a `bzImage`.
+    /// Guest kernel: an ELF `vmlinux` (PVH entry used when present) or a `bzImage`. Not
+    /// used (and may be left empty) when the VM is restored from a snapshot.
+    #[serde(default)]
     pub kernel: PathBuf,
     /// Optional initial ramdisk loaded high in guest memory.
     #[serde(default)]
@@ -96,6 +99,27 @@ pub struct VmConfig {
     /// Given together with `jail_uid`.
     #[serde(default)]
     pub jail_gid: Option<u32>,
+    /// The control socket ([`api`]): the VMM listens here for pause, resume and snapshot
+    /// requests. Created by the VMM before it is jailed; it must lie in the jail's root (the
+    /// vsock socket's directory) when there is one.
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
+    /// Restore this snapshot instead of booting the kernel: the config's vCPUs, memory and
+    /// devices must have the snapshot's shape (the same kinds in the same order); the files
+    /// and TAPs behind the devices may differ.
+    #[serde(default)]
+    pub restore: Option<RestoreSource>,
+}
+
+/// The two files of a snapshot.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSource {
+    /// The state file (vCPUs, interrupt controllers, clock, devices).
+    pub state: PathBuf,
+    /// The guest memory file, mapped privately (pages load when the guest touches them and
+    /// are shared with every VM restored from the same file).
+    pub memory: PathBuf,
 }
 
 /// One virtio-blk device backed by a raw file.
@@ -309,6 +333,13 @@ impl VmConfig {
         }
         self.validate_net()?;
         self.validate_fs()?;
+        if self.restore.is_some() && !self.fs.is_empty() {
+            return Err(ConfigError::Invalid(
+                "a VM with shared directories (fs) cannot be restored from a snapshot: their \
+                 state lives in the vhost-user backend"
+                    .into(),
+            ));
+        }
         self.validate_identity()?;
         if let Some(vsock) = &self.vsock {
             if vsock.guest_cid < MIN_GUEST_CID || vsock.guest_cid >= u64::from(u32::MAX) {
@@ -327,9 +358,17 @@ impl VmConfig {
 
     /// What the host must provide: the files, TAP devices and sockets the config names.
     fn validate_host(&self) -> Result<(), ConfigError> {
-        check_file("kernel", &self.kernel)?;
-        if let Some(initrd) = &self.initrd {
-            check_file("initrd", initrd)?;
+        match &self.restore {
+            Some(from) => {
+                check_file("snapshot state", &from.state)?;
+                check_file("snapshot memory", &from.memory)?;
+            }
+            None => {
+                check_file("kernel", &self.kernel)?;
+                if let Some(initrd) = &self.initrd {
+                    check_file("initrd", initrd)?;
+                }
+            }
         }
         for disk in &self.disks {
             check_file("disk", &disk.path)?;
@@ -503,6 +542,8 @@ mod tests {
             jail: Default::default(),
             jail_uid: None,
             jail_gid: None,
+            api_socket: None,
+            restore: None,
         }
     }
 

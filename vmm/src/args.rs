@@ -63,6 +63,16 @@ pub struct Args {
     /// The gid the jailed VMM runs as once everything is open (with --uid).
     #[arg(long)]
     pub gid: Option<u32>,
+    /// The control socket: pause, resume and snapshot requests (JSON lines).
+    #[arg(long = "api-sock")]
+    pub api_socket: Option<PathBuf>,
+    /// Restore this snapshot state file instead of booting a kernel (with
+    /// --restore-memory; the devices given must have the snapshot's shape).
+    #[arg(long, requires = "restore_memory")]
+    pub restore: Option<PathBuf>,
+    /// The snapshot's memory file.
+    #[arg(long = "restore-memory", requires = "restore")]
+    pub restore_memory: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long = "log-level", default_value = "warn")]
     pub log_level: String,
@@ -149,10 +159,13 @@ pub fn build_config(args: &Args) -> Result<VmConfig, String> {
     let mut cfg = match &args.config {
         Some(path) => VmConfig::from_file(path).map_err(|e| e.to_string())?,
         None => {
-            let kernel = args
-                .kernel
-                .clone()
-                .ok_or("no kernel: give --kernel or --config")?;
+            let kernel = match (&args.kernel, &args.restore) {
+                (Some(k), _) => k.clone(),
+                (None, Some(_)) => PathBuf::new(),
+                (None, None) => {
+                    return Err("no kernel: give --kernel, --config or --restore".into());
+                }
+            };
             serde_json::from_value(serde_json::json!({ "kernel": kernel }))
                 .map_err(|e| e.to_string())?
         }
@@ -205,6 +218,15 @@ pub fn build_config(args: &Args) -> Result<VmConfig, String> {
     }
     if let Some(gid) = args.gid {
         cfg.jail_gid = Some(gid);
+    }
+    if let Some(p) = &args.api_socket {
+        cfg.api_socket = Some(p.clone());
+    }
+    if let (Some(state), Some(memory)) = (&args.restore, &args.restore_memory) {
+        cfg.restore = Some(mvm_vmm::config::RestoreSource {
+            state: state.clone(),
+            memory: memory.clone(),
+        });
     }
     cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)

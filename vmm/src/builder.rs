@@ -7,6 +7,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +18,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{boot, cpuid, layout, mptable, msr, regs};
-use crate::config::{ConfigError, SerialOutput, VmConfig};
+use crate::config::{ConfigError, RestoreSource, SerialOutput, VmConfig};
 use crate::devices::bus::{Bus, lock};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::legacy::i8042::I8042;
@@ -28,6 +29,8 @@ use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::exit::{ExitReason, ExitRecord, ExitRecordFile};
+use crate::snapshot::identity::CpuIdentity;
+use crate::snapshot::{DeviceKind, Shape, SnapshotError, VmSnapshot};
 use crate::vcpu::{ExitLatch, Vcpu};
 use crate::vm::{self, VmError};
 
@@ -64,6 +67,9 @@ pub enum BuildError {
     /// A device could not be created or placed.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A snapshot could not be read or restored.
+    #[error("cannot restore the snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
     /// The event loop could not be created.
     #[error("event loop: {0}")]
     EventLoop(#[source] event_manager::Error),
@@ -209,38 +215,60 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), BuildError> {
     vcpu.set_lapic(&lapic).map_err(kvm_err("set LAPIC"))
 }
 
-/// Builds the VM described by `config`, runs it until it ends, and returns how it ended.
-/// The exit record is written to `config.exit_record` when set.
+/// Builds the VM described by `config` (booting its kernel, or restoring its snapshot), runs
+/// it until it ends, and returns how it ended. The exit record is written to
+/// `config.exit_record` when set.
 pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     config.validate()?;
     let signals = block_exit_signals()?;
     let kvm = vm::open_kvm()?;
+    // The host CPU is read while /dev/kvm's capabilities are in reach (before the seccomp
+    // filter): a snapshot names it, a restore compares it.
+    let cpu = if config.api_socket.is_some() || config.restore.is_some() {
+        Some(CpuIdentity::host(&kvm)?)
+    } else {
+        None
+    };
+    let restore = match (&config.restore, &cpu) {
+        (Some(from), Some(cpu)) => Some(read_snapshot(config, from, cpu)?),
+        _ => None,
+    };
     // vhost-user backends must map guest RAM themselves, which private anonymous memory does
     // not allow; without one, anonymous memory keeps transparent huge pages available.
-    let mem = if config.fs.is_empty() {
-        vm::create_guest_memory(config.mem_mib)?
-    } else {
-        vm::create_shared_guest_memory(config.mem_mib)?
+    let mem = match restore {
+        Some((_, ref memory)) => vm::restore_guest_memory(
+            config.mem_mib,
+            memory.try_clone().map_err(io_err("snapshot memory"))?,
+        )?,
+        None if config.fs.is_empty() => vm::create_guest_memory(config.mem_mib)?,
+        None => vm::create_shared_guest_memory(config.mem_mib)?,
     };
-    let vm = vm::create_vm(&kvm, &mem)?;
-
-    let kernel = boot::load_kernel(&mem, &config.kernel)?;
-    let initrd = match &config.initrd {
-        Some(path) => Some(boot::load_initrd(&mem, path, boot::kernel_end(&kernel))?),
-        None => None,
-    };
+    let snapshot = restore.map(|(s, _)| s);
+    let vm = Arc::new(vm::create_vm(&kvm, &mem)?);
 
     let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE)
         .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
-    if !config.cmdline.trim().is_empty() {
-        cmdline
-            .insert_str(config.cmdline.trim())
-            .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
-    }
-    // No keyboard or mouse behind our i8042: the guest's driver must not wait for them.
-    cmdline
-        .insert_str(crate::devices::legacy::i8042::I8042_CMDLINE)
-        .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
+    let kernel = match &snapshot {
+        Some(_) => None,
+        None => {
+            let kernel = boot::load_kernel(&mem, &config.kernel)?;
+            let initrd = match &config.initrd {
+                Some(path) => Some(boot::load_initrd(&mem, path, boot::kernel_end(&kernel))?),
+                None => None,
+            };
+            if !config.cmdline.trim().is_empty() {
+                cmdline
+                    .insert_str(config.cmdline.trim())
+                    .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
+            }
+            // No keyboard or mouse behind our i8042: the guest's driver must not wait for
+            // them.
+            cmdline
+                .insert_str(crate::devices::legacy::i8042::I8042_CMDLINE)
+                .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
+            Some((kernel, initrd))
+        }
+    };
 
     let mut event_manager = EventLoop::new().map_err(BuildError::EventLoop)?;
     let latch = Arc::new(ExitLatch::default());
@@ -252,10 +280,12 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
     vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
         .map_err(kvm_err("register serial irqfd"))?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        EventFdTrigger(serial_irq),
-        serial_output(&config.serial)?,
-    )));
+    let serial_out = serial_output(&config.serial)?;
+    let serial = match &snapshot {
+        Some(s) => SerialDevice::from_state(&s.serial, EventFdTrigger(serial_irq), serial_out)?,
+        None => SerialDevice::new(EventFdTrigger(serial_irq), serial_out),
+    };
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT), 8)
         .map_err(DeviceError::Bus)?;
     let i8042 = I8042::new(EventFdTrigger(
@@ -299,31 +329,46 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         devices.attach_virtio(&vm, &mem, &mut cmdline, &mut event_manager, fs)?;
     }
 
-    boot::configure_boot(&mem, &kernel, &cmdline, initrd)?;
-    mptable::setup_mptable(&mem, config.vcpus)?;
+    if let Some((kernel, initrd)) = &kernel {
+        boot::configure_boot(&mem, kernel, &cmdline, *initrd)?;
+        mptable::setup_mptable(&mem, config.vcpus)?;
+    }
 
     // vCPUs.
-    let base_cpuid = cpuid::supported_cpuid(&kvm)?;
     let supported_msrs: Vec<u32> = kvm
         .get_msr_index_list()
         .map(|l| l.as_slice().to_vec())
         .unwrap_or_default();
     let pio = Arc::new(pio);
-    let mmio = Arc::new(devices.into_bus());
+    let (mmio, transports) = devices.into_parts();
+    let mmio = Arc::new(mmio);
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+    if let Some(snap) = &snapshot {
+        snap.vm.restore(&vm)?;
+    }
+    let base_cpuid = match &snapshot {
+        Some(_) => None,
+        None => Some(cpuid::supported_cpuid(&kvm)?),
+    };
     for id in 0..config.vcpus {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("create vCPU"))?;
-        let mut cpuid = base_cpuid.clone();
-        cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)?;
-        fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
-        msr::setup_boot_msrs(&fd, &supported_msrs)?;
-        set_lint(&fd)?;
-        if id == 0 {
-            regs::setup_regs(&fd, kernel.entry.entry, kernel.entry.protocol)?;
-            regs::setup_sregs(&mem, &fd, kernel.entry.protocol)?;
-            regs::setup_fpu(&fd)?;
+        match (&snapshot, &base_cpuid, &kernel) {
+            (Some(snap), _, _) => snap.vcpus[usize::from(id)].restore(&fd)?,
+            (None, Some(base), Some((kernel, _))) => {
+                let mut cpuid = base.clone();
+                cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)?;
+                fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+                msr::setup_boot_msrs(&fd, &supported_msrs)?;
+                set_lint(&fd)?;
+                if id == 0 {
+                    regs::setup_regs(&fd, kernel.entry.entry, kernel.entry.protocol)?;
+                    regs::setup_sregs(&mem, &fd, kernel.entry.protocol)?;
+                    regs::setup_fpu(&fd)?;
+                }
+            }
+            _ => unreachable!("a VM is either booted or restored"),
         }
         vcpus.push(Vcpu::new(
             fd,
@@ -333,6 +378,11 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             latch.clone(),
             vcpu_exit.try_clone().map_err(io_err("eventfd"))?,
         ));
+    }
+    if let Some(snap) = &snapshot {
+        for (t, saved) in transports.iter().zip(&snap.devices) {
+            lock(t).restore_state(saved)?;
+        }
     }
 
     let watcher = Arc::new(Mutex::new(ExitWatcher {
@@ -351,9 +401,14 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         )))?),
         None => None,
     };
+    let api_listener = match &config.api_socket {
+        Some(path) => Some(bind_api_socket(path)?),
+        None => None,
+    };
     // Built before the jail: the pid the filters let signals go to is ours.
     let filters = Arc::new(crate::seccomp::Filters::new(config.seccomp)?);
     let identity = config.jail_identity();
+    let mut jail_root = None;
     if crate::jail::wanted(config.jail) {
         // The vsock socket's directory is the root: the host's `_PORT` sockets are there.
         let root = config
@@ -369,7 +424,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         let limits = crate::jail::Limits::for_vm(
             config.vcpus,
             config.vsock.is_some(),
-            largest_disk(config)?,
+            largest_disk(config)?.max(snapshot_size(&mem)),
         );
         crate::jail::enter(root.as_deref(), identity, &limits)?;
         if let (Some(root), Some(dev), Some(v)) = (&root, &vsock_dev, &config.vsock)
@@ -377,6 +432,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         {
             lock(dev).set_uds_path(p);
         }
+        jail_root = root;
     } else if identity.is_some() {
         return Err(BuildError::Config(ConfigError::Invalid(
             "jail_uid and jail_gid need the jail, which runs only as root in mode auto".into(),
@@ -385,9 +441,35 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     // Each vCPU thread installs its own filter before it runs the guest; then this thread
     // installs the event loop's, before it serves the first device queue. Without TSYNC:
     // neither filter is laid over the other's threads.
+    crate::vcpu::install_kick_handler().map_err(io_err("install the vCPU kick handler"))?;
+    let mut handles = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
-        vcpu.spawn(filters.clone())
-            .map_err(io_err("spawn vCPU thread"))?;
+        handles.push(
+            vcpu.spawn(filters.clone())
+                .map_err(io_err("spawn vCPU thread"))?,
+        );
+    }
+    if let (Some(listener), Some(cpu)) = (api_listener, cpu) {
+        let controller = crate::api::Controller {
+            vm: vm.clone(),
+            mem: mem.clone(),
+            vcpus: handles,
+            msr_index: Arc::new(supported_msrs),
+            serial: serial.clone(),
+            transports,
+            shape: shape_of(config),
+            cpu,
+            jail_root,
+            refusal: (!config.fs.is_empty()).then(|| {
+                "a VM with shared directories (fs) cannot be snapshotted: their state lives in \
+                 the vhost-user backend"
+                    .to_string()
+            }),
+            paused: false,
+        };
+        event_manager.add_subscriber(Arc::new(Mutex::new(crate::api::ApiServer::new(
+            listener, controller,
+        ))) as Arc<Mutex<dyn MutEventSubscriber + Send>>);
     }
     filters.apply(crate::seccomp::ThreadKind::Vmm)?;
 
@@ -413,6 +495,53 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     }
     // The vCPU threads are not joined: the caller exits the process, which stops them.
     Ok(record)
+}
+
+/// The shape of the VM `config` describes, as a snapshot records it.
+pub fn shape_of(config: &VmConfig) -> Shape {
+    let mut devices = Vec::new();
+    devices.extend(config.disks.iter().map(|_| DeviceKind::Block));
+    devices.extend(config.vsock.iter().map(|_| DeviceKind::Vsock));
+    devices.extend(config.net.iter().map(|_| DeviceKind::Net));
+    devices.extend(config.fs.iter().map(|_| DeviceKind::Fs));
+    Shape {
+        vcpus: config.vcpus,
+        mem_mib: config.mem_mib,
+        devices,
+        guest_cid: config.vsock.as_ref().map(|v| v.guest_cid),
+    }
+}
+
+/// Reads, checks and pairs a snapshot's state and memory for the VM `config` describes.
+fn read_snapshot(
+    config: &VmConfig,
+    from: &RestoreSource,
+    cpu: &CpuIdentity,
+) -> Result<(VmSnapshot, std::fs::File), BuildError> {
+    let (header, snap) = crate::snapshot::read_state(&from.state, cpu)?;
+    snap.check(&shape_of(config))?;
+    let memory = crate::snapshot::file::open_memory(&from.memory, &header)?;
+    Ok((snap, memory))
+}
+
+/// The jail's file-size limit must let a snapshot's memory file be written.
+fn snapshot_size(mem: &vm_memory::GuestMemoryMmap) -> u64 {
+    crate::snapshot::file::memory_bytes(mem) + crate::snapshot::file::TRAILER_BYTES
+}
+
+/// Binds the control socket (a stale socket file is replaced), non-blocking.
+fn bind_api_socket(path: &Path) -> Result<UnixListener, BuildError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        UnixListener::bind(path).map_err(io_err(format!("cannot listen on {}", path.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("API socket"))?;
+    Ok(listener)
 }
 
 /// The size of the largest disk (the jail's file-size limit must not cut it short).

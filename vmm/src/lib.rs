@@ -4,6 +4,7 @@
 //! virtio-mmio devices (block, net over TAP, vsock, virtio-fs through vhost-user) and a serial
 //! console, and reports how the VM ended.
 
+pub mod api;
 pub mod arch;
 pub mod builder;
 pub mod config;
@@ -11,5 +12,6 @@ pub mod devices;
 pub mod exit;
 pub mod jail;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;

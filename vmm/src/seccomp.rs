@@ -55,6 +55,64 @@ pub enum ThreadKind {
 /// `_IO(KVMIO, 0x80)`.
 pub const KVM_RUN: u64 = 0xae80;
 
+/// The KVM ioctls that read state for a snapshot, numbered as `<linux/kvm.h>` numbers them.
+mod kvm_ioctls {
+    use kvm_bindings::{
+        kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+        kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    };
+
+    const KVMIO: u64 = 0xae;
+
+    const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
+        (dir << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+    }
+    const fn io(nr: u64) -> u64 {
+        ioc(0, nr, 0)
+    }
+    const fn ior<T>(nr: u64) -> u64 {
+        ioc(2, nr, std::mem::size_of::<T>())
+    }
+    const fn iowr<T>(nr: u64) -> u64 {
+        ioc(3, nr, std::mem::size_of::<T>())
+    }
+
+    /// KVM_GET_REGS, _SREGS, _MSRS, _CPUID2, _LAPIC, _MP_STATE, _VCPU_EVENTS, _DEBUGREGS,
+    /// _XSAVE, _XCRS and _TSC_KHZ.
+    pub const VCPU_SNAPSHOT_READS: [u64; 11] = [
+        ior::<kvm_regs>(0x81),
+        ior::<kvm_sregs>(0x83),
+        iowr::<kvm_msrs>(0x88),
+        iowr::<kvm_cpuid2>(0x91),
+        ior::<kvm_lapic_state>(0x8e),
+        ior::<kvm_mp_state>(0x98),
+        ior::<kvm_vcpu_events>(0x9f),
+        ior::<kvm_debugregs>(0xa1),
+        ior::<kvm_xsave>(0xa4),
+        ior::<kvm_xcrs>(0xa6),
+        io(0xa3),
+    ];
+
+    /// KVM_GET_IRQCHIP, KVM_GET_PIT2 and KVM_GET_CLOCK.
+    pub const VM_SNAPSHOT_READS: [u64; 3] = [
+        iowr::<kvm_irqchip>(0x62),
+        ior::<kvm_pit_state2>(0x9f),
+        ior::<kvm_clock_data>(0x7c),
+    ];
+
+    #[test]
+    fn numbers_match_linux() {
+        // From <linux/kvm.h> on x86_64.
+        assert_eq!(ior::<kvm_regs>(0x81), 0x8090_ae81);
+        assert_eq!(ior::<kvm_sregs>(0x83), 0x8138_ae83);
+        assert_eq!(iowr::<kvm_msrs>(0x88), 0xc008_ae88);
+        assert_eq!(ior::<kvm_xsave>(0xa4), 0x9000_aea4);
+        assert_eq!(iowr::<kvm_irqchip>(0x62), 0xc208_ae62);
+        assert_eq!(ior::<kvm_clock_data>(0x7c), 0x8030_ae7c);
+        assert_eq!(io(0xa3), 0xaea3);
+    }
+}
+
 /// What a thread kind may call: system calls allowed whatever their arguments, and those
 /// whose arguments are checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +227,10 @@ const VMM_EXTRA: &[i64] = &[
     libc::SYS_renameat,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
+    // Snapshot files, created where the control socket's client says (inside the jail's
+    // root when there is one) and sized before they are written.
+    libc::SYS_openat,
+    libc::SYS_ftruncate,
 ];
 
 /// The allow-list of `kind`.
@@ -178,11 +240,18 @@ pub fn policy(kind: ThreadKind) -> Policy {
         ThreadKind::Vcpu => VCPU_EXTRA,
     };
     let ioctls = match kind {
-        // Non-blocking mode and close-on-exec on accepted vsock streams.
-        ThreadKind::Vmm => vec![libc::FIONBIO, libc::FIOCLEX],
+        // Non-blocking mode and close-on-exec on accepted vsock streams; reading the
+        // interrupt controllers, PIT and clock for a snapshot.
+        ThreadKind::Vmm => [libc::FIONBIO, libc::FIOCLEX]
+            .into_iter()
+            .chain(kvm_ioctls::VM_SNAPSHOT_READS)
+            .collect(),
         // Running the vCPU; the TAP offloads the guest's driver agrees to (or clears) when it
-        // starts (or resets) a virtio-net device.
-        ThreadKind::Vcpu => vec![KVM_RUN, libc::TUNSETOFFLOAD],
+        // starts (or resets) a virtio-net device; reading its state for a snapshot.
+        ThreadKind::Vcpu => [KVM_RUN, libc::TUNSETOFFLOAD]
+            .into_iter()
+            .chain(kvm_ioctls::VCPU_SNAPSHOT_READS)
+            .collect::<Vec<_>>(),
     };
     Policy {
         plain: THREAD_BASICS.iter().chain(extra).copied().collect(),

@@ -1,15 +1,119 @@
 //! One thread per vCPU: run it, dispatch its port-I/O and MMIO exits to the buses, and report
 //! how it stopped.
+//!
+//! The main thread pauses a vCPU, has it save its state and resumes it through a
+//! [`VcpuHandle`]: a request on a channel, then a kick ([`kick_signal`]) whose handler sets
+//! `immediate_exit` in the vCPU's `kvm_run`, so that KVM_RUN returns (or does not enter the
+//! guest at all) and the thread reads its requests. This is Firecracker's way of interrupting
+//! a vCPU without a race between the check and the entry into the guest.
 
+use std::cell::Cell;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::Bus;
 use crate::exit::ExitReason;
 use crate::seccomp::{Filters, ThreadKind};
+use crate::snapshot::VcpuState;
+
+thread_local! {
+    /// This vCPU thread's `kvm_run` page, for the kick handler (null on other threads).
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The signal that kicks a vCPU out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_signo: libc::c_int) {
+    // A const-initialised thread-local Cell without a destructor: reading it is a plain
+    // load from the thread's TLS block, which is async-signal-safe.
+    let run = KVM_RUN.with(Cell::get);
+    if !run.is_null() {
+        // SAFETY: the pointer is this thread's kvm_run mapping, set by the vCPU thread while
+        // it owns the vCPU fd (which keeps the mapping alive); a volatile byte store is what
+        // KVM expects of immediate_exit.
+        unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+    }
+}
+
+/// Installs the kick handler (once per process, before the vCPU threads start).
+pub fn install_kick_handler() -> std::io::Result<()> {
+    // SAFETY: sigaction is given a zeroed struct whose handler is a valid extern "C" fn and
+    // whose mask is emptied; no SA_RESTART, so KVM_RUN returns EINTR.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = kick_handler as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(kick_signal(), &act, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What the main thread asks of a vCPU thread.
+pub enum VcpuRequest {
+    /// Stop running the guest until told to resume.
+    Pause,
+    /// Run the guest again.
+    Resume,
+    /// Read the (paused) vCPU's state; the list is KVM's MSR index list.
+    Save(Arc<Vec<u32>>),
+}
+
+/// A vCPU thread's answer.
+pub enum VcpuReply {
+    /// It stopped running the guest.
+    Paused,
+    /// It runs the guest again.
+    Resumed,
+    /// Its state, or why it could not be read.
+    Saved(Result<Box<VcpuState>, String>),
+}
+
+/// How long a vCPU may take to answer (a kick is repeated meanwhile).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the kick is repeated while waiting.
+const KICK_EVERY: Duration = Duration::from_millis(10);
+
+/// The main thread's end of a running vCPU thread.
+pub struct VcpuHandle {
+    id: u8,
+    thread: JoinHandle<()>,
+    requests: Sender<VcpuRequest>,
+    replies: Receiver<VcpuReply>,
+}
+
+impl VcpuHandle {
+    /// Sends `req`, kicks the vCPU until it answers, and returns the answer.
+    pub fn ask(&self, req: VcpuRequest) -> Result<VcpuReply, String> {
+        let gone = || format!("vCPU {} has stopped", self.id);
+        self.requests.send(req).map_err(|_| gone())?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            // SAFETY: the thread is alive until its JoinHandle is joined (never before the
+            // handle is dropped), so its pthread_t is valid; the signal has a handler.
+            unsafe { libc::pthread_kill(self.thread.as_pthread_t(), kick_signal()) };
+            match self.replies.recv_timeout(KICK_EVERY) {
+                Ok(reply) => return Ok(reply),
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("vCPU {} did not answer in time", self.id));
+                }
+            }
+        }
+    }
+}
 
 /// The first reason any part of the VM gave for stopping; later ones are ignored.
 #[derive(Default)]
@@ -48,6 +152,16 @@ pub struct Vcpu {
     exit_evt: EventFd,
 }
 
+/// What one KVM_RUN came to.
+enum Step {
+    /// Handled; run again.
+    Continue,
+    /// Kicked out (or a signal): look at the requests.
+    Interrupted,
+    /// The vCPU must stop.
+    Stop(ExitReason),
+}
+
 impl Vcpu {
     /// Wraps a configured vCPU; `exit_evt` is signalled when it stops.
     pub fn new(
@@ -68,21 +182,43 @@ impl Vcpu {
         }
     }
 
-    /// Starts the vCPU on its own thread, which installs the vCPU seccomp filter of `filters`
-    /// on itself before it runs the guest.
-    pub fn spawn(self, filters: Arc<Filters>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name(format!("vcpu{}", self.id))
-            .spawn(move || self.run(&filters))
+    /// The vCPU's KVM handle (to set a snapshot's state before it first runs).
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
     }
 
-    fn run(mut self, filters: &Filters) {
+    /// Starts the vCPU on its own thread, which installs the vCPU seccomp filter of `filters`
+    /// on itself before it runs the guest.
+    pub fn spawn(self, filters: Arc<Filters>) -> std::io::Result<VcpuHandle> {
+        let id = self.id;
+        let (req_tx, req_rx) = channel();
+        let (reply_tx, reply_rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || self.run(&filters, &req_rx, &reply_tx))?;
+        Ok(VcpuHandle {
+            id,
+            thread,
+            requests: req_tx,
+            replies: reply_rx,
+        })
+    }
+
+    fn run(
+        mut self,
+        filters: &Filters,
+        requests: &Receiver<VcpuRequest>,
+        replies: &Sender<VcpuReply>,
+    ) {
+        let run_page: *mut kvm_run = self.fd.get_kvm_run();
+        KVM_RUN.with(|c| c.set(run_page));
         // Before the first KVM_RUN: nothing the guest does reaches this thread unfiltered. A
         // vCPU that cannot be confined never runs.
         let reason = match filters.apply(ThreadKind::Vcpu) {
             Err(e) => ExitReason::VcpuError(format!("vcpu{}: {e}", self.id)),
-            Ok(()) => self.run_guest(),
+            Ok(()) => self.run_guest(requests, replies),
         };
+        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
         tracing::debug!("vcpu{} stopped: {reason:?}", self.id);
         self.latch.set(reason);
         if let Err(e) = self.exit_evt.write(1) {
@@ -90,20 +226,80 @@ impl Vcpu {
         }
     }
 
-    fn run_guest(&mut self) -> ExitReason {
+    fn run_guest(
+        &mut self,
+        requests: &Receiver<VcpuRequest>,
+        replies: &Sender<VcpuReply>,
+    ) -> ExitReason {
         loop {
             match self.run_once() {
-                Ok(None) => continue,
-                Ok(Some(reason)) => break reason,
-                Err(reason) => break reason,
+                Step::Continue => {}
+                Step::Stop(reason) => break reason,
+                Step::Interrupted => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    if let Some(reason) = self.serve(requests, replies) {
+                        break reason;
+                    }
+                }
             }
         }
     }
 
-    /// Runs until the next exit and handles it; `Some` when the vCPU must stop.
-    fn run_once(&mut self) -> Result<Option<ExitReason>, ExitReason> {
+    /// Serves the requests waiting after a kick; a pause blocks here until a resume. `Some`
+    /// when the main thread is gone (the vCPU stops).
+    fn serve(
+        &mut self,
+        requests: &Receiver<VcpuRequest>,
+        replies: &Sender<VcpuReply>,
+    ) -> Option<ExitReason> {
+        let gone = || {
+            Some(ExitReason::VcpuError(
+                "the VMM's main thread is gone".into(),
+            ))
+        };
+        let mut paused = false;
+        loop {
+            let req = if paused {
+                match requests.recv() {
+                    Ok(r) => r,
+                    Err(_) => return gone(),
+                }
+            } else {
+                match requests.try_recv() {
+                    Ok(r) => r,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return gone(),
+                }
+            };
+            let reply = match req {
+                VcpuRequest::Pause => {
+                    paused = true;
+                    VcpuReply::Paused
+                }
+                VcpuRequest::Resume => {
+                    paused = false;
+                    VcpuReply::Resumed
+                }
+                VcpuRequest::Save(msrs) => VcpuReply::Saved(
+                    VcpuState::save(&self.fd, &msrs)
+                        .map(Box::new)
+                        .map_err(|e| format!("vCPU {}: {e}", self.id)),
+                ),
+            };
+            if replies.send(reply).is_err() {
+                return gone();
+            }
+            if !paused {
+                return None;
+            }
+        }
+    }
+
+    /// Runs until the next exit and handles it.
+    fn run_once(&mut self) -> Step {
+        let step = |r: Option<ExitReason>| r.map_or(Step::Continue, Step::Stop);
         match self.fd.run() {
-            Ok(exit) => Ok(match exit {
+            Ok(exit) => step(match exit {
                 VcpuExit::IoIn(port, data) => {
                     if !self.pio.read(u64::from(port), data) {
                         // Nothing decodes this port: the ISA bus floats high.
@@ -138,8 +334,9 @@ impl Vcpu {
                     "unexpected vCPU exit {other:?}"
                 ))),
             }),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(None),
-            Err(e) => Err(ExitReason::VcpuError(format!("KVM_RUN failed: {e}"))),
+            Err(e) if e.errno() == libc::EINTR => Step::Interrupted,
+            Err(e) if e.errno() == libc::EAGAIN => Step::Continue,
+            Err(e) => Step::Stop(ExitReason::VcpuError(format!("KVM_RUN failed: {e}"))),
         }
     }
 }

@@ -115,6 +115,33 @@ pub fn create_shared_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, VmErr
     GuestMemoryMmap::from_ranges_with_files(&regions).map_err(|e| err(e.to_string()))
 }
 
+/// Maps a snapshot's memory file as guest RAM laid out as [`create_guest_memory`] does:
+/// `MAP_PRIVATE`, so the file is never written, pages are read in when the guest first touches
+/// them, and every VM restored from the same file shares the pages none of them has written.
+pub fn restore_guest_memory(mem_mib: u64, file: File) -> Result<GuestMemoryMmap, VmError> {
+    use vm_memory::mmap::{GuestRegionMmap, MmapRegionBuilder};
+    let err = |reason: String| VmError::Memory {
+        mib: mem_mib,
+        reason,
+    };
+    let file = Arc::new(file);
+    let mut offset = 0u64;
+    let mut regions = Vec::new();
+    for (start, len) in ram_ranges(mem_mib << 20) {
+        let mapping = MmapRegionBuilder::new(len as usize)
+            .with_file_offset(FileOffset::from_arc(file.clone(), offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| err(format!("mapping the snapshot's memory: {e}")))?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(start))
+            .ok_or_else(|| err("a memory region past the end of the address space".into()))?;
+        regions.push(region);
+        offset += len;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| err(e.to_string()))
+}
+
 /// Creates the VM with its memory, TSS, IOAPIC/PIC/LAPIC and PIT.
 pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
     let kvm_err = |what| move |source| VmError::Kvm { what, source };

@@ -117,6 +117,8 @@ fn vmm_config(spec: &VmSpec, vm_dir: &Path, uid: u32) -> VmConfig {
         jail: JailMode::Auto,
         jail_uid: Some(uid),
         jail_gid: Some(uid),
+        api_socket: None,
+        restore: None,
     }
 }
 

@@ -101,6 +101,7 @@ impl MmioSlots {
 pub struct DeviceManager {
     slots: MmioSlots,
     mmio: Bus,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 impl DeviceManager {
@@ -144,8 +145,9 @@ impl DeviceManager {
             mem.clone(),
             Arc::new(IrqTrigger::new(irq_evt)),
         );
-        self.mmio
-            .insert(Arc::new(Mutex::new(transport)), slot.base, slot.len)?;
+        let transport = Arc::new(Mutex::new(transport));
+        self.mmio.insert(transport.clone(), slot.base, slot.len)?;
+        self.transports.push(transport);
         cmdline
             .add_virtio_mmio_device(slot.len, GuestAddress(slot.base), slot.gsi, None)
             .map_err(DeviceError::Cmdline)?;
@@ -153,9 +155,10 @@ impl DeviceManager {
         Ok(slot)
     }
 
-    /// The MMIO bus with every device placed, for the vCPUs to dispatch to.
-    pub fn into_bus(self) -> Bus {
-        self.mmio
+    /// The MMIO bus with every device placed, for the vCPUs to dispatch to, and the
+    /// transports in slot order (to snapshot and restore them).
+    pub fn into_parts(self) -> (Bus, Vec<Arc<Mutex<MmioTransport>>>) {
+        (self.mmio, self.transports)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod blk;
 mod vsock;
+mod work;
 
 use crate::blk::Blk;
 use crate::bootparams::{BootParams, E820_RAM, HDRS};
@@ -105,6 +106,13 @@ pub fn run(boot_params: u64) -> ! {
                 with_disk(&mut devs, val, blk::out_of_bounds),
             ),
             b"bench_blk" => report(format_args!("bench_blk"), bench(&mut devs, val)),
+            b"work" => report(
+                format_args!("work"),
+                match cmdline::parse_u64(val) {
+                    Some(n) => work::run(n, devs.disks[0].as_mut()),
+                    None => Err(Msg::new(format_args!("bad rounds {}", Bytes(val)))),
+                },
+            ),
             b"vsock_listen" => report(
                 format_args!("vsock_listen"),
                 with_vsock(&mut devs, val, |v, port| {

@@ -22,6 +22,22 @@ impl SerialDevice {
         }
     }
 
+    /// A UART with a snapshot's registers (see [`SerialDevice::new`] for the rest).
+    pub fn from_state(
+        state: &crate::snapshot::SerialSnapshot,
+        irq: EventFdTrigger,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Self, crate::snapshot::SnapshotError> {
+        Serial::from_state(&state.into(), irq, NoEvents, out)
+            .map(|inner| Self { inner })
+            .map_err(|e| crate::snapshot::SnapshotError::Invalid(format!("serial: {e:?}")))
+    }
+
+    /// The registers, for a snapshot.
+    pub fn state(&self) -> crate::snapshot::SerialSnapshot {
+        self.inner.state().into()
+    }
+
     /// Flushes buffered output (on exit).
     pub fn flush(&mut self) {
         let _ = self.inner.writer_mut().flush();

@@ -16,6 +16,8 @@ use super::{
     VirtioDevice,
 };
 use crate::devices::bus::{BusDevice, lock};
+use crate::snapshot::{DeviceKind, MmioState, QueueSnapshot, SnapshotError, VirtioSnapshot};
+use virtio_queue::QueueState;
 
 const MMIO_MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const MMIO_VERSION: u32 = 2;
@@ -121,6 +123,80 @@ impl MmioTransport {
     /// The device behind this transport.
     pub fn device(&self) -> &Arc<Mutex<dyn VirtioDevice>> {
         &self.device
+    }
+
+    /// The registers, and the device's queue positions if it runs (the VM is paused).
+    pub fn save_state(&self) -> VirtioSnapshot {
+        let dev = lock(&self.device);
+        VirtioSnapshot {
+            transport: MmioState {
+                queue_select: self.queue_select,
+                device_features_select: self.device_features_select,
+                driver_features_select: self.driver_features_select,
+                acked_features: self.acked_features,
+                device_status: self.device_status,
+                config_generation: self.config_generation,
+                interrupt_status: self.irq.status(),
+                queues: self.queues.iter().map(|q| q.state().into()).collect(),
+            },
+            device_acked_features: dev.acked_features(),
+            active_queues: dev
+                .common()
+                .active()
+                .map(|a| a.queues.iter().map(|q| q.state().into()).collect()),
+        }
+    }
+
+    /// Takes a snapshot's registers and, if the device was running, starts it with the
+    /// snapshot's queue positions; then lets it look at its queues (notifications the old
+    /// VMM had not served are not repeated by the guest) and tells it it was restored.
+    pub fn restore_state(&mut self, saved: &VirtioSnapshot) -> Result<(), SnapshotError> {
+        let bad = |why: String| Err(SnapshotError::Invalid(why));
+        let t = &saved.transport;
+        let mut dev = lock(&self.device);
+        let max: Vec<u16> = dev.queue_max_sizes().to_vec();
+        if t.queues.len() != max.len() || t.queues.iter().zip(&max).any(|(q, m)| q.max_size != *m) {
+            return bad(format!(
+                "a {:?} device with queues of {:?}, the snapshot's has {:?}",
+                DeviceKind::of(dev.device_type()),
+                max,
+                t.queues.iter().map(|q| q.max_size).collect::<Vec<_>>()
+            ));
+        }
+        let to_queues = |saved: &[QueueSnapshot]| -> Result<Vec<Queue>, SnapshotError> {
+            saved
+                .iter()
+                .map(|q| {
+                    let queue = Queue::try_from(QueueState::from(*q))
+                        .map_err(|e| SnapshotError::Invalid(format!("a queue: {e}")))?;
+                    if queue.ready() && !queue.is_valid(&self.mem) {
+                        return Err(SnapshotError::Invalid(
+                            "a queue outside guest memory".into(),
+                        ));
+                    }
+                    Ok(queue)
+                })
+                .collect()
+        };
+        self.queues = to_queues(&t.queues)?;
+        self.queue_select = t.queue_select;
+        self.device_features_select = t.device_features_select;
+        self.driver_features_select = t.driver_features_select;
+        self.acked_features = t.acked_features & dev.avail_features();
+        self.device_status = t.device_status;
+        self.config_generation = t.config_generation;
+        self.irq.restore(t.interrupt_status);
+        if let Some(active) = &saved.active_queues {
+            dev.set_acked_features(saved.device_acked_features);
+            let queues = to_queues(active)?;
+            dev.activate(self.mem.clone(), queues, self.irq.clone())
+                .map_err(|e| SnapshotError::Invalid(format!("starting a device: {e}")))?;
+            for i in 0..max.len() {
+                dev.common().kick(i);
+            }
+            dev.restored();
+        }
+        Ok(())
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {

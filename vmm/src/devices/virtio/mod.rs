@@ -81,6 +81,15 @@ impl IrqTrigger {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// Sets the register to a snapshot's value (no interrupt: the interrupt controllers'
+    /// own state says whether one is pending).
+    pub fn restore(&self, bits: u32) {
+        self.status.store(
+            bits & (VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG),
+            Ordering::SeqCst,
+        );
+    }
+
     /// Clears every bit (device reset).
     pub fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
@@ -181,6 +190,9 @@ pub trait VirtioDevice: Send {
     fn needs_reset(&self) -> bool {
         false
     }
+    /// Called once a restored device runs again with its snapshot's queues, in a new VMM
+    /// whose backends (host sockets, TAPs) are not the ones the guest used before.
+    fn restored(&mut self) {}
 }
 
 /// Copies `data.len()` bytes of `config` from `offset` into `data`, zero past the end.

@@ -15,7 +15,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::Muxer;
 use super::packet::Header;
-use super::{MAX_PKT_DATA, NUM_QUEUES, QUEUE_SIZE, RXQ, TXQ};
+use super::{EVQ, MAX_PKT_DATA, NUM_QUEUES, QUEUE_SIZE, RXQ, TXQ};
 use crate::devices::virtio::{
     ActivateError, IrqTrigger, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioCommon, VirtioDevice,
     read_config_bytes,
@@ -304,6 +304,45 @@ impl VirtioDevice for Vsock {
         self.common.reset();
         self.tx_stalled = false;
         self.muxer.reset();
+    }
+
+    /// The guest's connections were to sockets of the VMM that was snapshotted: tell it they
+    /// are gone (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as Firecracker does), so that it drops
+    /// them and its listeners take new ones.
+    fn restored(&mut self) {
+        self.send_transport_reset();
+    }
+}
+
+impl Vsock {
+    /// Puts one TRANSPORT_RESET event in the event queue, if the driver left a buffer there.
+    fn send_transport_reset(&mut self) {
+        /// `struct virtio_vsock_event { le32 id; }` with id VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
+        const TRANSPORT_RESET: u32 = 0;
+        let Some(active) = self.common.active_mut() else {
+            return;
+        };
+        let mem = active.mem.clone();
+        let Some(queue) = active.queues.get_mut(EVQ) else {
+            return;
+        };
+        let Some(chain) = queue.pop_descriptor_chain(&mem) else {
+            tracing::warn!("vsock: no event buffer for the transport reset");
+            return;
+        };
+        let head = chain.head_index();
+        let mut used = 0;
+        if let Some(desc) = chain.writable().next()
+            && desc.len() >= 4
+            && mem.write_obj(TRANSPORT_RESET.to_le(), desc.addr()).is_ok()
+        {
+            used = 4;
+        }
+        if let Err(e) = queue.add_used(&mem, head, used) {
+            tracing::warn!("vsock: cannot return the event buffer: {e}");
+            return;
+        }
+        self.common.signal_used();
     }
 }
 

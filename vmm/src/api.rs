@@ -1,0 +1,271 @@
+//! The control socket ([`mvm_vmm_config::api`]): pause, resume and snapshot a running VM.
+//!
+//! Served by the event loop like a device, so a snapshot is taken while no device serves a
+//! queue: with the vCPUs paused and the event loop busy writing, guest memory and the devices'
+//! queue positions are read at one instant.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use kvm_ioctls::VmFd;
+use mvm_vmm_config::api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, RunState};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
+
+use crate::devices::bus::lock;
+use crate::devices::legacy::serial::SerialDevice;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::snapshot::file::{Header, memory_bytes};
+use crate::snapshot::identity::CpuIdentity;
+use crate::snapshot::{Shape, VmSnapshot, VmState, write_memory, write_state};
+use crate::vcpu::{VcpuHandle, VcpuReply, VcpuRequest};
+
+/// Clients served at once; more wait in the listen backlog.
+const MAX_CLIENTS: usize = 4;
+
+/// Everything a snapshot reads, and the vCPUs to pause.
+pub struct Controller {
+    /// The VM.
+    pub vm: Arc<VmFd>,
+    /// Guest RAM.
+    pub mem: GuestMemoryMmap,
+    /// The running vCPUs.
+    pub vcpus: Vec<VcpuHandle>,
+    /// KVM's MSR index list.
+    pub msr_index: Arc<Vec<u32>>,
+    /// COM1.
+    pub serial: Arc<Mutex<SerialDevice>>,
+    /// The virtio transports in slot order.
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// The VM's shape.
+    pub shape: Shape,
+    /// The host CPU.
+    pub cpu: CpuIdentity,
+    /// The jail's root, when chrooted: snapshot paths must lie directly in it.
+    pub jail_root: Option<PathBuf>,
+    /// Why this VM cannot be snapshotted, if it cannot.
+    pub refusal: Option<String>,
+    /// Whether the vCPUs are paused.
+    pub paused: bool,
+}
+
+impl Controller {
+    fn state(&self) -> RunState {
+        if self.paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        }
+    }
+
+    fn ok(&self) -> ApiResponse {
+        ApiResponse {
+            ok: true,
+            state: Some(self.state()),
+            ..ApiResponse::default()
+        }
+    }
+
+    /// Carries out one request.
+    pub fn handle(&mut self, req: ApiRequest) -> ApiResponse {
+        let started = Instant::now();
+        let mut resp = match req {
+            ApiRequest::Status => self.ok(),
+            ApiRequest::Pause => match self.ask_all(|| VcpuRequest::Pause) {
+                Ok(_) => {
+                    self.paused = true;
+                    self.ok()
+                }
+                Err(e) => ApiResponse::error(e),
+            },
+            ApiRequest::Resume => match self.ask_all(|| VcpuRequest::Resume) {
+                Ok(_) => {
+                    self.paused = false;
+                    self.ok()
+                }
+                Err(e) => ApiResponse::error(e),
+            },
+            ApiRequest::Snapshot { state, memory } => match self.snapshot(&state, &memory) {
+                Ok(resp) => resp,
+                Err(e) => ApiResponse::error(e),
+            },
+        };
+        resp.micros = Some(started.elapsed().as_micros() as u64);
+        resp
+    }
+
+    fn ask_all(&self, req: impl Fn() -> VcpuRequest) -> Result<Vec<VcpuReply>, String> {
+        self.vcpus.iter().map(|v| v.ask(req())).collect()
+    }
+
+    /// A host path as this (possibly chrooted) process reaches it.
+    fn reachable(&self, path: &Path) -> Result<PathBuf, String> {
+        match &self.jail_root {
+            None => Ok(path.to_path_buf()),
+            Some(root) => crate::jail::inside(root, path).ok_or_else(|| {
+                format!(
+                    "{} is outside the VMM's jail: snapshot files must be directly in {}",
+                    path.display(),
+                    root.display()
+                )
+            }),
+        }
+    }
+
+    fn snapshot(&mut self, state_path: &Path, memory_path: &Path) -> Result<ApiResponse, String> {
+        if let Some(why) = &self.refusal {
+            return Err(why.clone());
+        }
+        if !self.paused {
+            return Err("the VM must be paused before a snapshot".into());
+        }
+        let state_at = self.reachable(state_path)?;
+        let memory_at = self.reachable(memory_path)?;
+        let msrs = self.msr_index.clone();
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for reply in self.ask_all(|| VcpuRequest::Save(msrs.clone()))? {
+            match reply {
+                VcpuReply::Saved(Ok(s)) => vcpus.push(*s),
+                VcpuReply::Saved(Err(e)) => return Err(e),
+                _ => return Err("a vCPU answered something else than its state".into()),
+            }
+        }
+        let snap = VmSnapshot {
+            shape: self.shape.clone(),
+            vm: VmState::save(&self.vm).map_err(|e| e.to_string())?,
+            vcpus,
+            serial: lock(&self.serial).state(),
+            devices: self
+                .transports
+                .iter()
+                .map(|t| lock(t).save_state())
+                .collect(),
+        };
+        let header = Header::new(self.cpu.clone(), memory_bytes(&self.mem));
+        // Memory first: a state file only ever names a complete memory file.
+        let written = write_memory(&memory_at, &self.mem, &header).map_err(|e| e.to_string())?;
+        let bytes = write_state(&state_at, &header, &snap).map_err(|e| e.to_string())?;
+        Ok(ApiResponse {
+            state_bytes: Some(bytes),
+            memory_bytes_written: Some(written),
+            ..self.ok()
+        })
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// The listener and its clients, on the event loop.
+pub struct ApiServer {
+    listener: UnixListener,
+    clients: Vec<Client>,
+    controller: Controller,
+}
+
+impl ApiServer {
+    /// Serves `listener` (already bound, non-blocking) for `controller`.
+    pub fn new(listener: UnixListener, controller: Controller) -> Self {
+        Self {
+            listener,
+            clients: Vec::new(),
+            controller,
+        }
+    }
+
+    fn accept(&mut self, ops: &mut EventOps) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            if ops
+                .add(Events::new_raw(stream.as_raw_fd(), EventSet::IN))
+                .is_ok()
+            {
+                self.clients.push(Client {
+                    stream,
+                    buf: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// Reads what client `i` sent and answers each complete line; false when it is done.
+    fn serve(&mut self, i: usize) -> bool {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let c = &mut self.clients[i];
+            match c.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+            if c.buf.len() > MAX_REQUEST_BYTES {
+                break;
+            }
+        }
+        loop {
+            let c = &mut self.clients[i];
+            let Some(end) = c.buf.iter().position(|&b| b == b'\n') else {
+                if c.buf.len() > MAX_REQUEST_BYTES {
+                    let resp = ApiResponse::error(format!(
+                        "request longer than {MAX_REQUEST_BYTES} bytes"
+                    ));
+                    let _ = reply(&mut c.stream, &resp);
+                    return false;
+                }
+                return true;
+            };
+            let line: Vec<u8> = c.buf.drain(..=end).collect();
+            let resp = match serde_json::from_slice::<ApiRequest>(&line) {
+                Ok(req) => self.controller.handle(req),
+                Err(e) => ApiResponse::error(format!("bad request: {e}")),
+            };
+            if reply(&mut self.clients[i].stream, &resp).is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Writes one response line (small enough for the socket buffer of a reading client).
+fn reply(stream: &mut UnixStream, resp: &ApiResponse) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+impl MutEventSubscriber for ApiServer {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new_raw(self.listener.as_raw_fd(), EventSet::IN)) {
+            tracing::error!("cannot watch the API socket: {e:?}");
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.listener.as_raw_fd() {
+            self.accept(ops);
+            return;
+        }
+        let Some(i) = self.clients.iter().position(|c| c.stream.as_raw_fd() == fd) else {
+            return;
+        };
+        let hung_up = events
+            .event_set()
+            .intersects(EventSet::HANG_UP | EventSet::ERROR);
+        if !self.serve(i) || hung_up {
+            let c = self.clients.swap_remove(i);
+            let _ = ops.remove(Events::new_raw(c.stream.as_raw_fd(), EventSet::IN));
+        }
+    }
+}

@@ -1,17 +1,19 @@
 //! The VMM's control socket: one JSON request per line, one JSON response per line.
 //!
 //! A host program (the runtime, a test) connects to the unix socket named by
-//! [`crate::VmConfig::api_socket`] and sends, for example,
-//! `{"action":"pause"}` then `{"action":"snapshot","state":"/vm/s.state","memory":"/vm/s.mem"}`
-//! then `{"action":"resume"}`; each answer is `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
-//! Defined here, once, for both ends.
-
-use std::path::PathBuf;
+//! [`crate::VmConfig::api_socket`] and sends, for example, `{"action":"pause"}`, then
+//! `{"action":"snapshot"}` with the two files to write attached to that line as descriptors
+//! (`SCM_RIGHTS`: the state file, then the memory file, both open for writing), then
+//! `{"action":"resume"}`; each answer is `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! The VMM never opens a path for a snapshot: its jail lets it open no file at all, and the
+//! host decides where the files go. Defined here, once, for both ends.
 
 use serde::{Deserialize, Serialize};
 
 /// The longest request line the VMM reads; a longer one is refused and the connection closed.
 pub const MAX_REQUEST_BYTES: usize = 4096;
+/// Descriptors a snapshot request carries: the state file, then the memory file.
+pub const SNAPSHOT_FILES: usize = 2;
 
 /// What a client asks the VMM to do.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -21,14 +23,9 @@ pub enum ApiRequest {
     Pause,
     /// Let the vCPUs run again.
     Resume,
-    /// Write the paused VM's state and memory to these files (created, or truncated). Paths
-    /// are the host's: with a jail they must lie directly in the jail's root.
-    Snapshot {
-        /// The state file.
-        state: PathBuf,
-        /// The guest memory file.
-        memory: PathBuf,
-    },
+    /// Write the paused VM's state and memory to the two files sent with the request
+    /// (descriptors, state first; both are truncated and written from their start).
+    Snapshot,
     /// Whether the VM runs or is paused.
     Status,
 }
@@ -83,20 +80,12 @@ mod tests {
 
     #[test]
     fn requests_are_tagged_json() {
-        let r: ApiRequest =
-            serde_json::from_str(r#"{"action":"snapshot","state":"/a","memory":"/b"}"#).unwrap();
-        assert_eq!(
-            r,
-            ApiRequest::Snapshot {
-                state: "/a".into(),
-                memory: "/b".into()
-            }
-        );
+        let r: ApiRequest = serde_json::from_str(r#"{"action":"snapshot"}"#).unwrap();
+        assert_eq!(r, ApiRequest::Snapshot);
         assert_eq!(
             serde_json::to_string(&ApiRequest::Pause).unwrap(),
             r#"{"action":"pause"}"#
         );
         assert!(serde_json::from_str::<ApiRequest>(r#"{"action":"reboot"}"#).is_err());
-        assert!(serde_json::from_str::<ApiRequest>(r#"{"action":"pause","x":1}"#).is_err());
     }
 }

@@ -4,18 +4,19 @@
 //! queue: with the vCPUs paused and the event loop busy writing, guest memory and the devices'
 //! queue positions are read at one instant.
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use kvm_ioctls::VmFd;
-use mvm_vmm_config::api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, RunState};
+use mvm_vmm_config::api::{ApiRequest, ApiResponse, MAX_REQUEST_BYTES, RunState, SNAPSHOT_FILES};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::devices::bus::lock;
 use crate::devices::legacy::serial::SerialDevice;
@@ -46,8 +47,6 @@ pub struct Controller {
     pub shape: Shape,
     /// The host CPU.
     pub cpu: CpuIdentity,
-    /// The jail's root, when chrooted: snapshot paths must lie directly in it.
-    pub jail_root: Option<PathBuf>,
     /// Why this VM cannot be snapshotted, if it cannot.
     pub refusal: Option<String>,
     /// Whether the vCPUs are paused.
@@ -71,8 +70,8 @@ impl Controller {
         }
     }
 
-    /// Carries out one request.
-    pub fn handle(&mut self, req: ApiRequest) -> ApiResponse {
+    /// Carries out one request; `files` are the descriptors sent with it.
+    pub fn handle(&mut self, req: ApiRequest, files: Vec<File>) -> ApiResponse {
         let started = Instant::now();
         let mut resp = match req {
             ApiRequest::Status => self.ok(),
@@ -90,9 +89,16 @@ impl Controller {
                 }
                 Err(e) => ApiResponse::error(e),
             },
-            ApiRequest::Snapshot { state, memory } => match self.snapshot(&state, &memory) {
-                Ok(resp) => resp,
-                Err(e) => ApiResponse::error(e),
+            ApiRequest::Snapshot => match <[File; SNAPSHOT_FILES]>::try_from(files) {
+                Ok([state, memory]) => match self.snapshot(&state, &memory) {
+                    Ok(resp) => resp,
+                    Err(e) => ApiResponse::error(e),
+                },
+                Err(got) => ApiResponse::error(format!(
+                    "a snapshot request carries {SNAPSHOT_FILES} descriptors (the state file, \
+                     then the memory file), this one had {}",
+                    got.len()
+                )),
             },
         };
         resp.micros = Some(started.elapsed().as_micros() as u64);
@@ -103,29 +109,13 @@ impl Controller {
         self.vcpus.iter().map(|v| v.ask(req())).collect()
     }
 
-    /// A host path as this (possibly chrooted) process reaches it.
-    fn reachable(&self, path: &Path) -> Result<PathBuf, String> {
-        match &self.jail_root {
-            None => Ok(path.to_path_buf()),
-            Some(root) => crate::jail::inside(root, path).ok_or_else(|| {
-                format!(
-                    "{} is outside the VMM's jail: snapshot files must be directly in {}",
-                    path.display(),
-                    root.display()
-                )
-            }),
-        }
-    }
-
-    fn snapshot(&mut self, state_path: &Path, memory_path: &Path) -> Result<ApiResponse, String> {
+    fn snapshot(&mut self, state_file: &File, memory_file: &File) -> Result<ApiResponse, String> {
         if let Some(why) = &self.refusal {
             return Err(why.clone());
         }
         if !self.paused {
             return Err("the VM must be paused before a snapshot".into());
         }
-        let state_at = self.reachable(state_path)?;
-        let memory_at = self.reachable(memory_path)?;
         let msrs = self.msr_index.clone();
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for reply in self.ask_all(|| VcpuRequest::Save(msrs.clone()))? {
@@ -148,8 +138,8 @@ impl Controller {
         };
         let header = Header::new(self.cpu.clone(), memory_bytes(&self.mem));
         // Memory first: a state file only ever names a complete memory file.
-        let written = write_memory(&memory_at, &self.mem, &header).map_err(|e| e.to_string())?;
-        let bytes = write_state(&state_at, &header, &snap).map_err(|e| e.to_string())?;
+        let written = write_memory(memory_file, &self.mem, &header).map_err(|e| e.to_string())?;
+        let bytes = write_state(state_file, &header, &snap).map_err(|e| e.to_string())?;
         Ok(ApiResponse {
             state_bytes: Some(bytes),
             memory_bytes_written: Some(written),
@@ -161,6 +151,8 @@ impl Controller {
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors received with what is in `buf` (at most [`SNAPSHOT_FILES`]).
+    files: Vec<File>,
 }
 
 /// The listener and its clients, on the event loop.
@@ -192,6 +184,7 @@ impl ApiServer {
                 self.clients.push(Client {
                     stream,
                     buf: Vec::new(),
+                    files: Vec::new(),
                 });
             }
         }
@@ -202,11 +195,29 @@ impl ApiServer {
         let mut chunk = [0u8; 1024];
         loop {
             let c = &mut self.clients[i];
-            match c.stream.read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            let mut fds = [-1; SNAPSHOT_FILES];
+            let mut iov = [libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            }];
+            // SAFETY: the iovec points at `chunk`, which lives through the call and may take
+            // any bytes; `fds` has room for the descriptors asked for (the kernel closes any
+            // beyond).
+            match unsafe { c.stream.recv_with_fds(&mut iov, &mut fds) } {
+                Ok((0, 0)) => return false,
+                Ok((n, nfds)) => {
+                    c.buf.extend_from_slice(&chunk[..n]);
+                    for &fd in fds.iter().take(nfds) {
+                        // SAFETY: a descriptor the kernel just installed for us, owned by
+                        // nothing else.
+                        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                        if c.files.len() < SNAPSHOT_FILES {
+                            c.files.push(file);
+                        }
+                    }
+                }
+                Err(e) if e.errno() == libc::EAGAIN => break,
+                Err(e) if e.errno() == libc::EINTR => {}
                 Err(_) => return false,
             }
             if c.buf.len() > MAX_REQUEST_BYTES {
@@ -226,8 +237,10 @@ impl ApiServer {
                 return true;
             };
             let line: Vec<u8> = c.buf.drain(..=end).collect();
+            // Descriptors go with the line they came with; any left over are closed here.
+            let files = std::mem::take(&mut c.files);
             let resp = match serde_json::from_slice::<ApiRequest>(&line) {
-                Ok(req) => self.controller.handle(req),
+                Ok(req) => self.controller.handle(req, files),
                 Err(e) => ApiResponse::error(format!("bad request: {e}")),
             };
             if reply(&mut self.clients[i].stream, &resp).is_err() {

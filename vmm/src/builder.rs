@@ -408,7 +408,6 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     // Built before the jail: the pid the filters let signals go to is ours.
     let filters = Arc::new(crate::seccomp::Filters::new(config.seccomp)?);
     let identity = config.jail_identity();
-    let mut jail_root = None;
     if crate::jail::wanted(config.jail) {
         // The vsock socket's directory is the root: the host's `_PORT` sockets are there.
         let root = config
@@ -432,7 +431,6 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         {
             lock(dev).set_uds_path(p);
         }
-        jail_root = root;
     } else if identity.is_some() {
         return Err(BuildError::Config(ConfigError::Invalid(
             "jail_uid and jail_gid need the jail, which runs only as root in mode auto".into(),
@@ -459,7 +457,6 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             transports,
             shape: shape_of(config),
             cpu,
-            jail_root,
             refusal: (!config.fs.is_empty()).then(|| {
                 "a VM with shared directories (fs) cannot be snapshotted: their state lives in \
                  the vhost-user backend"

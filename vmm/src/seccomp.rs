@@ -227,9 +227,8 @@ const VMM_EXTRA: &[i64] = &[
     libc::SYS_renameat,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
-    // Snapshot files, created where the control socket's client says (inside the jail's
-    // root when there is one) and sized before they are written.
-    libc::SYS_openat,
+    // Snapshot files (descriptors the control socket's client sends) are cut and sized
+    // before they are written.
     libc::SYS_ftruncate,
 ];
 

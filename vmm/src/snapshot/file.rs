@@ -153,19 +153,14 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Snapsho
     move |source| SnapshotError::Io { what, path, source }
 }
 
-fn create(what: &'static str, path: &Path) -> Result<File, SnapshotError> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io(what, path))
+/// The path a snapshot file given as a descriptor is named by in errors.
+fn given(what: &str) -> PathBuf {
+    PathBuf::from(format!("(the {what} descriptor)"))
 }
 
-/// Writes the state file; returns its size.
-pub fn write_state(path: &Path, header: &Header, state: &VmSnapshot) -> Result<u64, SnapshotError> {
+/// Writes the state file (from its start, cut to its new length); returns its size.
+pub fn write_state(file: &File, header: &Header, state: &VmSnapshot) -> Result<u64, SnapshotError> {
+    let path = &given("state");
     let invalid = |e: serde_json::Error| SnapshotError::Invalid(e.to_string());
     let head = serde_json::to_vec(header).map_err(invalid)?;
     let body = serde_json::to_vec(state).map_err(invalid)?;
@@ -180,8 +175,8 @@ pub fn write_state(path: &Path, header: &Header, state: &VmSnapshot) -> Result<u
     out.extend_from_slice(&sum.finalize());
     out.extend_from_slice(&head);
     out.extend_from_slice(&body);
-    let file = create("snapshot state", path)?;
-    file.write_all_at(&out, 0)
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(&out, 0))
         .and_then(|()| file.sync_data())
         .map_err(io("snapshot state", path))?;
     Ok(out.len() as u64)
@@ -281,13 +276,15 @@ pub fn memory_bytes(mem: &GuestMemoryMmap) -> u64 {
 /// Writes guest RAM and the trailer to the memory file; pages that read as zero are left as
 /// holes. Returns the bytes of RAM actually written.
 pub fn write_memory(
-    path: &Path,
+    file: &File,
     mem: &GuestMemoryMmap,
     header: &Header,
 ) -> Result<u64, SnapshotError> {
-    let file = create("snapshot memory", path)?;
+    let path = &given("memory");
     let total = memory_bytes(mem);
-    file.set_len(total + TRAILER_BYTES)
+    // Cut to nothing first, so that no page of an older snapshot survives as a non-hole.
+    file.set_len(0)
+        .and_then(|()| file.set_len(total + TRAILER_BYTES))
         .map_err(io("snapshot memory", path))?;
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
@@ -300,7 +297,7 @@ pub fn write_memory(
             region
                 .read_slice(&mut buf[..n], MemoryRegionAddress(at as u64))
                 .map_err(|e| SnapshotError::Memory(e.to_string()))?;
-            written += write_nonzero(&file, &buf[..n], offset + at as u64)
+            written += write_nonzero(file, &buf[..n], offset + at as u64)
                 .map_err(io("snapshot memory", path))?;
             at += n;
         }
@@ -383,7 +380,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mvm-snapfile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m");
-        let f = create("t", &path).unwrap();
+        let f = File::create(&path).unwrap();
         let mut buf = vec![0u8; PAGE * 5 + 100];
         buf[PAGE + 3] = 7;
         buf[PAGE * 2 + 1] = 8;

@@ -9,14 +9,15 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod snapshot;
 #[path = "../../vmm/tests/support/mod.rs"]
 mod support;
 
 use support::{Dir, Vm, guest, wait_for_line};
 
-const VMM: &str = env!("CARGO_BIN_EXE_mvm-vmm");
+pub(crate) const VMM: &str = env!("CARGO_BIN_EXE_mvm-vmm");
 
-fn vmm(args: &[&str]) -> Command {
+pub(crate) fn vmm(args: &[&str]) -> Command {
     let mut c = Command::new(VMM);
     c.args(args).stdin(Stdio::null());
     c

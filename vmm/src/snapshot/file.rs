@@ -184,28 +184,41 @@ pub fn write_state(file: &File, header: &Header, state: &VmSnapshot) -> Result<u
 
 /// Reads and checks a state file: its header (this build, this CPU), its length and
 /// checksum, and parses its body. The body still has to be checked against the VM
-/// ([`VmSnapshot::check`]).
+/// ([`VmSnapshot::check`]). Reads no more than the header says, and never more than the
+/// format's bounds.
 pub fn read_state(path: &Path, host: &CpuIdentity) -> Result<(Header, VmSnapshot), SnapshotError> {
+    let mut file = File::open(path).map_err(io("snapshot state", path))?;
+    let mut bytes = vec![0u8; PREFIX_BYTES];
+    let got = read_up_to(&mut file, &mut bytes).map_err(io("snapshot state", path))?;
+    bytes.truncate(got);
+    if let Ok((head_len, body_len)) = prefix(path, &bytes) {
+        // One byte more than announced, so that trailing bytes are seen.
+        let want = head_len as usize + body_len as usize + 1;
+        let mut rest = vec![0u8; want];
+        let got = read_up_to(&mut file, &mut rest).map_err(io("snapshot state", path))?;
+        bytes.extend_from_slice(&rest[..got]);
+    }
+    parse_state(path, &bytes, host)
+}
+
+/// The header and body lengths of a state file's fixed prefix, checked against the bounds.
+fn prefix(path: &Path, bytes: &[u8]) -> Result<(u32, u64), SnapshotError> {
     let not = |why: String| SnapshotError::NotASnapshot {
         path: path.to_path_buf(),
         why,
     };
-    let mut file = File::open(path).map_err(io("snapshot state", path))?;
-    let mut prefix = [0u8; PREFIX_BYTES];
-    let got = read_up_to(&mut file, &mut prefix).map_err(io("snapshot state", path))?;
-    if got < MAGIC.len() || &prefix[..8] != MAGIC {
+    if bytes.len() < MAGIC.len() || &bytes[..8] != MAGIC {
         return Err(not("no snapshot magic at its start".into()));
     }
-    if got < PREFIX_BYTES {
+    if bytes.len() < PREFIX_BYTES {
         return Err(SnapshotError::Truncated {
             path: path.to_path_buf(),
-            got: got as u64,
+            got: bytes.len() as u64,
             want: PREFIX_BYTES as u64,
         });
     }
-    let word = |at: usize| {
-        u32::from_le_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
-    };
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let version = word(8);
     if version != FORMAT_VERSION {
         return Err(not(format!(
@@ -214,7 +227,7 @@ pub fn read_state(path: &Path, host: &CpuIdentity) -> Result<(Header, VmSnapshot
     }
     let head_len = word(12);
     let mut body_len = [0u8; 8];
-    body_len.copy_from_slice(&prefix[16..24]);
+    body_len.copy_from_slice(&bytes[16..24]);
     let body_len = u64::from_le_bytes(body_len);
     if head_len > MAX_HEADER_BYTES || body_len > MAX_BODY_BYTES {
         return Err(not(format!(
@@ -222,21 +235,34 @@ pub fn read_state(path: &Path, host: &CpuIdentity) -> Result<(Header, VmSnapshot
              and {MAX_BODY_BYTES})"
         )));
     }
-    let want = head_len as usize + body_len as usize;
-    let mut rest = vec![0u8; want];
-    let got = read_up_to(&mut file, &mut rest).map_err(io("snapshot state", path))?;
-    if got < want {
+    Ok((head_len, body_len))
+}
+
+/// Parses a whole state file held in memory (what [`read_state`] read; the fuzz target's
+/// input). `path` only names it in errors.
+pub fn parse_state(
+    path: &Path,
+    bytes: &[u8],
+    host: &CpuIdentity,
+) -> Result<(Header, VmSnapshot), SnapshotError> {
+    let not = |why: String| SnapshotError::NotASnapshot {
+        path: path.to_path_buf(),
+        why,
+    };
+    let (head_len, body_len) = prefix(path, bytes)?;
+    let want = PREFIX_BYTES + head_len as usize + body_len as usize;
+    if bytes.len() < want {
         return Err(SnapshotError::Truncated {
             path: path.to_path_buf(),
-            got: (PREFIX_BYTES + got) as u64,
-            want: (PREFIX_BYTES + want) as u64,
+            got: bytes.len() as u64,
+            want: want as u64,
         });
     }
-    let mut extra = [0u8; 1];
-    if read_up_to(&mut file, &mut extra).map_err(io("snapshot state", path))? != 0 {
+    if bytes.len() > want {
         return Err(not("bytes after its body".into()));
     }
-    if Sha256::digest(&rest)[..] != prefix[24..56] {
+    let rest = &bytes[PREFIX_BYTES..];
+    if Sha256::digest(rest)[..] != bytes[24..56] {
         return Err(SnapshotError::Corrupted(path.to_path_buf()));
     }
     let (head, body) = rest.split_at(head_len as usize);
@@ -252,6 +278,31 @@ pub fn read_state(path: &Path, host: &CpuIdentity) -> Result<(Header, VmSnapshot
     let state: VmSnapshot =
         serde_json::from_slice(body).map_err(|e| not(format!("its state: {e}")))?;
     Ok((header, state))
+}
+
+/// A state file around `body` with a valid prefix and header for `host` (for the fuzz target,
+/// so that its input reaches the body's parser).
+#[doc(hidden)]
+pub fn frame_state(body: &[u8], host: &CpuIdentity) -> Vec<u8> {
+    let header = Header {
+        build: BUILD_ID.into(),
+        cpu: host.clone(),
+        memory_bytes: 0,
+        memory_id: [0; 16],
+    };
+    let head = serde_json::to_vec(&header).unwrap_or_default();
+    let mut sum = Sha256::new();
+    sum.update(&head);
+    sum.update(body);
+    let mut out = Vec::with_capacity(PREFIX_BYTES + head.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sum.finalize());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(body);
+    out
 }
 
 /// Reads until `buf` is full or the file ends; returns how much was read.

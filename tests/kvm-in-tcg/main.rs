@@ -52,6 +52,64 @@ echo "EXIT-RECORD=$(cat exit.json 2>&1)"
 exit $rc
 "#,
         ),
+        // a2. Snapshots with our VMM: a Linux guest counting on its console is paused and
+        //     snapshotted at tick 5, goes on to its end; two VMMs then restore the snapshot at
+        //     once and each goes on counting from where it was, sharing the memory file's
+        //     pages (their PSS below their RSS).
+        Scenario::new(
+            "vmm-snapshot",
+            r#"set -e
+up() { cut -d' ' -f1 /proc/uptime; }
+since() { awk "BEGIN{print $(up) - $1}"; }
+mkdir -p root/bin root/dev root/proc root/sys
+cp /bin/busybox root/bin/busybox
+for a in sh head od tr sleep reboot; do ln -s busybox root/bin/$a; done
+mknod root/dev/urandom c 1 9
+printf '%s\n' '#!/bin/busybox sh' 'i=0' 'while [ $i -lt 30 ]; do' \
+  '  echo "TICK $i $(head -c 8 /dev/urandom | od -An -tx1 | tr -d " \n")"' \
+  '  i=$((i+1))' '  sleep 0.3' 'done' 'echo COUNT-DONE' 'reboot -f' > root/init
+chmod 755 root/init
+dd if=/dev/zero of=root.ext4 bs=1M count=0 seek=16 2>/dev/null
+mkfs.ext4 -q -F -E root_owner=0:0 -d root root.ext4
+set +e
+t0=$(up)
+mvm-vmm --kernel /guest/vmlinux \
+  --cmdline 'console=ttyS0 reboot=k panic=-1 root=/dev/vda ro rootfstype=ext4 init=/init quiet' \
+  --mem-mib 128 --disk root.ext4 --serial s1.log --api-sock api.sock --exit-record e1.json &
+vm1=$!
+for i in $(seq 900); do grep -q 'TICK 0 ' s1.log 2>/dev/null && break; sleep 0.02; done
+echo "BOOT-TO-OUTPUT-SECONDS=$(since $t0)"
+for i in $(seq 900); do grep -q 'TICK 5 ' s1.log 2>/dev/null && break; sleep 0.02; done
+mvm-vmmctl api.sock pause; echo "PAUSE=$?"
+t1=$(up)
+mvm-vmmctl api.sock snapshot snap.state snap.mem; echo "SNAPSHOT=$?"
+echo "SNAPSHOT-SECONDS=$(since $t1)"
+mvm-vmmctl api.sock resume; echo "RESUME=$?"
+wait $vm1; echo "VM1-RC=$?"
+echo "S1<<"; cat s1.log; echo ">>"
+echo "FILES<<"; ls -ls snap.state snap.mem; echo ">>"
+t2=$(up)
+for n in 1 2; do
+  mvm-vmm --restore snap.state --restore-memory snap.mem --mem-mib 128 --disk root.ext4 \
+    --serial r$n.log --exit-record x$n.json &
+  eval p$n=$!
+done
+for i in $(seq 900); do grep -q TICK r1.log 2>/dev/null && break; sleep 0.01; done
+echo "RESTORE-TO-OUTPUT-SECONDS=$(since $t2)"
+sleep 1
+for n in 1 2; do
+  eval p=\$p$n
+  echo "R$n-SMAPS<<"; grep -E '^(Rss|Pss|Shared_Clean|Shared_Dirty|Private_Dirty):' /proc/$p/smaps_rollup; echo ">>"
+done
+wait $p1; echo "R1-RC=$?"
+wait $p2; echo "R2-RC=$?"
+echo "R1<<"; cat r1.log; echo ">>"
+echo "R2<<"; cat r2.log; echo ">>"
+mvm-vmm --restore snap.state --restore-memory snap.mem --mem-mib 256 --disk root.ext4 \
+  --serial bad.log 2>bad.txt; echo "BAD-RC=$?"
+echo "BAD<<"; cat bad.txt; echo ">>"
+"#,
+        ),
         Scenario::new(
             "import",
             &format!("{MVM} import /busybox-rootfs.tar busybox && {MVM} images && {MVM} info"),
@@ -244,7 +302,16 @@ echo "LEFT=$({MVM} ps -aq | wc -l)"
 }
 
 static RUN: LazyLock<Result<Run, String>> = LazyLock::new(|| {
-    let inputs = Inputs::locate(Path::new(env!("CARGO_BIN_EXE_mvm")))?;
+    let mut inputs = Inputs::locate(Path::new(env!("CARGO_BIN_EXE_mvm")))?;
+    // The VMM's control client, built beside the VMM.
+    let ctl = Path::new(env!("CARGO_BIN_EXE_mvm")).with_file_name("mvm-vmmctl");
+    if !ctl.is_file() {
+        return Err(format!(
+            "{} is missing: cargo build --release -p mvm-vmm",
+            ctl.display()
+        ));
+    }
+    inputs.add_file("/usr/local/bin/mvm-vmmctl", &ctl, true);
     if let Some(w) =
         inputs.staleness_warning(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmm/src"))
     {
@@ -314,6 +381,74 @@ fn value<'a>(o: &'a Outcome, key: &str) -> Option<&'a str> {
 fn expect_rc(o: &Outcome, want: i32) {
     if o.rc != Some(want) {
         fail(o, &format!("expected exit status {want}"));
+    }
+}
+
+/// The `Rss`, `Pss` and shared (clean and dirty: a memory file just written is still dirty in
+/// the page cache) figures (KiB) of one smaps_rollup section.
+fn smaps(o: &Outcome, name: &str) -> (u64, u64, u64) {
+    let text = section(o, name);
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| fail(o, &format!("no {key} in {name}")))
+    };
+    (
+        get("Rss:"),
+        get("Pss:"),
+        get("Shared_Clean:") + get("Shared_Dirty:"),
+    )
+}
+
+#[test]
+fn vmm_snapshot_of_a_linux_guest_restores_twice_sharing_memory() {
+    let o = outcome("vmm-snapshot");
+    for key in ["PAUSE", "SNAPSHOT", "RESUME", "VM1-RC", "R1-RC", "R2-RC"] {
+        if value(o, key) != Some("0") {
+            fail(o, &format!("{key} is not 0"));
+        }
+    }
+    let ticks = |text: &str| -> Vec<u32> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("TICK "))
+            .filter_map(|r| r.split(' ').next()?.parse().ok())
+            .collect()
+    };
+    let s1 = section(o, "S1");
+    if ticks(s1) != (0..30).collect::<Vec<_>>() || !s1.contains("COUNT-DONE") {
+        fail(o, "the snapshotted guest did not count to its end");
+    }
+    for r in ["R1", "R2"] {
+        let text = section(o, r);
+        let t = ticks(text);
+        // Taken at tick 5 or a little after: each restored guest goes on from there to 29,
+        // without booting again.
+        let first = t.first().copied().unwrap_or(0);
+        if !(6..=10).contains(&first)
+            || t != (first..30).collect::<Vec<_>>()
+            || !text.contains("COUNT-DONE")
+            || text.contains("Linux version")
+        {
+            fail(o, &format!("{r} did not go on counting from the snapshot"));
+        }
+        let (rss, pss, shared) = smaps(o, &format!("{r}-SMAPS"));
+        if pss >= rss || shared < 1024 {
+            fail(
+                o,
+                &format!("{r}: no pages shared with the other restored VM (Rss {rss} Pss {pss})"),
+            );
+        }
+    }
+    let bad = section(o, "BAD");
+    if value(o, "BAD-RC") != Some("1")
+        || bad.lines().count() != 1
+        || !bad.contains("the snapshot is of a VM with 1 vCPUs and 128 MiB")
+    {
+        fail(
+            o,
+            "a restore into another shape was not refused with one line",
+        );
     }
 }
 

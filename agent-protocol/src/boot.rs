@@ -112,6 +112,9 @@ pub struct BootConfig {
     /// With `export`, the writable disk mounted read-write (`mvm.export=rw`): the helper
     /// also serves `copy_in`, into a stopped container.
     pub export_writable: bool,
+    /// A template VM (`mvm.template=1`, see [`crate::warm`]): the agent touches no disk and
+    /// waits for a warm boot to learn its container.
+    pub template: bool,
 }
 
 impl Default for BootConfig {
@@ -136,6 +139,7 @@ impl Default for BootConfig {
             debug: false,
             export: false,
             export_writable: false,
+            template: false,
         }
     }
 }
@@ -293,6 +297,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootConfig, CmdlineError> {
                 config.export_writable = true;
             }
             "export" => config.export = flag(value).ok_or_else(|| bad("expected 0, 1 or rw"))?,
+            "template" => config.template = flag(value).ok_or_else(|| bad("expected 0 or 1"))?,
             _ => {}
         }
     }
@@ -417,6 +422,9 @@ impl BootConfig {
             let mode = if self.export_writable { "rw" } else { "1" };
             words.push(format!("mvm.export={mode}"));
         }
+        if self.template {
+            words.push("mvm.template=1".to_string());
+        }
         let line = words.join(" ");
         if parse_cmdline(&line)? != *self {
             return Err(EncodeError::Changed(line));
@@ -456,6 +464,16 @@ fn valid_hostname(name: &str) -> bool {
 }
 
 /// Splits like the kernel does: on spaces, with double quotes grouping (and removed).
+/// The words of `cmdline` that are the kernel's (every word but the `mvm.*` ones), joined by
+/// one space: what a template VM and the VMs restored from it must have in common.
+pub fn kernel_words(cmdline: &str) -> String {
+    split_words(cmdline)
+        .into_iter()
+        .filter(|w| !w.starts_with("mvm."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn split_words(cmdline: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -823,6 +841,19 @@ mod tests {
             export_writable: true,
             ..BootConfig::default()
         });
+        // A template VM.
+        round_trip(&BootConfig {
+            template: true,
+            ..BootConfig::default()
+        });
+    }
+
+    #[test]
+    fn kernel_words_leave_the_agents_out() {
+        assert_eq!(
+            kernel_words("console=ttyS0  mvm.lower=/dev/vdb quiet mvm.template=1 root=/dev/vda"),
+            "console=ttyS0 quiet root=/dev/vda"
+        );
     }
 
     #[test]

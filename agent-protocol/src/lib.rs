@@ -24,6 +24,7 @@ mod frame;
 mod handshake;
 mod message;
 mod reader;
+pub mod warm;
 mod writer;
 
 pub use decoder::FrameDecoder;

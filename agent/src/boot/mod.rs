@@ -8,6 +8,7 @@ mod mounts;
 mod rootfs;
 mod seed;
 mod volumes;
+mod warm;
 
 use std::io;
 
@@ -72,8 +73,14 @@ pub fn boot() -> Result<BootConfig, BootError> {
     }
     let cmdline =
         std::fs::read_to_string("/proc/cmdline").map_err(io_err("reading /proc/cmdline"))?;
-    let config = parse_cmdline(&cmdline)?;
+    let mut config = parse_cmdline(&cmdline)?;
     console::set_debug(config.debug);
+    if config.template {
+        // A template VM: snapshotted here, before any container disk is touched; each VM
+        // restored from it learns its container now.
+        config = warm::wait_for_container()?;
+        console::set_debug(config.debug);
+    }
     log_debug!("boot config: {config:?}");
 
     if config.export {

@@ -194,7 +194,10 @@ impl MmioTransport {
             for i in 0..max.len() {
                 dev.common().kick(i);
             }
-            dev.restored();
+            if dev.restored() {
+                self.config_generation = self.config_generation.wrapping_add(1);
+                self.irq.trigger_config();
+            }
         }
         Ok(())
     }

@@ -191,8 +191,12 @@ pub trait VirtioDevice: Send {
         false
     }
     /// Called once a restored device runs again with its snapshot's queues, in a new VMM
-    /// whose backends (host sockets, TAPs) are not the ones the guest used before.
-    fn restored(&mut self) {}
+    /// whose backends (host sockets, TAPs, disk files) are not the ones the guest used
+    /// before. Returns whether its configuration space may differ from what the guest read
+    /// (the transport then tells the driver, as a configuration change).
+    fn restored(&mut self) -> bool {
+        false
+    }
 }
 
 /// Copies `data.len()` bytes of `config` from `offset` into `data`, zero past the end.

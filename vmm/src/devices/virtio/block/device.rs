@@ -183,6 +183,12 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.common.reset();
     }
+
+    /// The restoring VMM may have been given another file (a template's empty placeholder
+    /// replaced by a container's disk): the guest must read the capacity again.
+    fn restored(&mut self) -> bool {
+        true
+    }
 }
 
 impl MutEventSubscriber for Block {

@@ -67,7 +67,8 @@ impl Vsock {
     /// A device for a guest with CID `guest_cid`, listening for host connections at
     /// `uds_path` (a stale socket there is replaced; the directory must exist).
     pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Self, VsockError> {
-        // The event queue is never used (we send no transport events), so it may stay off.
+        // The event queue carries only the transport reset after a restore: the driver may
+        // leave it off.
         let common = VirtioCommon::new(
             TYPE_VSOCK,
             VIRTIO_F_VERSION_1,
@@ -309,8 +310,9 @@ impl VirtioDevice for Vsock {
     /// The guest's connections were to sockets of the VMM that was snapshotted: tell it they
     /// are gone (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as Firecracker does), so that it drops
     /// them and its listeners take new ones.
-    fn restored(&mut self) {
+    fn restored(&mut self) -> bool {
         self.send_transport_reset();
+        false
     }
 }
 

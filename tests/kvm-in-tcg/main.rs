@@ -127,6 +127,38 @@ exit $rc
 "#
             ),
         ),
+        // b2. Warm starts on our VMM: the first `run` of a shape makes its template (a VM
+        //     booted to "agent ready" and snapshotted), later ones restore it. A warm VM's
+        //     kernel command line is the template's; its RNG is its own; `MVM_WARM_START=off`
+        //     boots cold.
+        Scenario::new(
+            "warm-run",
+            &format!(
+                r#"up() {{ cut -d' ' -f1 /proc/uptime; }}
+since() {{ awk "BEGIN{{print $(up) - $1}}"; }}
+probe='echo ran; grep -o "mvm.template=1" /proc/cmdline; head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n"; echo; date +%s'
+t0=$(up)
+{MVM} run --rm --network none busybox sh -c "$probe" >first.txt 2>&1; echo "FIRST-RC=$?"
+echo "FIRST-SECONDS=$(since $t0)"
+echo "FIRST<<"; cat first.txt; echo ">>"
+echo "TEMPLATES=$(ls /var/cache/mvm/templates | grep -v lock | tr '\n' ' ')"
+for n in 1 2 3; do
+  t=$(up)
+  {MVM} run --rm --network none busybox sh -c "$probe" >warm$n.txt 2>&1; echo "WARM$n-RC=$?"
+  echo "WARM$n-SECONDS=$(since $t)"
+  echo "WARM$n<<"; cat warm$n.txt; echo ">>"
+done
+echo "HOST-TIME=$(date +%s)"
+{MVM} run --rm --network none busybox sh -c 'echo out; echo err >&2; exit 3' >so.txt 2>se.txt; echo "STREAMS-RC=$?"
+echo "SO<<"; cat so.txt; echo ">>"
+echo "SE<<"; cat se.txt; echo ">>"
+t=$(up)
+MVM_WARM_START=off {MVM} run --rm --network none busybox sh -c "$probe" >cold.txt 2>&1; echo "COLD-RC=$?"
+echo "COLD-SECONDS=$(since $t)"
+echo "COLD<<"; cat cold.txt; echo ">>"
+"#
+            ),
+        ),
         // c. The process's exit code, stdout and stderr kept apart, 127, and stdin with -i.
         Scenario::new(
             "streams",
@@ -449,6 +481,54 @@ fn vmm_snapshot_of_a_linux_guest_restores_twice_sharing_memory() {
             o,
             "a restore into another shape was not refused with one line",
         );
+    }
+}
+
+#[test]
+fn warm_starts_restore_a_template_with_fresh_entropy() {
+    let o = outcome("warm-run");
+    for key in ["FIRST-RC", "WARM1-RC", "WARM2-RC", "WARM3-RC", "COLD-RC"] {
+        if value(o, key) != Some("0") {
+            fail(o, &format!("{key} is not 0"));
+        }
+    }
+    if value(o, "TEMPLATES").is_none_or(|t| t.trim().is_empty()) {
+        fail(o, "no template was made");
+    }
+    let host_time: u64 = value(o, "HOST-TIME")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| fail(o, "no HOST-TIME"));
+    let mut randoms = Vec::new();
+    for name in ["FIRST", "WARM1", "WARM2", "WARM3"] {
+        let text = section(o, name);
+        let lines: Vec<&str> = text.lines().collect();
+        // ran, the template's marker, 16 random bytes, the guest's clock.
+        if lines.len() != 4 || lines[0] != "ran" || lines[1] != "mvm.template=1" {
+            fail(o, &format!("{name} was not a warm start"));
+        }
+        randoms.push(lines[2].to_string());
+        let t: u64 = lines[3].parse().unwrap_or(0);
+        if t.abs_diff(host_time) > 120 {
+            fail(o, &format!("{name}'s clock is {t}, the host's {host_time}"));
+        }
+    }
+    randoms.sort();
+    randoms.dedup();
+    if randoms.len() != 4 {
+        fail(o, "two warm VMs read the same random bytes");
+    }
+    if section(o, "SO") != "out\n"
+        || section(o, "SE") != "err\n"
+        || value(o, "STREAMS-RC") != Some("3")
+    {
+        fail(
+            o,
+            "a warm start changed the container's streams or exit code",
+        );
+    }
+    let cold = section(o, "COLD");
+    if !cold.starts_with("ran\n") || cold.contains("mvm.template=1") {
+        fail(o, "MVM_WARM_START=off did not boot cold");
     }
 }
 

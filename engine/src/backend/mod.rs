@@ -8,6 +8,7 @@
 pub mod jail;
 mod mvm;
 mod qemu;
+pub mod template;
 pub mod watch;
 
 use std::fs;

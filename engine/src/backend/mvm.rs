@@ -6,17 +6,56 @@ use mvm_vmm_config::{
     DiskConfig, FsConfig, JailMode, NetConfig, SeccompMode, SerialOutput, VmConfig, VsockConfig,
 };
 
-use super::{VmHandle, VmSpec, log_pipe};
+use super::{VmHandle, VmSpec, log_pipe, template};
 use crate::paths;
 
 /// Memory our VMM may use beyond the guest's RAM.
 const VMM_OVERHEAD: u64 = 64 << 20;
 /// The guest's vsock CID: the first one not reserved; each VM has its own vsock device, so
 /// they need not differ.
-const GUEST_CID: u64 = mvm_vmm_config::MIN_GUEST_CID;
+pub(super) const GUEST_CID: u64 = mvm_vmm_config::MIN_GUEST_CID;
 
 pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let vmm = paths::vmm()?;
+    if template::enabled() && template::unsuitable(spec).is_none() {
+        match warm_start(spec, &vmm) {
+            Ok(handle) => return Ok(handle),
+            // A warm start that fails costs its time, never the container: boot it cold, and
+            // say why where the VM's logs are.
+            Err(e) => {
+                let _ = std::fs::write(
+                    spec.run_dir.join("warm-start.log"),
+                    format!("warm start failed, booted cold: {e}\n"),
+                );
+            }
+        }
+    }
+    launch(spec, &vmm, None)
+}
+
+/// Restores `spec`'s shape's template (made first if there is none) and tells its agent
+/// which container it is.
+fn warm_start(spec: &VmSpec, vmm: &Path) -> Result<VmHandle, String> {
+    let t = template::ensure(spec, vmm, &paths::cache_dir())?;
+    let handle = launch(spec, vmm, Some(&t))?;
+    match template::warm_boot(&spec.vsock_path(), &spec.cmdline) {
+        Ok(()) => Ok(handle),
+        Err(e) => {
+            drop(handle);
+            // Made again on the next start (a template of another VMM build, say).
+            template::discard(&t);
+            Err(e)
+        }
+    }
+}
+
+/// Starts the VMM for `spec`: booting its kernel, or restoring `template`.
+fn launch(
+    spec: &VmSpec,
+    vmm: &Path,
+    template: Option<&template::Template>,
+) -> Result<VmHandle, String> {
+    let vmm = vmm.to_path_buf();
     let vm_dir = spec.vm_dir();
     let run_name = spec.name();
     // The VMM opens its devices as root, then jails itself (vmm/src/jail.rs) and drops to the
@@ -31,7 +70,10 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
         u64::from(spec.vcpus) + 16,
         spec.cgroup_parent.as_deref(),
     );
-    let config = vmm_config(spec, &vm_dir, uid);
+    let mut config = vmm_config(spec, &vm_dir, uid);
+    if let Some(t) = template {
+        config.restore = Some(template::restore_source(t));
+    }
     let config = serde_json::to_string(&config)
         .map_err(|e| format!("cannot serialize the VMM's config: {e}"))?;
     let config_path = spec.run_dir.join("vmm.json");
@@ -117,7 +159,8 @@ fn vmm_config(spec: &VmSpec, vm_dir: &Path, uid: u32) -> VmConfig {
         jail: JailMode::Auto,
         jail_uid: Some(uid),
         jail_gid: Some(uid),
-        api_socket: None,
+        // Pause, resume and snapshot for the engine (checkpoints); in the VMM's jail root.
+        api_socket: Some(vm_dir.join("api.sock")),
         restore: None,
     }
 }

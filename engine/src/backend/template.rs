@@ -1,0 +1,469 @@
+//! Warm starts on our VMM: a template VM per shape, booted once to "agent ready", snapshotted,
+//! and restored for every VM of that shape instead of a kernel boot.
+//!
+//! A shape is what the guest's kernel saw at boot: the kernel and its command line (without
+//! the agent's `mvm.*` words), the agent disk, the VMM build, vCPUs, memory and the disks'
+//! number and modes. The template boots with empty files in the container's disk slots and
+//! `mvm.template=1`; its agent waits on [`TEMPLATE_PORT`]. A VM restored from it is told its
+//! container by a warm boot (agent-protocol's `warm`): the container's command line, fresh
+//! entropy and the time; its disks are the container's (the restored VMM announces their
+//! sizes), and from then on it is what a cold-booted VM would be.
+//!
+//! Templates live in the cache (`<cache>/templates/<key>`), keyed by all of the above, so
+//! a new kernel, agent or VMM makes a new one by itself. VMs with network interfaces or
+//! shared directories boot cold (their devices' state lives outside the VMM: a TAP that must
+//! exist at the template's boot, a vhost-user daemon). `MVM_WARM_START=off` turns warm starts
+//! off.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mvm_agent_protocol::warm::{TEMPLATE_PORT, WarmAnswer, WarmBoot, WarmReady};
+use mvm_agent_protocol::{Frame, FrameReader, FrameWriter, boot};
+use mvm_vmm_config::api::{ApiRequest, ApiResponse};
+use mvm_vmm_config::{
+    DiskConfig, JailMode, RestoreSource, SeccompMode, SerialOutput, VmConfig, VsockConfig,
+};
+use sha2::{Digest, Sha256};
+
+use super::VmSpec;
+use crate::session::connect_guest;
+
+/// How long a template's kernel and agent may take to be ready.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restored VM's agent may take to answer.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Random bytes each warm boot carries.
+const ENTROPY_BYTES: usize = 64;
+
+/// A template's two snapshot files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The snapshot's state file.
+    pub state: PathBuf,
+    /// The snapshot's memory file.
+    pub memory: PathBuf,
+}
+
+/// Whether warm starts are on (`MVM_WARM_START` is not `off`, `0`, `no` or `false`).
+pub fn enabled() -> bool {
+    !matches!(
+        std::env::var("MVM_WARM_START").as_deref(),
+        Ok("off" | "0" | "no" | "false")
+    )
+}
+
+/// Why `spec` cannot be warm-started, if it cannot.
+pub fn unsuitable(spec: &VmSpec) -> Option<&'static str> {
+    if !spec.nics.is_empty() {
+        return Some("it has network interfaces");
+    }
+    if !spec.shares.is_empty() {
+        return Some("it has shared directories");
+    }
+    if spec.disks.is_empty() {
+        return Some("it has no agent disk");
+    }
+    None
+}
+
+/// A file's identity for a key: path, size and modification time.
+fn file_id(path: &Path) -> Result<String, String> {
+    let m = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!(
+        "{}:{}:{}.{}",
+        path.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
+/// The kernel command line of `spec` as the template boots it: the kernel's words only.
+fn template_cmdline(spec: &VmSpec) -> String {
+    format!(
+        "{} mvm.template=1 reboot=k",
+        boot::kernel_words(&spec.cmdline)
+    )
+}
+
+/// The key of `spec`'s shape (hex).
+pub fn key(spec: &VmSpec, vmm: &Path) -> Result<String, String> {
+    let mut h = Sha256::new();
+    let mut put = |s: &str| {
+        h.update(s.as_bytes());
+        h.update([0]);
+    };
+    put("mvm-template-1");
+    put(&file_id(vmm)?);
+    put(&file_id(&spec.kernel)?);
+    put(&template_cmdline(spec));
+    put(&format!("{} {}", spec.vcpus, spec.mem_mib));
+    // The agent disk is named by its content's hash; the other disks are slots.
+    put(&file_id(&spec.disks[0].path)?);
+    for d in &spec.disks {
+        put(&format!("{}:{}", d.read_only, d.id));
+    }
+    let sum = h.finalize();
+    Ok(sum[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The template for `spec`'s shape, made now if there is none.
+pub fn ensure(spec: &VmSpec, vmm: &Path, cache: &Path) -> Result<Template, String> {
+    let key = key(spec, vmm)?;
+    let root = cache.join("templates");
+    fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let dir = root.join(&key);
+    let template = Template {
+        state: dir.join("state"),
+        memory: dir.join("memory"),
+        dir: dir.clone(),
+    };
+    if template.state.is_file() {
+        return Ok(template);
+    }
+    // One maker per shape: the others wait for it and take its template.
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(root.join(format!("{key}.lock")))
+        .map_err(|e| format!("template lock: {e}"))?;
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } < 0 {
+        return Err(format!(
+            "template lock: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if template.state.is_file() {
+        return Ok(template);
+    }
+    let work = root.join(format!("{key}.new"));
+    let _ = fs::remove_dir_all(&work);
+    let made = make(spec, vmm, &work);
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&work);
+        return Err(e);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&work, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(template)
+}
+
+/// Forgets a template that failed to restore (it is made again next time).
+pub fn discard(t: &Template) {
+    let _ = fs::remove_dir_all(&t.dir);
+}
+
+/// Kills the template VM when making it fails halfway.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Boots the template VM in `work`, waits for its agent and snapshots it there.
+fn make(spec: &VmSpec, vmm: &Path, work: &Path) -> Result<(), String> {
+    let vm_dir = work.join("vm");
+    fs::create_dir_all(&vm_dir).map_err(|e| format!("{}: {e}", vm_dir.display()))?;
+    let vsock = vm_dir.join("vsock.sock");
+    if vsock.as_os_str().len() + 11 > 107 {
+        return Err(format!(
+            "the cache path {} is too long for the template's sockets",
+            work.display()
+        ));
+    }
+    let api = vm_dir.join("api.sock");
+    let mut disks = vec![DiskConfig {
+        path: spec.disks[0].path.clone(),
+        read_only: true,
+        id: Some(spec.disks[0].id.clone()),
+    }];
+    for (i, d) in spec.disks.iter().enumerate().skip(1) {
+        // An empty file: the guest's kernel reads nothing from it at boot, so nothing of it
+        // is in the template's page cache when the container's disk takes its place.
+        let slot = work.join(format!("slot{i}.img"));
+        File::create(&slot).map_err(|e| format!("{}: {e}", slot.display()))?;
+        disks.push(DiskConfig {
+            path: slot,
+            read_only: d.read_only,
+            id: Some(d.id.clone()),
+        });
+    }
+    let config = VmConfig {
+        kernel: spec.kernel.clone(),
+        initrd: None,
+        cmdline: template_cmdline(spec),
+        vcpus: spec.vcpus,
+        mem_mib: spec.mem_mib,
+        disks,
+        vsock: Some(VsockConfig {
+            guest_cid: super::mvm::GUEST_CID,
+            uds_path: vsock.clone(),
+        }),
+        net: Vec::new(),
+        fs: Vec::new(),
+        serial: SerialOutput::File(work.join("console.log")),
+        exit_record: None,
+        seccomp: SeccompMode::Kill,
+        jail: JailMode::Auto,
+        jail_uid: None,
+        jail_gid: None,
+        api_socket: Some(api.clone()),
+        restore: None,
+    };
+    let config_path = work.join("vmm.json");
+    let text = serde_json::to_string(&config).map_err(|e| e.to_string())?;
+    fs::write(&config_path, text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let log = File::create(work.join("vmm.log")).map_err(|e| format!("template log: {e}"))?;
+    let child = Command::new(vmm)
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
+    let mut vm = Reaped(child);
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    // The agent is ready when it answers on the template port; this connection is left open
+    // (the agent waits on it) and is reset in every restored VM.
+    let _conn = loop {
+        if let Some(status) = vm.0.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "the template VM ended ({status}) before its agent was ready: {}",
+                super::log_tail(&work.join("vmm.log"))
+            ));
+        }
+        match ready(&vsock, Duration::from_secs(2)) {
+            Ok(conn) => break conn,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("the template VM's agent never became ready: {e}")),
+        }
+    };
+    let mut ctl = Api::connect(&api)?;
+    ctl.ask(&ApiRequest::Pause, &[])?;
+    let state = create(&work.join("state.new"))?;
+    let memory = create(&work.join("memory"))?;
+    ctl.ask(&ApiRequest::Snapshot, &[&state, &memory])?;
+    drop(vm);
+    // The state file appears last: a template with one is whole.
+    fs::rename(work.join("state.new"), work.join("state")).map_err(|e| e.to_string())?;
+    for f in ["memory", "state"] {
+        let _ = fs::set_permissions(
+            work.join(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o400),
+        );
+    }
+    Ok(())
+}
+
+fn create(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Connects to the template port and reads the agent's [`WarmReady`].
+fn ready(vsock: &Path, timeout: Duration) -> Result<UnixStream, String> {
+    let mut conn = connect_guest(vsock, TEMPLATE_PORT, timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    match FrameReader::new(&mut conn).read_frame::<WarmReady>() {
+        Ok(Some(Frame::Control(r))) => {
+            mvm_agent_protocol::check_version(r.version).map_err(|e| e.to_string())?;
+            Ok(conn)
+        }
+        Ok(_) => Err("the agent did not say it was ready".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Tells the agent of a VM restored from a template which container it is (`cmdline`), with
+/// fresh entropy and the time; returns once it is booting the container.
+pub fn warm_boot(vsock: &Path, cmdline: &str) -> Result<(), String> {
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut conn = loop {
+        match ready(vsock, Duration::from_secs(2)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("the restored VM's agent did not answer: {e}")),
+        }
+    };
+    let mut entropy = vec![0u8; ENTROPY_BYTES];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut entropy))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let unix_time_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let mut buf = Vec::new();
+    FrameWriter::new(&mut buf)
+        .write_control(&WarmBoot {
+            cmdline: cmdline.to_string(),
+            entropy,
+            unix_time_ns,
+        })
+        .map_err(|e| e.to_string())?;
+    conn.write_all(&buf)
+        .map_err(|e| format!("warm boot: {e}"))?;
+    conn.set_read_timeout(Some(RESTORE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    match FrameReader::new(&mut conn).read_frame::<WarmAnswer>() {
+        Ok(Some(Frame::Control(WarmAnswer::Booting))) => Ok(()),
+        Ok(Some(Frame::Control(WarmAnswer::Refused { message }))) => {
+            Err(format!("the agent refused the warm boot: {message}"))
+        }
+        Ok(_) => Err("the agent did not answer the warm boot".into()),
+        Err(e) => Err(format!("warm boot: {e}")),
+    }
+}
+
+/// A client of a VMM's control socket.
+struct Api(BufReader<UnixStream>);
+
+impl Api {
+    fn connect(path: &Path) -> Result<Api, String> {
+        let s = UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        Ok(Api(BufReader::new(s)))
+    }
+
+    fn ask(&mut self, req: &ApiRequest, files: &[&File]) -> Result<ApiResponse, String> {
+        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+        let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+        self.0
+            .get_ref()
+            .send_with_fds(&[&line[..]], &fds)
+            .map_err(|e| format!("the VMM's control socket: {e}"))?;
+        let mut answer = String::new();
+        self.0
+            .read_line(&mut answer)
+            .map_err(|e| format!("the VMM's control socket: {e}"))?;
+        let resp: ApiResponse =
+            serde_json::from_str(&answer).map_err(|e| format!("the VMM's control socket: {e}"))?;
+        if !resp.ok {
+            return Err(format!(
+                "the VMM refused {req:?}: {}",
+                resp.error.clone().unwrap_or_default()
+            ));
+        }
+        Ok(resp)
+    }
+}
+
+/// The restore source of `t`.
+pub fn restore_source(t: &Template) -> RestoreSource {
+    RestoreSource {
+        state: t.state.clone(),
+        memory: t.memory.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Disk, Nic};
+
+    fn spec(dir: &Path) -> VmSpec {
+        let kernel = dir.join("vmlinux");
+        let agent = dir.join("agent.erofs");
+        fs::write(&kernel, b"k").unwrap();
+        fs::write(&agent, b"a").unwrap();
+        VmSpec {
+            kernel,
+            cmdline: "console=ttyS0 quiet mvm.lower=/dev/vdb mvm.callback=1025".into(),
+            vcpus: 1,
+            mem_mib: 128,
+            disks: vec![
+                Disk {
+                    path: agent,
+                    read_only: true,
+                    id: "mvm-agent".into(),
+                },
+                Disk {
+                    path: "/containers/a/image.erofs".into(),
+                    read_only: true,
+                    id: "mvm-image".into(),
+                },
+            ],
+            run_dir: "/run/mvm/abc".into(),
+            nics: Vec::new(),
+            shares: Vec::new(),
+            cgroup_parent: None,
+        }
+    }
+
+    #[test]
+    fn the_key_is_the_shape_not_the_container() {
+        let dir = std::env::temp_dir().join(format!("mvm-tplkey-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let vmm = dir.join("mvm-vmm");
+        fs::write(&vmm, b"v").unwrap();
+        let a = spec(&dir);
+        let k = key(&a, &vmm).unwrap();
+        // Another container of the same shape: its own disks and agent words.
+        let mut b = spec(&dir);
+        b.disks[1].path = "/containers/b/image.erofs".into();
+        b.cmdline = "console=ttyS0 quiet mvm.lower=/dev/vdb mvm.hostname=b".into();
+        b.run_dir = "/run/mvm/def".into();
+        assert_eq!(key(&b, &vmm).unwrap(), k);
+        assert_eq!(
+            template_cmdline(&b),
+            "console=ttyS0 quiet mvm.template=1 reboot=k"
+        );
+        // Another shape.
+        for change in [
+            |s: &mut VmSpec| s.mem_mib = 256,
+            |s: &mut VmSpec| s.vcpus = 2,
+            |s: &mut VmSpec| s.cmdline = "console=ttyS0 loglevel=7".into(),
+            |s: &mut VmSpec| s.disks[1].read_only = false,
+            |s: &mut VmSpec| s.disks.truncate(1),
+        ] {
+            let mut c = spec(&dir);
+            change(&mut c);
+            assert_ne!(key(&c, &vmm).unwrap(), k);
+        }
+        // A new VMM binary.
+        std::thread::sleep(Duration::from_millis(10));
+        fs::write(&vmm, b"v2").unwrap();
+        assert_ne!(key(&a, &vmm).unwrap(), k);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn vms_with_nics_or_shares_boot_cold() {
+        let dir = std::env::temp_dir().join(format!("mvm-tplfit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut s = spec(&dir);
+        assert_eq!(unsuitable(&s), None);
+        s.nics.push(Nic {
+            tap: "t".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+        });
+        assert_eq!(unsuitable(&s), Some("it has network interfaces"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

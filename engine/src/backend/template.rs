@@ -390,8 +390,11 @@ mod tests {
     fn spec(dir: &Path) -> VmSpec {
         let kernel = dir.join("vmlinux");
         let agent = dir.join("agent.erofs");
-        fs::write(&kernel, b"k").unwrap();
-        fs::write(&agent, b"a").unwrap();
+        for f in [&kernel, &agent] {
+            if !f.exists() {
+                fs::write(f, b"x").unwrap();
+            }
+        }
         VmSpec {
             kernel,
             cmdline: "console=ttyS0 quiet mvm.lower=/dev/vdb mvm.callback=1025".into(),

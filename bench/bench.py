@@ -1068,26 +1068,29 @@ def bench_nested():
     mib = lambda xs: [x / 1024 for x in xs]
     r["qemu.WithHelper"] = [a + b for a, b in zip(r["qemu.VmRSS"], r["qemu.HelperVmRSS"])]
     r["mvm.WithHelper"] = r["mvm.VmRSS"]
-    for b in ("mvm", "qemu"):
+    r["mvm-cold.WithHelper"] = r["mvm-cold.VmRSS"]
+    for b in ("mvm", "mvm-cold", "qemu"):
         r[b + ".Own"] = [a - g for a, g in zip(r[b + ".VmRSS"], r[b + ".GuestRss"])]
-    def rel(k):
-        a, b = statistics.median(r["mvm." + k]), statistics.median(r["qemu." + k])
+    def rel(x, y, k):
+        a, b = statistics.median(r[x + "." + k]), statistics.median(r[y + "." + k])
         return f"{a / b:.2f}x" if b else "n/a"
     rows = []
     for label, k in [("boot: VM start to agent ready", "agent_ready"),
                      ("run to exit: VM start to VM ended", "vm_ended"),
                      ("`mvm run --rm --network none busybox true`, whole command", "wall")]:
-        rows.append([label, cell(r["mvm." + k], "ms"), cell(r["qemu." + k], "ms"), rel(k)])
+        rows.append([label, cell(r["mvm." + k], "ms"), cell(r["mvm-cold." + k], "ms"),
+                     cell(r["qemu." + k], "ms"), rel("mvm", "mvm-cold", k), rel("mvm", "qemu", k)])
     for label, k in [("hypervisor resident memory (VmRSS), idle container", "VmRSS"),
                      ("  of it anonymous (RssAnon)", "RssAnon"),
                      ("  of it shared memory (RssShmem)", "RssShmem"),
-                     ("  of it files (RssFile)", "RssFile"),
+                     ("  of it files (RssFile: a warm VM's template pages)", "RssFile"),
                      ("  of it guest RAM (resident pages of the 512 MiB guest mapping)", "GuestRss"),
                      ("hypervisor's own memory (VmRSS without guest RAM)", "Own"),
                      ("hypervisor + vsock helper (vhost-device-vsock for QEMU)", "WithHelper")]:
-        rows.append([label, cell(mib(r["mvm." + k]), "MiB"), cell(mib(r["qemu." + k]), "MiB"), rel(k)])
-    table(f"Our VMM beside QEMU on the same KVM, nested (KVM in TCG; N={r['n']}, memory N=3)",
-          ["mvm (mvm-vmm)", "QEMU microvm, KVM", "mvm / QEMU"], rows)
+        rows.append([label, cell(mib(r["mvm." + k]), "MiB"), cell(mib(r["mvm-cold." + k]), "MiB"),
+                     cell(mib(r["qemu." + k]), "MiB"), rel("mvm", "mvm-cold", k), rel("mvm", "qemu", k)])
+    table(f"Our VMM (warm and cold) beside QEMU on the same KVM, nested (KVM in TCG; N={r['n']}, memory N=3)",
+          ["mvm, warm start", "mvm, cold boot", "QEMU microvm, KVM", "warm / cold", "warm / QEMU"], rows)
     print(f"\nQEMU as the runtime started it: `{r['qemu_cmdline']}`")
 
 

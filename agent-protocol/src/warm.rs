@@ -18,6 +18,8 @@ pub const MIN_ENTROPY: usize = 32;
 pub const MAX_ENTROPY: usize = 512;
 /// Longest command line a warm boot carries (the kernel's own limit on x86).
 pub const MAX_CMDLINE: usize = 2048;
+/// Most network interfaces a warm boot names.
+pub const MAX_NICS: usize = 32;
 
 /// The agent is waiting for its container.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -37,6 +39,11 @@ pub struct WarmBoot {
     /// The host's wall-clock time (nanoseconds since the epoch), to set the guest's: it stood
     /// still from the snapshot to the restore.
     pub unix_time_ns: u64,
+    /// The MAC address of each network interface, in the VM's order (eth0, eth1, ...): the
+    /// template's interfaces had the template's; the agent gives each the container's before
+    /// it configures them (it finds them by MAC).
+    #[serde(default)]
+    pub macs: Vec<crate::boot::MacAddr>,
 }
 
 /// The agent's answer to a warm boot.
@@ -64,6 +71,9 @@ impl WarmBoot {
         if self.cmdline.len() > MAX_CMDLINE {
             return Err(format!("a command line of {} bytes", self.cmdline.len()));
         }
+        if self.macs.len() > MAX_NICS {
+            return Err(format!("{} network interfaces", self.macs.len()));
+        }
         Ok(())
     }
 }
@@ -79,6 +89,7 @@ mod tests {
             cmdline: "console=ttyS0 mvm.lower=/dev/vdb".into(),
             entropy: vec![7; 64],
             unix_time_ns: 1_796_680_716_328_000_000,
+            macs: vec![crate::boot::MacAddr([2, 0, 0, 0, 0, 9])],
         };
         boot.check().unwrap();
         let mut buf = Vec::new();
@@ -96,6 +107,7 @@ mod tests {
             cmdline: String::new(),
             entropy: vec![1; 8],
             unix_time_ns: 0,
+            macs: Vec::new(),
         };
         assert!(boot.check().unwrap_err().contains("8 bytes of entropy"));
     }

@@ -149,6 +149,8 @@ for n in 1 2 3; do
   echo "WARM$n<<"; cat warm$n.txt; echo ">>"
 done
 echo "HOST-TIME=$(date +%s)"
+{MVM} run --rm busybox sh -c 'grep -o mvm.template=1 /proc/cmdline; ip -4 -o addr show eth0 | awk "{{print \$4}}"; ping -c 1 -W 5 10.89.0.1 >/dev/null && echo gw-ok' >net.txt 2>&1; echo "NET-RC=$?"
+echo "NET<<"; cat net.txt; echo ">>"
 {MVM} run --rm --network none busybox sh -c 'echo out; echo err >&2; exit 3' >so.txt 2>se.txt; echo "STREAMS-RC=$?"
 echo "SO<<"; cat so.txt; echo ">>"
 echo "SE<<"; cat se.txt; echo ">>"
@@ -529,6 +531,18 @@ fn warm_starts_restore_a_template_with_fresh_entropy() {
     let cold = section(o, "COLD");
     if !cold.starts_with("ran\n") || cold.contains("mvm.template=1") {
         fail(o, "MVM_WARM_START=off did not boot cold");
+    }
+    // On the default network: a template with a network interface, the container's MAC set
+    // by the agent (it finds the interface by it), its address, its gateway.
+    let net = section(o, "NET");
+    if value(o, "NET-RC") != Some("0")
+        || !net.starts_with("mvm.template=1\n10.89.0.")
+        || !net.contains("gw-ok")
+    {
+        fail(
+            o,
+            "a warm start on the default network did not get its address and gateway",
+        );
     }
 }
 

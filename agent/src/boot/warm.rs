@@ -84,6 +84,7 @@ fn apply(boot: &WarmBoot) -> Result<BootConfig, String> {
     }
     reseed(&boot.entropy).map_err(|e| format!("reseeding the RNG: {e}"))?;
     set_clock(boot.unix_time_ns).map_err(|e| format!("setting the clock: {e}"))?;
+    set_macs(&boot.macs)?;
     wait_for_disks(Path::new("/sys/block"), DISK_WAIT)?;
     Ok(config)
 }
@@ -115,6 +116,21 @@ fn reseed(entropy: &[u8]) -> std::io::Result<()> {
     // SAFETY: takes no argument.
     if unsafe { libc::ioctl(file.as_raw_fd(), RNDRESEEDCRNG) } < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives eth0, eth1, ... the container's MAC addresses (they are still down: the template's
+/// agent configured nothing).
+fn set_macs(macs: &[mvm_agent_protocol::boot::MacAddr]) -> Result<(), String> {
+    if macs.is_empty() {
+        return Ok(());
+    }
+    let sock = crate::netdev::IfSocket::new().map_err(|e| format!("network: {e}"))?;
+    for (i, mac) in macs.iter().enumerate() {
+        let name = format!("eth{i}");
+        sock.set_hwaddr(&name, mac.0)
+            .map_err(|e| format!("setting {name}'s MAC address {mac}: {e}"))?;
     }
     Ok(())
 }
@@ -210,6 +226,7 @@ mod tests {
                     cmdline: "mvm.lower=/dev/vdb".into(),
                     entropy: vec![1; 4],
                     unix_time_ns: 0,
+                    macs: Vec::new(),
                 },
                 "bytes of entropy",
             ),
@@ -218,6 +235,7 @@ mod tests {
                     cmdline: "mvm.template=1".into(),
                     entropy: vec![1; 64],
                     unix_time_ns: 0,
+                    macs: Vec::new(),
                 },
                 "another template",
             ),
@@ -226,6 +244,7 @@ mod tests {
                     cmdline: "mvm.port=x".into(),
                     entropy: vec![1; 64],
                     unix_time_ns: 0,
+                    macs: Vec::new(),
                 },
                 "mvm.port",
             ),

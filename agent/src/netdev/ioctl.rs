@@ -92,6 +92,19 @@ impl IfSocket {
         Ok(Some(mac))
     }
 
+    /// Sets the interface's hardware (MAC) address; the interface must be down.
+    pub fn set_hwaddr(&self, name: &str, mac: [u8; 6]) -> io::Result<()> {
+        let mut req = ifreq(name)?;
+        // SAFETY: writing the hwaddr member of the union, a plain sockaddr.
+        unsafe {
+            req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+            for (dst, src) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+                *dst = src as libc::c_char;
+            }
+        }
+        self.ifreq_ioctl(libc::SIOCSIFHWADDR, &mut req)
+    }
+
     /// Sets the interface's MTU.
     pub fn set_mtu(&self, name: &str, mtu: u32) -> io::Result<()> {
         let mut req = ifreq(name)?;

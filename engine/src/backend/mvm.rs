@@ -38,7 +38,8 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
 fn warm_start(spec: &VmSpec, vmm: &Path) -> Result<VmHandle, String> {
     let t = template::ensure(spec, vmm, &paths::cache_dir())?;
     let handle = launch(spec, vmm, Some(&t))?;
-    match template::warm_boot(&spec.vsock_path(), &spec.cmdline) {
+    let macs: Vec<_> = spec.nics.iter().map(|n| n.mac).collect();
+    match template::warm_boot(&spec.vsock_path(), &spec.cmdline, &macs) {
         Ok(()) => Ok(handle),
         Err(e) => {
             drop(handle);

@@ -9,11 +9,14 @@
 //! entropy and the time; its disks are the container's (the restored VMM announces their
 //! sizes), and from then on it is what a cold-booted VM would be.
 //!
+//! Network interfaces are slots too: the template boots with TAP devices of its own (deleted
+//! once it is snapshotted) and MACs of its own; a warm boot names the container's MACs and the
+//! agent sets them before it configures the interfaces.
+//!
 //! Templates live in the cache (`<cache>/templates/<key>`), keyed by all of the above, so
-//! a new kernel, agent or VMM makes a new one by itself. VMs with network interfaces or
-//! shared directories boot cold (their devices' state lives outside the VMM: a TAP that must
-//! exist at the template's boot, a vhost-user daemon). `MVM_WARM_START=off` turns warm starts
-//! off.
+//! a new kernel, agent or VMM makes a new one by itself. VMs with shared directories boot cold
+//! (a virtio-fs device's state lives in its vhost-user daemon). `MVM_WARM_START=off` turns
+//! warm starts off.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,9 +66,6 @@ pub fn enabled() -> bool {
 
 /// Why `spec` cannot be warm-started, if it cannot.
 pub fn unsuitable(spec: &VmSpec) -> Option<&'static str> {
-    if !spec.nics.is_empty() {
-        return Some("it has network interfaces");
-    }
     if !spec.shares.is_empty() {
         return Some("it has shared directories");
     }
@@ -112,6 +112,7 @@ pub fn key(spec: &VmSpec, vmm: &Path) -> Result<String, String> {
     for d in &spec.disks {
         put(&format!("{}:{}", d.read_only, d.id));
     }
+    put(&format!("nics {}", spec.nics.len()));
     let sum = h.finalize();
     Ok(sum[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -150,7 +151,7 @@ pub fn ensure(spec: &VmSpec, vmm: &Path, cache: &Path) -> Result<Template, Strin
     }
     let work = root.join(format!("{key}.new"));
     let _ = fs::remove_dir_all(&work);
-    let made = make(spec, vmm, &work);
+    let made = make(spec, vmm, &work, &key);
     if let Err(e) = made {
         let _ = fs::remove_dir_all(&work);
         return Err(e);
@@ -175,8 +176,19 @@ impl Drop for Reaped {
     }
 }
 
+/// The template's own TAP devices, deleted when it has been snapshotted (or failed).
+struct Taps(Vec<String>);
+
+impl Drop for Taps {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            crate::network::host::delete_tap(t);
+        }
+    }
+}
+
 /// Boots the template VM in `work`, waits for its agent and snapshots it there.
-fn make(spec: &VmSpec, vmm: &Path, work: &Path) -> Result<(), String> {
+fn make(spec: &VmSpec, vmm: &Path, work: &Path, key: &str) -> Result<(), String> {
     let vm_dir = work.join("vm");
     fs::create_dir_all(&vm_dir).map_err(|e| format!("{}: {e}", vm_dir.display()))?;
     let vsock = vm_dir.join("vsock.sock");
@@ -203,6 +215,18 @@ fn make(spec: &VmSpec, vmm: &Path, work: &Path) -> Result<(), String> {
             id: Some(d.id.clone()),
         });
     }
+    let mut taps = Taps(Vec::new());
+    let mut net = Vec::new();
+    for i in 0..spec.nics.len() {
+        // At most 15 bytes, and apart from the containers' `mvt...` names.
+        let tap = format!("tmv{}n{i}", &key[..8]);
+        crate::network::host::create_spare_tap(&tap).map_err(|e| e.to_string())?;
+        taps.0.push(tap.clone());
+        net.push(mvm_vmm_config::NetConfig {
+            tap,
+            mac: Some(format!("02:00:00:00:00:{i:02x}")),
+        });
+    }
     let config = VmConfig {
         kernel: spec.kernel.clone(),
         initrd: None,
@@ -214,7 +238,7 @@ fn make(spec: &VmSpec, vmm: &Path, work: &Path) -> Result<(), String> {
             guest_cid: super::mvm::GUEST_CID,
             uds_path: vsock.clone(),
         }),
-        net: Vec::new(),
+        net,
         fs: Vec::new(),
         serial: SerialOutput::File(work.join("console.log")),
         exit_record: None,
@@ -260,6 +284,7 @@ fn make(spec: &VmSpec, vmm: &Path, work: &Path) -> Result<(), String> {
     let memory = create(&work.join("memory"))?;
     ctl.ask(&ApiRequest::Snapshot, &[&state, &memory])?;
     drop(vm);
+    drop(taps);
     // The state file appears last: a template with one is whole.
     fs::rename(work.join("state.new"), work.join("state")).map_err(|e| e.to_string())?;
     for f in ["memory", "state"] {
@@ -299,7 +324,7 @@ fn ready(vsock: &Path, timeout: Duration) -> Result<UnixStream, String> {
 
 /// Tells the agent of a VM restored from a template which container it is (`cmdline`), with
 /// fresh entropy and the time; returns once it is booting the container.
-pub fn warm_boot(vsock: &Path, cmdline: &str) -> Result<(), String> {
+pub fn warm_boot(vsock: &Path, cmdline: &str, macs: &[boot::MacAddr]) -> Result<(), String> {
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut conn = loop {
         match ready(vsock, Duration::from_secs(2)) {
@@ -322,6 +347,7 @@ pub fn warm_boot(vsock: &Path, cmdline: &str) -> Result<(), String> {
             cmdline: cmdline.to_string(),
             entropy,
             unix_time_ns,
+            macs: macs.to_vec(),
         })
         .map_err(|e| e.to_string())?;
     conn.write_all(&buf)
@@ -444,6 +470,12 @@ mod tests {
             |s: &mut VmSpec| s.cmdline = "console=ttyS0 loglevel=7".into(),
             |s: &mut VmSpec| s.disks[1].read_only = false,
             |s: &mut VmSpec| s.disks.truncate(1),
+            |s: &mut VmSpec| {
+                s.nics.push(Nic {
+                    tap: "t".into(),
+                    mac: "02:00:00:00:00:01".parse().unwrap(),
+                })
+            },
         ] {
             let mut c = spec(&dir);
             change(&mut c);
@@ -457,16 +489,20 @@ mod tests {
     }
 
     #[test]
-    fn vms_with_nics_or_shares_boot_cold() {
+    fn vms_with_shares_boot_cold() {
         let dir = std::env::temp_dir().join(format!("mvm-tplfit-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let mut s = spec(&dir);
-        assert_eq!(unsuitable(&s), None);
         s.nics.push(Nic {
             tap: "t".into(),
             mac: "02:00:00:00:00:01".parse().unwrap(),
         });
-        assert_eq!(unsuitable(&s), Some("it has network interfaces"));
+        assert_eq!(unsuitable(&s), None);
+        s.shares.push(crate::backend::Share {
+            socket: "/s".into(),
+            tag: "t".into(),
+        });
+        assert_eq!(unsuitable(&s), Some("it has shared directories"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

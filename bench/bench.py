@@ -1047,6 +1047,101 @@ def bench_fs():
            "volume / host buffered"], rows)
 
 
+# ---------------------------------------------------------------- density: idle containers
+def pss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mem_available_kib():
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def procs_named(names):
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if open(f"/proc/{p}/comm").read().strip() in names:
+                    found.append(int(p))
+            except OSError:
+                pass
+    return found
+
+
+def density_run(n, env, label):
+    """Starts n idle containers (`sleep`), lets them settle, measures, removes them."""
+    work = tempfile.mkdtemp(prefix="mvmd-")
+    root = os.path.join(work, "r")
+    names = {"qemu-system-x86", "vhost-device-vs", "mvm-vmm", "mvm"}
+    try:
+        subprocess.run([MVM, "--root", root, "import", BUSYBOX_TAR, "busybox"], check=True,
+                       stdout=subprocess.DEVNULL, env=env)
+        subprocess.run([MVM, "--root", root, "run", "--rm", "--network", "none", "busybox", "true"],
+                       check=True, env=env)
+        subprocess.run(["sync"])
+        time.sleep(3)
+        before = mem_available_kib()
+        ids = []
+        batch = 4
+        for i in range(0, n, batch):
+            ps = [subprocess.Popen([MVM, "--root", root, "run", "-d", "--network", "none", "busybox",
+                                    "sleep", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env=env) for _ in range(min(batch, n - i))]
+            for p in ps:
+                o, e = p.communicate()
+                if p.returncode != 0:
+                    sys.exit(f"bench: density ({label}): run -d failed: {e.decode().strip()}")
+                ids.append(o.decode().strip())
+        # Let every guest finish booting and go idle.
+        time.sleep(15)
+        after = mem_available_kib()
+        pids = procs_named(names)
+        pss = sum(pss_kib(p) for p in pids)
+        running = subprocess.run([MVM, "--root", root, "ps", "-q"], stdout=subprocess.PIPE,
+                                 text=True, env=env).stdout.split()
+        if len(running) != n:
+            sys.exit(f"bench: density ({label}): {len(running)} of {n} containers running")
+        subprocess.run([MVM, "--root", root, "rm", "-f"] + ids, stdout=subprocess.DEVNULL, env=env)
+    finally:
+        subprocess.run(["rm", "-rf", work])
+    return {"pss": pss / n, "drop": (before - after) / n}
+
+
+def bench_density():
+    """Idle memory per container: BENCH_DENSITY_N (50) detached `busybox sleep` containers
+    (512 MiB guests, no network), 15 s after the last started: the summed PSS of the
+    hypervisors, their helpers and the monitors per container, and the host's MemAvailable drop
+    per container (page cache of the shared image and kernel included). Before: QEMU's TCG
+    translation cache at QEMU's own size (MVM_QEMU_TB_MIB=0); after: at mvm's."""
+    need(MVM, "cargo build --release")
+    need(BUSYBOX_TAR, "scripts/setup.sh (scripts/make-busybox-rootfs.sh)")
+    n = int(os.environ.get("BENCH_DENSITY_N", "50"))
+    backend = backend_name()
+    base = dict(os.environ)
+    before = density_run(n, {**base, "MVM_QEMU_TB_MIB": "0"}, "before")
+    after = density_run(n, base, "after")
+    mib = lambda k: k / 1024
+    per8g = lambda d: f"{int(8 * 1024 * 1024 / d['drop'])}" if d["drop"] > 0 else "n/a"
+    rows = [
+        ["PSS per idle container (hypervisor, helpers, monitor)", fmt(mib(before["pss"]), "MiB"),
+         fmt(mib(after["pss"]), "MiB"), f"{after['pss'] / before['pss']:.2f}x"],
+        ["host MemAvailable drop per container", fmt(mib(before["drop"]), "MiB"),
+         fmt(mib(after["drop"]), "MiB"), f"{after['drop'] / before['drop']:.2f}x"],
+        ["containers per 8 GiB (by the drop)", per8g(before), per8g(after), ""],
+    ]
+    table(f"Density: {n} idle containers on {os.cpu_count()} cores (backend: {backend})",
+          ["QEMU's TCG cache", "mvm's TCG cache", "after / before"], rows)
+
+
 # ---------------------------------------------------------------- our VMM beside QEMU/KVM, nested
 def bench_nested():
     """`mvm run --rm busybox true` with our VMM beside QEMU (`-M microvm -accel kvm`, the qemu
@@ -1355,8 +1450,8 @@ def bench_proxy():
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "stress", "proxy",
-                    "oci", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|oci|all|nested]")
+                    "oci", "density", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|oci|density|all|nested]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -1380,5 +1475,7 @@ if __name__ == "__main__":
         bench_proxy()
     if what in ("oci", "all"):
         bench_oci()
+    if what == "density":  # not in "all": 100 VMs take minutes
+        bench_density()
     if what == "nested":  # not in "all": it boots the KVM-in-TCG machine
         bench_nested()

@@ -44,6 +44,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Random bytes each warm boot carries.
 const ENTROPY_BYTES: usize = 64;
+/// Templates kept in the cache; the least recently used beyond this are removed when a new
+/// one is made (a new kernel, agent or VMM build makes new ones).
+const MAX_TEMPLATES: usize = 8;
 
 /// A template's two snapshot files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +65,18 @@ pub fn enabled() -> bool {
         std::env::var("MVM_WARM_START").as_deref(),
         Ok("off" | "0" | "no" | "false")
     )
+}
+
+/// What `mvm info` says of warm starts on `kind`.
+pub fn describe(kind: super::Kind) -> String {
+    match kind {
+        super::Kind::Mvm if enabled() => format!(
+            "on (templates in {})",
+            crate::paths::cache_dir().join("templates").display()
+        ),
+        super::Kind::Mvm => "off (MVM_WARM_START)".into(),
+        _ => "not on this backend (QEMU cannot save a VM whose vsock is vhost-user)".into(),
+    }
 }
 
 /// Why `spec` cannot be warm-started, if it cannot.
@@ -129,6 +144,7 @@ pub fn ensure(spec: &VmSpec, vmm: &Path, cache: &Path) -> Result<Template, Strin
         dir: dir.clone(),
     };
     if template.state.is_file() {
+        touch(&dir);
         return Ok(template);
     }
     // One maker per shape: the others wait for it and take its template.
@@ -158,7 +174,41 @@ pub fn ensure(spec: &VmSpec, vmm: &Path, cache: &Path) -> Result<Template, Strin
     }
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&work, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    prune(&root, MAX_TEMPLATES);
     Ok(template)
+}
+
+/// Marks a template as just used (its directory's modification time).
+fn touch(dir: &Path) {
+    let now = [libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_NOW,
+    }; 2];
+    if let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) {
+        // SAFETY: a NUL-terminated path and two timespecs, valid for the call.
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), now.as_ptr(), 0) };
+    }
+}
+
+/// Removes all but the `keep` most recently used templates under `root` (with their lock
+/// files). A VM restored from a removed one keeps running: its memory file stays mapped.
+fn prune(root: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let mut templates: Vec<(SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.path().join("state").is_file())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    templates.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, dir) in templates.into_iter().skip(keep) {
+        let _ = fs::remove_dir_all(&dir);
+        if let Some(name) = dir.file_name() {
+            let _ = fs::remove_file(root.join(format!("{}.lock", name.to_string_lossy())));
+        }
+    }
 }
 
 /// Forgets a template that failed to restore (it is made again next time).
@@ -486,6 +536,29 @@ mod tests {
         fs::write(&vmm, b"v2").unwrap();
         assert_ne!(key(&a, &vmm).unwrap(), k);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_most_recently_used_templates_are_kept() {
+        let root = std::env::temp_dir().join(format!("mvm-tplprune-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let d = root.join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("state"), b"s").unwrap();
+            fs::write(root.join(format!("{name}.lock")), b"").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i as u64);
+            File::open(&d).unwrap().set_modified(t).unwrap();
+        }
+        // Half made (no state file): not a template, left to its maker.
+        fs::create_dir_all(root.join("d.new")).unwrap();
+        touch(&root.join("a"));
+        prune(&root, 2);
+        assert!(root.join("a/state").is_file(), "just used");
+        assert!(root.join("c/state").is_file(), "newest");
+        assert!(!root.join("b").exists() && !root.join("b.lock").exists());
+        assert!(root.join("d.new").is_dir());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub fn info(root: &Path, vmm: Option<&str>) -> Result<i32, CliError> {
         println!("Warning: {w}");
     }
     println!("KVM: {:?}", backend::detect_kvm());
+    println!("Warm starts: {}", backend::template::describe(sel.kind));
     println!("State root: {}", root.display());
     let show = |name: &str, r: Result<PathBuf, String>| match r {
         Ok(p) => println!("{name}: {}", p.display()),

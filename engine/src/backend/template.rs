@@ -202,7 +202,7 @@ fn prune(root: &Path, keep: usize) {
         .filter(|e| e.path().join("state").is_file())
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    templates.sort_by(|a, b| b.0.cmp(&a.0));
+    templates.sort_by_key(|t| std::cmp::Reverse(t.0));
     for (_, dir) in templates.into_iter().skip(keep) {
         let _ = fs::remove_dir_all(&dir);
         if let Some(name) = dir.file_name() {

@@ -28,6 +28,11 @@ impl VsockListener {
         Ok(VsockListener { fd })
     }
 
+    /// Its descriptor (to poll it).
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
     /// Waits for the next connection.
     pub fn accept(&self) -> io::Result<VsockStream> {
         loop {

@@ -29,7 +29,8 @@ fn wait_log(r: &TestRoot, id: &str, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let o = r.mvm(&["logs", id]);
-        if stdout(&o).contains(needle) {
+        // Either stream: the container's stdout and stderr reach the log independently.
+        if stdout(&o).contains(needle) || stderr(&o).contains(needle) {
             return;
         }
         assert!(
@@ -70,6 +71,7 @@ fn detached_container_runs_logs_stops_and_is_removed() {
         ],
     );
     wait_log(&r, "ticker", "start");
+    wait_log(&r, "ticker", "oops");
     let line = ps_line(&r, &id);
     assert!(line.contains("Up "), "{line}");
     assert!(line.ends_with("ticker"), "{line}");

@@ -8,7 +8,15 @@
 //! The VMM never opens a path for a snapshot: its jail lets it open no file at all, and the
 //! host decides where the files go. Defined here, once, for both ends.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// The longest request line the VMM reads; a longer one is refused and the connection closed.
 pub const MAX_REQUEST_BYTES: usize = 4096;
@@ -71,6 +79,100 @@ impl ApiResponse {
             error: Some(reason.into()),
             ..Self::default()
         }
+    }
+}
+
+/// Talking to a VMM's control socket failed (a refusal is an answer, not this error).
+#[derive(Debug, thiserror::Error)]
+#[error("the VMM's control socket {path}: {reason}")]
+pub struct ApiClientError {
+    /// The socket.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// The longest answer a client reads: an answer comes from a process that serves a guest.
+pub const MAX_RESPONSE_BYTES: u64 = 64 << 10;
+
+/// A client of a VMM's control socket: one request, one answer, at a time.
+pub struct ApiClient {
+    stream: BufReader<UnixStream>,
+    path: String,
+    /// An earlier request failed midway: its answer may still come and would be taken for
+    /// the next one's, so the client is not used again.
+    broken: bool,
+}
+
+impl ApiClient {
+    /// Connects to the socket at `path`; an answer may take up to `timeout`.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ApiClientError> {
+        let name = path.display().to_string();
+        let err = |e: std::io::Error| ApiClientError {
+            path: name.clone(),
+            reason: e.to_string(),
+        };
+        let s = UnixStream::connect(path).map_err(err)?;
+        s.set_read_timeout(Some(timeout)).map_err(err)?;
+        Ok(Self {
+            stream: BufReader::new(s),
+            path: name,
+            broken: false,
+        })
+    }
+
+    fn fail(&self, reason: impl ToString) -> ApiClientError {
+        ApiClientError {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends `req` with `files` attached (a snapshot's two files) and returns the answer,
+    /// whether it says `ok` or not.
+    pub fn send(
+        &mut self,
+        req: &ApiRequest,
+        files: &[&File],
+    ) -> Result<ApiResponse, ApiClientError> {
+        if self.broken {
+            return Err(self.fail("not used again after an earlier failure"));
+        }
+        self.broken = true;
+        let mut line = serde_json::to_vec(req).map_err(|e| self.fail(e))?;
+        line.push(b'\n');
+        let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+        self.stream
+            .get_ref()
+            .send_with_fds(&[&line[..]], &fds)
+            .map_err(|e| self.fail(e))?;
+        let mut answer = String::new();
+        std::io::Read::take(&mut self.stream, MAX_RESPONSE_BYTES)
+            .read_line(&mut answer)
+            .map_err(|e| self.fail(e))?;
+        if !answer.ends_with('\n') {
+            return Err(self.fail("no whole answer"));
+        }
+        let resp =
+            serde_json::from_str(&answer).map_err(|e| self.fail(format!("not an answer: {e}")))?;
+        self.broken = false;
+        Ok(resp)
+    }
+
+    /// As [`ApiClient::send`], with a refusal as an error (its reason).
+    pub fn ask(
+        &mut self,
+        req: &ApiRequest,
+        files: &[&File],
+    ) -> Result<ApiResponse, ApiClientError> {
+        let resp = self.send(req, files)?;
+        if !resp.ok {
+            return Err(self.fail(format!(
+                "refused: {}",
+                resp.error.as_deref().unwrap_or("no reason given")
+            )));
+        }
+        Ok(resp)
     }
 }
 

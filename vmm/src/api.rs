@@ -75,15 +75,15 @@ impl Controller {
         let started = Instant::now();
         let mut resp = match req {
             ApiRequest::Status => self.ok(),
-            ApiRequest::Pause => match self.ask_all(|| VcpuRequest::Pause) {
-                Ok(_) => {
+            ApiRequest::Pause => match self.pause() {
+                Ok(()) => {
                     self.paused = true;
                     self.ok()
                 }
                 Err(e) => ApiResponse::error(e),
             },
-            ApiRequest::Resume => match self.ask_all(|| VcpuRequest::Resume) {
-                Ok(_) => {
+            ApiRequest::Resume => match self.resume() {
+                Ok(()) => {
                     self.paused = false;
                     self.ok()
                 }
@@ -105,8 +105,40 @@ impl Controller {
         resp
     }
 
-    fn ask_all(&self, req: impl Fn() -> VcpuRequest) -> Result<Vec<VcpuReply>, String> {
-        self.vcpus.iter().map(|v| v.ask(req())).collect()
+    /// Pauses every vCPU, or none: those paused before one that fails are resumed.
+    fn pause(&self) -> Result<(), String> {
+        for (i, v) in self.vcpus.iter().enumerate() {
+            let failed = match v.ask(VcpuRequest::Pause) {
+                Ok(VcpuReply::Paused) => continue,
+                Ok(_) => format!("vCPU {} answered a pause with something else", v.id()),
+                Err(e) => e,
+            };
+            for w in &self.vcpus[..i] {
+                let _ = w.ask(VcpuRequest::Resume);
+            }
+            return Err(failed);
+        }
+        Ok(())
+    }
+
+    /// Resumes every vCPU (all are asked, even after one fails).
+    fn resume(&self) -> Result<(), String> {
+        let mut failed = None;
+        for v in &self.vcpus {
+            match v.ask(VcpuRequest::Resume) {
+                Ok(VcpuReply::Resumed) => {}
+                Ok(_) => {
+                    failed.get_or_insert(format!(
+                        "vCPU {} answered a resume with something else",
+                        v.id()
+                    ));
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     fn snapshot(&mut self, state_file: &File, memory_file: &File) -> Result<ApiResponse, String> {
@@ -118,11 +150,16 @@ impl Controller {
         }
         let msrs = self.msr_index.clone();
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
-        for reply in self.ask_all(|| VcpuRequest::Save(msrs.clone()))? {
-            match reply {
+        for v in &self.vcpus {
+            match v.ask(VcpuRequest::Save(msrs.clone()))? {
                 VcpuReply::Saved(Ok(s)) => vcpus.push(*s),
                 VcpuReply::Saved(Err(e)) => return Err(e),
-                _ => return Err("a vCPU answered something else than its state".into()),
+                _ => {
+                    return Err(format!(
+                        "vCPU {} answered something else than its state",
+                        v.id()
+                    ));
+                }
             }
         }
         let snap = VmSnapshot {

@@ -517,6 +517,19 @@ fn read_snapshot(
 ) -> Result<(VmSnapshot, std::fs::File), BuildError> {
     let (header, snap) = crate::snapshot::read_state(&from.state, cpu)?;
     snap.check(&shape_of(config))?;
+    // The memory file must cover the RAM this VM maps from it, page for page: a mapping past
+    // the file's end would fault (SIGBUS) when the guest or a device touched it.
+    let ram: u64 = crate::arch::x86_64::layout::ram_ranges(config.mem_mib << 20)
+        .iter()
+        .map(|(_, len)| len)
+        .sum();
+    if header.memory_bytes != ram {
+        return Err(SnapshotError::Invalid(format!(
+            "the snapshot's memory is {} bytes, this VM's RAM {ram}",
+            header.memory_bytes
+        ))
+        .into());
+    }
     let memory = crate::snapshot::file::open_memory(&from.memory, &header)?;
     Ok((snap, memory))
 }

@@ -89,22 +89,29 @@ const KICK_EVERY: Duration = Duration::from_millis(10);
 pub struct VcpuHandle {
     id: u8,
     thread: JoinHandle<()>,
-    requests: Sender<VcpuRequest>,
-    replies: Receiver<VcpuReply>,
+    requests: Sender<(u64, VcpuRequest)>,
+    replies: Receiver<(u64, VcpuReply)>,
+    /// The number of the last request sent: a reply to an earlier one (that came after its
+    /// asker gave up) is thrown away, never taken for the answer to a later one.
+    seq: std::cell::Cell<u64>,
 }
 
 impl VcpuHandle {
-    /// Sends `req`, kicks the vCPU until it answers, and returns the answer.
+    /// Sends `req`, kicks the vCPU until it answers it, and returns the answer.
     pub fn ask(&self, req: VcpuRequest) -> Result<VcpuReply, String> {
         let gone = || format!("vCPU {} has stopped", self.id);
-        self.requests.send(req).map_err(|_| gone())?;
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        self.requests.send((seq, req)).map_err(|_| gone())?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             // SAFETY: the thread is alive until its JoinHandle is joined (never before the
             // handle is dropped), so its pthread_t is valid; the signal has a handler.
             unsafe { libc::pthread_kill(self.thread.as_pthread_t(), kick_signal()) };
             match self.replies.recv_timeout(KICK_EVERY) {
-                Ok(reply) => return Ok(reply),
+                Ok((n, reply)) if n == seq => return Ok(reply),
+                // The late answer to a request its asker gave up on.
+                Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(gone()),
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
                 Err(RecvTimeoutError::Timeout) => {
@@ -112,6 +119,11 @@ impl VcpuHandle {
                 }
             }
         }
+    }
+
+    /// Its ID.
+    pub fn id(&self) -> u8 {
+        self.id
     }
 }
 
@@ -201,14 +213,15 @@ impl Vcpu {
             thread,
             requests: req_tx,
             replies: reply_rx,
+            seq: std::cell::Cell::new(0),
         })
     }
 
     fn run(
         mut self,
         filters: &Filters,
-        requests: &Receiver<VcpuRequest>,
-        replies: &Sender<VcpuReply>,
+        requests: &Receiver<(u64, VcpuRequest)>,
+        replies: &Sender<(u64, VcpuReply)>,
     ) {
         let run_page: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|c| c.set(run_page));
@@ -228,8 +241,8 @@ impl Vcpu {
 
     fn run_guest(
         &mut self,
-        requests: &Receiver<VcpuRequest>,
-        replies: &Sender<VcpuReply>,
+        requests: &Receiver<(u64, VcpuRequest)>,
+        replies: &Sender<(u64, VcpuReply)>,
     ) -> ExitReason {
         loop {
             match self.run_once() {
@@ -249,8 +262,8 @@ impl Vcpu {
     /// when the main thread is gone (the vCPU stops).
     fn serve(
         &mut self,
-        requests: &Receiver<VcpuRequest>,
-        replies: &Sender<VcpuReply>,
+        requests: &Receiver<(u64, VcpuRequest)>,
+        replies: &Sender<(u64, VcpuReply)>,
     ) -> Option<ExitReason> {
         let gone = || {
             Some(ExitReason::VcpuError(
@@ -259,7 +272,7 @@ impl Vcpu {
         };
         let mut paused = false;
         loop {
-            let req = if paused {
+            let (seq, req) = if paused {
                 match requests.recv() {
                     Ok(r) => r,
                     Err(_) => return gone(),
@@ -286,7 +299,7 @@ impl Vcpu {
                         .map_err(|e| format!("vCPU {}: {e}", self.id)),
                 ),
             };
-            if replies.send(reply).is_err() {
+            if replies.send((seq, reply)).is_err() {
                 return gone();
             }
             if !paused {

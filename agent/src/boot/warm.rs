@@ -15,6 +15,8 @@ use mvm_agent_protocol::warm::{TEMPLATE_PORT, WarmAnswer, WarmBoot, WarmReady};
 use mvm_agent_protocol::{Frame, FrameReader, FrameWriter, PROTOCOL_VERSION};
 
 use super::{BootError, io_err};
+use std::os::fd::AsFd;
+
 use crate::vsock::VsockListener;
 use crate::{log_debug, log_error};
 
@@ -31,7 +33,11 @@ pub fn wait_for_container() -> Result<BootConfig, BootError> {
         let conn = listener
             .accept()
             .map_err(io_err("accepting the template connection"))?;
-        match serve(conn) {
+        // The host of a restored VM may connect while the template's connection still looks
+        // open here (a transport reset the device could not deliver): the newer one wins.
+        let conn_fd = std::os::fd::AsRawFd::as_raw_fd(&conn.as_fd());
+        let listener_fd = listener.raw_fd();
+        match serve(conn, || readable_first(conn_fd, listener_fd)) {
             Ok(Some(config)) => return Ok(config),
             Ok(None) => log_debug!("template connection ended before a warm boot"),
             Err(e) => {
@@ -45,9 +51,41 @@ pub fn wait_for_container() -> Result<BootConfig, BootError> {
     }
 }
 
-/// One connection: `Ok(None)` when it ends (or breaks) before a warm boot arrives, `Err` for a
-/// warm boot that cannot be used (said to the host too).
-fn serve<S: Read + Write>(mut conn: S) -> Result<Option<BootConfig>, String> {
+/// Waits until `conn` has bytes (true) or `listener` has a newer connection (false).
+fn readable_first(conn: i32, listener: i32) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: conn,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: listener,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: two valid pollfd entries, alive for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n > 0 {
+            // A newer connection wins over whatever the older one has.
+            return fds[1].revents == 0;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Cannot wait for both: read the connection (its end shows as end of file).
+            return true;
+        }
+    }
+}
+
+/// One connection: `Ok(None)` when it ends (or breaks) before a warm boot arrives, or
+/// `still_wanted` says a newer connection waits; `Err` for a warm boot that cannot be used
+/// (said to the host too).
+fn serve<S: Read + Write>(
+    mut conn: S,
+    still_wanted: impl FnOnce() -> bool,
+) -> Result<Option<BootConfig>, String> {
     let mut buf = Vec::new();
     if FrameWriter::new(&mut buf)
         .write_control(&WarmReady {
@@ -56,6 +94,9 @@ fn serve<S: Read + Write>(mut conn: S) -> Result<Option<BootConfig>, String> {
         .is_err()
         || conn.write_all(&buf).is_err()
     {
+        return Ok(None);
+    }
+    if !still_wanted() {
         return Ok(None);
     }
     let boot = match FrameReader::new(&mut conn).read_frame::<WarmBoot>() {
@@ -206,7 +247,7 @@ mod tests {
             input: Cursor::new(Vec::new()),
             output: Vec::new(),
         };
-        assert_eq!(serve(&mut conn).unwrap(), None);
+        assert_eq!(serve(&mut conn, || true).unwrap(), None);
         let ready = FrameReader::new(&conn.output[..])
             .read_frame::<WarmReady>()
             .unwrap();
@@ -216,6 +257,26 @@ mod tests {
                 version: PROTOCOL_VERSION
             }))
         );
+    }
+
+    #[test]
+    fn a_newer_connection_wins() {
+        let mut input = Vec::new();
+        FrameWriter::new(&mut input)
+            .write_control(&WarmBoot {
+                cmdline: "mvm.lower=/dev/vdb".into(),
+                entropy: vec![1; 64],
+                unix_time_ns: 0,
+                macs: Vec::new(),
+            })
+            .unwrap();
+        let mut conn = Conn {
+            input: Cursor::new(input),
+            output: Vec::new(),
+        };
+        // Not read, not applied: the older connection is dropped for the newer.
+        assert_eq!(serve(&mut conn, || false).unwrap(), None);
+        assert_eq!(conn.input.position(), 0);
     }
 
     #[test]
@@ -255,7 +316,7 @@ mod tests {
                 input: Cursor::new(input),
                 output: Vec::new(),
             };
-            let e = serve(&mut conn).unwrap_err();
+            let e = serve(&mut conn, || true).unwrap_err();
             assert!(e.contains(want), "{e}");
             let mut r = FrameReader::new(&conn.output[..]);
             let _ready = r.read_frame::<WarmReady>().unwrap();

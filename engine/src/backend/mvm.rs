@@ -17,7 +17,7 @@ pub(super) const GUEST_CID: u64 = mvm_vmm_config::MIN_GUEST_CID;
 
 pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let vmm = paths::vmm()?;
-    if template::enabled() && template::unsuitable(spec).is_none() {
+    if template::enabled()? && template::unsuitable(spec).is_none() {
         match warm_start(spec, &vmm) {
             Ok(handle) => return Ok(handle),
             // A warm start that fails costs its time, never the container: boot it cold, and
@@ -37,15 +37,18 @@ pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
 /// which container it is.
 fn warm_start(spec: &VmSpec, vmm: &Path) -> Result<VmHandle, String> {
     let t = template::ensure(spec, vmm, &paths::cache_dir())?;
-    let handle = launch(spec, vmm, Some(&t))?;
+    let mut handle = launch(spec, vmm, Some(&t))?;
     let macs: Vec<_> = spec.nics.iter().map(|n| n.mac).collect();
-    match template::warm_boot(&spec.vsock_path(), &spec.cmdline, &macs) {
+    let mut alive = || handle.child.try_wait().is_none();
+    match template::warm_boot(&spec.vsock_path(), &spec.cmdline, &macs, &mut alive) {
         Ok(()) => Ok(handle),
-        Err(e) => {
+        Err(f) => {
             drop(handle);
-            // Made again on the next start (a template of another VMM build, say).
-            template::discard(&t);
-            Err(e)
+            if f.template_suspect {
+                // Made again on the next start (a template of another VMM build, say).
+                template::discard(&t);
+            }
+            Err(f.message)
         }
     }
 }

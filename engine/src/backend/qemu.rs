@@ -57,6 +57,8 @@ fn rlimits(max_file: u64) -> Vec<(libc::__rlimit_resource_t, u64)> {
 }
 
 pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
+    // Before anything is started: a bad setting must leave nothing behind.
+    let accel = accel(kvm)?;
     let qemu = paths::on_path("qemu-system-x86_64")
         .ok_or("qemu-system-x86_64 not found: install qemu-system-x86 (scripts/setup.sh does)")?;
     let vhost = paths::on_path("vhost-device-vsock").ok_or(
@@ -88,7 +90,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
 
     let helper_log = log_pipe(&spec.run_dir.join("vhost-vsock.log"), &mut pumps)?;
     let vhost_sock = vm_dir.join("vhost.sock");
-    let mut helper = jail::spawn(JailSpec {
+    let mut helper = Helper(Some(jail::spawn(JailSpec {
         name: "vhost-device-vsock",
         program: vhost,
         args: vec![
@@ -105,11 +107,9 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         stdout: OwnedFd::from(File::open("/dev/null").map_err(|e| e.to_string())?),
         stderr: helper_log,
         cgroup_procs: cgroups.procs_files(),
-    })?;
-    if let Err(e) = wait_for_socket(&vhost_sock, &mut helper) {
-        helper.kill();
-        helper.wait();
-        return Err(e);
+    })?));
+    if let Some(h) = helper.0.as_mut() {
+        wait_for_socket(&vhost_sock, h)?;
     }
 
     // Disks and TAPs are opened here and handed over (`-add-fd`, `tap,fd=`).
@@ -119,7 +119,7 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
     let mem = format!("{}M", spec.mem_mib);
     let a = |args: &mut Vec<String>, v: &[&str]| args.extend(v.iter().map(|s| s.to_string()));
     a(&mut args, &["-M", "microvm,acpi=off,memory-backend=mem"]);
-    a(&mut args, &["-accel", &accel(kvm)]);
+    a(&mut args, &["-accel", &accel]);
     a(
         &mut args,
         &[
@@ -263,23 +263,30 @@ pub(super) fn start(spec: &VmSpec, kvm: bool) -> Result<VmHandle, String> {
         cgroup_procs: cgroups.procs_files(),
     });
     drop(handed);
-    let child = match started {
-        Ok(c) => c,
-        Err(e) => {
-            helper.kill();
-            helper.wait();
-            return Err(e);
-        }
-    };
+    let child = started?;
     Ok(VmHandle {
         child,
-        helpers: vec![helper],
+        helpers: helper.0.take().into_iter().collect(),
         names: vec!["qemu-system-x86_64", "vhost-device-vsock"],
         log: spec.vmm_log_path(),
         pumps,
         _uid: Some(slot),
         _cgroups: Some(cgroups),
     })
+}
+
+/// The vsock helper of a VM being started: killed if the VM's start fails after it (a disk
+/// or TAP that cannot be opened, QEMU that cannot be spawned), taken by the VM's handle
+/// otherwise.
+struct Helper(Option<Proc>);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.as_mut() {
+            h.kill();
+            h.wait();
+        }
+    }
 }
 
 /// The TCG translation cache mvm gives each QEMU, in MiB: QEMU 7.2's own default reserves up to
@@ -289,18 +296,20 @@ pub const DEFAULT_TB_MIB: u32 = 32;
 
 /// The translation cache size: `MVM_QEMU_TB_MIB` (0: QEMU's own default), else
 /// [`DEFAULT_TB_MIB`].
-fn tb_mib() -> u32 {
-    std::env::var("MVM_QEMU_TB_MIB")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_TB_MIB)
+fn tb_mib() -> Result<u32, String> {
+    match std::env::var("MVM_QEMU_TB_MIB") {
+        Err(_) => Ok(DEFAULT_TB_MIB),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            format!("MVM_QEMU_TB_MIB={v:?}: expected a size in MiB (0 for QEMU's default)")
+        }),
+    }
 }
 
 /// `-accel`'s value: KVM, or TCG with a bounded translation cache.
-fn accel(kvm: bool) -> String {
-    match (kvm, tb_mib()) {
+fn accel(kvm: bool) -> Result<String, String> {
+    Ok(match (kvm, tb_mib()?) {
         (true, _) => "kvm".into(),
         (false, 0) => "tcg".into(),
         (false, mib) => format!("tcg,tb-size={mib}"),
-    }
+    })
 }

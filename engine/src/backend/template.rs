@@ -19,7 +19,7 @@
 //! warm starts off.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mvm_agent_protocol::warm::{TEMPLATE_PORT, WarmAnswer, WarmBoot, WarmReady};
 use mvm_agent_protocol::{Frame, FrameReader, FrameWriter, boot};
-use mvm_vmm_config::api::{ApiRequest, ApiResponse};
+use mvm_vmm_config::api::{ApiClient, ApiRequest};
 use mvm_vmm_config::{
     DiskConfig, JailMode, RestoreSource, SeccompMode, SerialOutput, VmConfig, VsockConfig,
 };
@@ -59,22 +59,30 @@ pub struct Template {
     pub memory: PathBuf,
 }
 
-/// Whether warm starts are on (`MVM_WARM_START` is not `off`, `0`, `no` or `false`).
-pub fn enabled() -> bool {
-    !matches!(
-        std::env::var("MVM_WARM_START").as_deref(),
-        Ok("off" | "0" | "no" | "false")
-    )
+/// Whether warm starts are on: `MVM_WARM_START` unset or `on`/`1`/`yes`/`true`; off with
+/// `off`/`0`/`no`/`false`; any other value is an error.
+pub fn enabled() -> Result<bool, String> {
+    match std::env::var("MVM_WARM_START") {
+        Err(_) => Ok(true),
+        Ok(v) => match v.trim() {
+            "" | "on" | "1" | "yes" | "true" => Ok(true),
+            "off" | "0" | "no" | "false" => Ok(false),
+            other => Err(format!("MVM_WARM_START={other:?}: expected on or off")),
+        },
+    }
 }
 
 /// What `mvm info` says of warm starts on `kind`.
 pub fn describe(kind: super::Kind) -> String {
     match kind {
-        super::Kind::Mvm if enabled() => format!(
-            "on (templates in {})",
-            crate::paths::cache_dir().join("templates").display()
-        ),
-        super::Kind::Mvm => "off (MVM_WARM_START)".into(),
+        super::Kind::Mvm => match enabled() {
+            Ok(true) => format!(
+                "on (templates in {})",
+                crate::paths::cache_dir().join("templates").display()
+            ),
+            Ok(false) => "off (MVM_WARM_START)".into(),
+            Err(e) => e,
+        },
         _ => "not on this backend (QEMU cannot save a VM whose vsock is vhost-user)".into(),
     }
 }
@@ -174,6 +182,10 @@ pub fn ensure(spec: &VmSpec, vmm: &Path, cache: &Path) -> Result<Template, Strin
     }
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&work, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The rename on disk too: a template named by its key is whole.
+    if let Ok(d) = File::open(&root) {
+        let _ = d.sync_all();
+    }
     prune(&root, MAX_TEMPLATES);
     Ok(template)
 }
@@ -303,12 +315,23 @@ fn make(spec: &VmSpec, vmm: &Path, work: &Path, key: &str) -> Result<(), String>
     let text = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     fs::write(&config_path, text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let log = File::create(work.join("vmm.log")).map_err(|e| format!("template log: {e}"))?;
-    let child = Command::new(vmm)
-        .arg("--config")
+    let mut cmd = Command::new(vmm);
+    cmd.arg("--config")
         .arg(&config_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours. The template VM dies
+    // with the engine thread that makes it: a killed engine leaves no VM behind.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
     let mut vm = Reaped(child);
@@ -328,11 +351,13 @@ fn make(spec: &VmSpec, vmm: &Path, work: &Path, key: &str) -> Result<(), String>
             Err(e) => return Err(format!("the template VM's agent never became ready: {e}")),
         }
     };
-    let mut ctl = Api::connect(&api)?;
-    ctl.ask(&ApiRequest::Pause, &[])?;
+    let mut ctl = ApiClient::connect(&api, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    ctl.ask(&ApiRequest::Pause, &[])
+        .map_err(|e| e.to_string())?;
     let state = create(&work.join("state.new"))?;
     let memory = create(&work.join("memory"))?;
-    ctl.ask(&ApiRequest::Snapshot, &[&state, &memory])?;
+    ctl.ask(&ApiRequest::Snapshot, &[&state, &memory])
+        .map_err(|e| e.to_string())?;
     drop(vm);
     drop(taps);
     // The state file appears last: a template with one is whole.
@@ -372,21 +397,55 @@ fn ready(vsock: &Path, timeout: Duration) -> Result<UnixStream, String> {
     }
 }
 
-/// Tells the agent of a VM restored from a template which container it is (`cmdline`), with
-/// fresh entropy and the time; returns once it is booting the container.
-pub fn warm_boot(vsock: &Path, cmdline: &str, macs: &[boot::MacAddr]) -> Result<(), String> {
+/// Why a warm boot failed, and whether the template is to blame.
+#[derive(Debug)]
+pub struct WarmFailure {
+    /// What happened, in one line.
+    pub message: String,
+    /// The restored VM never answered (its VMM ended, or its agent stayed silent): the
+    /// template is suspect (another VMM build, a damaged file) and is made again. A warm boot
+    /// the agent refused is the container's doing, not the template's.
+    pub template_suspect: bool,
+}
+
+/// Tells the agent of a VM restored from a template which container it is (`cmdline`,
+/// `macs`), with fresh entropy and the time; returns once it is booting the container.
+/// `vmm_alive` says whether the restored VMM still runs (a dead one is not waited for).
+pub fn warm_boot(
+    vsock: &Path,
+    cmdline: &str,
+    macs: &[boot::MacAddr],
+    vmm_alive: &mut dyn FnMut() -> bool,
+) -> Result<(), WarmFailure> {
+    let suspect = |message: String| WarmFailure {
+        message,
+        template_suspect: true,
+    };
+    let refused = |message: String| WarmFailure {
+        message,
+        template_suspect: false,
+    };
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut conn = loop {
+        if !vmm_alive() {
+            return Err(suspect(
+                "the restored VMM ended before its agent answered".into(),
+            ));
+        }
         match ready(vsock, Duration::from_secs(2)) {
             Ok(c) => break c,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("the restored VM's agent did not answer: {e}")),
+            Err(e) => {
+                return Err(suspect(format!(
+                    "the restored VM's agent did not answer: {e}"
+                )));
+            }
         }
     };
     let mut entropy = vec![0u8; ENTROPY_BYTES];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut entropy))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        .map_err(|e| refused(format!("cannot read /dev/urandom: {e}")))?;
     let unix_time_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -399,54 +458,18 @@ pub fn warm_boot(vsock: &Path, cmdline: &str, macs: &[boot::MacAddr]) -> Result<
             unix_time_ns,
             macs: macs.to_vec(),
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refused(e.to_string()))?;
     conn.write_all(&buf)
-        .map_err(|e| format!("warm boot: {e}"))?;
+        .map_err(|e| suspect(format!("warm boot: {e}")))?;
     conn.set_read_timeout(Some(RESTORE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refused(e.to_string()))?;
     match FrameReader::new(&mut conn).read_frame::<WarmAnswer>() {
         Ok(Some(Frame::Control(WarmAnswer::Booting))) => Ok(()),
-        Ok(Some(Frame::Control(WarmAnswer::Refused { message }))) => {
-            Err(format!("the agent refused the warm boot: {message}"))
-        }
-        Ok(_) => Err("the agent did not answer the warm boot".into()),
-        Err(e) => Err(format!("warm boot: {e}")),
-    }
-}
-
-/// A client of a VMM's control socket.
-struct Api(BufReader<UnixStream>);
-
-impl Api {
-    fn connect(path: &Path) -> Result<Api, String> {
-        let s = UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| e.to_string())?;
-        Ok(Api(BufReader::new(s)))
-    }
-
-    fn ask(&mut self, req: &ApiRequest, files: &[&File]) -> Result<ApiResponse, String> {
-        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
-        let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-        line.push(b'\n');
-        let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
-        self.0
-            .get_ref()
-            .send_with_fds(&[&line[..]], &fds)
-            .map_err(|e| format!("the VMM's control socket: {e}"))?;
-        let mut answer = String::new();
-        self.0
-            .read_line(&mut answer)
-            .map_err(|e| format!("the VMM's control socket: {e}"))?;
-        let resp: ApiResponse =
-            serde_json::from_str(&answer).map_err(|e| format!("the VMM's control socket: {e}"))?;
-        if !resp.ok {
-            return Err(format!(
-                "the VMM refused {req:?}: {}",
-                resp.error.clone().unwrap_or_default()
-            ));
-        }
-        Ok(resp)
+        Ok(Some(Frame::Control(WarmAnswer::Refused { message }))) => Err(refused(format!(
+            "the agent refused the warm boot: {message}"
+        ))),
+        Ok(_) => Err(suspect("the agent did not answer the warm boot".into())),
+        Err(e) => Err(suspect(format!("warm boot: {e}"))),
     }
 }
 

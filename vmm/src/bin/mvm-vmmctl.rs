@@ -9,14 +9,12 @@
 //! VMM as descriptors: the VMM never opens a path.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use mvm_vmm_config::api::{ApiRequest, ApiResponse};
-use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+use mvm_vmm_config::api::{ApiClient, ApiRequest, ApiResponse};
 
 const USAGE: &str = "usage: mvm-vmmctl SOCKET status|pause|resume|snapshot STATE_FILE MEMORY_FILE";
 
@@ -45,19 +43,15 @@ fn run(args: &[String]) -> Result<ApiResponse, String> {
         }
         _ => return Err(USAGE.into()),
     };
-    let stream = UnixStream::connect(socket).map_err(|e| format!("{socket}: {e}"))?;
-    let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
-    stream
-        .send_with_fds(&[&line[..]], &fds)
-        .map_err(|e| format!("{socket}: {e}"))?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| format!("{socket}: {e}"))?;
-    println!("{}", answer.trim_end());
-    serde_json::from_str(&answer).map_err(|e| format!("{socket}: not an answer: {e}"))
+    let mut client = ApiClient::connect(Path::new(socket), Duration::from_secs(600))
+        .map_err(|e| e.to_string())?;
+    let refs: Vec<&File> = files.iter().collect();
+    let resp = client.send(&req, &refs).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string(&resp).map_err(|e| e.to_string())?
+    );
+    Ok(resp)
 }
 
 fn main() -> ExitCode {

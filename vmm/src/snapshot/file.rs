@@ -164,17 +164,7 @@ pub fn write_state(file: &File, header: &Header, state: &VmSnapshot) -> Result<u
     let invalid = |e: serde_json::Error| SnapshotError::Invalid(e.to_string());
     let head = serde_json::to_vec(header).map_err(invalid)?;
     let body = serde_json::to_vec(state).map_err(invalid)?;
-    let mut sum = Sha256::new();
-    sum.update(&head);
-    sum.update(&body);
-    let mut out = Vec::with_capacity(PREFIX_BYTES + head.len() + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&sum.finalize());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&body);
+    let out = frame(&head, &body);
     file.set_len(0)
         .and_then(|()| file.write_all_at(&out, 0))
         .and_then(|()| file.sync_data())
@@ -290,9 +280,14 @@ pub fn frame_state(body: &[u8], host: &CpuIdentity) -> Vec<u8> {
         memory_bytes: 0,
         memory_id: [0; 16],
     };
-    let head = serde_json::to_vec(&header).unwrap_or_default();
+    frame(&serde_json::to_vec(&header).unwrap_or_default(), body)
+}
+
+/// A state file of `head` and `body`: the fixed prefix (magic, version, lengths, SHA-256 of
+/// both), then both.
+fn frame(head: &[u8], body: &[u8]) -> Vec<u8> {
     let mut sum = Sha256::new();
-    sum.update(&head);
+    sum.update(head);
     sum.update(body);
     let mut out = Vec::with_capacity(PREFIX_BYTES + head.len() + body.len());
     out.extend_from_slice(MAGIC);
@@ -300,7 +295,7 @@ pub fn frame_state(body: &[u8], host: &CpuIdentity) -> Vec<u8> {
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&sum.finalize());
-    out.extend_from_slice(&head);
+    out.extend_from_slice(head);
     out.extend_from_slice(body);
     out
 }
@@ -358,7 +353,9 @@ pub fn write_memory(
     trailer[..8].copy_from_slice(MEMORY_MAGIC);
     trailer[8..24].copy_from_slice(&header.memory_id);
     trailer[24..32].copy_from_slice(&total.to_le_bytes());
+    // On disk before the state file that names it is.
     file.write_all_at(&trailer, total)
+        .and_then(|()| file.sync_data())
         .map_err(io("snapshot memory", path))?;
     Ok(written)
 }
@@ -396,7 +393,10 @@ pub fn open_memory(path: &Path, header: &Header) -> Result<File, SnapshotError> 
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(io("snapshot memory", path))?;
-    let want = header.memory_bytes + TRAILER_BYTES;
+    let want = header
+        .memory_bytes
+        .checked_add(TRAILER_BYTES)
+        .ok_or_else(|| wrong(format!("a memory of {} bytes", header.memory_bytes)))?;
     let len = file.metadata().map_err(io("snapshot memory", path))?.len();
     if len < want {
         return Err(SnapshotError::Truncated {

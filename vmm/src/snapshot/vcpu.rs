@@ -59,19 +59,24 @@ impl VcpuState {
     /// Reads the state of a vCPU that is not running; `msr_index` is KVM's list of MSRs
     /// (those it refuses to read are left out).
     pub fn save(fd: &VcpuFd, msr_index: &[u32]) -> Result<Self, SnapshotError> {
+        // First: KVM_GET_MP_STATE makes the LAPIC take pending INIT/SIPI events, which may
+        // change the registers and LAPIC read after it (Firecracker's order).
+        let mp_state = fd.get_mp_state().map_err(kvm("get MP state"))?;
         let cpuid = fd
             .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm("get CPUID"))?;
+        let mut msrs = read_msrs(fd, msr_index)?;
+        fix_zero_tsc_deadline(&mut msrs);
         Ok(Self {
             cpuid: cpuid.as_slice().to_vec(),
-            msrs: read_msrs(fd, msr_index)?,
+            msrs,
             regs: fd.get_regs().map_err(kvm("get registers"))?,
             sregs: fd.get_sregs().map_err(kvm("get special registers"))?,
             xsave: fd.get_xsave().map_err(kvm("get XSAVE"))?,
             xcrs: fd.get_xcrs().map_err(kvm("get XCRs"))?,
             debugregs: fd.get_debug_regs().map_err(kvm("get debug registers"))?,
             lapic: fd.get_lapic().map_err(kvm("get LAPIC"))?,
-            mp_state: fd.get_mp_state().map_err(kvm("get MP state"))?,
+            mp_state,
             events: fd.get_vcpu_events().map_err(kvm("get vCPU events"))?,
             tsc_khz: fd.get_tsc_khz().ok(),
         })
@@ -152,6 +157,24 @@ fn read_msrs(fd: &VcpuFd, index: &[u32]) -> Result<Vec<kvm_msr_entry>, SnapshotE
     Ok(out)
 }
 
+/// A TSC deadline of 0 means "no timer armed" to KVM, but a guest in TSC-deadline mode that was
+/// waiting for its timer would then wait forever after a restore: make it the TSC's value, so
+/// that the timer fires at once (Firecracker's `fix_zero_tsc_deadline_msr`).
+fn fix_zero_tsc_deadline(msrs: &mut [kvm_msr_entry]) {
+    let Some(tsc) = msrs
+        .iter()
+        .find(|e| e.index == MSR_IA32_TSC)
+        .map(|e| e.data)
+    else {
+        return;
+    };
+    for e in msrs.iter_mut() {
+        if e.index == MSR_IA32_TSC_DEADLINE && e.data == 0 {
+            e.data = tsc;
+        }
+    }
+}
+
 /// Writes `msrs` with the TSC before the TSC deadline; every one must be taken.
 fn write_msrs(fd: &VcpuFd, msrs: &[kvm_msr_entry]) -> Result<(), SnapshotError> {
     let mut ordered: Vec<kvm_msr_entry> = msrs.to_vec();
@@ -178,4 +201,27 @@ fn write_msrs(fd: &VcpuFd, msrs: &[kvm_msr_entry]) -> Result<(), SnapshotError> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msr(index: u32, data: u64) -> kvm_msr_entry {
+        kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_zero_tsc_deadline_becomes_the_tsc() {
+        let mut m = vec![msr(MSR_IA32_TSC_DEADLINE, 0), msr(MSR_IA32_TSC, 12345)];
+        fix_zero_tsc_deadline(&mut m);
+        assert_eq!(m[0].data, 12345);
+        let mut armed = vec![msr(MSR_IA32_TSC_DEADLINE, 99), msr(MSR_IA32_TSC, 12345)];
+        fix_zero_tsc_deadline(&mut armed);
+        assert_eq!(armed[0].data, 99);
+    }
 }

@@ -1,8 +1,8 @@
 //! The VM's own state in KVM: the two PICs, the IOAPIC, the PIT and the clock.
 
 use kvm_bindings::{
-    KVM_CLOCK_TSC_STABLE, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
-    kvm_clock_data, kvm_irqchip, kvm_pit_state2,
+    KVM_CLOCK_HOST_TSC, KVM_CLOCK_REALTIME, KVM_CLOCK_TSC_STABLE, KVM_IRQCHIP_IOAPIC,
+    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, kvm_clock_data, kvm_irqchip, kvm_pit_state2,
 };
 use kvm_ioctls::VmFd;
 use serde::{Deserialize, Serialize};
@@ -69,8 +69,12 @@ impl VmState {
             vm.set_irqchip(c).map_err(kvm("set irqchip"))?;
         }
         vm.set_pit2(&self.pit).map_err(kvm("set PIT"))?;
+        // Only the clock's value: with KVM_CLOCK_REALTIME (kernels 5.16+ report it) KVM would
+        // move kvmclock on by the time since the snapshot (days, for a template), firing every
+        // timer at once; the guest's clock stands still instead and the warm boot sets its
+        // wall time.
         let mut clock = self.clock;
-        clock.flags &= !KVM_CLOCK_TSC_STABLE;
+        clock.flags &= !(KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC);
         vm.set_clock(&clock).map_err(kvm("set clock"))?;
         Ok(())
     }

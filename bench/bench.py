@@ -1142,6 +1142,32 @@ def bench_density():
           ["QEMU's TCG cache", "mvm's TCG cache", "after / before"], rows)
 
 
+# ---------------------------------------------------------------- VMM snapshots, nested
+def bench_snapshot():
+    """Checkpoint cost with our VMM on hardware-style KVM (the KVM-in-TCG machine,
+    tests/kvm-in-tcg/bench_snapshot.rs): a Linux guest with 64 MiB of touched memory (random
+    bytes in a tmpfs) in a 256 MiB VM, BENCH_SNAPSHOT_N (5) rounds of pause + snapshot, then a
+    restore in a new VMM to the guest's next console line."""
+    need(VMM, "cargo build --release")
+    n = os.environ.get("BENCH_SNAPSHOT_N", "5")
+    cmd = ["cargo", "test", "--release", "-p", "mvm-runtime", "--test", "kvm_in_tcg", "--",
+           "--ignored", "--nocapture", "bench_snapshot"]
+    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, "BENCH_SNAPSHOT_N": n})
+    found = [l[l.index("SNAPSHOT-RESULT ") + 16:] for l in p.stdout.splitlines() if "SNAPSHOT-RESULT " in l]
+    if p.returncode != 0 or not found:
+        sys.stderr.write(p.stdout[-6000:] + "\n" + p.stderr[-6000:] + "\n")
+        sys.exit(f"bench: snapshot: `{' '.join(cmd)}` failed")
+    r = json.loads(found[-1])
+    rows = [
+        ["pause + snapshot (64 MiB touched, 256 MiB guest)", cell(r["snapshot_s"], "s")],
+        ["  memory file: bytes written (the rest are holes)", cell(r["written_mib"], "MiB")],
+        ["  state file", cell(r["state_kib"], "KiB")],
+        ["restore in a new VMM to the guest's next console line", cell(r["restore_to_output_s"], "s")],
+    ]
+    table(f"Snapshot and restore with our VMM, nested (KVM in TCG; N={r['n']})", ["mvm-vmm"], rows)
+
+
 # ---------------------------------------------------------------- our VMM beside QEMU/KVM, nested
 def bench_nested():
     """`mvm run --rm busybox true` with our VMM beside QEMU (`-M microvm -accel kvm`, the qemu
@@ -1450,8 +1476,8 @@ def bench_proxy():
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what not in ("vmm", "run", "lifecycle", "net", "fs", "build", "commit", "nested", "images", "stress", "proxy",
-                    "oci", "density", "all"):
-        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|oci|density|all|nested]")
+                    "oci", "density", "snapshot", "all"):
+        sys.exit("usage: bench/bench.py [vmm|run|lifecycle|net|fs|build|commit|images|stress|proxy|oci|density|all|nested|snapshot]")
     print(f"_{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, N={N}_")
     if what in ("vmm", "all"):
         bench_vmm()
@@ -1477,5 +1503,7 @@ if __name__ == "__main__":
         bench_oci()
     if what == "density":  # not in "all": 100 VMs take minutes
         bench_density()
+    if what == "snapshot":  # not in "all": it boots the KVM-in-TCG machine
+        bench_snapshot()
     if what == "nested":  # not in "all": it boots the KVM-in-TCG machine
         bench_nested()

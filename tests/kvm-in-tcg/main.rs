@@ -13,6 +13,7 @@
 //! also saved to `$CARGO_TARGET_TMPDIR/kvm-in-tcg/serial.log`.
 
 mod bench;
+mod bench_snapshot;
 mod cpio;
 mod harness;
 

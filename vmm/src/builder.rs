@@ -423,7 +423,12 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         let limits = crate::jail::Limits::for_vm(
             config.vcpus,
             config.vsock.is_some(),
-            largest_disk(config)?.max(snapshot_size(&mem)),
+            // A VM that can be snapshotted writes its memory file too.
+            largest_disk(config)?.max(if config.api_socket.is_some() {
+                snapshot_size(&mem)
+            } else {
+                0
+            }),
         );
         crate::jail::enter(root.as_deref(), identity, &limits)?;
         if let (Some(root), Some(dev), Some(v)) = (&root, &vsock_dev, &config.vsock)

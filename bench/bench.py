@@ -1143,22 +1143,29 @@ def bench_density():
 
 
 # ---------------------------------------------------------------- VMM snapshots, nested
+def nested_result(test, marker, n_var, n_default):
+    """Runs the ignored KVM-in-TCG benchmark `test` with `n_var` rounds and returns the JSON it
+    prints after `marker`."""
+    n = os.environ.get(n_var, n_default)
+    cmd = ["cargo", "test", "--release", "-p", "mvm-runtime", "--test", "kvm_in_tcg", "--",
+           "--ignored", "--nocapture", test]
+    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, n_var: n})
+    tag = marker + " "
+    found = [l[l.index(tag) + len(tag):] for l in p.stdout.splitlines() if tag in l]
+    if p.returncode != 0 or not found:
+        sys.stderr.write(p.stdout[-6000:] + "\n" + p.stderr[-6000:] + "\n")
+        sys.exit(f"bench: `{' '.join(cmd)}` failed")
+    return json.loads(found[-1])
+
+
 def bench_snapshot():
     """Checkpoint cost with our VMM on hardware-style KVM (the KVM-in-TCG machine,
     tests/kvm-in-tcg/bench_snapshot.rs): a Linux guest with 64 MiB of touched memory (random
     bytes in a tmpfs) in a 256 MiB VM, BENCH_SNAPSHOT_N (5) rounds of pause + snapshot, then a
     restore in a new VMM to the guest's next console line."""
     need(VMM, "cargo build --release")
-    n = os.environ.get("BENCH_SNAPSHOT_N", "5")
-    cmd = ["cargo", "test", "--release", "-p", "mvm-runtime", "--test", "kvm_in_tcg", "--",
-           "--ignored", "--nocapture", "bench_snapshot"]
-    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env={**os.environ, "BENCH_SNAPSHOT_N": n})
-    found = [l[l.index("SNAPSHOT-RESULT ") + 16:] for l in p.stdout.splitlines() if "SNAPSHOT-RESULT " in l]
-    if p.returncode != 0 or not found:
-        sys.stderr.write(p.stdout[-6000:] + "\n" + p.stderr[-6000:] + "\n")
-        sys.exit(f"bench: snapshot: `{' '.join(cmd)}` failed")
-    r = json.loads(found[-1])
+    r = nested_result("bench_snapshot", "SNAPSHOT-RESULT", "BENCH_SNAPSHOT_N", "5")
     rows = [
         ["pause + snapshot (64 MiB touched, 256 MiB guest)", cell(r["snapshot_s"], "s")],
         ["  memory file: bytes written (the rest are holes)", cell(r["written_mib"], "MiB")],
@@ -1176,16 +1183,7 @@ def bench_nested():
     interleaved. Everything runs under nested emulation: quote the ratios, not the times."""
     need(VMM, "cargo build --release")
     need(os.path.join(REL, "mvm-agent.static"), "scripts/build-agent.sh release")
-    n = os.environ.get("BENCH_NESTED_N", "10")
-    cmd = ["cargo", "test", "--release", "-p", "mvm-runtime", "--test", "kvm_in_tcg", "--",
-           "--ignored", "--nocapture", "bench_nested"]
-    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env={**os.environ, "BENCH_NESTED_N": n})
-    found = [l[l.index("NESTED-RESULT ") + 14:] for l in p.stdout.splitlines() if "NESTED-RESULT " in l]
-    if p.returncode != 0 or not found:
-        sys.stderr.write(p.stdout[-6000:] + "\n" + p.stderr[-6000:] + "\n")
-        sys.exit(f"bench: nested: `{' '.join(cmd)}` failed")
-    r = json.loads(found[-1])
+    r = nested_result("bench_nested", "NESTED-RESULT", "BENCH_NESTED_N", "10")
     mib = lambda xs: [x / 1024 for x in xs]
     r["qemu.WithHelper"] = [a + b for a, b in zip(r["qemu.VmRSS"], r["qemu.HelperVmRSS"])]
     r["mvm.WithHelper"] = r["mvm.VmRSS"]

@@ -73,40 +73,26 @@ impl Controller {
     /// Carries out one request; `files` are the descriptors sent with it.
     pub fn handle(&mut self, req: ApiRequest, files: Vec<File>) -> ApiResponse {
         let started = Instant::now();
-        let mut resp = match req {
-            ApiRequest::Status => self.ok(),
-            ApiRequest::Pause => match self.pause() {
-                Ok(()) => {
-                    self.paused = true;
-                    self.ok()
-                }
-                Err(e) => ApiResponse::error(e),
-            },
-            ApiRequest::Resume => match self.resume() {
-                Ok(()) => {
-                    self.paused = false;
-                    self.ok()
-                }
-                Err(e) => ApiResponse::error(e),
-            },
+        let done = match req {
+            ApiRequest::Status => Ok(self.ok()),
+            ApiRequest::Pause => self.pause().map(|()| self.ok()),
+            ApiRequest::Resume => self.resume().map(|()| self.ok()),
             ApiRequest::Snapshot => match <[File; SNAPSHOT_FILES]>::try_from(files) {
-                Ok([state, memory]) => match self.snapshot(&state, &memory) {
-                    Ok(resp) => resp,
-                    Err(e) => ApiResponse::error(e),
-                },
-                Err(got) => ApiResponse::error(format!(
+                Ok([state, memory]) => self.snapshot(&state, &memory),
+                Err(got) => Err(format!(
                     "a snapshot request carries {SNAPSHOT_FILES} descriptors (the state file, \
                      then the memory file), this one had {}",
                     got.len()
                 )),
             },
         };
+        let mut resp = done.unwrap_or_else(ApiResponse::error);
         resp.micros = Some(started.elapsed().as_micros() as u64);
         resp
     }
 
     /// Pauses every vCPU, or none: those paused before one that fails are resumed.
-    fn pause(&self) -> Result<(), String> {
+    fn pause(&mut self) -> Result<(), String> {
         for (i, v) in self.vcpus.iter().enumerate() {
             let failed = match v.ask(VcpuRequest::Pause) {
                 Ok(VcpuReply::Paused) => continue,
@@ -118,11 +104,12 @@ impl Controller {
             }
             return Err(failed);
         }
+        self.paused = true;
         Ok(())
     }
 
     /// Resumes every vCPU (all are asked, even after one fails).
-    fn resume(&self) -> Result<(), String> {
+    fn resume(&mut self) -> Result<(), String> {
         let mut failed = None;
         for v in &self.vcpus {
             match v.ask(VcpuRequest::Resume) {
@@ -138,7 +125,11 @@ impl Controller {
                 }
             }
         }
-        failed.map_or(Ok(()), Err)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.paused = false;
+        Ok(())
     }
 
     fn snapshot(&mut self, state_file: &File, memory_file: &File) -> Result<ApiResponse, String> {

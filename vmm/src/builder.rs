@@ -243,13 +243,12 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         None if config.fs.is_empty() => vm::create_guest_memory(config.mem_mib)?,
         None => vm::create_shared_guest_memory(config.mem_mib)?,
     };
-    let snapshot = restore.map(|(s, _)| s);
     let vm = Arc::new(vm::create_vm(&kvm, &mem)?);
 
     let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE)
         .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
-    let kernel = match &snapshot {
-        Some(_) => None,
+    let origin = match restore {
+        Some((snapshot, _)) => Origin::Restore(snapshot),
         None => {
             let kernel = boot::load_kernel(&mem, &config.kernel)?;
             let initrd = match &config.initrd {
@@ -266,7 +265,11 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             cmdline
                 .insert_str(crate::devices::legacy::i8042::I8042_CMDLINE)
                 .map_err(|e| boot::BootError::Cmdline(e.to_string()))?;
-            Some((kernel, initrd))
+            Origin::Boot {
+                kernel,
+                initrd,
+                cpuid: cpuid::supported_cpuid(&kvm)?,
+            }
         }
     };
 
@@ -281,9 +284,11 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
         .map_err(kvm_err("register serial irqfd"))?;
     let serial_out = serial_output(&config.serial)?;
-    let serial = match &snapshot {
-        Some(s) => SerialDevice::from_state(&s.serial, EventFdTrigger(serial_irq), serial_out)?,
-        None => SerialDevice::new(EventFdTrigger(serial_irq), serial_out),
+    let serial = match &origin {
+        Origin::Restore(s) => {
+            SerialDevice::from_state(&s.serial, EventFdTrigger(serial_irq), serial_out)?
+        }
+        Origin::Boot { .. } => SerialDevice::new(EventFdTrigger(serial_irq), serial_out),
     };
     let serial = Arc::new(Mutex::new(serial));
     pio.insert(serial.clone(), u64::from(layout::SERIAL_PORT), 8)
@@ -329,7 +334,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
         devices.attach_virtio(&vm, &mem, &mut cmdline, &mut event_manager, fs)?;
     }
 
-    if let Some((kernel, initrd)) = &kernel {
+    if let Origin::Boot { kernel, initrd, .. } = &origin {
         boot::configure_boot(&mem, kernel, &cmdline, *initrd)?;
         mptable::setup_mptable(&mem, config.vcpus)?;
     }
@@ -343,21 +348,17 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     let (mmio, transports) = devices.into_parts();
     let mmio = Arc::new(mmio);
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
-    if let Some(snap) = &snapshot {
+    if let Origin::Restore(snap) = &origin {
         snap.vm.restore(&vm)?;
     }
-    let base_cpuid = match &snapshot {
-        Some(_) => None,
-        None => Some(cpuid::supported_cpuid(&kvm)?),
-    };
     for id in 0..config.vcpus {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("create vCPU"))?;
-        match (&snapshot, &base_cpuid, &kernel) {
-            (Some(snap), _, _) => snap.vcpus[usize::from(id)].restore(&fd)?,
-            (None, Some(base), Some((kernel, _))) => {
-                let mut cpuid = base.clone();
+        match &origin {
+            Origin::Restore(snap) => snap.vcpus[usize::from(id)].restore(&fd)?,
+            Origin::Boot { kernel, cpuid, .. } => {
+                let mut cpuid = cpuid.clone();
                 cpuid::filter_cpuid(&mut cpuid, id, config.vcpus)?;
                 fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
                 msr::setup_boot_msrs(&fd, &supported_msrs)?;
@@ -368,7 +369,6 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
                     regs::setup_fpu(&fd)?;
                 }
             }
-            _ => unreachable!("a VM is either booted or restored"),
         }
         vcpus.push(Vcpu::new(
             fd,
@@ -379,7 +379,7 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
             vcpu_exit.try_clone().map_err(io_err("eventfd"))?,
         ));
     }
-    if let Some(snap) = &snapshot {
+    if let Origin::Restore(snap) = &origin {
         for (t, saved) in transports.iter().zip(&snap.devices) {
             lock(t).restore_state(saved)?;
         }
@@ -497,6 +497,22 @@ pub fn run(config: &VmConfig) -> Result<ExitRecord, BuildError> {
     }
     // The vCPU threads are not joined: the caller exits the process, which stops them.
     Ok(record)
+}
+
+/// How a VM starts.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per VMM, held while the VM is built"
+)]
+enum Origin {
+    /// Its kernel (and initrd) loaded, its vCPUs set up from KVM's CPUID.
+    Boot {
+        kernel: boot::LoadedKernel,
+        initrd: Option<(vm_memory::GuestAddress, u64)>,
+        cpuid: kvm_bindings::CpuId,
+    },
+    /// A snapshot's state set on every vCPU, the interrupt controllers and the devices.
+    Restore(VmSnapshot),
 }
 
 /// The shape of the VM `config` describes, as a snapshot records it.

@@ -194,11 +194,6 @@ impl Vcpu {
         }
     }
 
-    /// The vCPU's KVM handle (to set a snapshot's state before it first runs).
-    pub fn fd(&self) -> &VcpuFd {
-        &self.fd
-    }
-
     /// Starts the vCPU on its own thread, which installs the vCPU seccomp filter of `filters`
     /// on itself before it runs the guest.
     pub fn spawn(self, filters: Arc<Filters>) -> std::io::Result<VcpuHandle> {

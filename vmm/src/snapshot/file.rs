@@ -174,20 +174,15 @@ pub fn write_state(file: &File, header: &Header, state: &VmSnapshot) -> Result<u
 
 /// Reads and checks a state file: its header (this build, this CPU), its length and
 /// checksum, and parses its body. The body still has to be checked against the VM
-/// ([`VmSnapshot::check`]). Reads no more than the header says, and never more than the
-/// format's bounds.
+/// ([`VmSnapshot::check`]). Reads never more than the format's bounds.
 pub fn read_state(path: &Path, host: &CpuIdentity) -> Result<(Header, VmSnapshot), SnapshotError> {
-    let mut file = File::open(path).map_err(io("snapshot state", path))?;
-    let mut bytes = vec![0u8; PREFIX_BYTES];
-    let got = read_up_to(&mut file, &mut bytes).map_err(io("snapshot state", path))?;
-    bytes.truncate(got);
-    if let Ok((head_len, body_len)) = prefix(path, &bytes) {
-        // One byte more than announced, so that trailing bytes are seen.
-        let want = head_len as usize + body_len as usize + 1;
-        let mut rest = vec![0u8; want];
-        let got = read_up_to(&mut file, &mut rest).map_err(io("snapshot state", path))?;
-        bytes.extend_from_slice(&rest[..got]);
-    }
+    let file = File::open(path).map_err(io("snapshot state", path))?;
+    // The largest state file there can be, and one byte more, so that trailing bytes are seen.
+    let limit = PREFIX_BYTES as u64 + u64::from(MAX_HEADER_BYTES) + MAX_BODY_BYTES + 1;
+    let mut bytes = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(io("snapshot state", path))?;
     parse_state(path, &bytes, host)
 }
 
@@ -298,20 +293,6 @@ fn frame(head: &[u8], body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(head);
     out.extend_from_slice(body);
     out
-}
-
-/// Reads until `buf` is full or the file ends; returns how much was read.
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The total RAM of `mem` in bytes.

@@ -13,7 +13,7 @@ use crate::paths;
 const VMM_OVERHEAD: u64 = 64 << 20;
 /// The guest's vsock CID: the first one not reserved; each VM has its own vsock device, so
 /// they need not differ.
-pub(super) const GUEST_CID: u64 = mvm_vmm_config::MIN_GUEST_CID;
+const GUEST_CID: u64 = mvm_vmm_config::MIN_GUEST_CID;
 
 pub(super) fn start(spec: &VmSpec) -> Result<VmHandle, String> {
     let vmm = paths::vmm()?;
@@ -120,7 +120,7 @@ fn launch(
 
 /// The VMM's config for `spec`, in the types the VMM itself reads (one definition of the
 /// contract); the VMM jails itself and takes `uid` as its uid and gid.
-fn vmm_config(spec: &VmSpec, vm_dir: &Path, uid: u32) -> VmConfig {
+pub(super) fn vmm_config(spec: &VmSpec, vm_dir: &Path, uid: u32) -> VmConfig {
     VmConfig {
         kernel: spec.kernel.clone(),
         initrd: None,

@@ -30,9 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mvm_agent_protocol::warm::{TEMPLATE_PORT, WarmAnswer, WarmBoot, WarmReady};
 use mvm_agent_protocol::{Frame, FrameReader, FrameWriter, boot};
 use mvm_vmm_config::api::{ApiClient, ApiRequest};
-use mvm_vmm_config::{
-    DiskConfig, JailMode, RestoreSource, SeccompMode, SerialOutput, VmConfig, VsockConfig,
-};
+use mvm_vmm_config::{RestoreSource, SerialOutput};
 use sha2::{Digest, Sha256};
 
 use super::VmSpec;
@@ -112,10 +110,7 @@ fn file_id(path: &Path) -> Result<String, String> {
 
 /// The kernel command line of `spec` as the template boots it: the kernel's words only.
 fn template_cmdline(spec: &VmSpec) -> String {
-    format!(
-        "{} mvm.template=1 reboot=k",
-        boot::kernel_words(&spec.cmdline)
-    )
+    format!("{} mvm.template=1", boot::kernel_words(&spec.cmdline))
 }
 
 /// The key of `spec`'s shape (hex).
@@ -192,13 +187,8 @@ pub fn ensure(spec: &VmSpec, vmm: &Path, cache: &Path) -> Result<Template, Strin
 
 /// Marks a template as just used (its directory's modification time).
 fn touch(dir: &Path) {
-    let now = [libc::timespec {
-        tv_sec: 0,
-        tv_nsec: libc::UTIME_NOW,
-    }; 2];
-    if let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) {
-        // SAFETY: a NUL-terminated path and two timespecs, valid for the call.
-        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), now.as_ptr(), 0) };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.set_modified(SystemTime::now());
     }
 }
 
@@ -251,66 +241,61 @@ impl Drop for Taps {
 
 /// Boots the template VM in `work`, waits for its agent and snapshots it there.
 fn make(spec: &VmSpec, vmm: &Path, work: &Path, key: &str) -> Result<(), String> {
-    let vm_dir = work.join("vm");
+    let mut template = VmSpec {
+        kernel: spec.kernel.clone(),
+        cmdline: template_cmdline(spec),
+        vcpus: spec.vcpus,
+        mem_mib: spec.mem_mib,
+        disks: Vec::with_capacity(spec.disks.len()),
+        run_dir: work.to_path_buf(),
+        nics: Vec::with_capacity(spec.nics.len()),
+        shares: Vec::new(),
+        cgroup_parent: None,
+    };
+    let vm_dir = template.vm_dir();
     fs::create_dir_all(&vm_dir).map_err(|e| format!("{}: {e}", vm_dir.display()))?;
-    let vsock = vm_dir.join("vsock.sock");
+    let vsock = template.vsock_path();
     if vsock.as_os_str().len() + 11 > 107 {
         return Err(format!(
             "the cache path {} is too long for the template's sockets",
             work.display()
         ));
     }
-    let api = vm_dir.join("api.sock");
-    let mut disks = vec![DiskConfig {
-        path: spec.disks[0].path.clone(),
-        read_only: true,
-        id: Some(spec.disks[0].id.clone()),
-    }];
-    for (i, d) in spec.disks.iter().enumerate().skip(1) {
-        // An empty file: the guest's kernel reads nothing from it at boot, so nothing of it
-        // is in the template's page cache when the container's disk takes its place.
-        let slot = work.join(format!("slot{i}.img"));
-        File::create(&slot).map_err(|e| format!("{}: {e}", slot.display()))?;
-        disks.push(DiskConfig {
-            path: slot,
-            read_only: d.read_only,
-            id: Some(d.id.clone()),
-        });
+    for (i, d) in spec.disks.iter().enumerate() {
+        // The agent's own disk; an empty file in each of the container's slots: the guest's
+        // kernel reads nothing from it at boot, so nothing of it is in the template's page
+        // cache when the container's disk takes its place.
+        let path = if i == 0 {
+            d.path.clone()
+        } else {
+            let slot = work.join(format!("slot{i}.img"));
+            File::create(&slot).map_err(|e| format!("{}: {e}", slot.display()))?;
+            slot
+        };
+        template.disks.push(super::Disk { path, ..d.clone() });
     }
     let mut taps = Taps(Vec::new());
-    let mut net = Vec::new();
     for i in 0..spec.nics.len() {
         // At most 15 bytes, and apart from the containers' `mvt...` names.
         let tap = format!("tmv{}n{i}", &key[..8]);
         crate::network::host::create_spare_tap(&tap).map_err(|e| e.to_string())?;
         taps.0.push(tap.clone());
-        net.push(mvm_vmm_config::NetConfig {
+        template.nics.push(super::Nic {
             tap,
-            mac: Some(format!("02:00:00:00:00:{i:02x}")),
+            mac: boot::MacAddr([2, 0, 0, 0, 0, i as u8]),
         });
     }
-    let config = VmConfig {
-        kernel: spec.kernel.clone(),
-        initrd: None,
-        cmdline: template_cmdline(spec),
-        vcpus: spec.vcpus,
-        mem_mib: spec.mem_mib,
-        disks,
-        vsock: Some(VsockConfig {
-            guest_cid: super::mvm::GUEST_CID,
-            uds_path: vsock.clone(),
-        }),
-        net,
-        fs: Vec::new(),
-        serial: SerialOutput::File(work.join("console.log")),
-        exit_record: None,
-        seccomp: SeccompMode::Kill,
-        jail: JailMode::Auto,
-        jail_uid: None,
-        jail_gid: None,
-        api_socket: Some(api.clone()),
-        restore: None,
-    };
+    // The containers' VMM config, so that the template has their devices exactly; but run by
+    // root without a uid of its own, its console in its directory, no exit record.
+    let mut config = super::mvm::vmm_config(&template, &vm_dir, 0);
+    config.serial = SerialOutput::File(work.join("console.log"));
+    config.exit_record = None;
+    config.jail_uid = None;
+    config.jail_gid = None;
+    let api = config
+        .api_socket
+        .clone()
+        .ok_or("the VMM config has no control socket")?;
     let config_path = work.join("vmm.json");
     let text = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     fs::write(&config_path, text).map_err(|e| format!("{}: {e}", config_path.display()))?;
@@ -532,10 +517,7 @@ mod tests {
         b.cmdline = "console=ttyS0 quiet mvm.lower=/dev/vdb mvm.hostname=b".into();
         b.run_dir = "/run/mvm/def".into();
         assert_eq!(key(&b, &vmm).unwrap(), k);
-        assert_eq!(
-            template_cmdline(&b),
-            "console=ttyS0 quiet mvm.template=1 reboot=k"
-        );
+        assert_eq!(template_cmdline(&b), "console=ttyS0 quiet mvm.template=1");
         // Another shape.
         for change in [
             |s: &mut VmSpec| s.mem_mib = 256,

@@ -331,16 +331,15 @@ mod tests {
 
     #[test]
     fn disks_are_waited_for_until_they_have_a_size() {
-        let dir = std::env::temp_dir().join(format!("mvm-warm-disks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = crate::test_util::TempDir::new("warm-disks");
+        let dir = tmp.path();
         for (name, size) in [("vda", "0"), ("vdb", "0"), ("loop0", "0")] {
             std::fs::create_dir_all(dir.join(name)).unwrap();
             std::fs::write(dir.join(name).join("size"), size).unwrap();
         }
-        let e = wait_for_disks(&dir, Duration::from_millis(20)).unwrap_err();
+        let e = wait_for_disks(dir, Duration::from_millis(20)).unwrap_err();
         assert_eq!(e, "the disks vdb still have no size");
         std::fs::write(dir.join("vdb/size"), "2048\n").unwrap();
-        wait_for_disks(&dir, Duration::from_millis(20)).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        wait_for_disks(dir, Duration::from_millis(20)).unwrap();
     }
 }

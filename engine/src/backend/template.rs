@@ -410,23 +410,6 @@ pub fn warm_boot(
         message,
         template_suspect: false,
     };
-    let deadline = Instant::now() + RESTORE_TIMEOUT;
-    let mut conn = loop {
-        if !vmm_alive() {
-            return Err(suspect(
-                "the restored VMM ended before its agent answered".into(),
-            ));
-        }
-        match ready(vsock, Duration::from_secs(2)) {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                return Err(suspect(format!(
-                    "the restored VM's agent did not answer: {e}"
-                )));
-            }
-        }
-    };
     let mut entropy = vec![0u8; ENTROPY_BYTES];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut entropy))
@@ -435,8 +418,8 @@ pub fn warm_boot(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
-    let mut buf = Vec::new();
-    FrameWriter::new(&mut buf)
+    let mut msg = Vec::new();
+    FrameWriter::new(&mut msg)
         .write_control(&WarmBoot {
             cmdline: cmdline.to_string(),
             entropy,
@@ -444,17 +427,44 @@ pub fn warm_boot(
             macs: macs.to_vec(),
         })
         .map_err(|e| refused(e.to_string()))?;
-    conn.write_all(&buf)
-        .map_err(|e| suspect(format!("warm boot: {e}")))?;
+    // A connection made in the restored VM's first moments can be reset by the guest's own
+    // handling of the transport reset (it drops every socket connected when it runs): the
+    // agent then waits for the next one, so a broken exchange is tried again until it answers.
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    loop {
+        if !vmm_alive() {
+            return Err(suspect(
+                "the restored VMM ended before its agent answered".into(),
+            ));
+        }
+        match exchange(vsock, &msg) {
+            Ok(WarmAnswer::Booting) => return Ok(()),
+            Ok(WarmAnswer::Refused { message }) => {
+                return Err(refused(format!(
+                    "the agent refused the warm boot: {message}"
+                )));
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                return Err(suspect(format!(
+                    "the restored VM's agent did not answer the warm boot: {e}"
+                )));
+            }
+        }
+    }
+}
+
+/// One try: connect to the template port, read [`WarmReady`], send the warm boot `msg`, read
+/// the answer.
+fn exchange(vsock: &Path, msg: &[u8]) -> Result<WarmAnswer, String> {
+    let mut conn = ready(vsock, Duration::from_secs(2))?;
+    conn.write_all(msg).map_err(|e| e.to_string())?;
     conn.set_read_timeout(Some(RESTORE_TIMEOUT))
-        .map_err(|e| refused(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     match FrameReader::new(&mut conn).read_frame::<WarmAnswer>() {
-        Ok(Some(Frame::Control(WarmAnswer::Booting))) => Ok(()),
-        Ok(Some(Frame::Control(WarmAnswer::Refused { message }))) => Err(refused(format!(
-            "the agent refused the warm boot: {message}"
-        ))),
-        Ok(_) => Err(suspect("the agent did not answer the warm boot".into())),
-        Err(e) => Err(suspect(format!("warm boot: {e}"))),
+        Ok(Some(Frame::Control(answer))) => Ok(answer),
+        Ok(_) => Err("the agent did not answer the warm boot".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

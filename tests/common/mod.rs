@@ -131,7 +131,10 @@ impl TestRoot {
             .spawn()
             .expect("spawn mvm");
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input).unwrap();
+        // A command that refuses its arguments may exit before it reads its stdin.
+        if let Err(e) = stdin.write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+        }
         drop(stdin);
         child.wait_with_output().unwrap()
     }

@@ -133,7 +133,11 @@ impl TestRoot {
         let mut stdin = child.stdin.take().unwrap();
         // A command that refuses its arguments may exit before it reads its stdin.
         if let Err(e) = stdin.write_all(input) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "writing stdin: {e}"
+            );
         }
         drop(stdin);
         child.wait_with_output().unwrap()
